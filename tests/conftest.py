@@ -1,0 +1,40 @@
+"""Shared fixtures: where the shared photos, PTT pages and the SCRFD detector live."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(__import__("os").environ.get("FACEGEN_SHARED", REPO.parent / "shared"))
+
+
+def _need(path: Path, what: str) -> Path:
+    if not path.exists():
+        pytest.skip(f"{what} not found at {path}: tests that need real data read it from ../shared (set FACEGEN_SHARED)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The ../shared folder beside the checkout (CI always has it)."""
+    return _need(SHARED, "../shared")
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    """Real photos: wild/ and portraits/."""
+    return _need(SHARED / "faces", "shared face photos")
+
+
+@pytest.fixture(scope="session")
+def ptt_pages_dir() -> Path:
+    """Real PTT index and article pages (2016-2024 markup)."""
+    return _need(SHARED / "ptt-pages", "saved PTT pages")
+
+
+@pytest.fixture(scope="session")
+def scrfd_model() -> Path:
+    """The real insightface SCRFD detector with 5 keypoints."""
+    return _need(SHARED / "models" / "scrfd_500m_bnkps.onnx", "SCRFD detector")
