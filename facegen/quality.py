@@ -60,6 +60,20 @@ def crop_box(image: np.ndarray, bbox: Sequence[float]) -> np.ndarray:
     return image[top:max(top, bottom), left:max(left, right)]
 
 
-def region_sharpness(image: np.ndarray, bbox: Sequence[float]) -> float:
-    """Laplacian variance of the bbox region (x1, y1, x2, y2) of an RGB/gray uint8 image."""
-    return laplacian_variance(crop_box(image, bbox))
+def region_sharpness(image: np.ndarray, bbox: Sequence[float], max_side: int = 0) -> float:
+    """Laplacian variance of the bbox (x1, y1, x2, y2) region of an RGB/gray uint8 image.
+
+    The Laplacian variance of the same face falls as its pixel size grows (detail spreads over
+    more pixels), so a 900 px sharp face can score below a 90 px one. With ``max_side`` > 0 the
+    crop is first shrunk (area interpolation, never enlarged) so its longer side is at most
+    ``max_side``, which puts big and small faces on a comparable scale.
+    """
+    crop = crop_box(image, bbox)
+    longest = max(crop.shape[:2]) if crop.size else 0
+    if max_side > 0 and longest > max_side:
+        import cv2
+
+        scale = max_side / longest
+        size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+        crop = cv2.resize(np.ascontiguousarray(crop), size, interpolation=cv2.INTER_AREA)
+    return laplacian_variance(crop)

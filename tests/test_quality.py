@@ -68,3 +68,17 @@ def test_region_sharpness_measures_only_the_box():
     assert region_sharpness(img, (0, 0, 10, 10)) > 0
     assert region_sharpness(img, (20, 20, 40, 40)) == 0.0
     assert region_sharpness(img, (50, 50, 60, 60)) == 0.0
+
+
+def test_region_sharpness_max_side_shrinks_only_large_crops():
+    import cv2
+
+    rng = np.random.default_rng(2)
+    small = (rng.random((50, 50)) > 0.5).astype(np.uint8) * 255
+    big = cv2.resize(small, (400, 400), interpolation=cv2.INTER_NEAREST)  # same picture, 8x the pixels
+    box_small, box_big = (0, 0, 50, 50), (0, 0, 400, 400)
+    # native: the big copy looks far smoother per pixel
+    assert region_sharpness(big, box_big) < region_sharpness(small, box_small) / 4
+    # shrunk back to 50 px, it scores like the small one; the small one is never enlarged
+    assert region_sharpness(big, box_big, max_side=50) == laplacian_variance(cv2.resize(big, (50, 50), interpolation=cv2.INTER_AREA))
+    assert region_sharpness(small, box_small, max_side=200) == laplacian_variance(small)
