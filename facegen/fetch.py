@@ -1,0 +1,156 @@
+"""Fetching one image URL politely and classifying every way it can fail.
+
+Retries, exponential backoff and 429/503 ``Retry-After`` are urllib3's (configured by
+:func:`facegen.http.make_session`); this module adds what a thread pool of downloads needs on
+top: a per-host concurrency limit and minimum delay between request starts
+(:class:`HostGate`), a streamed body with a size cap, and a status for each outcome.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import requests
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
+
+# Fetch outcomes. "fetched" means a 2xx body was read in full; the others are final statuses.
+FETCHED = "fetched"
+FETCH_FAILURES = ("invalid_url", "http_404", "http_error", "timeout", "connection_error", "too_large")
+# Failures worth another try on a later run (with download.retry_failed); 404 and too_large are not.
+TRANSIENT_FAILURES = frozenset({"http_error", "timeout", "connection_error"})
+
+_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What happened to one URL. ``body`` is set only when ``status == "fetched"``."""
+
+    url: str
+    status: str
+    http_status: int | None = None
+    content_type: str | None = None
+    final_url: str | None = None
+    body: bytes | None = None
+    error: str | None = None
+    elapsed_s: float = 0.0
+
+
+class HostGate:
+    """At most ``per_host`` requests in flight per host, and request starts ``delay_s`` apart.
+
+    Start times are reserved under a lock (each caller takes the next free slot), so N threads
+    hitting one host are spread out instead of bursting after each delay.
+    """
+
+    def __init__(self, per_host: int, delay_s: float) -> None:
+        if per_host < 1:
+            raise ValueError(f"per_host must be >= 1, got {per_host}")
+        if delay_s < 0:
+            raise ValueError(f"delay_s must be >= 0, got {delay_s}")
+        self.per_host = per_host
+        self.delay_s = delay_s
+        self._lock = threading.Lock()
+        self._sems: dict[str, threading.BoundedSemaphore] = {}
+        self._next: dict[str, float] = {}
+
+    @contextmanager
+    def slot(self, host: str) -> Iterator[None]:
+        """Hold one of ``host``'s request slots for the duration of the block."""
+        with self._lock:
+            sem = self._sems.setdefault(host, threading.BoundedSemaphore(self.per_host))
+        with sem:
+            with self._lock:
+                now = time.monotonic()
+                start = max(now, self._next.get(host, now))
+                self._next[host] = start + self.delay_s
+            if start > now:
+                time.sleep(start - now)
+            yield
+
+
+def url_host(url: str) -> str | None:
+    """The lower-cased host of an http(s) URL, or None when the URL cannot be fetched."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not host:
+        return None
+    return host
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """True when a requests/urllib3 error was, at its root, a connect or read timeout."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        # urllib3's NewConnectionError (refused, unreachable) subclasses ConnectTimeoutError for history's sake
+        if not isinstance(e, NewConnectionError) and isinstance(
+            e, (requests.Timeout, ReadTimeoutError, ConnectTimeoutError, socket.timeout, TimeoutError)
+        ):
+            return True
+        stack.extend(a for a in getattr(e, "args", ()) if isinstance(a, BaseException))
+        for attr in ("reason", "__cause__", "__context__"):
+            nxt = getattr(e, attr, None)
+            if isinstance(nxt, BaseException):
+                stack.append(nxt)
+    return False
+
+
+def classify_exception(exc: requests.RequestException) -> str:
+    """Map a requests exception to a fetch status."""
+    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)):
+        return "invalid_url"
+    if _is_timeout(exc):
+        return "timeout"
+    if isinstance(exc, (requests.exceptions.TooManyRedirects, requests.exceptions.RetryError)):
+        return "http_error"
+    return "connection_error"
+
+
+def fetch_url(session: requests.Session, url: str, gate: HostGate, timeout_s: float, max_bytes: int) -> FetchResult:
+    """GET ``url`` (streamed, at most ``max_bytes``) through ``gate``; never raises for network trouble.
+
+    Status: ``fetched`` (2xx, full body), ``invalid_url``, ``http_404`` (404/410),
+    ``http_error`` (other non-2xx after retries, redirect loops), ``timeout``,
+    ``connection_error`` (refused, reset, truncated transfer), ``too_large`` (body over the cap).
+    """
+    t0 = time.monotonic()
+    host = url_host(url)
+    if host is None:
+        return FetchResult(url, "invalid_url", error=f"not an http(s) URL with a host: {url!r}")
+
+    def done(status: str, **kw: object) -> FetchResult:
+        return FetchResult(url, status, elapsed_s=time.monotonic() - t0, **kw)  # type: ignore[arg-type]
+
+    with gate.slot(host):
+        try:
+            with session.get(url, stream=True, timeout=timeout_s) as resp:
+                meta = {"http_status": resp.status_code, "content_type": resp.headers.get("Content-Type"), "final_url": resp.url}
+                if resp.status_code in (404, 410):
+                    return done("http_404", error=f"HTTP {resp.status_code} {resp.reason}", **meta)
+                if not 200 <= resp.status_code < 300:
+                    return done("http_error", error=f"HTTP {resp.status_code} {resp.reason}", **meta)
+                declared = resp.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > max_bytes:
+                    return done("too_large", error=f"Content-Length {declared} exceeds max_bytes={max_bytes}", **meta)
+                buf = bytearray()
+                for chunk in resp.iter_content(_CHUNK):
+                    buf += chunk
+                    if len(buf) > max_bytes:
+                        return done("too_large", error=f"body exceeds max_bytes={max_bytes}", **meta)
+                return done(FETCHED, body=bytes(buf), **meta)
+        except requests.RequestException as exc:
+            return done(classify_exception(exc), error=f"{type(exc).__name__}: {exc}"[:500])

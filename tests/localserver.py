@@ -1,0 +1,94 @@
+"""A tiny threaded HTTP server for download tests and benchmarks (127.0.0.1, a free port).
+
+Routes map a path to a :class:`Route`: bytes with a content type, a status code, a redirect,
+"429 with Retry-After the first N times", or a delay before answering. Every request's path
+is logged so tests can assert what was (not) fetched again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Route:
+    body: bytes = b""
+    content_type: str = "image/jpeg"
+    status: int = 200
+    location: str | None = None  # redirect target (status 302)
+    busy_first: int = 0  # answer 429 (Retry-After: retry_after) to the first N requests
+    retry_after: int = 1
+    delay_s: float = 0.0  # sleep before answering (timeouts, latency)
+
+
+class LocalServer:
+    """``with LocalServer(routes) as srv: srv.url("/a.jpg")``; ``srv.hits`` counts requests per path."""
+
+    def __init__(self, routes: dict[str, Route], latency_s: float = 0.0) -> None:
+        self.routes = routes
+        self.latency_s = latency_s
+        self.log: list[str] = []
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:  # quiet
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server API
+                with server._lock:
+                    server.log.append(self.path)
+                    n = server.log.count(self.path)
+                route = server.routes.get(self.path)
+                if server.latency_s:
+                    time.sleep(server.latency_s)
+                if route is None:
+                    self._answer(404, b"not found", "text/plain")
+                    return
+                if route.delay_s:
+                    time.sleep(route.delay_s)
+                if n <= route.busy_first:
+                    self._answer(429, b"slow down", "text/plain", {"Retry-After": str(route.retry_after)})
+                elif route.location is not None:
+                    self._answer(302, b"", "text/plain", {"Location": route.location})
+                else:
+                    self._answer(route.status, route.body, route.content_type)
+
+            def _answer(self, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Content-Length", str(len(body)))
+                    for k, v in (headers or {}).items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.request_queue_size = 128
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    @property
+    def hits(self) -> Counter[str]:
+        with self._lock:
+            return Counter(self.log)
+
+    def __enter__(self) -> "LocalServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
