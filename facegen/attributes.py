@@ -72,8 +72,8 @@ def eye_brightness(gray: np.ndarray, kps: np.ndarray | Sequence[Sequence[float]]
     h, w = gray.shape
     means = []
     for x, y in k[:2]:
-        x0, x1 = max(0, int(np.floor(x - half))), min(w, int(np.ceil(x + half)))
-        y0, y1 = max(0, int(np.floor(y - half))), min(h, int(np.ceil(y + half)))
+        x0, y0 = max(0, int(np.floor(x - half))), max(0, int(np.floor(y - half)))
+        x1, y1 = max(x0, min(w, int(np.ceil(x + half)))), max(y0, min(h, int(np.ceil(y + half))))
         region = gray[y0:y1, x0:x1]
         means.append(float(region.mean()) if region.size else 0.0)
     return min(means)
