@@ -128,9 +128,19 @@ def _text(tag: Tag | None) -> str:
     return "" if tag is None else tag.get_text(" ", strip=True)
 
 
+def _div(node: Tag, cls: str) -> Tag | None:
+    """The first ``div`` with CSS class ``cls`` under ``node`` (find() is ~10x faster than select)."""
+    return node.find("div", class_=cls)
+
+
+def _gate(soup: BeautifulSoup, what: str) -> None:
+    if _div(soup, "over18-notice") is not None:
+        raise Over18GateError(f"{what} page is the over-18 gate: send the cookie over18=1")
+
+
 def is_over18_gate(html: str) -> bool:
     """True when the page is PTT's age gate (``div.over18-notice``)."""
-    return "over18-notice" in html and _soup(html).select_one("div.over18-notice") is not None
+    return "over18-notice" in html and _div(_soup(html), "over18-notice") is not None
 
 
 def parse_push_count(text: str) -> int:
@@ -191,17 +201,16 @@ def _page_number(a: Tag | None) -> int | None:
 def parse_index(html: str) -> IndexPage:
     """Entries and paging of a board index page (any markup variant 2016-2024)."""
     soup = _soup(html)
-    if soup.select_one("div.over18-notice") is not None:
-        raise Over18GateError("index page is the over-18 gate: send the cookie over18=1")
+    _gate(soup, "index")
     prev_link = next_link = None
-    for a in soup.select("div.btn-group a.btn.wide"):
+    for a in soup.find_all("a", class_="wide"):
         label = a.get_text(strip=True)
         if "上頁" in label:
             prev_link = a
         elif "下頁" in label:
             next_link = a
     entries: list[IndexEntry] = []
-    container = soup.select_one("div.r-list-container")
+    container = _div(soup, "r-list-container")
     pinned = False
     for node in container.find_all("div", recursive=False) if container is not None else []:
         classes = node.get("class") or []
@@ -210,18 +219,18 @@ def parse_index(html: str) -> IndexPage:
             continue
         if "r-ent" not in classes:
             continue
-        title_div = node.select_one("div.title")
-        a = title_div.select_one("a[href]") if title_div is not None else None
+        title_div = _div(node, "title")
+        a = title_div.find("a", href=True) if title_div is not None else None
         href = str(a["href"]) if a is not None else None
-        nrec = _text(node.select_one("div.nrec"))
+        nrec = _text(_div(node, "nrec"))
         entries.append(
             IndexEntry(
                 post_id=post_id_from_url(href) if href else None,
                 href=href,
                 title=_text(a) if a is not None else _text(title_div),
-                author=_text(node.select_one("div.author")),
-                date=_text(node.select_one("div.date")),
-                mark=_text(node.select_one("div.mark")),
+                author=_text(_div(node, "author")),
+                date=_text(_div(node, "date")),
+                mark=_text(_div(node, "mark")),
                 push=nrec,
                 push_count=parse_push_count(nrec),
                 pinned=pinned,
@@ -244,33 +253,32 @@ def _links(node: Tag) -> list[str]:
 def parse_article(html: str) -> Article:
     """Header lines, body text/links (up to '※ 發信站') and pushes of an article page."""
     soup = _soup(html)
-    if soup.select_one("div.over18-notice") is not None:
-        raise Over18GateError("article page is the over-18 gate: send the cookie over18=1")
-    main = soup.select_one("div#main-content")
+    _gate(soup, "article")
+    main = soup.find("div", id="main-content")
     if main is None:
         raise ValueError("not an article page: no div#main-content")
     meta: dict[str, str] = {}
-    for line in main.select("div.article-metaline, div.article-metaline-right"):
-        meta[_text(line.select_one("span.article-meta-tag"))] = _text(line.select_one("span.article-meta-value"))
+    for line in main.find_all("div", class_=("article-metaline", "article-metaline-right")):
+        meta[_text(line.find("span", class_="article-meta-tag"))] = _text(line.find("span", class_="article-meta-value"))
         line.extract()
-    for sel in ("div.richcontent", "script", "style"):
-        for node in main.select(sel):
+    for node in main.find_all(("div", "script", "style")):
+        if not node.decomposed and (node.name != "div" or "richcontent" in (node.get("class") or [])):
             node.decompose()
     pushes: list[Push] = []
-    for div in main.select("div.push"):
-        content = div.select_one("span.push-content")
+    for div in main.find_all("div", class_="push"):
+        content = div.find("span", class_="push-content")
         pushes.append(
             Push(
-                tag=_text(div.select_one("span.push-tag")),
-                userid=_text(div.select_one("span.push-userid")),
+                tag=_text(div.find("span", class_="push-tag")),
+                userid=_text(div.find("span", class_="push-userid")),
                 content=_text(content).removeprefix(":").strip(),
-                ipdatetime=_text(div.select_one("span.push-ipdatetime")),
+                ipdatetime=_text(div.find("span", class_="push-ipdatetime")),
                 links=tuple(_links(content)) if content is not None else (),
             )
         )
         div.extract()
     # the body: every node before the '※ 發信站' line (site signature, article URL, edits)
-    for span in main.select("span.f2"):
+    for span in main.find_all("span", class_="f2"):
         if span.get_text().lstrip().startswith(_SITE_LINE):
             for sib in list(span.next_siblings):
                 sib.extract()
