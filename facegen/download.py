@@ -50,6 +50,7 @@ STATUSES = (
     "too_large", "not_an_image", "corrupt", "placeholder", "too_small", "no_face", "face_too_small", "blurry",
 )  # fmt: skip
 _SIZE_RE = re.compile(r"[1-9][0-9]*x[1-9][0-9]*")
+_KEPT_NAME = re.compile(r"[0-9a-f]{64}\.[a-z]+")
 _ANALYSIS_VERSION = 1  # bump when analyse() changes meaning, so cached analyses are redone
 
 
@@ -66,7 +67,7 @@ class DownloadConfig:
     workers: int = 16  # requests in flight
     per_host: int = 8  # requests in flight per host
     host_delay_s: float = 0.1  # minimum gap between request starts to one host
-    detect_workers: int = 1  # threads decoding + detecting (onnxruntime already uses all cores)
+    detect_workers: int = 2  # threads decoding + detecting (decode of one overlaps detection of another)
     timeout_s: float = 20.0  # connect / read timeout per attempt
     retries: int = 5  # urllib3 retries (connect/read errors, 5xx, 429 with Retry-After)
     backoff_s: float = 1.0  # exponential backoff factor between retries
@@ -314,8 +315,8 @@ def export_kept(table: pd.DataFrame, cache: FetchCache, out_dir: Path) -> None:
     """Copy each kept image's original bytes to its ``path``; remove files no longer kept."""
     out_dir.mkdir(parents=True, exist_ok=True)
     keep = {Path(p).name: s for p, s in zip(table.loc[table.status == "ok", "path"], table.loc[table.status == "ok", "sha256"])}
-    for old in out_dir.iterdir():
-        if old.is_file() and old.name not in keep:
+    for old in out_dir.iterdir():  # only files this stage names (<sha256>.<ext>) or left half-written
+        if old.is_file() and old.name not in keep and (_KEPT_NAME.fullmatch(old.name) or old.name.startswith(".tmp-")):
             old.unlink()
     for name, sha in keep.items():
         dest = out_dir / name
@@ -345,6 +346,7 @@ def run_download(
     if missing:
         raise ValueError(f"links table lacks column(s) {missing}; expected the crawl contract (post_id, url, source)")
     links = links.reset_index(drop=True)
+    links["url"] = links["url"].map(lambda u: u if isinstance(u, str) else "")  # a missing URL is invalid_url
     with FetchCache(cache_dir) as cache:
         fetch_and_analyse(links["url"].tolist(), cfg, faces, cache, detector=detector, after_persist=after_persist, progress=progress)
         table = build_table(links, cfg, faces, cache, out_dir)

@@ -77,6 +77,8 @@ class HostGate:
 
 def url_host(url: str) -> str | None:
     """The lower-cased host of an http(s) URL, or None when the URL cannot be fetched."""
+    if not isinstance(url, str):
+        return None
     try:
         parts = urlsplit(url)
         host = parts.hostname

@@ -92,7 +92,8 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         # 16/32-bit gray: Pillow's convert("L") clips at 255; scale the real range instead
         arr = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        peak = float(arr.max()) if arr.size else 0.0
+        top = 65535.0 if mode.startswith("I;16") or (mode == "I" and peak <= 65535) else max(peak, 1.0)
         gray = np.clip(np.rint(arr / top * 255.0), 0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
     has_alpha = mode in ("RGBA", "LA", "La", "RGBa", "PA") or (mode == "P" and "transparency" in im.info)

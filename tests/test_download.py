@@ -249,6 +249,17 @@ def test_rerun_refilters_from_cache_without_network_or_detector(site, faces_cfg,
     assert len(list((root / "raw").iterdir())) == 5
 
 
+def test_retry_failed_refetches_only_transient_failures(site, faces_cfg, full_run):
+    srv, links, statuses, _ = site
+    table, root, _ = full_run
+    before = srv.hits
+    again = run_download(links, replace(CFG, retry_failed=True), faces_cfg, root / "raw", root / "cache", progress=False)
+    fetched_again = srv.hits - before
+    # timeout and http_error links are asked again (each with its one retry); 404s and images are not
+    assert fetched_again == {"/slow.jpg": 2, "/broken.jpg": 2}
+    assert again.status.tolist() == statuses  # the server still fails them
+
+
 class Interrupt(Exception):
     pass
 
@@ -307,6 +318,19 @@ def test_config_rejects_bad_values():
         DownloadConfig(workers=0)
     with pytest.raises(ValueError, match="placeholder_sizes"):
         DownloadConfig(placeholder_sizes=("161,81",))
+
+
+def test_missing_urls_and_empty_links_need_no_network(tmp_path):
+    faces = FacesConfig(model=str(tmp_path / "absent.onnx"))  # never loaded: nothing to detect
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "notes.txt").write_text("not ours")
+    (tmp_path / "raw" / f"{'0' * 64}.jpg").write_bytes(b"stale")
+    links = pd.DataFrame({"post_id": ["a", "b", "c"], "url": [None, "", "javascript:alert(1)"]})
+    table = run_download(links, CFG, faces, tmp_path / "raw", tmp_path / "cache", progress=False)
+    assert table.status.tolist() == ["invalid_url"] * 3 and table.url.tolist() == ["", "", "javascript:alert(1)"]
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["notes.txt"]  # stale kept file removed, others left
+    empty = run_download(links.iloc[:0], CFG, faces, tmp_path / "raw", tmp_path / "cache", progress=False)
+    assert len(empty) == 0 and "detections" in empty.columns
 
 
 def test_links_without_contract_columns_are_refused(faces_cfg, tmp_path):

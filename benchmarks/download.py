@@ -1,0 +1,154 @@
+"""Benchmark the download stage: links/s end to end and face-filter images/s.
+
+1. ``network``: the full pipeline (fetch, persist, decode, decide, export) against a local
+   server that answers every image after ``--latency`` seconds, with a detector stub that finds
+   no face instantly: what the fetching machinery sustains with ``--workers`` in flight.
+2. ``end_to_end``: the same with the real SCRFD detector, for 1 and 2 detect workers, and the
+   time spent in fetch / decode / detect.
+3. ``refilter``: a re-run on the warm cache (new thresholds, no network, no detector).
+4. ``face_filter``: decode + detect + sharpness per image on ../shared/faces/wild at two
+   detector input sizes.
+
+Writes benchmarks/results/download.json. Run: ``.venv/bin/python benchmarks/download.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the local test server
+
+from localserver import LocalServer, Route  # noqa: E402
+
+from facegen.download import DownloadConfig, run_download  # noqa: E402
+from facegen.faces import FaceDetector, FacesConfig  # noqa: E402
+from facegen.imageio import decode_image  # noqa: E402
+from facegen.quality import region_sharpness  # noqa: E402
+
+
+class Timed:
+    """Wraps a detector and adds up the seconds spent in detect()."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner, self.seconds, self.calls = inner, 0.0, 0
+
+    def detect(self, bgr: np.ndarray) -> list:
+        t = time.perf_counter()
+        out = self.inner.detect(bgr)  # type: ignore[attr-defined]
+        self.seconds += time.perf_counter() - t
+        self.calls += 1
+        return out
+
+
+class NoFace:
+    def detect(self, bgr: np.ndarray) -> list:
+        return []
+
+
+def pipeline(routes: dict[str, Route], latency: float, cfg: DownloadConfig, faces: FacesConfig, detector: object) -> dict:
+    with LocalServer(routes, latency_s=latency) as srv, tempfile.TemporaryDirectory() as tmp:
+        links = pd.DataFrame({"post_id": [f"M.{i}.A.000" for i in range(len(routes))], "url": [srv.url(p) for p in routes]})
+        t = time.perf_counter()
+        table = run_download(links, cfg, faces, Path(tmp) / "raw", Path(tmp) / "cache", detector=detector, progress=False)
+        wall = time.perf_counter() - t
+        t = time.perf_counter()
+        again = run_download(links, replace(cfg, blur_threshold=cfg.blur_threshold + 1), faces, Path(tmp) / "raw", Path(tmp) / "cache", detector=NoFace(), progress=False)
+        refilter = time.perf_counter() - t
+        assert len(again) == len(links) and sum(srv.hits.values()) == len(links)
+    return {
+        "links": len(links), "seconds": round(wall, 3), "links_per_s": round(len(links) / wall, 1),
+        "statuses": table.status.value_counts().to_dict(), "refilter_seconds": round(refilter, 3),
+        "refilter_links_per_s": round(len(links) / refilter, 1),
+    }  # fmt: skip
+
+
+def face_filter(wild: Path, faces: FacesConfig, cfg: DownloadConfig) -> dict:
+    det = FaceDetector(faces)
+    files = sorted(p for p in wild.iterdir() if p.is_file())
+    det.detect(np.zeros((64, 64, 3), np.uint8))  # warm-up
+    t_dec = t_det = t_sharp = 0.0
+    n_face = 0
+    t0 = time.perf_counter()
+    for p in files:
+        data = p.read_bytes()
+        t = time.perf_counter()
+        img = decode_image(data, max_pixels=cfg.max_pixels)
+        t_dec += time.perf_counter() - t
+        t = time.perf_counter()
+        dets = det.detect(np.ascontiguousarray(img.rgb[:, :, ::-1]))
+        t_det += time.perf_counter() - t
+        t = time.perf_counter()
+        if dets:
+            n_face += 1
+            region_sharpness(img.rgb, dets[0].bbox, cfg.sharpness_size)
+        t_sharp += time.perf_counter() - t
+    wall = time.perf_counter() - t0
+    n = len(files)
+    return {
+        "det_size": faces.det_size, "images": n, "with_face": n_face, "images_per_s": round(n / wall, 1),
+        "ms_per_image": {"decode": round(1000 * t_dec / n, 1), "detect": round(1000 * t_det / n, 1), "sharpness": round(1000 * t_sharp / n, 2)},
+    }  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shared", default=os.environ.get("FACEGEN_SHARED", str(REPO.parent / "shared")))
+    ap.add_argument("--links", type=int, default=400, help="links in the network run (small portraits)")
+    ap.add_argument("--e2e-links", type=int, default=154, help="links in the end-to-end runs (wild photos)")
+    ap.add_argument("--latency", type=float, default=0.05, help="server delay per request, s")
+    ap.add_argument("--workers", type=int, default=16, help="requests in flight")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "download.json"))
+    args = ap.parse_args()
+    shared = Path(args.shared)
+    faces = FacesConfig(model=str(shared / "models" / "scrfd_500m_bnkps.onnx"), det_size=640, min_score=0.5)
+    # network: small real JPEGs (portraits, ~150 px) so decode stays negligible
+    portraits = sorted((shared / "faces" / "portraits").glob("*.jpg"))[: args.links]
+    small = {f"/{i:05d}.jpg": Route(p.read_bytes()) for i, p in enumerate(portraits)}
+    # end to end: real photos from wild/ (JPEG, 240 px to 2.5k px), cycled; a unique trailer after
+    # the JPEG end marker makes every body distinct (so each is analysed) with the same pixels
+    photos = [p.read_bytes() for p in sorted((shared / "faces" / "wild").glob("*.jp*g"))]
+    routes = {f"/{i:05d}.jpg": Route(photos[i % len(photos)] + f"#{i}".encode()) for i in range(args.e2e_links)}
+    cfg = DownloadConfig(workers=args.workers, per_host=args.workers, host_delay_s=0.0, timeout_s=10.0, retries=0)
+
+    results: dict = {
+        "machine": {"cpus": os.cpu_count(), "gpu": None, "python": platform.python_version(), "platform": platform.platform()},
+        "setup": {
+            "latency_s": args.latency, "workers": args.workers,
+            "network_served": f"{len(small)} shared/faces/portraits JPEGs (~150 px)",
+            "end_to_end_served": f"{len(routes)} links: shared/faces/wild JPEGs ({len(photos)}) cycled, distinct bytes",
+        },
+        "loadavg_before": os.getloadavg(),
+    }  # fmt: skip
+    results["network"] = pipeline(small, args.latency, cfg, faces, NoFace())
+    results["network"]["ideal_links_per_s"] = round(args.workers / args.latency, 1)
+    print("network (no detector):", results["network"])
+    results["end_to_end"] = {}
+    for dw in (1, 2):
+        timed = Timed(FaceDetector(faces))
+        r = pipeline(routes, args.latency, replace(cfg, detect_workers=dw), faces, timed)
+        r["detect_s_total"] = round(timed.seconds, 2)
+        results["end_to_end"][f"detect_workers_{dw}"] = r
+        print(f"end to end, detect_workers={dw}:", r)
+    results["face_filter_wild"] = [face_filter(shared / "faces" / "wild", replace(faces, det_size=s), cfg) for s in (640, 320)]
+    for r in results["face_filter_wild"]:
+        print("face filter on wild/:", r)
+    results["loadavg_after"] = os.getloadavg()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()
