@@ -67,9 +67,21 @@ class Tracker:
         mlflow.set_tracking_uri(uri)
         self.mlflow = mlflow
         self.experiment_id = _experiment_id(experiment, uri, artifact_root)
+        if run_id is not None and not self._exists(run_id):
+            print(f"MLflow run {run_id} of the checkpoint is not in {uri}; logging the resumed run as a new run")
+            run_id = None
         self.run = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else self.experiment_id,
                                     run_name=None if run_id else run_name)
         self.run_id: str = self.run.info.run_id
+
+    def _exists(self, run_id: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.mlflow.get_run(run_id)
+        except MlflowException:
+            return False
+        return True
 
     def log_params(self, params: dict[str, Any]) -> None:
         """Log params (skipped on a resumed run: MLflow params are immutable)."""
@@ -110,7 +122,7 @@ def write_epoch_files(history: list[dict[str, Any]], summary: dict[str, Any], me
 
 
 def best_runs(uri: str, experiment: str, all_runs: bool = False) -> list[dict[str, Any]]:
-    """The best epoch of the latest run (or every run) of ``experiment``, newest first.
+    """The best epoch of the latest evaluated run (or of every run) of ``experiment``, newest first.
 
     Each entry: run_id, run_name, status, metric (``fid`` or ``fd_offline``), value, epoch,
     checkpoint (path of the best model folder). Runs without an evaluation yet are skipped.
@@ -122,8 +134,7 @@ def best_runs(uri: str, experiment: str, all_runs: bool = False) -> list[dict[st
     if exp is None:
         names = [e.name for e in client.search_experiments()]
         raise ValueError(f"no MLflow experiment {experiment!r} in {uri} (experiments: {names})")
-    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"],
-                              max_results=1000 if all_runs else 1)
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1000)
     results = []
     for run in runs:
         metrics, tags = run.data.metrics, run.data.tags
@@ -139,4 +150,6 @@ def best_runs(uri: str, experiment: str, all_runs: bool = False) -> list[dict[st
             "epoch": int(metrics["best_epoch"]),
             "checkpoint": tags.get("best_checkpoint", ""),
         })
+        if not all_runs:
+            break
     return results

@@ -80,3 +80,13 @@ def test_best_runs_latest_and_all(two_runs):
     assert [(r["run_id"], r["epoch"], r["value"]) for r in every] == [(second, 2, 5.5), (first, 2, 7.0)]
     with pytest.raises(ValueError, match="no MLflow experiment 'nope'"):
         tracking.best_runs(uri, "nope")
+
+
+def test_resuming_a_run_missing_from_the_store_starts_a_new_one(two_runs):
+    uri, first, second = two_runs
+    t = tracking.Tracker(uri, "exp", "resumed", run_id="0" * 32)
+    t.end()
+    assert t.run_id not in ("0" * 32, first, second)
+    again = tracking.Tracker(uri, "exp", "ignored", run_id=t.run_id)  # an existing run is continued
+    again.end()
+    assert again.run_id == t.run_id
