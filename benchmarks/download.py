@@ -109,6 +109,7 @@ def main() -> None:
     ap.add_argument("--e2e-links", type=int, default=154, help="links in the end-to-end runs (wild photos)")
     ap.add_argument("--latency", type=float, default=0.05, help="server delay per request, s")
     ap.add_argument("--workers", type=int, default=16, help="requests in flight")
+    ap.add_argument("--repeats", type=int, default=3, help="end-to-end runs per setting (median reported)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "download.json"))
     args = ap.parse_args()
     shared = Path(args.shared)
@@ -134,14 +135,23 @@ def main() -> None:
     results["network"] = pipeline(small, args.latency, cfg, faces, NoFace())
     results["network"]["ideal_links_per_s"] = round(args.workers / args.latency, 1)
     print("network (no detector):", results["network"])
-    results["end_to_end"] = {}
-    for dw in (1, 2):
-        timed = Timed(FaceDetector(faces))
-        r = pipeline(routes, args.latency, replace(cfg, detect_workers=dw), faces, timed)
-        r["detect_s_total"] = round(timed.seconds, 2)
-        results["end_to_end"][f"detect_workers_{dw}"] = r
-        print(f"end to end, detect_workers={dw}:", r)
-    results["face_filter_wild"] = [face_filter(shared / "faces" / "wild", replace(faces, det_size=s), cfg) for s in (640, 320)]
+    # the machine is shared (other jobs load it), so the two settings alternate and the median counts
+    runs: dict[int, list[dict]] = {1: [], 2: []}
+    for _ in range(args.repeats):
+        for dw in (1, 2):
+            timed = Timed(FaceDetector(faces))
+            r = pipeline(routes, args.latency, replace(cfg, detect_workers=dw), faces, timed)
+            r["detect_s_total"] = round(timed.seconds, 2)
+            runs[dw].append(r)
+            print(f"end to end, detect_workers={dw}:", r)
+    results["end_to_end"] = {
+        f"detect_workers_{dw}": {
+            **sorted(rs, key=lambda r: r["links_per_s"])[len(rs) // 2],
+            "links_per_s_runs": [r["links_per_s"] for r in rs],
+        }
+        for dw, rs in runs.items()
+    }
+    results["face_filter_wild"] = [face_filter(shared / "faces" / "wild", replace(faces, det_size=s), cfg) for s in (640, 320, 640, 320)]
     for r in results["face_filter_wild"]:
         print("face filter on wild/:", r)
     results["loadavg_after"] = os.getloadavg()

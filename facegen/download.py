@@ -177,6 +177,7 @@ def fetch_and_analyse(
 ) -> None:  # fmt: skip
     """Fetch every URL not yet in ``cache`` and analyse every fetched body not yet analysed.
 
+    The progress bar counts links fetched, with live counts of each link's (provisional) status.
     Fetch outcomes and analyses are written to ``cache`` as each completes (main thread only),
     so an interruption loses at most the requests in flight. ``detector`` (anything with
     ``detect(bgr) -> list[Detection]``) is built from ``faces`` only if some image needs it.
@@ -194,6 +195,7 @@ def fetch_and_analyse(
     detector_lock = threading.Lock()
     holder = [detector]
     scheduled = set(to_analyse) | analysed
+    first_fetch: dict[str, FetchRecord] = {}  # new bodies awaiting analysis, for live status counts
 
     def run_analysis(data: bytes | None, sha: str) -> Analysis:
         with detector_lock:  # built lazily, once: a re-filter from a full cache never loads it
@@ -233,18 +235,23 @@ def fetch_and_analyse(
                 if kind == "fetch":
                     res: FetchResult = fut.result()
                     rec = cache.put_fetch(res)
-                    counts[rec.status] += 1
                     bar.update(1)
-                    bar.set_postfix(dict(counts), refresh=False)
-                    if rec.sha256 and rec.sha256 not in scheduled:
+                    if rec.sha256 is None:
+                        counts[rec.status] += 1  # a final status already
+                    elif rec.sha256 in scheduled:
+                        counts["same_bytes"] += 1  # duplicate or sharing the first copy's fate
+                    else:
                         scheduled.add(rec.sha256)
+                        first_fetch[rec.sha256] = rec
                         pending[analyse_pool.submit(run_analysis, res.body, rec.sha256)] = "analysis"
+                    bar.set_postfix(dict(counts), refresh=False)
                     if after_persist:
                         after_persist("fetch", rec.url)
                 else:
                     an: Analysis = fut.result()
                     cache.put_analysis(an)
-                    counts["analysed"] += 1
+                    fetch_rec = first_fetch.pop(an.sha256, None)  # None: a cached body re-analysed
+                    counts[decide(fetch_rec, an, cfg)[0] if fetch_rec else "reanalysed"] += 1
                     bar.set_postfix(dict(counts), refresh=False)
                     if after_persist:
                         after_persist("analysis", an.sha256)
