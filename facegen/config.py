@@ -14,18 +14,23 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 
 T = TypeVar("T")
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
-    """Read params.yaml into a dict; a missing file is a clear error."""
+    """Read params.yaml into a dict; a missing file is a clear error.
+
+    Parsed as YAML 1.2 (ruamel, as DVC reads and rewrites it): ``dvc exp run -S`` writes
+    ``precision: no`` unquoted, which YAML 1.1 (PyYAML) would read as False.
+    """
+    from ruamel.yaml import YAML
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"params file not found: {path} (run stages from the repository root)")
     with path.open(encoding="utf-8") as fh:
-        data = yaml.safe_load(fh) or {}
+        data = YAML(typ="safe", pure=True).load(fh) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
     return data

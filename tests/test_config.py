@@ -56,3 +56,10 @@ def test_load_section_and_save(tmp_path):
         "channels": [4, 8], "limit": None, "lr": 0.0001, "mode": "a", "name": "run"}
     with pytest.raises(FileNotFoundError, match="params file not found"):
         load_section(Cfg, "train", tmp_path / "nope.yaml")
+
+
+def test_params_are_read_as_dvc_writes_them(tmp_path):
+    """`dvc exp run -S` rewrites params.yaml in YAML 1.2, dropping quotes: `no` must stay a string."""
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  name: no\n  lr: 1e-3\n", encoding="utf-8")
+    assert load_section(Cfg, "train", path) == Cfg(name="no", lr=1e-3)
