@@ -69,6 +69,7 @@ class DownloadConfig:
     host_delay_s: float = 0.1  # minimum gap between request starts to one host
     detect_workers: int = 2  # threads decoding + detecting (decode of one overlaps detection of another)
     timeout_s: float = 20.0  # connect / read timeout per attempt
+    body_deadline_s: float = 120.0  # a body still arriving this long after the response began is a timeout
     retries: int = 5  # urllib3 retries (connect/read errors, 5xx, 429 with Retry-After)
     backoff_s: float = 1.0  # exponential backoff factor between retries
     backoff_max_s: float = 60.0
@@ -91,6 +92,7 @@ class DownloadConfig:
             "host_delay_s": self.host_delay_s >= 0.0,
             "detect_workers": self.detect_workers >= 1,
             "timeout_s": self.timeout_s > 0.0,
+            "body_deadline_s": self.body_deadline_s > 0.0,
             "retries": self.retries >= 0,
             "backoff_s": self.backoff_s >= 0.0,
         }
@@ -225,7 +227,7 @@ def fetch_and_analyse(
                 if url is None:
                     exhausted = True
                     break
-                pending[fetch_pool.submit(fetch_url, session, url, gate, cfg.timeout_s, cfg.max_bytes)] = "fetch"
+                pending[fetch_pool.submit(fetch_url, session, url, gate, cfg.timeout_s, cfg.max_bytes, cfg.body_deadline_s)] = "fetch"
                 n_fetch += 1
             if not pending:
                 break
@@ -294,7 +296,7 @@ def build_table(links: pd.DataFrame, cfg: DownloadConfig, faces: FacesConfig, ca
         dets = json.loads(an.detections) if decoded and an.detections else []
         rows.append(
             {
-                "post_id": rec_in.post_id, "url": url, "status": status, "sha256": sha,
+                "post_id": rec_in.post_id, "url": url, "source": getattr(rec_in, "source", None), "status": status, "sha256": sha,
                 "path": (out_dir / f"{sha}.{an.ext}").as_posix() if status == "ok" and an else None,
                 "format": an.format if decoded else None, "width": an.width if decoded else None,
                 "height": an.height if decoded else None, "bytes": f.size if f is not None else None,
@@ -311,7 +313,7 @@ def build_table(links: pd.DataFrame, cfg: DownloadConfig, faces: FacesConfig, ca
 
 
 _COLUMNS = {
-    "post_id": "string", "url": "string", "status": "string", "sha256": "string", "path": "string",
+    "post_id": "string", "url": "string", "source": "string", "status": "string", "sha256": "string", "path": "string",
     "format": "string", "width": "Int64", "height": "Int64", "bytes": "Int64", "sharpness": "Float64",
     "n_faces": "Int64", "face_area": "Float64", "error": "string", "duplicate_of": "string",
     "detections": "string", "http_status": "Int64", "final_url": "string", "content_type": "string",

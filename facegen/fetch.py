@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 
 # Fetch outcomes. "fetched" means a 2xx body was read in full; the others are final statuses.
@@ -111,8 +112,8 @@ def _is_timeout(exc: BaseException) -> bool:
     return False
 
 
-def classify_exception(exc: requests.RequestException) -> str:
-    """Map a requests exception to a fetch status."""
+def classify_exception(exc: requests.RequestException | urllib3.exceptions.HTTPError) -> str:
+    """Map a requests or urllib3 exception to a fetch status."""
     if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)):
         return "invalid_url"
     if _is_timeout(exc):
@@ -122,12 +123,16 @@ def classify_exception(exc: requests.RequestException) -> str:
     return "connection_error"
 
 
-def fetch_url(session: requests.Session, url: str, gate: HostGate, timeout_s: float, max_bytes: int) -> FetchResult:
+def fetch_url(
+    session: requests.Session, url: str, gate: HostGate, timeout_s: float, max_bytes: int, body_deadline_s: float | None = None
+) -> FetchResult:
     """GET ``url`` (streamed, at most ``max_bytes``) through ``gate``; never raises for network trouble.
 
     Status: ``fetched`` (2xx, full body), ``invalid_url``, ``http_404`` (404/410),
-    ``http_error`` (other non-2xx after retries, redirect loops), ``timeout``,
-    ``connection_error`` (refused, reset, truncated transfer), ``too_large`` (body over the cap).
+    ``http_error`` (other non-2xx after retries, redirect loops), ``timeout`` (connect/read
+    timeout, or the body still arriving ``body_deadline_s`` after the response began: a server
+    dripping bytes never trips the per-read timeout), ``connection_error`` (refused, reset,
+    truncated transfer), ``too_large`` (body over the cap).
     """
     t0 = time.monotonic()
     host = url_host(url)
@@ -149,10 +154,15 @@ def fetch_url(session: requests.Session, url: str, gate: HostGate, timeout_s: fl
                 if declared.isdigit() and int(declared) > max_bytes:
                     return done("too_large", error=f"Content-Length {declared} exceeds max_bytes={max_bytes}", **meta)
                 buf = bytearray()
-                for chunk in resp.iter_content(_CHUNK):
+                began = time.monotonic()
+                # read1 returns what one socket read brings (unlike iter_content, which waits for a
+                # full chunk), so a server dripping bytes is caught by the deadline below
+                while chunk := resp.raw.read1(_CHUNK, decode_content=True):
                     buf += chunk
                     if len(buf) > max_bytes:
                         return done("too_large", error=f"body exceeds max_bytes={max_bytes}", **meta)
+                    if body_deadline_s is not None and time.monotonic() - began > body_deadline_s:
+                        return done("timeout", error=f"body not complete after body_deadline_s={body_deadline_s} ({len(buf)} bytes)", **meta)
                 return done(FETCHED, body=bytes(buf), **meta)
-        except requests.RequestException as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:  # urllib3's: from the raw body read
             return done(classify_exception(exc), error=f"{type(exc).__name__}: {exc}"[:500])

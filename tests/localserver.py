@@ -23,6 +23,8 @@ class Route:
     busy_first: int = 0  # answer 429 (Retry-After: retry_after) to the first N requests
     retry_after: int = 1
     delay_s: float = 0.0  # sleep before answering (timeouts, latency)
+    drip_s: float = 0.0  # send the body one byte at a time, this long apart
+    cut: int = 0  # declare this many bytes more than sent, then close (a transfer cut short)
 
 
 class LocalServer:
@@ -58,17 +60,25 @@ class LocalServer:
                 elif route.location is not None:
                     self._answer(302, b"", "text/plain", {"Location": route.location})
                 else:
-                    self._answer(route.status, route.body, route.content_type)
+                    self._answer(route.status, route.body, route.content_type, drip_s=route.drip_s, cut=route.cut)
 
-            def _answer(self, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
+            def _answer(
+                self, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None, drip_s: float = 0.0, cut: int = 0
+            ) -> None:
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", ctype)
-                    self.send_header("Content-Length", str(len(body)))
+                    self.send_header("Content-Length", str(len(body) + cut))
+                    self.close_connection = self.close_connection or bool(cut)
                     for k, v in (headers or {}).items():
                         self.send_header(k, v)
                     self.end_headers()
-                    self.wfile.write(body)
+                    if not drip_s:
+                        self.wfile.write(body)
+                    for i in range(len(body) if drip_s else 0):
+                        self.wfile.write(body[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(drip_s)
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
                     pass
 

@@ -160,6 +160,7 @@ def test_every_link_gets_its_exact_status(site, full_run):
     table, _, _ = full_run
     assert table["url"].tolist() == links["url"].tolist()
     assert table["post_id"].tolist() == links["post_id"].tolist()
+    assert table["source"].tolist() == links["source"].tolist()
     got = dict(zip(range(len(table)), table["status"]))
     assert [got[i] for i in range(len(table))] == statuses
     assert set(table["status"]) <= set(STATUSES)

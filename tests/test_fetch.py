@@ -71,6 +71,8 @@ def test_fetch_outcomes():
         "/forbidden.jpg": Route(b"no", status=403),
         "/gone.jpg": Route(b"", status=410),
         "/loop.jpg": Route(location="/loop.jpg"),
+        "/drip.jpg": Route(b"0123456789" * 3, drip_s=0.05),  # each read is quick, the body never ends in time
+        "/cut.jpg": Route(b"\xff\xd8" + b"x" * 100, cut=50),  # connection closed 50 bytes early
     }
     session = make_session(HttpConfig(timeout_s=1.0, retries=0, backoff_s=0.0))
     gate = HostGate(4, 0.0)
@@ -84,4 +86,11 @@ def test_fetch_outcomes():
         assert fetch_url(session, srv.url("/gone.jpg"), gate, 1.0, 100).status == "http_404"
         assert fetch_url(session, srv.url("/loop.jpg"), gate, 1.0, 100).status == "http_error"
         assert fetch_url(session, "mailto:someone@example.com", gate, 1.0, 100).status == "invalid_url"
+        cut = fetch_url(session, srv.url("/cut.jpg"), gate, 1.0, 1000)
+        assert cut.status == "connection_error" and cut.body is None and "IncompleteRead" in cut.error
+        t = time.monotonic()
+        drip = fetch_url(session, srv.url("/drip.jpg"), gate, 1.0, 100, body_deadline_s=0.3)
+        assert drip.status == "timeout" and "body_deadline_s=0.3" in drip.error and time.monotonic() - t < 1.0
+        slow_but_in_time = fetch_url(session, srv.url("/drip.jpg"), gate, 1.0, 100, body_deadline_s=5.0)
+        assert slow_but_in_time.status == "fetched" and slow_but_in_time.body == b"0123456789" * 3
     assert srv.hits["/a.jpg"] == 1 and srv.hits["/big.jpg"] == 1
