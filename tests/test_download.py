@@ -13,6 +13,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 from facegen.download import STATUSES, DownloadConfig, decide, run_download
@@ -167,14 +169,14 @@ def test_every_link_gets_its_exact_status(site, full_run):
 
 
 def test_kept_images_are_exactly_the_good_ones(site, full_run):
-    srv, _, _, raw = site
+    _, _, _, raw = site
     table, root, _ = full_run
     ok = table[table.status == "ok"]
     assert [u.rsplit("/", 1)[1] for u in ok.url] == ["face.jpg", "busy.jpg", "exif.jpg", "anim.gif", "photo.webp"]
-    kept = sorted(p.name for p in (root / "raw").iterdir())
-    assert kept == sorted(f"{s}.{e}" for s, e in zip(ok.sha256, ["jpg", "jpg", "jpg", "gif", "webp"]))
-    assert (root / "raw" / f"{sha256_hex(raw['face'])}.jpg").read_bytes() == raw["face"]
-    assert ok["path"].tolist() == [(root / "raw" / n).as_posix() for n in [f"{s}.{e}" for s, e in zip(ok.sha256, ["jpg", "jpg", "jpg", "gif", "webp"])]]
+    names = [f"{sha}.{ext}" for sha, ext in zip(ok.sha256, ["jpg", "jpg", "jpg", "gif", "webp"])]
+    assert sorted(p.name for p in (root / "raw").iterdir()) == sorted(names)
+    assert ok["path"].tolist() == [(root / "raw" / n).as_posix() for n in names]
+    assert (root / "raw" / f"{sha256_hex(raw['face'])}.jpg").read_bytes() == raw["face"]  # original bytes
     assert table.loc[table.status != "ok", "path"].isna().all()
 
 
@@ -267,31 +269,37 @@ class Interrupt(Exception):
 
 def test_crash_and_restart_gives_the_same_table_without_refetching(site, faces_cfg, full_run, tmp_path):
     srv, links, _, _ = site
-    table, _, _ = full_run
-    finished: list[str] = []
+    table, _, first_hits = full_run
+    fetched: list[str] = []
+    analysed_before: set[str] = set()
 
     def crash_after_six(kind: str, key: str) -> None:
-        if kind == "fetch":
-            finished.append(key)
-            if len(finished) == 6:
+        if kind == "analysis":
+            analysed_before.add(key)
+        else:
+            fetched.append(key)
+            if len(fetched) == 6:
                 raise Interrupt
 
-    before = srv.hits
     with pytest.raises(Interrupt):
         run_download(links, CFG, faces_cfg, tmp_path / "raw", tmp_path / "cache", after_persist=crash_after_six, progress=False)
-    import time
-
     time.sleep(1.2)  # let requests that were in flight at the crash reach the server
     mid = srv.hits
-    resumed = run_download(links, CFG, faces_cfg, tmp_path / "raw", tmp_path / "cache", progress=False)
-    after = srv.hits
-    for url in finished:
+    analysed_after: set[str] = set()
+    resumed = run_download(
+        links, CFG, faces_cfg, tmp_path / "raw", tmp_path / "cache", progress=False,
+        after_persist=lambda kind, key: analysed_after.add(key) if kind == "analysis" else None,
+    )  # fmt: skip
+    restart_hits = srv.hits - mid
+    for url in fetched:
         path = "/" + url.split("/", 3)[3]
-        assert after[path] == mid[path], f"{path} fetched again after the restart"
-    assert sum((after - before).values()) >= sum(full_run[2].values())  # everything was fetched once overall
+        assert restart_hits[path] == 0, f"{path} fetched again after the restart"
+    assert set(restart_hits) | {"/" + u.split("/", 3)[3] for u in fetched} >= set(first_hits)  # nothing left out
+    assert not analysed_before & analysed_after  # no image decoded + detected twice
+    assert analysed_before | analysed_after == set(table.sha256.dropna())
     cols = [c for c in table.columns if c != "path"]
     pd.testing.assert_frame_equal(resumed[cols], table[cols])
-    assert resumed.path.dropna().map(lambda p: Path(p).name).tolist() == table.path.dropna().map(lambda p: Path(p).name).tolist()
+    assert [Path(p).name for p in resumed.path.dropna()] == [Path(p).name for p in table.path.dropna()]
 
 
 def test_decide_orders_the_filters():
@@ -345,9 +353,10 @@ def test_stage_entry_point(site, scrfd_model, tmp_path):
     sub = links.iloc[[0, 1, 3, 7, 11]].reset_index(drop=True)  # face, 404, duplicate, blurry, html
     (tmp_path / "data").mkdir()
     sub.to_parquet(tmp_path / "data" / "links.parquet")
-    params = (REPO / "params.yaml").read_text(encoding="utf-8")
-    params = params.replace("model: buffalo_l", f"model: {scrfd_model}").replace("host_delay_s: 0.1", "host_delay_s: 0.0")
-    (tmp_path / "params.yaml").write_text(params, encoding="utf-8")
+    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))  # the real defaults, but
+    params["faces"]["model"] = str(scrfd_model)  # the offline detector
+    params["download"]["host_delay_s"] = 0.0
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
         [sys.executable, str(REPO / "stages" / "download.py"), "--no-progress"],
