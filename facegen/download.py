@@ -192,7 +192,7 @@ def fetch_and_analyse(
     to_analyse = sorted(have - analysed)
     if not todo and not to_analyse:
         return
-    gate, session = HostGate(cfg.per_host, cfg.host_delay_s), make_session(cfg.http())
+    gate, session = HostGate(cfg.per_host, cfg.host_delay_s, cfg.backoff_max_s), make_session(cfg.http())
     counts: Counter[str] = Counter()
     detector_lock = threading.Lock()
     holder = [detector]

@@ -47,19 +47,41 @@ class HostGate:
     """At most ``per_host`` requests in flight per host, and request starts ``delay_s`` apart.
 
     Start times are reserved under a lock (each caller takes the next free slot), so N threads
-    hitting one host are spread out instead of bursting after each delay.
+    hitting one host are spread out instead of bursting after each delay. The gap adapts per
+    host: a rate-limit answer (429/503) doubles it, to at least ``throttle_floor_s`` and at most
+    ``max_delay_s``, so every thread slows down, not just the one that was told; each answer
+    without one shrinks it by 10 % back towards ``delay_s``.
     """
 
-    def __init__(self, per_host: int, delay_s: float) -> None:
+    throttle_floor_s = 1.0
+
+    def __init__(self, per_host: int, delay_s: float, max_delay_s: float = 60.0) -> None:
         if per_host < 1:
             raise ValueError(f"per_host must be >= 1, got {per_host}")
         if delay_s < 0:
             raise ValueError(f"delay_s must be >= 0, got {delay_s}")
         self.per_host = per_host
         self.delay_s = delay_s
+        self.max_delay_s = max(max_delay_s, delay_s)
         self._lock = threading.Lock()
         self._sems: dict[str, threading.BoundedSemaphore] = {}
         self._next: dict[str, float] = {}
+        self._delay: dict[str, float] = {}
+
+    def delay(self, host: str) -> float:
+        """The current gap between request starts to ``host``."""
+        with self._lock:
+            return self._delay.get(host, self.delay_s)
+
+    def feedback(self, host: str, throttled: bool) -> None:
+        """Tell the gate how ``host`` answered: throttled (429/503 seen) or not."""
+        with self._lock:
+            cur = self._delay.get(host, self.delay_s)
+            if throttled:
+                new = min(self.max_delay_s, max(2 * cur, self.throttle_floor_s, self.delay_s))
+            else:
+                new = max(self.delay_s, 0.9 * cur)
+            self._delay[host] = new
 
     @contextmanager
     def slot(self, host: str) -> Iterator[None]:
@@ -70,10 +92,18 @@ class HostGate:
             with self._lock:
                 now = time.monotonic()
                 start = max(now, self._next.get(host, now))
-                self._next[host] = start + self.delay_s
+                self._next[host] = start + self._delay.get(host, self.delay_s)
             if start > now:
                 time.sleep(start - now)
             yield
+
+
+def _throttled(resp: requests.Response) -> bool:
+    """True when the server said "slow down" (429/503) on this response or a retried attempt."""
+    if resp.status_code in (429, 503):
+        return True
+    retries = getattr(resp.raw, "retries", None)
+    return any(h.status in (429, 503) for h in getattr(retries, "history", ()) or ())
 
 
 def url_host(url: str) -> str | None:
@@ -145,6 +175,7 @@ def fetch_url(
     with gate.slot(host):
         try:
             with session.get(url, stream=True, timeout=timeout_s) as resp:
+                gate.feedback(host, _throttled(resp))
                 meta = {"http_status": resp.status_code, "content_type": resp.headers.get("Content-Type"), "final_url": resp.url}
                 if resp.status_code in (404, 410):
                     return done("http_404", error=f"HTTP {resp.status_code} {resp.reason}", **meta)

@@ -94,3 +94,29 @@ def test_fetch_outcomes():
         slow_but_in_time = fetch_url(session, srv.url("/drip.jpg"), gate, 1.0, 100, body_deadline_s=5.0)
         assert slow_but_in_time.status == "fetched" and slow_but_in_time.body == b"0123456789" * 3
     assert srv.hits["/a.jpg"] == 1 and srv.hits["/big.jpg"] == 1
+
+
+def test_host_gate_slows_a_throttled_host_and_recovers():
+    gate = HostGate(per_host=4, delay_s=0.1, max_delay_s=3.0)
+    gate.feedback("i.imgur.com", throttled=True)
+    assert gate.delay("i.imgur.com") == 1.0  # at least throttle_floor_s
+    gate.feedback("i.imgur.com", throttled=True)
+    gate.feedback("i.imgur.com", throttled=True)
+    assert gate.delay("i.imgur.com") == 3.0  # doubled, capped at max_delay_s
+    assert gate.delay("other.host") == 0.1  # other hosts untouched
+    for _ in range(60):
+        gate.feedback("i.imgur.com", throttled=False)
+    assert gate.delay("i.imgur.com") == 0.1  # back to the configured gap, never below
+
+
+@pytest.mark.network
+def test_a_429_slows_down_the_whole_host():
+    routes = {"/busy.jpg": Route(b"img", busy_first=1), "/calm.jpg": Route(b"img")}
+    session = make_session(HttpConfig(timeout_s=2.0, retries=1, backoff_s=0.0))
+    gate = HostGate(4, 0.0)
+    with LocalServer(routes) as srv:
+        assert fetch_url(session, srv.url("/calm.jpg"), gate, 2.0, 100).status == "fetched"
+        assert gate.delay("127.0.0.1") == 0.0
+        busy = fetch_url(session, srv.url("/busy.jpg"), gate, 2.0, 100)  # 429 + Retry-After: 1, then 200
+        assert busy.status == "fetched" and busy.elapsed_s >= 1.0
+        assert gate.delay("127.0.0.1") == HostGate.throttle_floor_s
