@@ -1,0 +1,119 @@
+"""End to end: the README's main command (`python -m facegen.demo`) runs crawl -> download ->
+align -> train -> sample -> fid through DVC in a copy of this repository; a second `dvc repro`
+does nothing; a train param change reruns only train, sample and fid; `dvc exp show` compares."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from facegen import demo
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("crawl", "download", "align", "train", "sample", "fid")
+
+
+def _copy_repo(dest: Path) -> Path:
+    """The repository's files (tracked, and untracked ones git does not ignore) in a fresh git repo."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    for rel in filter(None, listed):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
+        subprocess.run(["git", *args], cwd=dest, check=True, capture_output=True)
+    return dest
+
+
+def _env(shared: Path) -> dict[str, str]:
+    env = demo.stage_env()
+    env.pop("MLFLOW_TRACKING_URI", None)  # the store must be the copy's mlflow.db
+    env[demo.SHARED_ENV] = str(shared)
+    return env
+
+
+def _dvc(repo: Path, env: dict[str, str], *args: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def _ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '(\w+)'", output))
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, shared_dir, scrfd_model):
+    """The demo command on a smaller board (16 entries) and 2 epochs, in a copy of the repo."""
+    repo = _copy_repo(tmp_path_factory.mktemp("pipeline"))
+    env = _env(shared_dir)
+    proc = subprocess.run([sys.executable, "-m", "facegen.demo", "--posts", "16", "-S", "train.epochs=2",
+                           "-S", "sample.num_images=16"], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return repo, env, proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_demo_runs_every_stage_and_reports_the_best_epoch(demo_run):
+    repo, _, out = demo_run
+    assert _ran(out) == set(STAGES)
+    best = json.loads((repo / "models" / "best" / "best.json").read_text())
+    assert best["metric"] == "fd_offline"  # no Inception weights here: never called FID
+    epochs = (repo / "metrics" / "train_epochs.csv").read_text().splitlines()
+    header, rows = epochs[0].split(","), [dict(zip(epochs[0].split(","), r.split(","))) for r in epochs[1:]]
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and "fd_offline" in header
+    assert int(best["epoch"]) == int(min(rows, key=lambda r: float(r["fd_offline"]))["epoch"])
+    assert f"best epoch: {best['epoch']}  fd_offline = {best['value']:.4g}" in out
+    assert f"mlflow ui --backend-store-uri sqlite:///{repo.resolve() / 'mlflow.db'}" in out
+    score = json.loads((repo / "metrics" / "fid.json").read_text())
+    assert set(score) == {"fd_offline", "num_samples", "num_reference"} and score["num_samples"] == 16
+    assert sorted(p.name for p in (repo / "data" / "samples").glob("*.png"))[-1] == "00016.png"
+    # the MLflow run of the copy's store holds the same best epoch
+    from facegen.tracking import best_runs
+
+    rows = best_runs(f"sqlite:///{repo / 'mlflow.db'}", "facegen-demo")
+    assert rows and rows[0]["run_id"] == best["run_id"] and int(rows[0]["epoch"]) == int(best["epoch"])
+    # the real-world defaults are what git holds; the demo's overrides are in the workspace only
+    committed = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=repo, capture_output=True, text=True).stdout
+    assert "base_url: https://www.ptt.cc" in committed and "127.0.0.1" in (repo / "params.yaml").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_repro_is_a_noop_then_a_train_param_reruns_only_train_sample_fid(demo_run):
+    repo, env, _ = demo_run
+    out = _dvc(repo, env, "repro")
+    assert "Data and pipelines are up to date." in out and _ran(out) == set()
+
+    params = repo / "params.yaml"
+    text = params.read_text()
+    params.write_text(re.sub(r"(?m)^(  lr: )\S+", r"\g<1>0.002", text, count=1))
+    status = json.loads(_dvc(repo, env, "status", "--json"))
+    assert set(status) == {"train"}  # sample and fid follow once train's outputs change
+
+    out = _dvc(repo, env, "exp", "run", "-S", "train.lr=0.0005")
+    assert _ran(out) == {"train", "sample", "fid"}
+    assert "Stage 'crawl' didn't change" in out and "Stage 'align' didn't change" in out
+
+    shown = json.loads(_dvc(repo, env, "exp", "show", "--json"))
+    found = []
+    for commit in shown:
+        for exp in [commit, *[e for ex in commit.get("experiments") or [] for e in ex.get("revs") or []]]:
+            data = (exp.get("data") or {})
+            metrics = (data.get("metrics") or {}).get("metrics/fid.json", {}).get("data", {})
+            lr = (data.get("params") or {}).get("params.yaml", {}).get("data", {}).get("train", {}).get("lr")
+            if "fd_offline" in metrics:
+                found.append(lr)
+    assert 0.001 in found and 0.0005 in found, found  # both experiments, comparable by fd_offline
