@@ -65,7 +65,7 @@ def _base_row(task: ImageTask, index: int, status: str) -> dict[str, Any]:
 
 
 def _detections(task: ImageTask) -> list[Detection]:
-    if task.detections is None or (isinstance(task.detections, float) and np.isnan(task.detections)):
+    if task.detections is None:
         return []
     records = json.loads(task.detections)
     if not isinstance(records, list):
@@ -176,7 +176,12 @@ def run_tasks(tasks: list[ImageTask], cfg: AlignConfig, faces_dir: Path, progres
     if cfg.workers == 1 or len(jobs) <= 1:
         collect(map(_call, jobs))
     else:
-        with ProcessPoolExecutor(max_workers=cfg.workers, initializer=_worker_init) as pool:
+        import multiprocessing
+
+        # spawn, not fork: a parent holding onnxruntime/OpenCV thread pools (a notebook, the
+        # benchmark) deadlocks forked children
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=context, initializer=_worker_init) as pool:
             collect(pool.map(_call, jobs, chunksize=max(1, min(16, len(jobs) // (4 * cfg.workers)))))
     bar.close()
     return rows
@@ -313,7 +318,7 @@ def _tile(row: pd.Series, sources: dict[str, str], root: Path, cfg: AlignConfig)
         return np.full((cfg.size, cfg.size, 3), 128, np.uint8)
     if int(row["face_index"]) == NO_FACE_INDEX:
         return image
-    return align_face(image, np.asarray(row["kps"].tolist() if hasattr(row["kps"], "tolist") else row["kps"]), cfg).image
+    return align_face(image, np.array([list(p) for p in row["kps"]], dtype=np.float64), cfg).image
 
 
 def write_preview(table: pd.DataFrame, downloads: pd.DataFrame, root: Path, path: Path, cfg: AlignConfig) -> Path:
