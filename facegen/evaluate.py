@@ -2,8 +2,9 @@
 
 Samples come from ``facegen.sample.generate`` with the DDIM sampler and ``train.eval_steps``
 steps (deterministic, eta = 0; Song et al. 2021 eq. 12) so a per-epoch score stays cheap.
-Every evaluation uses the same seeds, so epochs are compared on the same initial noise. Reference statistics of the test split come from ``fid.reference_stats``
-(computed once per split content and extractor, then read from the cache).
+Every evaluation uses the same seeds, so epochs are compared on the same initial noise.
+Reference statistics of the test split come from ``fid.reference_stats`` (computed once per
+split content and extractor, then read from the cache).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from facegen.dataset import augment, epoch_batches, load_split, pick_data_device
 from facegen.diffusion import diffusion_loss, make_noise_scheduler, min_snr_weights, noisy_batch, training_target
 from facegen.evaluate import Evaluator
 from facegen.model import build_unet, count_parameters, save_model_dir
-from facegen.tracking import Tracker, git_commit, write_epoch_files
+from facegen.tracking import Tracker, git_commit, tracking_uri, write_epoch_files
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,8 @@ def train(cfg: TrainConfig, paths: TrainPaths = TrainPaths(),
     from tqdm import tqdm
 
     accelerator = Accelerator(mixed_precision=cfg.precision, step_scheduler_with_optimizer=False)
-    device, rank, world, main = accelerator.device, accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    main = accelerator.is_main_process
     set_seed(cfg.seed)
     train_np = load_split(paths.faces, "train", paths.root, cfg.image_size)
     data_hash = fid.content_hash(train_np)
@@ -186,7 +187,7 @@ def train(cfg: TrainConfig, paths: TrainPaths = TrainPaths(),
     metric = fid.metric_name(cfg.fid_extractor)
     tracker = evaluator = None
     if main:
-        uri = paths.tracking_uri or f"sqlite:///{(Path(paths.root).resolve() / 'mlflow.db')}"
+        uri = paths.tracking_uri or tracking_uri(paths.root)
         tracker = Tracker(uri, cfg.experiment, f"{cfg.model}-{key}", paths.artifact_root, state["run_id"])
         state["run_id"] = tracker.run_id
         tracker.log_params({**to_dict(cfg), "git_commit": git_commit(paths.root), "data_hash": data_hash,

@@ -71,7 +71,9 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path, store):
         _run(killed_root, cfg, store, stop_at=6)  # killed mid epoch 2; epoch 1 was checkpointed
     run_dir = next((killed_root / "models" / "checkpoints").iterdir())
     assert latest_checkpoint(run_dir).name == "epoch_00001"
+    run_id = json.loads((run_dir / "epoch_00001" / "state.json").read_text())["run_id"]
     resumed = _run(killed_root, cfg, store)
+    assert json.loads((killed_root / "metrics" / "train.json").read_text())["run_id"] == run_id  # same MLflow run
     assert sorted(resumed) == list(range(5, 13))  # continues at epoch 2, step 5
     assert [resumed[s] for s in range(5, 13)] == [full[s] for s in range(5, 13)]  # bit-exact
     a = torch.load(run_dir / "epoch_00003" / "ema.pt", weights_only=False)["shadow_params"]
