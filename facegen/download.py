@@ -30,12 +30,13 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
 from facegen.config import to_dict
-from facegen.faces import FacesConfig
+from facegen.faces import Detection, FacesConfig
 from facegen.fetch import FETCHED, TRANSIENT_FAILURES, FetchResult, HostGate, fetch_url
 from facegen.fetchcache import Analysis, FetchCache, FetchRecord
 from facegen.http import HttpConfig, make_session
@@ -116,14 +117,20 @@ def analysis_key(cfg: DownloadConfig, faces: FacesConfig) -> str:
     return sha256_hex(json.dumps(basis, sort_keys=True).encode())[:16]
 
 
-def analyse(data: bytes, detector: object, cfg: DownloadConfig, key: str) -> Analysis:
+class Detector(Protocol):
+    """What the stage needs from a face detector (``facegen.faces.FaceDetector``, or a stand-in)."""
+
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]: ...
+
+
+def analyse(data: bytes, detector: Detector, cfg: DownloadConfig, key: str) -> Analysis:
     """Decode ``data`` safely, detect faces (largest first) and measure the largest face's sharpness."""
     sha = sha256_hex(data)
     try:
         img = decode_image(data, max_pixels=cfg.max_pixels, max_bytes=cfg.max_bytes)
     except ImageRejected as rej:
         return Analysis(sha, key, rej.status, rej.reason, None, None, None, None, None, None, None)
-    dets = detector.detect(np.ascontiguousarray(img.rgb[:, :, ::-1]))  # type: ignore[attr-defined]
+    dets = detector.detect(np.ascontiguousarray(img.rgb[:, :, ::-1]))  # BGR, as insightface expects
     sharp = region_sharpness(img.rgb, dets[0].bbox, cfg.sharpness_size) if dets else None
     return Analysis(
         sha, key, "decoded", None, img.format, img.ext, img.width, img.height, img.n_frames,
@@ -175,7 +182,7 @@ def _progress_bar(total: int, enabled: bool):  # noqa: ANN202 - tqdm type
 
 def fetch_and_analyse(
     urls: list[str], cfg: DownloadConfig, faces: FacesConfig, cache: FetchCache, *,
-    detector: object | None = None, after_persist: Hook | None = None, progress: bool = True,
+    detector: Detector | None = None, after_persist: Hook | None = None, progress: bool = True,
 ) -> None:  # fmt: skip
     """Fetch every URL not yet in ``cache`` and analyse every fetched body not yet analysed.
 
@@ -195,7 +202,7 @@ def fetch_and_analyse(
     gate, session = HostGate(cfg.per_host, cfg.host_delay_s, cfg.backoff_max_s), make_session(cfg.http())
     counts: Counter[str] = Counter()
     detector_lock = threading.Lock()
-    holder = [detector]
+    holder: list[Detector | None] = [detector]
     scheduled = set(to_analyse) | analysed
     first_fetch: dict[str, FetchRecord] = {}  # new bodies awaiting analysis, for live status counts
 
@@ -348,7 +355,7 @@ def write_parquet(table: pd.DataFrame, path: Path) -> None:
 
 def run_download(
     links: pd.DataFrame, cfg: DownloadConfig, faces: FacesConfig, out_dir: Path, cache_dir: Path, *,
-    detector: object | None = None, after_persist: Hook | None = None, progress: bool = True,
+    detector: Detector | None = None, after_persist: Hook | None = None, progress: bool = True,
 ) -> pd.DataFrame:  # fmt: skip
     """Fetch, analyse, decide and export: the whole stage except reading params and writing Parquet."""
     missing = [c for c in ("post_id", "url") if c not in links.columns]
