@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out-dir", default="data/raw", help="kept images, named <sha256>.<ext>")
     ap.add_argument("--table", default="data/downloads.parquet", help="one row per link with its status")
     ap.add_argument("--config-out", default="data/downloads_config.json", help="the resolved download + faces config")
+    ap.add_argument("--summary", default="metrics/download.json", help="links per status, kept images (DVC metric)")
     ap.add_argument("--cache-dir", default="cache/download", help="persistent fetch cache (not a DVC out)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
     args = ap.parse_args(argv)
@@ -39,6 +40,10 @@ def main(argv: list[str] | None = None) -> None:
     Path(args.config_out).parent.mkdir(parents=True, exist_ok=True)
     resolved = {"download": to_dict(cfg), "faces": to_dict(faces)}
     Path(args.config_out).write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    counts = {str(k): int(v) for k, v in table["status"].value_counts().sort_index().items()}
+    metrics = {"links": len(table), "kept": counts.get("ok", 0), "status": counts}
+    Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.summary).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     print(summary(table))
 
 

@@ -371,3 +371,5 @@ def test_stage_entry_point(site, scrfd_model, tmp_path):
     resolved = json.loads((tmp_path / "data" / "downloads_config.json").read_text())
     assert resolved["faces"]["model"] == str(scrfd_model) and resolved["download"]["min_face_area"] == 0.015
     assert "ok" in proc.stdout and "links" in proc.stdout
+    metrics = json.loads((tmp_path / "metrics" / "download.json").read_text())
+    assert metrics == {"links": 5, "kept": 1, "status": {"blurry": 1, "duplicate": 1, "http_404": 1, "not_an_image": 1, "ok": 1}}
