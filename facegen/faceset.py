@@ -1,190 +1,26 @@
-"""The align stage's work: kept images -> aligned faces, reasons, near-duplicates, split.
+"""The face dataset of the align stage: candidates -> near-duplicates -> split -> outputs.
 
 Reads the ``ok`` rows of downloads.parquet and reuses their stored detections (never
 detects again). Every candidate face (the largest per image, or all, per
 ``align.faces_per_image``) becomes one row of faces.parquet with ``status`` ``ok`` or the
-first failed check, in this order:
-
-    unreadable, size_mismatch, no_face            (per image: no candidate face to align)
-    kps_outside_image, face_too_small, eyes_too_close, extreme_yaw,
-    crop_outside_image, eyes_occluded, blurry     (per face, thresholds in align.*)
-    near_duplicate                                (across the set, with duplicate_of)
-
-Images are processed in parallel (``align.workers`` processes, results in input order), so
-the output does not depend on the number of workers.
+reason it was rejected (facegen.candidates lists the per-image and per-face checks; here
+``near_duplicate`` is added across the set). Images are processed in parallel with results
+in input order, so the output does not depend on the number of workers.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from facegen import attributes
-from facegen.align import AlignConfig, align_face, crop_outside_fraction
-from facegen.faces import Detection
+from facegen.align import AlignConfig, align_face
+from facegen.candidates import NO_FACE_INDEX, ImageTask, run_tasks
 
 REQUIRED_DOWNLOAD_COLUMNS = ("post_id", "status", "sha256", "path", "detections")
-NO_FACE_INDEX = -1
-
-
-@dataclass(frozen=True)
-class ImageTask:
-    """One kept image to align: where it is and what download found in it."""
-
-    sha256: str
-    post_id: str
-    source: str  # absolute path of the raw image
-    detections: str | None  # JSON list of Detection.to_record()
-    width: int | None  # as recorded by download (None: not recorded)
-    height: int | None
-
-
-def face_id(sha256: str, index: int) -> str:
-    """Stable id of the ``index``-th (largest first) face of an image; -1: the image itself."""
-    return f"{sha256[:16]}_{'none' if index == NO_FACE_INDEX else f'{index:02d}'}"
-
-
-def save_png(image: np.ndarray, path: Path) -> None:
-    """Write an RGB PNG with fixed encoder settings (no timestamps: same pixels, same bytes)."""
-    from PIL import Image
-
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(image).save(tmp, format="PNG", compress_level=6)
-    tmp.replace(path)
-
-
-def _base_row(task: ImageTask, index: int, status: str) -> dict[str, Any]:
-    return {"face_id": face_id(task.sha256, index), "sha256": task.sha256, "post_id": task.post_id,
-            "face_index": index, "status": status}  # fmt: skip
-
-
-def _detections(task: ImageTask) -> list[Detection]:
-    if task.detections is None:
-        return []
-    records = json.loads(task.detections)
-    if not isinstance(records, list):
-        raise ValueError(f"detections of image {task.sha256} is not a JSON list: {task.detections[:80]!r}")
-    return [Detection.from_record(r) for r in records]
-
-
-def _face_status(det: Detection, row: dict[str, Any], outside: float, image_size: tuple[int, int],
-                 cfg: AlignConfig) -> str:  # fmt: skip
-    """The first failed per-face check, or ``ok``."""
-    width, height = image_size
-    checks = (
-        ("kps_outside_image", not attributes.keypoints_inside(det.kps, width, height)),
-        ("face_too_small", attributes.face_min_side(det.bbox) < cfg.min_face_size),
-        ("eyes_too_close", row["eye_distance"] < cfg.min_eye_distance),
-        ("extreme_yaw", abs(row["yaw"]) > cfg.max_abs_yaw),
-        ("crop_outside_image", outside > cfg.max_crop_outside),
-        ("eyes_occluded", row["eye_brightness"] < cfg.min_eye_brightness),
-        ("blurry", row["sharpness"] < cfg.min_sharpness),
-    )
-    return next((reason for reason, failed in checks if failed), "ok")
-
-
-def measure_face(image: np.ndarray, gray: np.ndarray, det: Detection, cfg: AlignConfig) -> tuple[dict[str, Any], Any]:
-    """Attributes of one detected face and its alignment (``Aligned``), before any check."""
-    from facegen.quality import laplacian_variance
-
-    aligned = align_face(image, np.asarray(det.kps), cfg, feather=False)
-    row = {
-        "det_score": det.score,
-        "bbox": [float(v) for v in det.bbox],
-        "kps": [[float(x), float(y)] for x, y in det.kps],
-        "roll": aligned.roll,
-        "yaw": attributes.yaw(det.kps, det.pose),
-        "eye_distance": attributes.eye_distance(det.kps),
-        "eye_brightness": attributes.eye_brightness(gray, det.kps, cfg.eye_patch),
-        "sharpness": laplacian_variance(aligned.image),  # before the feather mask adds an edge
-        "face_area": attributes.face_area(det.bbox),
-        "gender": det.gender,
-        "age": det.age,
-    }
-    return row, aligned
-
-
-def process_image(task: ImageTask, cfg: AlignConfig, faces_dir: str) -> list[dict[str, Any]]:
-    """Rows for every candidate face of one image; writes the PNGs of faces passing all checks.
-
-    Runs in a worker process: everything it needs comes in its arguments.
-    """
-    import cv2
-
-    from facegen.dedupe import phash_hex
-    from facegen.imageio import read_image
-
-    try:
-        image = read_image(task.source)  # decoded exactly as download decoded it (EXIF applied)
-    except (OSError, ValueError) as exc:  # missing, truncated or undecodable file (ImageRejected)
-        return [{**_base_row(task, NO_FACE_INDEX, "unreadable"), "error": f"{type(exc).__name__}: {exc}"}]
-    height, width = image.shape[:2]
-    if task.width is not None and task.height is not None and (width, height) != (task.width, task.height):
-        error = f"image is {width}x{height} but download recorded {task.width}x{task.height}: detections do not fit"
-        return [{**_base_row(task, NO_FACE_INDEX, "size_mismatch"), "error": error}]
-    dets = _detections(task)
-    if not dets:
-        return [_base_row(task, NO_FACE_INDEX, "no_face")]
-    if cfg.faces_per_image == "largest":
-        dets = dets[:1]
-    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    rows = []
-    for index, det in enumerate(dets):
-        measured, aligned = measure_face(image, gray, det, cfg)
-        outside = crop_outside_fraction(aligned.matrix, cfg.size, width, height)
-        row = {**_base_row(task, index, "ok"), **measured}
-        row["status"] = _face_status(det, row, outside, (width, height), cfg)
-        if row["status"] == "ok":
-            face = align_face(image, np.asarray(det.kps), cfg).image if cfg.feather else aligned.image
-            save_png(face, Path(faces_dir) / f"{row['face_id']}.png")
-            row["phash"] = phash_hex(face, cfg.dedupe_hash_size)
-        rows.append(row)
-    return rows
-
-
-def _worker_init() -> None:
-    import cv2
-
-    cv2.setNumThreads(1)  # one image per process: no nested thread pools on a small machine
-
-
-def _call(args: tuple[ImageTask, AlignConfig, str]) -> list[dict[str, Any]]:
-    return process_image(*args)
-
-
-def run_tasks(tasks: list[ImageTask], cfg: AlignConfig, faces_dir: Path, progress: bool = True) -> list[dict[str, Any]]:
-    """Process every image (in ``cfg.workers`` processes) and return all rows in task order."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    from tqdm import tqdm
-
-    jobs = [(task, cfg, str(faces_dir)) for task in tasks]
-    bar = tqdm(total=len(jobs), desc="align", unit="img", disable=not progress)
-    rows: list[dict[str, Any]] = []
-
-    def collect(results: Iterator[list[dict[str, Any]]]) -> None:
-        for result in results:
-            rows.extend(result)
-            bar.update()
-
-    if cfg.workers == 1 or len(jobs) <= 1:
-        collect(map(_call, jobs))
-    else:
-        import multiprocessing
-
-        # spawn, not fork: a parent holding onnxruntime/OpenCV thread pools (a notebook, the
-        # benchmark) deadlocks forked children
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=context, initializer=_worker_init) as pool:
-            collect(pool.map(_call, jobs, chunksize=max(1, min(16, len(jobs) // (4 * cfg.workers)))))
-    bar.close()
-    return rows
 
 
 def _optional_int(value: Any) -> int | None:
@@ -225,21 +61,23 @@ def tasks_from_downloads(downloads: pd.DataFrame, root: Path) -> tuple[list[Imag
     return tasks, links
 
 
+# faces.parquet columns and their Arrow types (pyarrow imported only when writing)
+SCHEMA = {
+    "face_id": "string", "path": "string", "sha256": "string", "post_id": "string", "face_index": "int32",
+    "status": "string", "split": "string", "det_score": "float64", "bbox": "list<float64>",
+    "kps": "list<list<float64>>", "roll": "float64", "yaw": "float64", "eye_distance": "float64",
+    "eye_brightness": "float64", "sharpness": "float64", "face_area": "float64", "gender": "int8", "age": "int16",
+    "phash": "string", "duplicate_of": "string", "error": "string",
+}  # fmt: skip
+COLUMNS = tuple(SCHEMA)
+
+
 def _schema() -> Any:
     import pyarrow as pa
 
     floats = pa.list_(pa.float64())
-    return pa.schema([
-        ("face_id", pa.string()), ("path", pa.string()), ("sha256", pa.string()), ("post_id", pa.string()),
-        ("face_index", pa.int32()), ("status", pa.string()), ("split", pa.string()), ("det_score", pa.float64()),
-        ("bbox", floats), ("kps", pa.list_(floats)), ("roll", pa.float64()), ("yaw", pa.float64()),
-        ("eye_distance", pa.float64()), ("eye_brightness", pa.float64()), ("sharpness", pa.float64()),
-        ("face_area", pa.float64()), ("gender", pa.int8()), ("age", pa.int16()), ("phash", pa.string()),
-        ("duplicate_of", pa.string()), ("error", pa.string()),
-    ])  # fmt: skip
-
-
-COLUMNS = tuple(_schema().names)
+    types = {"list<float64>": floats, "list<list<float64>>": pa.list_(floats)}
+    return pa.schema([(name, types.get(t) or pa.type_for_alias(t)) for name, t in SCHEMA.items()])
 
 
 def build_faceset(

@@ -20,8 +20,9 @@ import yaml
 from PIL import Image
 
 from facegen.align import AlignConfig
+from facegen.candidates import face_id
 from facegen.faces import Detection
-from facegen.faceset import COLUMNS, ImageTask, build_faceset, face_id, process_image
+from facegen.faceset import COLUMNS, build_faceset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -163,30 +164,6 @@ def test_stage_end_to_end_on_real_photos(tiny_repo) -> None:
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     run_stage(root)
     assert snapshot(root) == first
-
-
-def test_checks_run_in_order_and_every_face_of_a_group_photo_is_a_candidate(tmp_path, faces_dir, scrfd_model) -> None:
-    import wild_faces as w
-
-    path = faces_dir / "wild" / "insightface__t1.jpg"
-    dets = w.detect(scrfd_model, path)
-    task = ImageTask(sha256="ab" * 32, post_id="M.1.A.1", source=str(path), detections=w.detections_json(dets),
-                     width=None, height=None)  # fmt: skip
-    rows = process_image(task, AlignConfig(faces_per_image="all", workers=1), str(tmp_path))
-    assert [r["face_index"] for r in rows] == list(range(len(dets))) and len(dets) == 6
-    assert [r["face_id"] for r in rows] == [f"{'ab' * 8}_{i:02d}" for i in range(6)]
-    assert sorted(p.stem for p in tmp_path.glob("*.png")) == [r["face_id"] for r in rows if r["status"] == "ok"]
-    # a big box with eyes 10 px apart: eyes_too_close (after face_too_small passed)
-    big = dets[0]
-    mid = np.mean(big.kps[:2], axis=0)
-    close = Detection(bbox=big.bbox, score=big.score,
-                      kps=((mid[0] - 5, mid[1]), (mid[0] + 5, mid[1]), *big.kps[2:]))  # fmt: skip
-    task = ImageTask("cd" * 32, "M.1.A.1", str(path), w.detections_json([close]), None, None)
-    assert process_image(task, AlignConfig(workers=1), str(tmp_path))[0]["status"] == "eyes_too_close"
-    # the recorded size disagrees with the file: the detections cannot be trusted
-    task = ImageTask("ef" * 32, "M.1.A.1", str(path), w.detections_json(dets), 10, 10)
-    (row,) = process_image(task, AlignConfig(workers=1), str(tmp_path))
-    assert row["status"] == "size_mismatch" and "10x10" in row["error"]
 
 
 def test_missing_columns_and_paths_are_named(tmp_path) -> None:

@@ -1,0 +1,48 @@
+"""facegen.candidates: the per-image work: which faces are candidates, checks in order, reasons."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facegen.align import AlignConfig
+from facegen.candidates import ImageTask, process_image
+from facegen.faces import Detection
+
+
+def test_checks_run_in_order_and_every_face_of_a_group_photo_is_a_candidate(tmp_path, faces_dir, scrfd_model) -> None:
+    import wild_faces as w
+
+    path = faces_dir / "wild" / "insightface__t1.jpg"
+    dets = w.detect(scrfd_model, path)
+    task = ImageTask(sha256="ab" * 32, post_id="M.1.A.1", source=str(path), detections=w.detections_json(dets),
+                     width=None, height=None)  # fmt: skip
+    rows = process_image(task, AlignConfig(faces_per_image="all", workers=1), str(tmp_path))
+    assert [r["face_index"] for r in rows] == list(range(len(dets))) and len(dets) == 6
+    assert [r["face_id"] for r in rows] == [f"{'ab' * 8}_{i:02d}" for i in range(6)]
+    assert sorted(p.stem for p in tmp_path.glob("*.png")) == [r["face_id"] for r in rows if r["status"] == "ok"]
+    # a big box with eyes 10 px apart: eyes_too_close (after face_too_small passed)
+    big = dets[0]
+    mid = np.mean(big.kps[:2], axis=0)
+    close = Detection(bbox=big.bbox, score=big.score,
+                      kps=((mid[0] - 5, mid[1]), (mid[0] + 5, mid[1]), *big.kps[2:]))  # fmt: skip
+    task = ImageTask("cd" * 32, "M.1.A.1", str(path), w.detections_json([close]), None, None)
+    assert process_image(task, AlignConfig(workers=1), str(tmp_path))[0]["status"] == "eyes_too_close"
+    # the recorded size disagrees with the file: the detections cannot be trusted
+    task = ImageTask("ef" * 32, "M.1.A.1", str(path), w.detections_json(dets), 10, 10)
+    (row,) = process_image(task, AlignConfig(workers=1), str(tmp_path))
+    assert row["status"] == "size_mismatch" and "10x10" in row["error"]
+
+
+def test_image_level_failures_keep_one_row_with_the_reason(tmp_path) -> None:
+    from PIL import Image
+
+    missing = ImageTask("01" * 32, "M.2.A.2", str(tmp_path / "gone.jpg"), "[]", None, None)
+    (row,) = process_image(missing, AlignConfig(), str(tmp_path))
+    assert (row["face_id"], row["face_index"], row["status"]) == ("01" * 8 + "_none", -1, "unreadable")
+    assert "gone.jpg" in row["error"]
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (30, 20), (9, 9, 9)).save(blank)
+    for detections in ("[]", None):
+        (row,) = process_image(ImageTask("02" * 32, "M.2.A.2", str(blank), detections, 30, 20), AlignConfig(), str(tmp_path))
+        assert row["status"] == "no_face"
+    assert not list(tmp_path.glob("*_none.png"))
