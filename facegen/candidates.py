@@ -4,7 +4,7 @@ This is the per-image work of the align stage, run in ``align.workers`` processe
 imports nothing heavy at module level (no pandas) so spawned workers start fast. The checks
 run in this order and the first failure is the face's status:
 
-    unreadable, size_mismatch, no_face            (per image: no candidate face to align)
+    unreadable, size_mismatch, bad_detections, no_face   (per image: no face to align)
     kps_outside_image, face_too_small, eyes_too_close, extreme_yaw,
     crop_outside_image, eyes_occluded, blurry     (per face, thresholds in align.*)
 
@@ -85,19 +85,22 @@ def _face_status(det: Detection, row: dict[str, Any], outside: float, image_size
 
 
 def measure_face(image: np.ndarray, gray: np.ndarray, det: Detection, cfg: AlignConfig) -> tuple[dict[str, Any], Any]:
-    """Attributes of one detected face and its alignment (``Aligned``), before any check."""
+    """Attributes of one detected face and its alignment (``Aligned``; None when both eye
+    keypoints coincide, which the eye-distance check then rejects), before any check."""
     from facegen.quality import laplacian_variance
 
-    aligned = align_face(image, np.asarray(det.kps), cfg, feather=False)
+    degenerate = attributes.eye_distance(det.kps) == 0.0  # no eye line: nothing to align
+    aligned = None if degenerate else align_face(image, np.asarray(det.kps), cfg, feather=False)
     row = {
         "det_score": det.score,
         "bbox": [float(v) for v in det.bbox],
         "kps": [[float(x), float(y)] for x, y in det.kps],
-        "roll": aligned.roll,
+        "roll": float("nan") if aligned is None else aligned.roll,
         "yaw": attributes.yaw(det.kps, det.pose),
         "eye_distance": attributes.eye_distance(det.kps),
         "eye_brightness": attributes.eye_brightness(gray, det.kps, cfg.eye_patch),
-        "sharpness": laplacian_variance(aligned.image),  # before the feather mask adds an edge
+        # before the feather mask adds an edge
+        "sharpness": float("nan") if aligned is None else laplacian_variance(aligned.image),
         "face_area": attributes.face_area(det.bbox),
         "gender": det.gender,
         "age": det.age,
@@ -123,7 +126,10 @@ def process_image(task: ImageTask, cfg: AlignConfig, faces_dir: str) -> list[dic
     if task.width is not None and task.height is not None and (width, height) != (task.width, task.height):
         error = f"image is {width}x{height} but download recorded {task.width}x{task.height}: detections do not fit"
         return [{**_base_row(task, NO_FACE_INDEX, "size_mismatch"), "error": error}]
-    dets = _detections(task)
+    try:
+        dets = _detections(task)
+    except (ValueError, KeyError, TypeError) as exc:  # not JSON, or records missing bbox/kps/score
+        return [{**_base_row(task, NO_FACE_INDEX, "bad_detections"), "error": f"{type(exc).__name__}: {exc}"}]
     if not dets:
         return [_base_row(task, NO_FACE_INDEX, "no_face")]
     if cfg.faces_per_image == "largest":
@@ -132,10 +138,10 @@ def process_image(task: ImageTask, cfg: AlignConfig, faces_dir: str) -> list[dic
     rows = []
     for index, det in enumerate(dets):
         measured, aligned = measure_face(image, gray, det, cfg)
-        outside = crop_outside_fraction(aligned.matrix, cfg.size, width, height)
+        outside = 1.0 if aligned is None else crop_outside_fraction(aligned.matrix, cfg.size, width, height)
         row = {**_base_row(task, index, "ok"), **measured}
         row["status"] = _face_status(det, row, outside, (width, height), cfg)
-        if row["status"] == "ok":
+        if row["status"] == "ok" and aligned is not None:
             face = align_face(image, np.asarray(det.kps), cfg).image if cfg.feather else aligned.image
             save_png(face, Path(faces_dir) / f"{row['face_id']}.png")
             row["phash"] = phash_hex(face, cfg.dedupe_hash_size)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from facegen.align import AlignConfig
@@ -46,3 +48,17 @@ def test_image_level_failures_keep_one_row_with_the_reason(tmp_path) -> None:
         (row,) = process_image(ImageTask("02" * 32, "M.2.A.2", str(blank), detections, 30, 20), AlignConfig(), str(tmp_path))
         assert row["status"] == "no_face"
     assert not list(tmp_path.glob("*_none.png"))
+
+
+def test_malformed_detections_and_coincident_eyes_are_reasons_not_crashes(tmp_path) -> None:
+    from PIL import Image
+
+    path = tmp_path / "img.png"
+    Image.new("RGB", (200, 200), (120, 120, 120)).save(path)
+    for bad in ("not json", '{"bbox": 1}', '[{"kps": [[1, 2]]}]'):
+        (row,) = process_image(ImageTask("03" * 32, "M.3.A.3", str(path), bad, None, None), AlignConfig(), str(tmp_path))
+        assert row["status"] == "bad_detections" and row["error"]
+    flat = Detection(bbox=(50.0, 50.0, 150.0, 150.0), score=0.9, kps=((100.0, 90.0),) * 2 + ((100.0, 110.0),) * 3)
+    task = ImageTask("04" * 32, "M.3.A.3", str(path), json.dumps([flat.to_record()]), 200, 200)
+    (row,) = process_image(task, AlignConfig(), str(tmp_path))
+    assert row["status"] == "eyes_too_close" and np.isnan(row["sharpness"]) and row["eye_distance"] == 0.0
