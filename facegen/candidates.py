@@ -68,8 +68,7 @@ def _detections(task: ImageTask) -> list[Detection]:
     return [Detection.from_record(r) for r in records]
 
 
-def _face_status(det: Detection, row: dict[str, Any], outside: float, image_size: tuple[int, int],
-                 cfg: AlignConfig) -> str:  # fmt: skip
+def _face_status(det: Detection, row: dict[str, Any], image_size: tuple[int, int], cfg: AlignConfig) -> str:
     """The first failed per-face check, or ``ok``."""
     width, height = image_size
     checks = (
@@ -77,7 +76,7 @@ def _face_status(det: Detection, row: dict[str, Any], outside: float, image_size
         ("face_too_small", attributes.face_min_side(det.bbox) < cfg.min_face_size),
         ("eyes_too_close", row["eye_distance"] < cfg.min_eye_distance),
         ("extreme_yaw", abs(row["yaw"]) > cfg.max_abs_yaw),
-        ("crop_outside_image", outside > cfg.max_crop_outside),
+        ("crop_outside_image", row["crop_outside"] > cfg.max_crop_outside),
         ("eyes_occluded", row["eye_brightness"] < cfg.min_eye_brightness),
         ("blurry", row["sharpness"] < cfg.min_sharpness),
     )
@@ -139,8 +138,8 @@ def process_image(task: ImageTask, cfg: AlignConfig, faces_dir: str) -> list[dic
     for index, det in enumerate(dets):
         measured, aligned = measure_face(image, gray, det, cfg)
         outside = 1.0 if aligned is None else crop_outside_fraction(aligned.matrix, cfg.size, width, height)
-        row = {**_base_row(task, index, "ok"), **measured}
-        row["status"] = _face_status(det, row, outside, (width, height), cfg)
+        row = {**_base_row(task, index, "ok"), **measured, "crop_outside": outside}
+        row["status"] = _face_status(det, row, (width, height), cfg)
         if row["status"] == "ok" and aligned is not None:
             face = align_face(image, np.asarray(det.kps), cfg).image if cfg.feather else aligned.image
             save_png(face, Path(faces_dir) / f"{row['face_id']}.png")

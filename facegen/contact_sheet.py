@@ -17,7 +17,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 BACKGROUND = (255, 255, 255)
 INK = (0, 0, 0)
-CAPTION_H = 14
+CAPTION_H = 26  # two lines: reason, then the value that failed
+LINE_H = 12
 TITLE_H = 20
 
 
@@ -30,8 +31,10 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont | Image
     return text + ".."
 
 
-def sheet(tiles: Sequence[tuple[np.ndarray, str]], title: str, columns: int = 8, tile: int = 96) -> Image.Image:
+def sheet(tiles: Sequence[tuple[np.ndarray, str]], title: str, columns: int = 8, tile: int = 112) -> Image.Image:
     """A grid of (H, W, 3) uint8 RGB images, each resized to ``tile`` px with its caption below.
+
+    A caption has up to two lines (split at the first newline), each cut to the tile width.
 
     An empty ``tiles`` gives just the title bar (saying there is nothing to show).
     """
@@ -47,7 +50,8 @@ def sheet(tiles: Sequence[tuple[np.ndarray, str]], title: str, columns: int = 8,
         x, y = (i % columns) * tile, TITLE_H + (i // columns) * (tile + CAPTION_H)
         thumb = Image.fromarray(np.ascontiguousarray(image)).convert("RGB").resize((tile, tile), Image.Resampling.NEAREST)
         canvas.paste(thumb, (x, y))
-        draw.text((x + 2, y + tile + 1), _fit(draw, caption, font, tile - 4), fill=INK, font=font)
+        for k, line in enumerate(caption.split("\n", 1)):
+            draw.text((x + 2, y + tile + 1 + k * LINE_H), _fit(draw, line, font, tile - 4), fill=INK, font=font)
     return canvas
 
 
@@ -58,7 +62,7 @@ def save_preview(
     accepted_title: str = "accepted",
     rejected_title: str = "rejected",
     columns: int = 8,
-    tile: int = 96,
+    tile: int = 112,
 ) -> Path:
     """Write the accepted sheet above the rejected sheet as one PNG at ``path``."""
     top = sheet(accepted, accepted_title, columns, tile)
@@ -80,6 +84,9 @@ REASON_VALUE = {
     "eyes_occluded": "eye_brightness",
     "extreme_yaw": "yaw",
     "eyes_too_close": "eye_distance",
+    "crop_outside_image": "crop_outside",
+    "face_too_small": "face_area",
+    "near_duplicate": "duplicate_of",
 }
 
 
@@ -104,8 +111,13 @@ def pick_rejected(table: pd.DataFrame, limit: int) -> pd.DataFrame:
 
 
 def caption(row: pd.Series) -> str:
-    """A rejection reason with the value that failed, e.g. ``blurry 87``."""
-    column = REASON_VALUE.get(str(row["status"]))
-    if column is None or pd.isna(row[column]):
-        return str(row["status"])
-    return f"{row['status']} {float(row[column]):.0f}"
+    """A rejection reason and, on a second line, the value that failed (``blurry`` / ``sharpness 87``)."""
+    status = str(row["status"])
+    column = REASON_VALUE.get(status)
+    if column is None or column not in row or pd.isna(row[column]):
+        return status
+    value = row[column]
+    if isinstance(value, str):
+        return f"{status}\nof {value}"
+    number = float(value)
+    return f"{status}\n{column} {number:.2f}" if abs(number) < 1 else f"{status}\n{column} {number:.0f}"

@@ -66,8 +66,8 @@ SCHEMA = {
     "face_id": "string", "path": "string", "sha256": "string", "post_id": "string", "face_index": "int32",
     "status": "string", "split": "string", "det_score": "float64", "bbox": "list<float64>",
     "kps": "list<list<float64>>", "roll": "float64", "yaw": "float64", "eye_distance": "float64",
-    "eye_brightness": "float64", "sharpness": "float64", "face_area": "float64", "gender": "int8", "age": "int16",
-    "phash": "string", "duplicate_of": "string", "error": "string",
+    "eye_brightness": "float64", "sharpness": "float64", "face_area": "float64", "crop_outside": "float64",
+    "gender": "int8", "age": "int16", "phash": "string", "duplicate_of": "string", "error": "string",
 }  # fmt: skip
 COLUMNS = tuple(SCHEMA)
 

@@ -30,12 +30,12 @@ def test_sheet_lays_out_tiles_in_a_grid_with_captions() -> None:
 
 
 def test_preview_is_deterministic(tmp_path) -> None:
-    tiles = [(tile(v), "blurry 12") for v in range(0, 250, 25)]
+    tiles = [(tile(v), "blurry\nsharpness 12") for v in range(0, 250, 25)]
     a = save_preview(tiles[:4], tiles[4:], tmp_path / "a.png")
     b = save_preview(tiles[:4], tiles[4:], tmp_path / "b.png")
     assert a.read_bytes() == b.read_bytes()
     with Image.open(a) as img:
-        assert img.mode == "RGB" and img.width == 8 * 96
+        assert img.mode == "RGB" and img.width == 8 * 112
 
 
 def table() -> pd.DataFrame:
@@ -62,6 +62,10 @@ def test_accepted_faces_are_spread_over_the_set() -> None:
 
 def test_captions_say_the_reason_and_the_failing_value() -> None:
     t = table().set_index("face_id")
-    assert caption(t.loc["f04"]) == "blurry 12"
-    assert caption(t.loc["f07"]) == "extreme_yaw -62"
-    assert caption(t.loc["f08"]) == "near_duplicate"
+    assert caption(t.loc["f04"]) == "blurry\nsharpness 12"
+    assert caption(t.loc["f07"]) == "extreme_yaw\nyaw -62"
+    assert caption(t.loc["f08"]) == "near_duplicate"  # no duplicate_of column in this table
+    assert caption(t.assign(duplicate_of="f01").loc["f08"]) == "near_duplicate\nof f01"
+    assert caption(t.assign(status="crop_outside_image", crop_outside=0.256).loc["f02"]) == (
+        "crop_outside_image\ncrop_outside 0.26"
+    )

@@ -155,7 +155,7 @@ def test_stage_end_to_end_on_real_photos(tiny_repo) -> None:
     assert metrics["ok"] == 7 and metrics["train"] + metrics["test"] == 7 and metrics["candidates"] == 15
     assert json.loads((root / "data" / "faces_config.json").read_text())["size"] == 64
     with Image.open(root / "data" / "faces_preview.png") as img:
-        assert img.width == 8 * 96
+        assert img.width == 8 * 112
 
     # same inputs, same params -> the same bytes, also with one worker instead of two
     first = snapshot(root)
