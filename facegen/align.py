@@ -56,7 +56,7 @@ class AlignConfig:
     dedupe_max_distance: int = 6  # Hamming distance <= this: near-duplicates
     test_fraction: float = 0.1
     seed: int = 0
-    workers: int = 2
+    workers: int = 1  # processes; 1 = in the calling process
     preview_max: int = 64  # tiles per contact sheet
 
     def __post_init__(self) -> None:
