@@ -14,6 +14,7 @@ import yaml
 from tiny_faces import portrait_faces, random_faces, write_faceset
 
 from facegen import train as train_mod
+from facegen.model import load_model_dir
 from facegen.train import TrainConfig, TrainPaths, latest_checkpoint, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,6 +84,18 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path, store):
     state = json.loads((run_dir / "epoch_00003" / "state.json").read_text())
     assert state["epoch"] == 3 and state["step"] == 12 and [r["epoch"] for r in state["history"]] == [1, 2, 3]
     assert sorted(p.name for p in run_dir.glob("epoch_*")) == ["epoch_00002", "epoch_00003"]  # keep_checkpoints=2
+
+
+def test_other_objectives_accumulation_and_augmentations_train(tmp_path, store):
+    cfg = TrainConfig(**{**TINY, "epochs": 1, "batch_size": 4, "grad_accum": 2, "schedule": "cosine",
+                         "prediction": "v_prediction", "loss": "l1_l2", "min_snr_gamma": 5.0, "rotate_deg": 10.0,
+                         "color_jitter": 0.1, "ema_warmup": True})
+    losses = _run(tmp_path, cfg, store)
+    assert sorted(losses) == [1, 2, 3, 4]  # 32 faces / (4 x 2 accumulated) per optimizer step
+    assert all(0 < v < 10 for v in losses.values())
+    _, sched, saved = load_model_dir(tmp_path / "models" / "best")
+    assert sched.config.prediction_type == "v_prediction" and sched.config.beta_schedule == "squaredcos_cap_v2"
+    assert saved["grad_accum"] == 2
 
 
 def test_nan_loss_names_epoch_and_step(tmp_path, store, monkeypatch):
