@@ -18,11 +18,13 @@ class Cfg:
     channels: tuple[int, ...] = (8, 16)
     mode: Literal["a", "b"] = "a"
     limit: int | None = None
+    size: tuple[int, float] = (1, 2.0)
 
 
 def test_defaults_and_coercion():
-    cfg = from_dict(Cfg, {"name": "x", "lr": 3, "channels": [32, 64, 128], "limit": 5}, "train")
-    assert cfg == Cfg(name="x", lr=3.0, channels=(32, 64, 128), mode="a", limit=5)
+    cfg = from_dict(Cfg, {"name": "x", "lr": 3, "channels": [32, 64, 128], "limit": 5, "size": [161, 81]}, "train")
+    assert cfg == Cfg(name="x", lr=3.0, channels=(32, 64, 128), mode="a", limit=5, size=(161, 81.0))
+    assert isinstance(cfg.size[1], float)
     assert isinstance(cfg.lr, float)
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.lr = 1.0  # type: ignore[misc]
@@ -40,6 +42,8 @@ def test_missing_required_and_bad_types():
         from_dict(Cfg, {"name": "x", "mode": "c"}, "train")
     with pytest.raises(ValueError, match=r"train\.limit"):
         from_dict(Cfg, {"name": "x", "limit": "many"}, "train")
+    with pytest.raises(ValueError, match=r"train\.size: expected 2 items"):
+        from_dict(Cfg, {"name": "x", "size": [1]}, "train")
     with pytest.raises(ValueError, match=r"train\.name: expected str"):
         from_dict(Cfg, {"name": 3}, "train")
 
@@ -53,7 +57,7 @@ def test_load_section_and_save(tmp_path):
         load_section(Cfg, "sample", params)
     save_config(cfg, tmp_path / "out" / "config.json")
     assert json.loads((tmp_path / "out" / "config.json").read_text()) == {
-        "channels": [4, 8], "limit": None, "lr": 0.0001, "mode": "a", "name": "run"}
+        "channels": [4, 8], "limit": None, "size": [1, 2.0], "lr": 0.0001, "mode": "a", "name": "run"}
     with pytest.raises(FileNotFoundError, match="params file not found"):
         load_section(Cfg, "train", tmp_path / "nope.yaml")
 
