@@ -34,6 +34,7 @@ DEMO_PORT = 8765  # preferred: the same URL each run lets `dvc exp run` skip unc
 DETECTOR = Path("models") / "scrfd_500m_bnkps.onnx"
 BOARD = {"images_per_post": 3, "posts_per_day": 10, "seed": 0, "extras": True}
 BOARD_POSTS = 40  # index entries: ~35 live posts carry the ~110 photos
+DRAWN_IMAGES = 120  # without ../shared/faces: faces drawn by the board
 
 # the tiny CPU config: a 16-32 channel UNet at 32 px, 6 epochs scored each epoch, 64 samples
 TINY: dict[str, Any] = {
@@ -80,8 +81,10 @@ def demo_images(shared: Path, dest: Path) -> Path | None:
 
 
 def board_spec(images_dir: Path | None, posts: int = BOARD_POSTS) -> BoardSpec:
-    """The demo board over ``images_dir`` (None: the board's drawn faces)."""
-    return BoardSpec(images_dir=None if images_dir is None else str(images_dir), posts=posts, **BOARD)
+    """The demo board over ``images_dir`` (None: ``DRAWN_IMAGES`` of the board's drawn faces)."""
+    if images_dir is None:
+        return BoardSpec(images_dir=None, max_images=DRAWN_IMAGES, posts=posts, **BOARD)
+    return BoardSpec(images_dir=str(images_dir), posts=posts, **BOARD)
 
 
 def start_board(spec: BoardSpec, port: int = DEMO_PORT) -> BoardServer:
@@ -100,6 +103,9 @@ def demo_overrides(server: BoardServer, shared: Path, inception: bool) -> dict[s
                                  "crawl.start_date": first, "crawl.end_date": last, **TINY}
     if (shared / DETECTOR).is_file():
         overrides["faces.model"] = str((shared / DETECTOR).resolve())
+    if server.board.spec.images_dir is None:
+        # drawn faces share one layout, so most are near-duplicates by pHash: keep all but exact ones
+        overrides["align.dedupe_max_distance"] = 0
     extractor = "inception" if inception else "offline"
     overrides["train.fid_extractor"] = extractor
     overrides["fid.extractor"] = extractor
