@@ -65,8 +65,8 @@ class SampleConfig:
             raise ValueError(f"sample.steps must be >= 1 or null (the full schedule), got {self.steps}")
         if self.seed < 0:
             raise ValueError(f"sample.seed must be >= 0, got {self.seed}")
-        if self.grid_images < 0:
-            raise ValueError(f"sample.grid_images must be >= 0, got {self.grid_images}")
+        if self.grid_images < 1:  # data/samples_grid.png is a declared DVC output
+            raise ValueError(f"sample.grid_images must be >= 1, got {self.grid_images}")
 
 
 def resolve_device(device: str) -> str:
@@ -140,8 +140,10 @@ def _denoise(unet: UNet2DModel, scheduler: Any, seeds: Sequence[int], device: st
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) float in [-1, 1] -> (B, H, W, 3) uint8 in [0, 255]."""
+    import torch
+
     x = ((x.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round()
-    return x.to("cpu", dtype=__import__("torch").uint8).permute(0, 2, 3, 1).numpy()
+    return x.to("cpu", dtype=torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 def iter_batches(unet: UNet2DModel, scheduler_config: dict[str, Any], sampler: str, steps: int | None,
@@ -259,7 +261,7 @@ def sample_to_dir(cfg: SampleConfig, model_dir: str | Path, out_dir: str | Path,
                                        cfg.batch_size, device, cfg.timestep_spacing):
         for k, img in enumerate(images):
             Image.fromarray(img).save(out_dir / image_name(todo[offset + k]))
-    if grid_path is not None and cfg.grid_images > 0:
+    if grid_path is not None:
         n = min(cfg.grid_images, cfg.num_images)
         tiles = np.stack([np.asarray(Image.open(out_dir / image_name(i)).convert("RGB")) for i in range(n)])
         Path(grid_path).parent.mkdir(parents=True, exist_ok=True)

@@ -96,6 +96,7 @@ def _run_stage(cwd: Path, params: str) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow
 def test_stage_writes_numbered_pngs_and_resumes(tmp_path, model_dir, tiny):
     params = "sample:\n  seed: 7\n  num_images: {n}\n  sampler: ddim\n  steps: 4\n  batch_size: 2\n  device: cpu\n  grid_images: 4\n"
     out = _run_stage(tmp_path, params.format(n=3))
