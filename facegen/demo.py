@@ -142,17 +142,19 @@ def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 
 def summary(repo: Path) -> str:
     """The closing lines: best epoch and its score, the sample score, where to look next."""
+    from facegen.tracking import tracking_uri
+
     best = json.loads((repo / "models" / "best" / "best.json").read_text(encoding="utf-8"))
     score = json.loads((repo / "metrics" / "fid.json").read_text(encoding="utf-8"))
     metric = next(k for k in score if k not in ("num_samples", "num_reference"))
-    db = (repo / "mlflow.db").resolve()
+    uri = tracking_uri(repo)  # $MLFLOW_TRACKING_URI or sqlite:///<repo>/mlflow.db, as train used
     scored = f"{best['metric']} = {best['value']:.4g}" if best.get("value") is not None else "not scored (train.fid_every: 0)"
     return "\n".join([
         f"best epoch: {best['epoch']}  {scored}  (MLflow run {best['run_id']})",
         f"samples: {score['num_samples']} images in data/samples, {metric} = {score[metric]:.4g} "
         f"against {score['num_reference']} test faces (grid: data/samples_grid.png)",
         "compare experiments:  dvc exp show   |   dvc plots show   |   facegen best --experiment facegen-demo",
-        f"open MLflow:          mlflow ui --backend-store-uri sqlite:///{db}   (then http://127.0.0.1:5000)",
+        f"open MLflow:          mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)",
         "back to the real-world params:  git checkout params.yaml",
     ])
 
