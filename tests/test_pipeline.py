@@ -29,7 +29,9 @@ def _copy_repo(dest: Path) -> Path:
         if src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
-    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
+    # a local identity: dvc exp run commits experiments, and a CI machine may have no global one
+    for args in (["init", "-q"], ["config", "user.name", "facegen test"], ["config", "user.email", "test@facegen.invalid"],
+                 ["add", "-A"], ["commit", "-qm", "copy"]):
         subprocess.run(["git", *args], cwd=dest, check=True, capture_output=True)
     return dest
 
