@@ -44,12 +44,14 @@ DRAWN_IMAGES = 120  # without ../shared/faces: faces drawn by the board
 EPOCHS = 150
 TINY: dict[str, Any] = {
     "crawl.delay_s": 0, "crawl.retries": 1,
+    "download.host_delay_s": 0, "download.retries": 1,
     "align.test_fraction": 0.25,
     "train.model": "tiny", "train.channels": [16, 32], "train.image_size": 32, "train.epochs": EPOCHS,
     "train.batch_size": 16, "train.warmup_steps": 20, "train.lr": 2e-3, "train.checkpoint_every": 50,
     "train.log_checkpoints": False, "train.fid_every": EPOCHS, "train.fid_num_samples": 32,
     "train.fid_batch_size": 32, "train.eval_steps": 10, "train.grid_size": 16,
     "train.data_device": "cpu", "train.experiment": "facegen-demo",
+    "train.precision": "no", "train.channels_last": False,
     "sample.num_images": 64, "sample.steps": 25, "sample.batch_size": 32, "sample.grid_images": 64,
     "sample.device": "cpu",
     "fid.batch_size": 64, "fid.device": "cpu",
