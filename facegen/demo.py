@@ -45,7 +45,7 @@ EPOCHS = 150
 TINY: dict[str, Any] = {
     "crawl.delay_s": 0, "crawl.retries": 1,
     "download.host_delay_s": 0, "download.retries": 1,
-    "align.test_fraction": 0.25,
+    "align.test_fraction": 0.25, "align.workers": 1,
     "train.model": "tiny", "train.channels": [16, 32], "train.image_size": 32, "train.epochs": EPOCHS,
     "train.batch_size": 16, "train.warmup_steps": 20, "train.lr": 2e-3, "train.checkpoint_every": 50,
     "train.log_checkpoints": False, "train.fid_every": EPOCHS, "train.fid_num_samples": 32,
