@@ -22,10 +22,9 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import requests
-from urllib3.exceptions import ConnectTimeoutError, ReadTimeoutError
 
 from facegen import ptt
-from facegen.http import HttpConfig, make_session
+from facegen.http import HttpConfig, is_timeout, make_session
 
 log = logging.getLogger(__name__)
 
@@ -125,12 +124,7 @@ class Fetcher:
 
 def failure_reason(exc: requests.RequestException) -> str:
     """'timeout' or 'connection_error' for a request that failed after its retries."""
-    if isinstance(exc, requests.Timeout):
-        return "timeout"
-    inner = exc.args[0] if exc.args else None
-    if isinstance(getattr(inner, "reason", None), (ReadTimeoutError, ConnectTimeoutError)):
-        return "timeout"
-    return "connection_error"
+    return "timeout" if is_timeout(exc) else "connection_error"
 
 
 class BoardIndex:

@@ -8,7 +8,6 @@ top: a per-host concurrency limit and minimum delay between request starts
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +17,8 @@ from urllib.parse import urlsplit
 
 import requests
 import urllib3
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
+
+from facegen.http import is_timeout
 
 # Fetch outcomes. "fetched" means a 2xx body was read in full; the others are final statuses.
 FETCHED = "fetched"
@@ -120,33 +120,11 @@ def url_host(url: str) -> str | None:
     return host
 
 
-def _is_timeout(exc: BaseException) -> bool:
-    """True when a requests/urllib3 error was, at its root, a connect or read timeout."""
-    seen: set[int] = set()
-    stack: list[BaseException] = [exc]
-    while stack:
-        e = stack.pop()
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
-        # urllib3's NewConnectionError (refused, unreachable) subclasses ConnectTimeoutError for history's sake
-        if not isinstance(e, NewConnectionError) and isinstance(
-            e, (requests.Timeout, ReadTimeoutError, ConnectTimeoutError, socket.timeout, TimeoutError)
-        ):
-            return True
-        stack.extend(a for a in getattr(e, "args", ()) if isinstance(a, BaseException))
-        for attr in ("reason", "__cause__", "__context__"):
-            nxt = getattr(e, attr, None)
-            if isinstance(nxt, BaseException):
-                stack.append(nxt)
-    return False
-
-
 def classify_exception(exc: requests.RequestException | urllib3.exceptions.HTTPError) -> str:
     """Map a requests or urllib3 exception to a fetch status."""
     if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)):
         return "invalid_url"
-    if _is_timeout(exc):
+    if is_timeout(exc):
         return "timeout"
     if isinstance(exc, (requests.exceptions.TooManyRedirects, requests.exceptions.RetryError)):
         return "http_error"

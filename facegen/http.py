@@ -3,14 +3,17 @@
 Retries are urllib3's: exponential backoff on connection errors, timeouts and 5xx, and
 429/503 answered by sleeping for the server's ``Retry-After``. After the last retry the
 final response is returned (not raised), so callers record the status instead of dying.
+:func:`is_timeout` tells a timeout from a refused or reset connection for both stages.
 """
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
@@ -54,3 +57,25 @@ def make_session(cfg: HttpConfig, cookies: dict[str, str] | None = None) -> requ
     for name, value in (cookies or {}).items():
         session.cookies.set(name, value)
     return session
+
+
+def is_timeout(exc: BaseException) -> bool:
+    """True when a requests/urllib3 error was, at its root, a connect or read timeout."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        # urllib3's NewConnectionError (refused, unreachable) subclasses ConnectTimeoutError for history's sake
+        if not isinstance(e, NewConnectionError) and isinstance(
+            e, (requests.Timeout, ReadTimeoutError, ConnectTimeoutError, socket.timeout, TimeoutError)
+        ):
+            return True
+        stack.extend(a for a in getattr(e, "args", ()) if isinstance(a, BaseException))
+        for attr in ("reason", "__cause__", "__context__"):
+            nxt = getattr(e, attr, None)
+            if isinstance(nxt, BaseException):
+                stack.append(nxt)
+    return False

@@ -229,3 +229,22 @@ def test_stage_end_to_end(small, tmp_path: Path) -> None:
     articles = small.requests_to("/bbs/Beauty/M.")
     assert articles == 9
     assert "requests index=" in run() and small.requests_to("/bbs/Beauty/M.") == articles  # second run: cache only
+
+
+def test_refused_connection_is_connection_error_not_timeout() -> None:
+    # urllib3's NewConnectionError subclasses ConnectTimeoutError: a refused port must not read as a timeout
+    import socket
+
+    import requests
+
+    from facegen.crawl import failure_reason
+    from facegen.http import HttpConfig, make_session
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    with pytest.raises(requests.ConnectionError) as info:
+        make_session(HttpConfig(retries=0)).get(f"http://127.0.0.1:{port}/", timeout=2)
+    assert failure_reason(info.value) == "connection_error"
+    assert failure_reason(requests.exceptions.ReadTimeout("slow")) == "timeout"
