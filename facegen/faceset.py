@@ -154,8 +154,8 @@ def _tile(row: pd.Series, sources: dict[str, str], root: Path, cfg: AlignConfig)
         image = read_image(sources[row["sha256"]])
     except (OSError, ValueError):
         return np.full((cfg.size, cfg.size, 3), 128, np.uint8)
-    if int(row["face_index"]) == NO_FACE_INDEX:
-        return image
+    if int(row["face_index"]) == NO_FACE_INDEX or not row["eye_distance"] > 0:
+        return image  # no face, or coincident eye keypoints: nothing to align (eyes_too_close)
     return align_face(image, np.array([list(p) for p in row["kps"]], dtype=np.float64), cfg).image
 
 

@@ -195,3 +195,19 @@ def test_two_workers_in_a_process_holding_the_detector_match_one(tiny_repo, tmp_
     pd.testing.assert_frame_equal(one.drop(columns="path"), two.drop(columns="path"))
     for name in sorted(p.name for p in (tmp_path / "one").glob("*.png")):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+
+
+def test_preview_shows_a_face_with_coincident_eyes_instead_of_crashing(tmp_path) -> None:
+    from facegen.faceset import write_preview
+
+    raw = tmp_path / "data" / "raw"
+    raw.mkdir(parents=True)
+    rows: list[dict] = []
+    flat = Detection(bbox=(50.0, 50.0, 150.0, 150.0), score=0.9, kps=((100.0, 90.0),) * 2 + ((100.0, 110.0),) * 3)
+    _add(rows, raw, "M.1.A.1", _png(np.full((200, 200, 3), 120, np.uint8)), "png", [flat], size=(200, 200))
+    downloads = pd.DataFrame(rows)
+    cfg = AlignConfig()
+    table = build_faceset(downloads, tmp_path, tmp_path / "data" / "faces", cfg, progress=False)
+    assert table["status"].tolist() == ["eyes_too_close"]
+    out = write_preview(table, downloads, tmp_path, tmp_path / "preview.png", cfg)
+    assert Image.open(out).size[0] > 0
