@@ -74,7 +74,8 @@ def _face_status(det: Detection, row: dict[str, Any], image_size: tuple[int, int
     checks = (
         ("kps_outside_image", not attributes.keypoints_inside(det.kps, width, height)),
         ("face_too_small", attributes.face_min_side(det.bbox) < cfg.min_face_size),
-        ("eyes_too_close", row["eye_distance"] < cfg.min_eye_distance),
+        # coincident eyes (nothing was aligned) fail here even with min_eye_distance=0
+        ("eyes_too_close", row["eye_distance"] < cfg.min_eye_distance or row["eye_distance"] == 0.0),
         ("extreme_yaw", abs(row["yaw"]) > cfg.max_abs_yaw),
         ("crop_outside_image", row["crop_outside"] > cfg.max_crop_outside),
         ("eyes_occluded", row["eye_brightness"] < cfg.min_eye_brightness),

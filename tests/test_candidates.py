@@ -62,3 +62,17 @@ def test_malformed_detections_and_coincident_eyes_are_reasons_not_crashes(tmp_pa
     task = ImageTask("04" * 32, "M.3.A.3", str(path), json.dumps([flat.to_record()]), 200, 200)
     (row,) = process_image(task, AlignConfig(), str(tmp_path))
     assert row["status"] == "eyes_too_close" and np.isnan(row["sharpness"]) and row["eye_distance"] == 0.0
+
+
+def test_coincident_eyes_never_pass_even_with_every_threshold_open(tmp_path) -> None:
+    from PIL import Image
+
+    path = tmp_path / "img.png"
+    Image.new("RGB", (200, 200), (120, 120, 120)).save(path)
+    open_cfg = AlignConfig(min_face_size=0.0, min_eye_distance=0.0, max_abs_yaw=90.0, max_crop_outside=1.0,
+                           min_eye_brightness=0.0, min_sharpness=0.0)  # fmt: skip
+    flat = Detection(bbox=(50.0, 50.0, 150.0, 150.0), score=0.9, kps=((100.0, 90.0),) * 2 + ((100.0, 110.0),) * 3)
+    task = ImageTask("05" * 32, "M.3.A.3", str(path), json.dumps([flat.to_record()]), 200, 200)
+    (row,) = process_image(task, open_cfg, str(tmp_path))
+    assert row["status"] == "eyes_too_close"  # not "ok" with no aligned PNG and no phash
+    assert not list(tmp_path.glob("*_00.png"))
