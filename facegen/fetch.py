@@ -20,9 +20,8 @@ import urllib3
 
 from facegen.http import is_timeout
 
-# Fetch outcomes. "fetched" means a 2xx body was read in full; the others are final statuses.
+# "fetched": a 2xx body read in full; any other outcome is a final status (see fetch_url).
 FETCHED = "fetched"
-FETCH_FAILURES = ("invalid_url", "http_404", "http_error", "timeout", "connection_error", "too_large")
 # Failures worth another try on a later run (with download.retry_failed); 404 and too_large are not.
 TRANSIENT_FAILURES = frozenset({"http_error", "timeout", "connection_error"})
 
