@@ -63,8 +63,10 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if value not in args:
             raise ValueError(f"{where}: {value!r} is not one of {list(args)}")
         return value
-    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ValueError(f"{where}: expected a number, got {value!r}")
     if annotation is int and isinstance(value, bool):
         raise ValueError(f"{where}: expected an integer, got {value!r}")
     if annotation in (int, str, bool) and not isinstance(value, annotation):

@@ -46,6 +46,9 @@ def test_missing_required_and_bad_types():
         from_dict(Cfg, {"name": "x", "size": [1]}, "train")
     with pytest.raises(ValueError, match=r"train\.name: expected str"):
         from_dict(Cfg, {"name": 3}, "train")
+    for bad in ("fast", True, [1e-4], None):  # a float field took any value and failed later, or never
+        with pytest.raises(ValueError, match=r"train\.lr: expected a number"):
+            from_dict(Cfg, {"name": "x", "lr": bad}, "train")
 
 
 def test_load_section_and_save(tmp_path):
