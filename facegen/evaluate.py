@@ -43,14 +43,12 @@ class Evaluator:
 
     def run(self, ema: Any) -> tuple[float, "Image.Image", Any]:
         """Copy the EMA weights into a fresh UNet, sample, return (FD, grid, that UNet on CPU)."""
-        from diffusers import UNet2DModel
         from PIL import Image
 
+        from facegen.model import unet_from_ema
         from facegen.sample import make_grid
 
-        unet = UNet2DModel.from_config(self.unet_config)
-        ema.copy_to(unet.parameters())
-        unet.to(self.device).eval()
+        unet = unet_from_ema(ema, self.unet_config).to(self.device).eval()
         images = self.samples(unet)
         mu, sigma = fid.image_stats(images, self.extractor, self.cfg.fid_batch_size)
         value = fid.frechet_distance(mu, sigma, *self.reference)

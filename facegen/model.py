@@ -99,6 +99,16 @@ def count_parameters(model: Any) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def unet_from_ema(ema: Any, unet_config: Any) -> "UNet2DModel":
+    """A fresh UNet built from ``unet_config`` holding the EMA weights of ``ema`` (a diffusers
+    ``EMAModel``): what evaluation scores and ``models/best/`` saves."""
+    from diffusers import UNet2DModel
+
+    unet = UNet2DModel.from_config(unet_config)
+    ema.copy_to(unet.parameters())
+    return unet
+
+
 def save_model_dir(
     out_dir: str | Path,
     unet: "UNet2DModel",

@@ -27,7 +27,7 @@ from facegen.config import to_dict
 from facegen.dataset import augment, epoch_batches, load_split, pick_data_device, to_tensor
 from facegen.diffusion import diffusion_loss, make_noise_scheduler, min_snr_weights, noisy_batch, training_target
 from facegen.evaluate import Evaluator
-from facegen.model import build_unet, count_parameters, save_model_dir
+from facegen.model import build_unet, count_parameters, save_model_dir, unet_from_ema
 from facegen.tracking import Tracker, git_commit, tracking_uri, write_epoch_files
 
 
@@ -311,10 +311,7 @@ def _finish(cfg: TrainConfig, state: dict, paths: TrainPaths, run_dir: Path, key
     """Main process: publish models/best, write metrics files, close the MLflow run."""
     best_dir = Path(paths.models) / "best"
     if state["best"] is None:  # no evaluation configured: the last epoch's EMA weights
-        from diffusers import UNet2DModel
-
-        eval_unet = UNet2DModel.from_config(raw_unet.config)
-        ema.copy_to(eval_unet.parameters())
+        eval_unet = unet_from_ema(ema, raw_unet.config)
         state["best"] = {"epoch": state["epoch"], "metric": None, "value": None, "run_id": state["run_id"]}
         save_model_dir(run_dir / "best", eval_unet, noise_sched, to_dict(cfg), state["best"])
     if best_dir.exists():

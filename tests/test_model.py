@@ -56,3 +56,21 @@ def test_model_dir_round_trip(tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     with pytest.raises(FileNotFoundError, match="dvc repro train"):
         model.load_model_dir(tmp_path / "nothing")
+
+
+def test_unet_from_ema_holds_the_shadow_weights_not_the_live_ones():
+    from diffusers.training_utils import EMAModel
+
+    unet = model.build_unet("tiny", 32, channels=(8, 16))
+    ema = EMAModel(unet.parameters(), decay=0.5)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(1.0)
+    ema.step(unet.parameters())  # first step: decay 0 -> shadow = live; then diverge the live weights
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(1.0)
+    copy = model.unet_from_ema(ema, unet.config)
+    for live, shadow, got in zip(unet.parameters(), ema.shadow_params, copy.parameters()):
+        torch.testing.assert_close(got, shadow, rtol=0, atol=0)
+        assert not torch.equal(got, live)
