@@ -245,9 +245,9 @@ def train(cfg: TrainConfig, paths: TrainPaths = TrainPaths(),
                 _end_epoch(cfg, state, row, ema, evaluator, tracker, noise_sched, raw_unet, run_dir, metric)
             if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
                 _checkpoint(accelerator, cfg, state, ema, raw_unet, run_dir, tracker)
-    except BaseException:
-        if tracker is not None:
-            tracker.end("KILLED" if state["step"] else "FAILED")
+    except BaseException as err:
+        if tracker is not None:  # a kill (Ctrl-C, sys.exit) is resumable; a divergence or a bug is a failure
+            tracker.end("KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED")
         raise
 
     summary: dict[str, Any] = {}

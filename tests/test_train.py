@@ -111,6 +111,12 @@ def test_nan_loss_names_epoch_and_step(tmp_path, store, monkeypatch):
     with pytest.raises(FloatingPointError, match=r"loss is nan at epoch 2, step 6"):
         _run(tmp_path, TrainConfig(**{**TINY, "epochs": 2}), store)
     assert not (tmp_path / "models" / "best").exists()
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=store)
+    latest = client.search_runs([client.get_experiment_by_name("test").experiment_id],
+                                order_by=["attributes.start_time DESC"], max_results=1)[0]
+    assert latest.info.status == "FAILED"  # a divergence is a failure, not a (resumable) kill
 
 
 def test_config_errors_name_the_key():
