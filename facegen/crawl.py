@@ -48,10 +48,13 @@ class CrawlConfig:
 
     def __post_init__(self) -> None:
         for key in ("start_date", "end_date"):
+            value = getattr(self, key)
             try:
-                date.fromisoformat(getattr(self, key))
+                # fromisoformat alone also takes '20240101'; the string comparison below needs YYYY-MM-DD
+                if date.fromisoformat(value).isoformat() != value:
+                    raise ValueError
             except (TypeError, ValueError):
-                raise ValueError(f"crawl.{key}={getattr(self, key)!r} is not a date: write it as YYYY-MM-DD") from None
+                raise ValueError(f"crawl.{key}={value!r} is not a date: write it as YYYY-MM-DD") from None
         if self.start_date > self.end_date:
             raise ValueError(f"crawl.start_date={self.start_date} is after crawl.end_date={self.end_date}")
         if urlsplit(self.base_url).scheme not in ("http", "https"):

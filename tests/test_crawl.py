@@ -181,6 +181,8 @@ def test_wrong_board_is_a_clear_error(small, tmp_path: Path) -> None:
 def test_config_errors_name_the_key() -> None:
     with pytest.raises(ValueError, match="crawl.start_date='2024-13-01' is not a date"):
         CrawlConfig(start_date="2024-13-01")
+    with pytest.raises(ValueError, match="crawl.end_date='20241231' is not a date: write it as YYYY-MM-DD"):
+        CrawlConfig(end_date="20241231")
     with pytest.raises(ValueError, match="crawl.start_date=2024-02-01 is after crawl.end_date=2024-01-31"):
         CrawlConfig(start_date="2024-02-01", end_date="2024-01-31")
     with pytest.raises(ValueError, match="crawl.base_url='www.ptt.cc'"):
