@@ -23,6 +23,7 @@ import numpy as np
 
 from facegen import attributes
 from facegen.align import AlignConfig, align_face, crop_outside_fraction
+from facegen.atomic import atomic_path
 from facegen.faces import Detection
 
 NO_FACE_INDEX = -1
@@ -49,9 +50,8 @@ def save_png(image: np.ndarray, path: Path) -> None:
     """Write an RGB PNG with fixed encoder settings (no timestamps: same pixels, same bytes)."""
     from PIL import Image
 
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(image).save(tmp, format="PNG", compress_level=6)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG", compress_level=6)
 
 
 def _base_row(task: ImageTask, index: int, status: str) -> dict[str, Any]:

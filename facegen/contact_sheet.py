@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
+from facegen.atomic import atomic_path
+
 BACKGROUND = (255, 255, 255)
 INK = (0, 0, 0)
 CAPTION_H = 26  # two lines: reason, then the value that failed
@@ -72,9 +74,8 @@ def save_preview(
     canvas.paste(bottom, (0, top.height + 8))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    canvas.save(tmp, format="PNG", compress_level=6)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG", compress_level=6)
     return path
 
 

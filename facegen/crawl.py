@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gzip
 import logging
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from urllib.parse import urlsplit
 import requests
 
 from facegen import ptt
+from facegen.atomic import atomic_path, write_bytes_atomic
 from facegen.http import HttpConfig, is_timeout, make_session
 
 log = logging.getLogger(__name__)
@@ -97,9 +97,7 @@ class ArticleCache:
     def put(self, post_id: str, status: int, html: str | None) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         name, data = (f"{post_id}.html.gz", gzip.compress((html or "").encode("utf-8"), 6)) if status == 200 else (f"{post_id}.404", b"")
-        tmp = self.dir / f".{name}.{os.getpid()}.tmp"
-        tmp.write_bytes(data)
-        os.replace(tmp, self.dir / name)
+        write_bytes_atomic(self.dir / name, data)
 
 
 class Fetcher:
@@ -375,9 +373,8 @@ def write_parquet(rows: list[dict[str, Any]], fields: tuple[tuple[str, str], ...
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist(rows, schema=_schema(fields))
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def write_outputs(result: CrawlResult, posts_path: str | Path, links_path: str | Path) -> None:

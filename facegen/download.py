@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
-import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -35,6 +33,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from facegen.atomic import atomic_path, is_temp_name
 from facegen.config import to_dict
 from facegen.faces import Detection, FacesConfig
 from facegen.fetch import FETCHED, TRANSIENT_FAILURES, FetchResult, HostGate, fetch_url
@@ -332,25 +331,22 @@ def export_kept(table: pd.DataFrame, cache: FetchCache, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     keep = {Path(p).name: s for p, s in zip(table.loc[table.status == "ok", "path"], table.loc[table.status == "ok", "sha256"])}
     for old in out_dir.iterdir():  # only files this stage names (<sha256>.<ext>) or left half-written
-        if old.is_file() and old.name not in keep and (_KEPT_NAME.fullmatch(old.name) or old.name.startswith(".tmp-")):
+        if old.is_file() and old.name not in keep and (_KEPT_NAME.fullmatch(old.name) or old.name.startswith(".tmp-") or is_temp_name(old.name)):
             old.unlink()
     for name, sha in keep.items():
         dest = out_dir / name
         src = cache.blob_path(sha)
         if dest.is_file() and dest.stat().st_size == src.stat().st_size:
             continue
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".tmp-")
-        os.close(fd)
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(src, tmp)
 
 
 def write_parquet(table: pd.DataFrame, path: Path) -> None:
     """Write atomically (temp file + rename): a crash never leaves a half Parquet."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        table.to_parquet(tmp, index=False)
 
 
 def run_download(

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from facegen.align import AlignConfig, align_face
+from facegen.atomic import atomic_path
 from facegen.candidates import NO_FACE_INDEX, ImageTask, run_tasks
 
 REQUIRED_DOWNLOAD_COLUMNS = ("post_id", "status", "sha256", "path", "detections")
@@ -128,9 +129,8 @@ def write_table(table: pd.DataFrame, path: Path) -> None:
     clean = table.astype(object).where(table.notna(), None)
     arrow = pa.Table.from_pandas(clean[list(COLUMNS)], schema=_schema(), preserve_index=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(arrow, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        pq.write_table(arrow, tmp)
 
 
 def summary(table: pd.DataFrame) -> dict[str, Any]:

@@ -15,13 +15,12 @@ Used from one thread (the download loop's main thread); workers only return resu
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import tempfile
 from collections.abc import Iterable
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
+from facegen.atomic import write_bytes_atomic
 from facegen.fetch import FETCHED, FetchResult
 from facegen.imageio import sha256_hex
 
@@ -116,14 +115,7 @@ class FetchCache:
         if path.is_file() and path.stat().st_size == len(data):
             return sha
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_bytes_atomic(path, data)
         return sha
 
     # fetch records
