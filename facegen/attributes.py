@@ -79,12 +79,6 @@ def eye_brightness(gray: np.ndarray, kps: np.ndarray | Sequence[Sequence[float]]
     return min(means)
 
 
-def face_area(bbox: Sequence[float]) -> float:
-    """Area of the detection box (x1, y1, x2, y2), px^2."""
-    x1, y1, x2, y2 = (float(v) for v in bbox)
-    return max(0.0, x2 - x1) * max(0.0, y2 - y1)
-
-
 def face_min_side(bbox: Sequence[float]) -> float:
     """Shorter side of the detection box, px."""
     x1, y1, x2, y2 = (float(v) for v in bbox)

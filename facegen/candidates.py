@@ -24,7 +24,7 @@ import numpy as np
 from facegen import attributes
 from facegen.align import AlignConfig, align_face, crop_outside_fraction
 from facegen.atomic import atomic_path
-from facegen.faces import Detection
+from facegen.faces import Detection, box_area
 
 NO_FACE_INDEX = -1
 
@@ -101,7 +101,7 @@ def measure_face(image: np.ndarray, gray: np.ndarray, det: Detection, cfg: Align
         "eye_brightness": attributes.eye_brightness(gray, det.kps, cfg.eye_patch),
         # before the feather mask adds an edge
         "sharpness": float("nan") if aligned is None else laplacian_variance(aligned.image),
-        "face_area": attributes.face_area(det.bbox),
+        "face_area": box_area(det.bbox),
         "gender": det.gender,
         "age": det.age,
     }

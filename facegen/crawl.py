@@ -247,7 +247,7 @@ def _walk(index: BoardIndex, cfg: CrawlConfig, result: CrawlResult, progress: bo
             if not start_ts <= ts < end_ts or entry.post_id in seen:
                 continue
             seen.add(entry.post_id)
-            if entry.title.strip().startswith(cfg.skip_title_prefixes):
+            if ptt.is_announcement(entry.title, cfg.skip_title_prefixes):
                 result.skipped["announcement"] += 1
             elif cfg.categories and ptt.category(entry.title) not in cfg.categories:
                 result.skipped["category"] += 1

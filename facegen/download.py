@@ -35,7 +35,7 @@ import pandas as pd
 
 from facegen.atomic import atomic_path, is_temp_name
 from facegen.config import to_dict
-from facegen.faces import Detection, FacesConfig
+from facegen.faces import Detection, FacesConfig, box_area
 from facegen.fetch import FETCHED, TRANSIENT_FAILURES, FetchResult, HostGate, fetch_url
 from facegen.fetchcache import Analysis, FetchCache, FetchRecord
 from facegen.http import HttpConfig, make_session
@@ -157,7 +157,7 @@ def decide(fetch: FetchRecord | None, an: Analysis | None, cfg: DownloadConfig) 
     dets = json.loads(an.detections)
     if not dets:
         return "no_face", None
-    area = _face_area(dets[0], an.width, an.height)
+    area = _face_fraction(dets[0], an.width, an.height)
     if area < cfg.min_face_area:
         return "face_too_small", f"largest face covers {area:.4f} < min_face_area={cfg.min_face_area}"
     if an.sharpness is None or an.sharpness < cfg.blur_threshold:
@@ -165,9 +165,9 @@ def decide(fetch: FetchRecord | None, an: Analysis | None, cfg: DownloadConfig) 
     return "ok", None
 
 
-def _face_area(det: dict, width: int, height: int) -> float:
-    x1, y1, x2, y2 = det["bbox"]
-    return max(0.0, x2 - x1) * max(0.0, y2 - y1) / float(width * height)
+def _face_fraction(det: dict, width: int, height: int) -> float:
+    """The share of the image that a detection record's box covers."""
+    return box_area(det["bbox"]) / float(width * height)
 
 
 Hook = Callable[[str, str], None]  # (kind "fetch" | "analysis", url or sha256), after each record is persisted
@@ -307,7 +307,7 @@ def build_table(links: pd.DataFrame, cfg: DownloadConfig, faces: FacesConfig, ca
                 "format": an.format if decoded else None, "width": an.width if decoded else None,
                 "height": an.height if decoded else None, "bytes": f.size if f is not None else None,
                 "sharpness": an.sharpness if decoded else None, "n_faces": len(dets) if decoded else None,
-                "face_area": _face_area(dets[0], an.width, an.height) if dets else None,
+                "face_area": _face_fraction(dets[0], an.width, an.height) if dets else None,
                 "error": error, "duplicate_of": dup_of, "detections": an.detections if decoded else None,
                 "http_status": f.http_status if f is not None else None,
                 "final_url": f.final_url if f is not None else None,

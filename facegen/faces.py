@@ -11,6 +11,7 @@ Download and align share this module so both see the same detector and threshold
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,12 @@ class FacesConfig:
     model: str = "buffalo_l"
     det_size: int = 640
     min_score: float = 0.5
+
+
+def box_area(bbox: Sequence[float]) -> float:
+    """Area of an (x1, y1, x2, y2) box in px^2; 0 for an inverted box."""
+    x1, y1, x2, y2 = (float(v) for v in bbox)
+    return max(0.0, x2 - x1) * max(0.0, y2 - y1)
 
 
 @dataclass(frozen=True)
@@ -47,8 +54,7 @@ class Detection:
 
     @property
     def area(self) -> float:
-        x1, y1, x2, y2 = self.bbox
-        return max(0.0, x2 - x1) * max(0.0, y2 - y1)
+        return box_area(self.bbox)
 
     def to_record(self) -> dict:
         """A JSON/Parquet-friendly dict."""

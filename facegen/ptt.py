@@ -186,9 +186,9 @@ def category(title: str) -> str:
     return "" if m is None else m.group(1).strip()
 
 
-def is_announcement(title: str) -> bool:
-    """Announcements: titles starting with '[公告]' or 'Fw: [公告]'."""
-    return title.strip().startswith(ANNOUNCEMENT_PREFIXES)
+def is_announcement(title: str, prefixes: tuple[str, ...] = ANNOUNCEMENT_PREFIXES) -> bool:
+    """Announcements: titles starting with one of ``prefixes`` ('[公告]', 'Fw: [公告]')."""
+    return title.strip().startswith(prefixes)
 
 
 def _page_number(a: Tag | None) -> int | None:

@@ -160,6 +160,7 @@ def test_beauty_index_2016_variant() -> None:
     ]
     assert [ptt.category(e.title) for e in page.entries] == ["正妹", "神人", "", "公告"]
     assert [ptt.is_announcement(e.title) for e in page.entries] == [False, False, False, True]
+    assert ptt.is_announcement(" [閒聊] hi", ("[閒聊]",)) and not ptt.is_announcement("[公告] x", ("[閒聊]",))
     assert page.entries[0].timestamp == 1451606400
 
 
