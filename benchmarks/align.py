@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from facegen.align import AlignConfig
-from facegen.faces import FaceDetector, FacesConfig
-from facegen.faceset import build_faceset
-from facegen.imageio import read_image
+from facegen.align.geometry import AlignConfig
+from facegen.faces.detect import FaceDetector, FacesConfig
+from facegen.align.stage import build_faceset
+from facegen.common.images import read_image
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACEGEN_SHARED", REPO.parent / "shared"))

@@ -1,6 +1,6 @@
 """Benchmark the crawl: requests and seconds for one day and one month of a 7,000-page board.
 
-A synthetic PTT board (``facegen.board``, 140,000 entries, 20 a day from 2006-01-01, with
+A synthetic PTT board (``facegen.demo.board``, 140,000 entries, 20 a day from 2006-01-01, with
 deleted entries, announcements and 404 articles) is served on 127.0.0.1 and crawled with
 ``delay_s=0``:
 1. one day, cold cache;
@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from facegen.board import BoardSpec, serve
-from facegen.crawl import CrawlConfig, crawl
+from facegen.demo.board import BoardSpec, serve
+from facegen.crawl.crawler import CrawlConfig, crawl
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,7 +79,7 @@ def main() -> None:
     assert again["article_requests"] == 0, "second run fetched articles again"
     results = {
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "note": "2-core CPU, no GPU; board served on 127.0.0.1 by facegen.board in the same process"},
+                    "note": "2-core CPU, no GPU; board served on 127.0.0.1 by facegen.demo.board in the same process"},
         "board": {"pages": server.board.pages, "entries": len(server.board.slots), "posts_per_day": spec.posts_per_day,
                   "dates": list(server.board.dates), "build_seconds": round(build_s, 2)},
         "one_day": day,

@@ -32,10 +32,10 @@ sys.path.insert(0, str(REPO / "tests"))  # the local test server
 
 from localserver import LocalServer, Route  # noqa: E402
 
-from facegen.download import DownloadConfig, run_download  # noqa: E402
-from facegen.faces import FaceDetector, FacesConfig  # noqa: E402
-from facegen.imageio import decode_image  # noqa: E402
-from facegen.quality import region_sharpness  # noqa: E402
+from facegen.download.stage import DownloadConfig, run_download  # noqa: E402
+from facegen.faces.detect import FaceDetector, FacesConfig  # noqa: E402
+from facegen.common.images import decode_image  # noqa: E402
+from facegen.faces.quality import region_sharpness  # noqa: E402
 
 
 class Timed:

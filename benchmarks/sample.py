@@ -3,11 +3,11 @@
 Samplers: ancestral DDPM with all 1000 training steps (as the earlier projects sampled), and
 DDIM (eta 0) and DPM-Solver++(2M) at 10, 25 and 50 steps, all over the same model and the same
 per-image seeds. Each sampler's images are scored with the offline extractor (`fd_offline`,
-facegen.fid) against one reference set; two anchors bracket the scale: uniform noise images
+facegen.fid.features) against one reference set; two anchors bracket the scale: uniform noise images
 (bad) and a fresh draw of the reference distribution (as good as it gets with N images).
 
 Model and reference:
-- default: a tiny-preset UNet fitted on the spot to a toy distribution (facegen.toydata), the
+- default: a tiny-preset UNet fitted on the spot to a toy distribution (facegen.demo.toydata), the
   reference a fresh draw of it. Self-contained, any machine.
 - ``--model-dir models/best --faces data/faces.parquet``: your trained model, scored against the
   test split.
@@ -28,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from facegen import sample
-from facegen.fid import frechet_distance, get_extractor, image_stats
-from facegen.toydata import fit_toy_unet, gradient_discs
+from facegen.common import device as device_mod
+from facegen.diffusion import sampling
+from facegen.fid.features import frechet_distance, get_extractor, image_stats
+from facegen.demo.toydata import fit_toy_unet, gradient_discs
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = [("ddpm", None)] + [(s, n) for s in ("ddim", "dpm++") for n in (10, 25, 50)]
@@ -57,14 +58,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="fast samplers: best of this many timings")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    device = sample.resolve_device(args.device)
+    device = device_mod.resolve_device(args.device)
 
     load_start = [round(x, 2) for x in os.getloadavg()]  # a shared machine skews seconds: recorded
     t0 = time.perf_counter()
     if args.model_dir:
-        from facegen.dataset import load_split
+        from facegen.train.data import load_split
 
-        unet, sched_config = sample.load_model(args.model_dir, device)
+        unet, sched_config = sampling.load_model(args.model_dir, device)
         reference = load_split(args.faces, "test", ".", unet.config.sample_size)
         real = reference[: args.num_images]
         model = {"kind": "trained", "model_dir": args.model_dir, "reference": f"{args.faces} test split"}
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         sched_config = dict(noise_sched.config)
         reference = gradient_discs(1000, args.image_size, seed=1)
         real = gradient_discs(args.num_images, args.image_size, seed=2)
-        model = {"kind": "toy", "data": "facegen.toydata.gradient_discs", "preset": "tiny", "channels": list(channels),
+        model = {"kind": "toy", "data": "facegen.demo.toydata.gradient_discs", "preset": "tiny", "channels": list(channels),
                  "image_size": args.image_size, "train_steps": args.train_steps}
     model["fit_seconds"] = round(time.perf_counter() - t0, 2)
 
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
 
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            images = sample.generate(unet, sched_config, sampler, steps, seeds, args.batch_size, device, progress=False)
+            images = sampling.generate(unet, sched_config, sampler, steps, seeds, args.batch_size, device, progress=False)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - start)

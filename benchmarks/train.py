@@ -3,7 +3,7 @@
 1. ``baseline``: a plain fp32 PyTorch loop as the earlier projects wrote it: a Dataset that
    decodes PNGs with PIL every step (torchvision ToTensor + RandomHorizontalFlip), a DataLoader
    with ``--workers`` workers, AdamW (not fused), the same UNet and DDPM loss.
-2. ``trainer/<variant>``: ``facegen.train.train`` itself (Accelerate, in-memory uint8 data with
+2. ``trainer/<variant>``: ``facegen.train.loop.train`` itself (Accelerate, in-memory uint8 data with
    on-device augmentation, EMA, checkpoint at the end, no FD) with precision no/bf16,
    channels_last and torch.compile variants; the images/s of its last epoch (after warm-up and
    compilation) from metrics/train_epochs.csv.
@@ -34,10 +34,10 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from tiny_faces import random_faces, write_faceset  # noqa: E402
 
-from facegen.diffusion import diffusion_loss, make_noise_scheduler, noisy_batch, training_target  # noqa: E402
-from facegen.model import build_unet, count_parameters  # noqa: E402
-from facegen.config import to_dict  # noqa: E402
-from facegen.train import TrainConfig  # noqa: E402
+from facegen.diffusion.noise import diffusion_loss, make_noise_scheduler, noisy_batch, training_target  # noqa: E402
+from facegen.diffusion.model import build_unet, count_parameters  # noqa: E402
+from facegen.common.config import to_dict  # noqa: E402
+from facegen.train.loop import TrainConfig  # noqa: E402
 
 
 def baseline(table: Path, root: Path, cfg: TrainConfig, device: str, steps: int, workers: int) -> dict:

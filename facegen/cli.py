@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from facegen.tracking import best_runs, repo_root, tracking_uri
+from facegen.train.tracking import best_runs, repo_root, tracking_uri
 
 
 def _best(args: argparse.Namespace) -> int:

@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from facegen.align import AlignConfig
-from facegen.config import load_section
-from facegen.faceset import run_align
+from facegen.align.geometry import AlignConfig
+from facegen.common.config import load_section
+from facegen.align.stage import run_align
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from facegen.config import load_section, save_config
-from facegen.crawl import CrawlConfig, crawl, write_outputs
+from facegen.common.config import load_section, save_config
+from facegen.crawl.crawler import CrawlConfig, crawl, write_outputs
 
 
 def main() -> None:

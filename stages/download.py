@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from facegen.config import load_section, to_dict
-from facegen.download import DownloadConfig, run_download, summary, write_parquet
-from facegen.faces import FacesConfig
+from facegen.common.config import load_section, to_dict
+from facegen.download.stage import DownloadConfig, run_download, summary, write_parquet
+from facegen.faces.detect import FacesConfig
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from facegen.config import load_section
-from facegen.score import FidConfig, score_samples, write_metrics
+from facegen.common.config import load_section
+from facegen.fid.score import FidConfig, score_samples, write_metrics
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from facegen.config import load_section
-from facegen.sample import SampleConfig, sample_to_dir
+from facegen.common.config import load_section
+from facegen.sample.stage import SampleConfig, sample_to_dir
 
 
 def main(argv: list[str] | None = None) -> None:

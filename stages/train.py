@@ -10,9 +10,9 @@ import argparse
 import json
 from pathlib import Path
 
-from facegen.config import load_section
-from facegen.tracking import repo_root, tracking_uri
-from facegen.train import TrainConfig, TrainPaths, train
+from facegen.common.config import load_section
+from facegen.train.tracking import repo_root, tracking_uri
+from facegen.train.loop import TrainConfig, TrainPaths, train
 
 
 def main(argv: list[str] | None = None) -> None:

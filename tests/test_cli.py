@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from test_tracking import _log_run
+from mlflow_runs import log_run as _log_run
 
 from facegen import cli
 

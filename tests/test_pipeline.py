@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from facegen import demo
+from facegen.demo import run as demo
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("crawl", "download", "align", "train", "sample", "fid")
@@ -83,7 +83,7 @@ def test_demo_runs_every_stage_and_reports_the_best_epoch(demo_run):
     assert set(score) == {"fd_offline", "num_samples", "num_reference"} and score["num_samples"] == 16
     assert sorted(p.name for p in (repo / "data" / "samples").glob("*.png"))[-1] == "00016.png"
     # the MLflow run of the copy's store holds the same best epoch
-    from facegen.tracking import best_runs
+    from facegen.train.tracking import best_runs
 
     rows = best_runs(f"sqlite:///{repo / 'mlflow.db'}", "facegen-demo")
     assert rows and rows[0]["run_id"] == best["run_id"] and int(rows[0]["epoch"]) == int(best["epoch"])

@@ -1,0 +1,1 @@
+"""facegen.align."""

@@ -1,0 +1,188 @@
+"""Candidate faces of one kept image: align, measure, check, write the accepted PNG.
+
+This is the per-image work of the align stage, run in ``align.workers`` processes. It
+imports nothing heavy at module level (no pandas) so spawned workers start fast. The checks
+run in this order and the first failure is the face's status:
+
+    unreadable, size_mismatch, bad_detections, no_face   (per image: no face to align)
+    kps_outside_image, face_too_small, eyes_too_close, extreme_yaw,
+    crop_outside_image, eyes_occluded, blurry     (per face, thresholds in align.*)
+
+``near_duplicate`` is decided later, across the whole set (facegen.align.stage).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facegen.faces import attributes
+from facegen.align.geometry import AlignConfig, align_face, crop_outside_fraction
+from facegen.common.atomic import atomic_path
+from facegen.faces.detect import Detection, box_area
+
+NO_FACE_INDEX = -1
+
+
+@dataclass(frozen=True)
+class ImageTask:
+    """One kept image to align: where it is and what download found in it."""
+
+    sha256: str
+    post_id: str
+    source: str  # absolute path of the raw image
+    detections: str | None  # JSON list of Detection.to_record()
+    width: int | None  # as recorded by download (None: not recorded)
+    height: int | None
+
+
+def face_id(sha256: str, index: int) -> str:
+    """Stable id of the ``index``-th (largest first) face of an image; -1: the image itself."""
+    return f"{sha256[:16]}_{'none' if index == NO_FACE_INDEX else f'{index:02d}'}"
+
+
+def save_png(image: np.ndarray, path: Path) -> None:
+    """Write an RGB PNG with fixed encoder settings (no timestamps: same pixels, same bytes)."""
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG", compress_level=6)
+
+
+def _base_row(task: ImageTask, index: int, status: str) -> dict[str, Any]:
+    return {"face_id": face_id(task.sha256, index), "sha256": task.sha256, "post_id": task.post_id,
+            "face_index": index, "status": status}  # fmt: skip
+
+
+def _detections(task: ImageTask) -> list[Detection]:
+    if task.detections is None:
+        return []
+    records = json.loads(task.detections)
+    if not isinstance(records, list):
+        raise ValueError(f"detections of image {task.sha256} is not a JSON list: {task.detections[:80]!r}")
+    return [Detection.from_record(r) for r in records]
+
+
+def _face_status(det: Detection, row: dict[str, Any], image_size: tuple[int, int], cfg: AlignConfig) -> str:
+    """The first failed per-face check, or ``ok``."""
+    width, height = image_size
+    checks = (
+        ("kps_outside_image", not attributes.keypoints_inside(det.kps, width, height)),
+        ("face_too_small", attributes.face_min_side(det.bbox) < cfg.min_face_size),
+        # coincident eyes (nothing was aligned) fail here even with min_eye_distance=0
+        ("eyes_too_close", row["eye_distance"] < cfg.min_eye_distance or row["eye_distance"] == 0.0),
+        ("extreme_yaw", abs(row["yaw"]) > cfg.max_abs_yaw),
+        ("crop_outside_image", row["crop_outside"] > cfg.max_crop_outside),
+        ("eyes_occluded", row["eye_brightness"] < cfg.min_eye_brightness),
+        ("blurry", row["sharpness"] < cfg.min_sharpness),
+    )
+    return next((reason for reason, failed in checks if failed), "ok")
+
+
+def measure_face(image: np.ndarray, gray: np.ndarray, det: Detection, cfg: AlignConfig) -> tuple[dict[str, Any], Any]:
+    """Attributes of one detected face and its alignment (``Aligned``; None when both eye
+    keypoints coincide, which the eye-distance check then rejects), before any check."""
+    from facegen.faces.quality import laplacian_variance
+
+    degenerate = attributes.eye_distance(det.kps) == 0.0  # no eye line: nothing to align
+    aligned = None if degenerate else align_face(image, np.asarray(det.kps), cfg, feather=False)
+    row = {
+        "det_score": det.score,
+        "bbox": [float(v) for v in det.bbox],
+        "kps": [[float(x), float(y)] for x, y in det.kps],
+        "roll": float("nan") if aligned is None else aligned.roll,
+        "yaw": attributes.yaw(det.kps, det.pose),
+        "eye_distance": attributes.eye_distance(det.kps),
+        "eye_brightness": attributes.eye_brightness(gray, det.kps, cfg.eye_patch),
+        # before the feather mask adds an edge
+        "sharpness": float("nan") if aligned is None else laplacian_variance(aligned.image),
+        "face_area": box_area(det.bbox),
+        "gender": det.gender,
+        "age": det.age,
+    }
+    return row, aligned
+
+
+def process_image(task: ImageTask, cfg: AlignConfig, faces_dir: str) -> list[dict[str, Any]]:
+    """Rows for every candidate face of one image; writes the PNGs of faces passing all checks.
+
+    Runs in a worker process: everything it needs comes in its arguments.
+    """
+    import cv2
+
+    from facegen.align.dedupe import phash_hex
+    from facegen.common.images import read_image
+
+    try:
+        image = read_image(task.source)  # decoded exactly as download decoded it (EXIF applied)
+    except (OSError, ValueError) as exc:  # missing, truncated or undecodable file (ImageRejected)
+        return [{**_base_row(task, NO_FACE_INDEX, "unreadable"), "error": f"{type(exc).__name__}: {exc}"}]
+    height, width = image.shape[:2]
+    if task.width is not None and task.height is not None and (width, height) != (task.width, task.height):
+        error = f"image is {width}x{height} but download recorded {task.width}x{task.height}: detections do not fit"
+        return [{**_base_row(task, NO_FACE_INDEX, "size_mismatch"), "error": error}]
+    try:
+        dets = _detections(task)
+    except (ValueError, KeyError, TypeError) as exc:  # not JSON, or records missing bbox/kps/score
+        return [{**_base_row(task, NO_FACE_INDEX, "bad_detections"), "error": f"{type(exc).__name__}: {exc}"}]
+    if not dets:
+        return [_base_row(task, NO_FACE_INDEX, "no_face")]
+    if cfg.faces_per_image == "largest":
+        dets = dets[:1]
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    rows = []
+    for index, det in enumerate(dets):
+        measured, aligned = measure_face(image, gray, det, cfg)
+        outside = 1.0 if aligned is None else crop_outside_fraction(aligned.matrix, cfg.size, width, height)
+        row = {**_base_row(task, index, "ok"), **measured, "crop_outside": outside}
+        row["status"] = _face_status(det, row, (width, height), cfg)
+        if row["status"] == "ok" and aligned is not None:
+            face = align_face(image, np.asarray(det.kps), cfg).image if cfg.feather else aligned.image
+            save_png(face, Path(faces_dir) / f"{row['face_id']}.png")
+            row["phash"] = phash_hex(face, cfg.dedupe_hash_size)
+        rows.append(row)
+    return rows
+
+
+def _worker_init() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # one image per process: no nested thread pools on a small machine
+
+
+def _call(args: tuple[ImageTask, AlignConfig, str]) -> list[dict[str, Any]]:
+    return process_image(*args)
+
+
+def run_tasks(tasks: list[ImageTask], cfg: AlignConfig, faces_dir: Path, progress: bool = True) -> list[dict[str, Any]]:
+    """Process every image (in ``cfg.workers`` processes) and return all rows in task order."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
+    jobs = [(task, cfg, str(faces_dir)) for task in tasks]
+    bar = tqdm(total=len(jobs), desc="align", unit="img", disable=not progress)
+    rows: list[dict[str, Any]] = []
+
+    def collect(results: Iterator[list[dict[str, Any]]]) -> None:
+        for result in results:
+            rows.extend(result)
+            bar.update()
+
+    if cfg.workers == 1 or len(jobs) <= 1:
+        collect(map(_call, jobs))
+    else:
+        import multiprocessing
+
+        # spawn, not fork: a parent holding onnxruntime/OpenCV thread pools (a notebook, the
+        # benchmark) deadlocks forked children
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=context, initializer=_worker_init) as pool:
+            collect(pool.map(_call, jobs, chunksize=max(1, min(16, len(jobs) // (4 * cfg.workers)))))
+    bar.close()
+    return rows

@@ -1,0 +1,201 @@
+"""The face dataset of the align stage: candidates -> near-duplicates -> split -> outputs.
+
+Reads the ``ok`` rows of downloads.parquet and reuses their stored detections (never
+detects again). Every candidate face (the largest per image, or all, per
+``align.faces_per_image``) becomes one row of faces.parquet with ``status`` ``ok`` or the
+reason it was rejected (facegen.align.candidates lists the per-image and per-face checks; here
+``near_duplicate`` is added across the set). Images are processed in parallel with results
+in input order, so the output does not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from facegen.align.geometry import AlignConfig, align_face
+from facegen.common.atomic import atomic_path
+from facegen.align.candidates import NO_FACE_INDEX, ImageTask, run_tasks
+
+REQUIRED_DOWNLOAD_COLUMNS = ("post_id", "status", "sha256", "path", "detections")
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None or pd.isna(value) else int(value)
+
+
+def tasks_from_downloads(downloads: pd.DataFrame, root: Path) -> tuple[list[ImageTask], list[list[str]]]:
+    """The kept images (one task per distinct sha256, sorted) and the sets of posts sharing an image.
+
+    Every row with a sha256 counts for the links (a ``duplicate`` row is the same file in
+    another post), so the split can keep those posts together.
+    """
+    missing = [c for c in REQUIRED_DOWNLOAD_COLUMNS if c not in downloads.columns]
+    if missing:
+        raise ValueError(
+            f"downloads table lacks column(s) {missing}: align needs {list(REQUIRED_DOWNLOAD_COLUMNS)} "
+            "(re-run the download stage)"
+        )
+    hashed = downloads[downloads["sha256"].notna()]
+    links = [sorted(set(g)) for _, g in hashed.groupby("sha256", sort=True)["post_id"] if g.nunique() > 1]
+    sort_cols = ["sha256", "post_id"] + (["url"] if "url" in downloads.columns else [])
+    kept = downloads[downloads["status"] == "ok"].sort_values(sort_cols, kind="stable")
+    kept = kept.drop_duplicates("sha256", keep="first")
+    tasks = []
+    for row in kept.itertuples(index=False):
+        if not isinstance(row.path, str) or not row.path:
+            raise ValueError(f"downloads row of post {row.post_id} has status ok but no image path (sha256 {row.sha256})")
+        tasks.append(
+            ImageTask(
+                sha256=str(row.sha256),
+                post_id=str(row.post_id),
+                source=str((root / row.path).resolve()),
+                detections=row.detections if isinstance(row.detections, str) else None,
+                width=_optional_int(getattr(row, "width", None)),
+                height=_optional_int(getattr(row, "height", None)),
+            )
+        )
+    return tasks, links
+
+
+# faces.parquet columns and their Arrow types (pyarrow imported only when writing)
+SCHEMA = {
+    "face_id": "string", "path": "string", "sha256": "string", "post_id": "string", "face_index": "int32",
+    "status": "string", "split": "string", "det_score": "float64", "bbox": "list<float64>",
+    "kps": "list<list<float64>>", "roll": "float64", "yaw": "float64", "eye_distance": "float64",
+    "eye_brightness": "float64", "sharpness": "float64", "face_area": "float64", "crop_outside": "float64",
+    "gender": "int8", "age": "int16", "phash": "string", "duplicate_of": "string", "error": "string",
+}  # fmt: skip
+COLUMNS = tuple(SCHEMA)
+
+
+def _schema() -> Any:
+    import pyarrow as pa
+
+    floats = pa.list_(pa.float64())
+    types = {"list<float64>": floats, "list<list<float64>>": pa.list_(floats)}
+    return pa.schema([(name, types.get(t) or pa.type_for_alias(t)) for name, t in SCHEMA.items()])
+
+
+def build_faceset(
+    downloads: pd.DataFrame, root: Path, faces_dir: Path, cfg: AlignConfig, progress: bool = True
+) -> pd.DataFrame:
+    """Align every candidate face, remove near-duplicates, split by post; one row per candidate.
+
+    Writes the accepted faces to ``faces_dir/<face_id>.png`` and deletes any other PNG
+    there (near-duplicates, faces of an earlier run), so the folder holds exactly the ok faces.
+    """
+    from facegen.align.dedupe import near_duplicate_groups
+    from facegen.align.split import assign_split
+
+    faces_dir.mkdir(parents=True, exist_ok=True)
+    tasks, links = tasks_from_downloads(downloads, root)
+    rows = run_tasks(tasks, cfg, faces_dir, progress)
+    table = pd.DataFrame(rows, columns=list(COLUMNS)).sort_values("face_id", kind="stable").reset_index(drop=True)
+    table = table.astype({"status": object, "duplicate_of": object, "split": object, "path": object})
+
+    ok = table["status"] == "ok"
+    removed = near_duplicate_groups(
+        table.loc[ok, "face_id"].tolist(), table.loc[ok, "phash"].tolist(), table.loc[ok, "face_area"].tolist(),
+        cfg.dedupe_max_distance,
+    )
+    post_of = dict(zip(table["face_id"], table["post_id"]))
+    is_dup = table["face_id"].isin(list(removed))
+    table.loc[is_dup, "status"] = "near_duplicate"
+    table.loc[is_dup, "duplicate_of"] = table.loc[is_dup, "face_id"].map(removed)
+    links = links + [[post_of[dup], post_of[keep]] for dup, keep in removed.items()]
+
+    ok = table["status"] == "ok"
+    split = assign_split(dict(zip(table.loc[ok, "face_id"], table.loc[ok, "post_id"])), links, cfg.test_fraction, cfg.seed)
+    table.loc[ok, "split"] = table.loc[ok, "face_id"].map(split)
+    rel = faces_dir.resolve().relative_to(root.resolve()) if faces_dir.resolve().is_relative_to(root.resolve()) else faces_dir
+    table.loc[ok, "path"] = [(Path(rel) / f"{fid}.png").as_posix() for fid in table.loc[ok, "face_id"]]
+    keep_files = {f"{fid}.png" for fid in table.loc[ok, "face_id"]}
+    for png in faces_dir.glob("*.png"):
+        if png.name not in keep_files:
+            png.unlink()
+    return table
+
+
+def write_table(table: pd.DataFrame, path: Path) -> None:
+    """faces.parquet with a fixed schema (same rows, same bytes; typed even when empty)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    clean = table.astype(object).where(table.notna(), None)
+    arrow = pa.Table.from_pandas(clean[list(COLUMNS)], schema=_schema(), preserve_index=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        pq.write_table(arrow, tmp)
+
+
+def summary(table: pd.DataFrame) -> dict[str, Any]:
+    """Counts per status and split, for metrics/align.json."""
+    return {
+        "candidates": int(len(table)),
+        "ok": int((table["status"] == "ok").sum()),
+        "train": int((table["split"] == "train").sum()),
+        "test": int((table["split"] == "test").sum()),
+        "status": {k: int(v) for k, v in sorted(table["status"].value_counts().items())},
+    }
+
+
+def _tile(row: pd.Series, sources: dict[str, str], root: Path, cfg: AlignConfig) -> np.ndarray:
+    """The face as the dataset has it (ok), re-aligned from its source (rejected), or the source image."""
+    from facegen.common.images import read_image
+
+    if row["status"] == "ok":
+        return read_image(root / row["path"])
+    try:
+        image = read_image(sources[row["sha256"]])
+    except (OSError, ValueError):
+        return np.full((cfg.size, cfg.size, 3), 128, np.uint8)
+    if int(row["face_index"]) == NO_FACE_INDEX or not row["eye_distance"] > 0:
+        return image  # no face, or coincident eye keypoints: nothing to align (eyes_too_close)
+    return align_face(image, np.array([list(p) for p in row["kps"]], dtype=np.float64), cfg).image
+
+
+def write_preview(table: pd.DataFrame, downloads: pd.DataFrame, root: Path, path: Path, cfg: AlignConfig) -> Path:
+    """data/faces_preview.png: accepted faces (captioned with split) above rejected ones (with reasons)."""
+    from facegen.align.preview import caption, pick_accepted, pick_rejected, save_preview
+
+    sources = {t.sha256: t.source for t in tasks_from_downloads(downloads, root)[0]}
+    accepted = pick_accepted(table, cfg.preview_max)
+    rejected = pick_rejected(table, cfg.preview_max)
+    n_ok = int((table["status"] == "ok").sum())
+    return save_preview(
+        [(_tile(r, sources, root, cfg), f"{r['split']} {r['face_id'][:6]}") for _, r in accepted.iterrows()],
+        [(_tile(r, sources, root, cfg), caption(r)) for _, r in rejected.iterrows()],
+        path,
+        accepted_title=f"accepted: {len(accepted)} of {n_ok} faces",
+        rejected_title=f"rejected: {len(rejected)} of {len(table) - n_ok} candidates",
+    )
+
+
+def run_align(
+    downloads_path: Path,
+    root: Path,
+    faces_dir: Path,
+    table_path: Path,
+    preview_path: Path,
+    metrics_path: Path,
+    cfg: AlignConfig,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """The whole stage: faces/*.png, faces.parquet, the preview, counts and the resolved config."""
+    from facegen.common.config import save_config
+
+    if not downloads_path.is_file():
+        raise FileNotFoundError(f"{downloads_path} not found: run the download stage first (dvc repro download)")
+    downloads = pd.read_parquet(downloads_path)
+    table = build_faceset(downloads, root, faces_dir, cfg, progress)
+    write_table(table, table_path)
+    write_preview(table, downloads, root, preview_path, cfg)
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    metrics_path.write_text(json.dumps(summary(table), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    save_config(cfg, table_path.with_name(table_path.stem + "_config.json"))
+    return table

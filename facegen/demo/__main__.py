@@ -1,0 +1,3 @@
+from facegen.demo.run import main
+
+main()

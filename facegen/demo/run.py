@@ -1,0 +1,211 @@
+"""`make demo` = `python -m facegen.demo`: the whole pipeline on a local board, on a CPU, in minutes.
+
+It starts the local PTT board (facegen.demo.board) on 127.0.0.1 with a fixed, seeded subset of the
+real photos in ../shared/faces/portraits (or, without ../shared, the board's drawn faces), then
+runs crawl -> download -> align -> train -> sample -> fid through DVC as an experiment:
+
+    dvc exp run -S crawl.base_url=http://127.0.0.1:PORT -S train.epochs=3 ...
+
+so `dvc exp show` lists it next to your other experiments, MLflow records the training run,
+and the workspace holds its outputs (data/faces_preview.png, data/samples_grid.png,
+models/best/, metrics/). params.yaml keeps the real-world defaults in git: the demo's overrides
+live here (``demo_overrides``); like every workspace `dvc exp run`, they stay in params.yaml
+afterwards (`git checkout params.yaml` returns to the real-world config).
+
+Offline assets: the SCRFD detector ../shared/models/scrfd_500m_bnkps.onnx (else insightface's
+buffalo_l, downloaded once on a connected machine), and clean-fid's Inception weights when
+present (else the offline extractor, whose score is `fd_offline`, never called FID).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from facegen.demo.board import BoardServer, BoardSpec, serve
+
+SHARED_ENV = "FACEGEN_SHARED"  # where ../shared lives when it is not beside the repository
+DEMO_PORT = 8765  # preferred: the same URL each run lets `dvc exp run` skip unchanged stages
+DETECTOR = Path("models") / "scrfd_500m_bnkps.onnx"
+BOARD = {"images_per_post": 3, "posts_per_day": 10, "seed": 0, "extras": True}
+BOARD_POSTS = 40  # index entries: ~35 live posts carry the ~110 photos
+DRAWN_IMAGES = 120  # without ../shared/faces: faces drawn by the board
+
+# the tiny CPU config: a 16-32 channel UNet at 32 px, 600 steps (about a minute on 2 cores),
+# 64 samples. Scored once, after the last epoch, with the offline extractor: on a model this
+# undertrained that random-conv stand-in ranks the early, noisy epochs above the later, blurry
+# but face-like ones (it rewards high-frequency energy), so per-epoch "best" would publish
+# noise. With Inception weights present, every 25 epochs are scored (``demo_overrides``).
+EPOCHS = 150
+TINY: dict[str, Any] = {
+    "crawl.delay_s": 0, "crawl.retries": 1,
+    "download.host_delay_s": 0, "download.retries": 1,
+    "align.test_fraction": 0.25, "align.workers": 1,
+    "train.model": "tiny", "train.channels": [16, 32], "train.image_size": 32, "train.epochs": EPOCHS,
+    "train.batch_size": 16, "train.warmup_steps": 20, "train.lr": 2e-3, "train.checkpoint_every": 50,
+    "train.log_checkpoints": False, "train.fid_every": EPOCHS, "train.fid_num_samples": 32,
+    "train.fid_batch_size": 32, "train.eval_steps": 10, "train.grid_size": 16,
+    "train.data_device": "cpu", "train.experiment": "facegen-demo",
+    "train.precision": "no", "train.channels_last": False,
+    # v-prediction: with epsilon, a tiny model's small error in each image's mean colour is
+    # amplified ~156x at t~T (1/sqrt(alpha_bar_T)) and clipped into cyan/magenta/green faces
+    "train.prediction": "v_prediction",
+    "sample.num_images": 64, "sample.steps": 25, "sample.batch_size": 32, "sample.grid_images": 64,
+    "sample.device": "cpu",
+    "fid.batch_size": 64, "fid.device": "cpu",
+}
+
+
+def shared_dir(repo: Path) -> Path:
+    """``$FACEGEN_SHARED`` or ``../shared`` beside the repository (may not exist)."""
+    return Path(os.environ.get(SHARED_ENV) or repo.resolve().parent / "shared")
+
+
+def inception_available() -> bool:
+    """Whether clean-fid's Inception weights are already on this machine (no download)."""
+    from facegen.fid.features import INCEPTION_DIR_ENV, INCEPTION_FILE
+
+    return (Path(os.environ.get(INCEPTION_DIR_ENV) or "/tmp") / INCEPTION_FILE).is_file()
+
+
+def demo_images(shared: Path, dest: Path) -> Path | None:
+    """Link the demo's photos into ``dest``: every photo of ``shared/faces/wild`` (posted as
+    people post them: backgrounds, groups, a blurred one, odd formats) and the ``hfig__``
+    portraits (one face each); None when ``shared/faces`` is absent (the board draws faces).
+    The tight 150 px crops of the other portrait sources are left out: a face that fills the
+    whole frame is rarely found by the detector."""
+    faces = shared / "faces"
+    if not faces.is_dir():
+        return None
+    files = sorted((faces / "wild").glob("*")) + sorted((faces / "portraits").glob("hfig__*"))
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        if f.is_file():
+            (dest / f.name).symlink_to(f.resolve())
+    return dest
+
+
+def board_spec(images_dir: Path | None, posts: int = BOARD_POSTS) -> BoardSpec:
+    """The demo board over ``images_dir`` (None: ``DRAWN_IMAGES`` of the board's drawn faces)."""
+    if images_dir is None:
+        return BoardSpec(images_dir=None, max_images=DRAWN_IMAGES, posts=posts, **BOARD)
+    return BoardSpec(images_dir=str(images_dir), posts=posts, **BOARD)
+
+
+def start_board(spec: BoardSpec, port: int = DEMO_PORT) -> BoardServer:
+    """Serve ``spec`` on 127.0.0.1:``port``, or on any free port when that one is taken."""
+    try:
+        return serve(spec, "127.0.0.1", port)
+    except OSError:
+        return serve(spec, "127.0.0.1", 0)
+
+
+def demo_overrides(server: BoardServer, shared: Path, inception: bool) -> dict[str, Any]:
+    """The ``-S key=value`` overrides of the demo: the board's URL and dates, the detector,
+    the feature extractor, and the tiny CPU config."""
+    first, last = server.board.dates
+    overrides: dict[str, Any] = {"crawl.base_url": server.url, "crawl.board": server.board.spec.board,
+                                 "crawl.start_date": first, "crawl.end_date": last, **TINY}
+    if (shared / DETECTOR).is_file():
+        overrides["faces.model"] = str((shared / DETECTOR).resolve())
+    if server.board.spec.images_dir is None:
+        # drawn faces share one layout, so most are near-duplicates by pHash: keep all but exact ones
+        overrides["align.dedupe_max_distance"] = 0
+    if inception:
+        overrides["train.fid_every"] = 25
+    extractor = "inception" if inception else "offline"
+    overrides["train.fid_extractor"] = extractor
+    overrides["fid.extractor"] = extractor
+    return overrides
+
+
+def set_args(overrides: dict[str, Any]) -> list[str]:
+    """``dvc exp run`` arguments ``-S key=value``, values as JSON (valid YAML: strings stay
+    strings, so a date is not turned into a YAML date)."""
+    return [arg for key, value in overrides.items() for arg in ("-S", f"{key}={json.dumps(value)}")]
+
+
+def stage_env() -> dict[str, str]:
+    """Environment for DVC's stage commands: ``python`` is this interpreter (the venv's)."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``dvc ARGS`` in ``repo`` with this interpreter, output streamed to the terminal."""
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=stage_env())
+    if check and proc.returncode != 0:
+        raise SystemExit(f"demo: `dvc {' '.join(args[:3])} ...` failed with exit code {proc.returncode} (see above)")
+    return proc
+
+
+def summary(repo: Path) -> str:
+    """The closing lines: best epoch and its score, the sample score, where to look next."""
+    from facegen.train.tracking import tracking_uri
+
+    best = json.loads((repo / "models" / "best" / "best.json").read_text(encoding="utf-8"))
+    score = json.loads((repo / "metrics" / "fid.json").read_text(encoding="utf-8"))
+    metric = next(k for k in score if k not in ("num_samples", "num_reference"))
+    uri = tracking_uri(repo)  # $MLFLOW_TRACKING_URI or sqlite:///<repo>/mlflow.db, as train used
+    scored = f"{best['metric']} = {best['value']:.4g}" if best.get("value") is not None else "not scored (train.fid_every: 0)"
+    return "\n".join([
+        f"best epoch: {best['epoch']}  {scored}  (MLflow run {best['run_id']})",
+        f"samples: {score['num_samples']} images in data/samples, {metric} = {score[metric]:.4g} "
+        f"against {score['num_reference']} test faces (grid: data/samples_grid.png)",
+        "compare experiments:  dvc exp show   |   dvc plots show   |   facegen best --experiment facegen-demo",
+        f"open MLflow:          mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)",
+        "back to the real-world params:  git checkout params.yaml",
+    ])
+
+
+def run_demo(repo: Path, port: int = DEMO_PORT, posts: int = BOARD_POSTS, extra: dict[str, str] | None = None) -> str:
+    """Serve the board, run the pipeline with ``dvc exp run`` in ``repo``, return the summary.
+
+    ``extra`` holds further overrides as the user typed them (YAML text, as `dvc exp run -S`
+    takes them); they win over the demo's own."""
+    import tempfile
+
+    shared = shared_dir(repo)
+    with tempfile.TemporaryDirectory(prefix="facegen-demo-") as tmp:
+        spec = board_spec(demo_images(shared, Path(tmp) / "images"), posts)
+        with start_board(spec, port) as server:
+            extra = extra or {}
+            overrides = {k: v for k, v in demo_overrides(server, shared, inception_available()).items()
+                         if k not in extra}
+            args = set_args(overrides) + [a for k, v in extra.items() for a in ("-S", f"{k}={v}")]
+            source = f"{shared / 'faces'}" if spec.images_dir else "drawn faces (no ../shared/faces found)"
+            print(f"demo: board at {server.url}: {len(server.board.live_posts())} posts, "
+                  f"{len(server.board.images)} images from {source}; feature extractor "
+                  f"{overrides.get('fid.extractor', extra.get('fid.extractor'))}", flush=True)
+            dvc(repo, "exp", "run", *args)
+    return summary(repo)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m facegen.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repo", default=".", help="the facegen checkout (a git + DVC repository)")
+    parser.add_argument("--port", type=int, default=DEMO_PORT, help="board port (a free one if taken)")
+    parser.add_argument("--posts", type=int, default=BOARD_POSTS, help="board index entries (a smaller board is faster)")
+    parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="one more override, e.g. -S train.epochs=5 (repeatable)")
+    args = parser.parse_args(argv)
+    extra = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            parser.error(f"-S {item!r}: expected section.key=value, e.g. train.epochs=5")
+        extra[key] = value
+    repo = Path(args.repo).resolve()
+    if not (repo / "dvc.yaml").is_file():
+        parser.error(f"--repo {repo}: no dvc.yaml there; run the demo from the facegen checkout")
+    print(run_demo(repo, args.port, args.posts, extra))
+
+
+if __name__ == "__main__":
+    main()

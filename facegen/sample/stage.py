@@ -1,0 +1,131 @@
+"""The sample stage: draw ``sample.num_images`` PNGs from ``models/best`` with per-image seeds.
+
+Image ``i`` (0-based) is ``data/samples/{i+1:05d}.png`` drawn with seed ``sample.seed + i`` by
+:mod:`facegen.diffusion.sampling`; the run is resumable (only missing images are drawn) and
+records its config and model fingerprint in ``sample_config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from facegen.common.device import resolve_device
+from facegen.common.images import make_grid
+from facegen.diffusion.sampling import Sampler, iter_batches, load_model
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """params.yaml ``sample``: which sampler, how many images, from which seed.
+
+    ``steps`` is the number of denoising steps; ``None`` means the full training schedule
+    (``num_train_timesteps``, 1000 for the DDPM sampler as trained). ``timestep_spacing``
+    is how the fast samplers pick their steps (``trailing`` starts at the last training
+    step, which few-step samplers need; Lin et al. 2024, table 2).
+    """
+
+    seed: int = 0
+    num_images: int = 1000
+    sampler: Sampler = "dpm++"
+    steps: int | None = 25
+    timestep_spacing: Literal["leading", "linspace", "trailing"] = "trailing"
+    batch_size: int = 64
+    device: str = "auto"
+    grid_images: int = 64
+
+    def __post_init__(self) -> None:
+        if self.num_images < 1:
+            raise ValueError(f"sample.num_images must be >= 1, got {self.num_images}")
+        if self.batch_size < 1:
+            raise ValueError(f"sample.batch_size must be >= 1, got {self.batch_size}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"sample.steps must be >= 1 or null (the full schedule), got {self.steps}")
+        if self.seed < 0:
+            raise ValueError(f"sample.seed must be >= 0, got {self.seed}")
+        if self.grid_images < 1:  # data/samples_grid.png is a declared DVC output
+            raise ValueError(f"sample.grid_images must be >= 1, got {self.grid_images}")
+
+
+def image_name(index: int) -> str:
+    """File name of the image at 0-based ``index``: 00001.png, 00002.png, ..."""
+    return f"{index + 1:05d}.png"
+
+
+def sample_to_dir(cfg: SampleConfig, model_dir: str | Path, out_dir: str | Path,
+                  grid_path: str | Path | None = None) -> dict[str, Any]:
+    """Write ``cfg.num_images`` PNGs to ``out_dir`` (00001.png, ...) and an optional grid PNG.
+
+    Resumable: ``out_dir/sample_config.json`` records the config and model; when it matches,
+    images already on disk are kept and only the missing ones are drawn (per-image seeds make
+    that exact). Otherwise old PNGs are removed first. Returns the run record.
+    """
+    from PIL import Image
+
+    out_dir = Path(out_dir)
+    device = resolve_device(cfg.device)
+    unet, sched_config = load_model(model_dir, device)
+    record = {"config": _config_dict(cfg), "model": _model_fingerprint(Path(model_dir)),
+              "scheduler": cfg.sampler, "device": device}
+    record_path = out_dir / "sample_config.json"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    old = json.loads(record_path.read_text()) if record_path.is_file() else None
+    if old is not None and old.get("model") == record["model"] and _same_images(old["config"], record["config"]):
+        # redo whole batches that miss an image, so each image keeps its batch layout
+        todo = []
+        for start in range(0, cfg.num_images, cfg.batch_size):
+            chunk = list(range(start, min(start + cfg.batch_size, cfg.num_images)))
+            if any(not (out_dir / image_name(i)).is_file() for i in chunk):
+                todo += chunk
+    else:
+        for old in out_dir.glob("*.png"):
+            old.unlink()
+        todo = list(range(cfg.num_images))
+    record_path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    for stale in out_dir.glob("*.png"):  # fewer images than last time
+        if stale.stem.isdigit() and int(stale.stem) > cfg.num_images:
+            stale.unlink()
+    # todo is whole aligned batches (only the last may be short), so chunking it again by
+    # batch_size reproduces each image's batch exactly
+    for offset, images in iter_batches(unet, sched_config, cfg.sampler, cfg.steps, [cfg.seed + i for i in todo],
+                                       cfg.batch_size, device, cfg.timestep_spacing):
+        for k, img in enumerate(images):
+            Image.fromarray(img).save(out_dir / image_name(todo[offset + k]))
+    if grid_path is not None:
+        n = min(cfg.grid_images, cfg.num_images)
+        tiles = np.stack([np.asarray(Image.open(out_dir / image_name(i)).convert("RGB")) for i in range(n)])
+        Path(grid_path).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(make_grid(tiles)).save(grid_path)
+    record["num_drawn"] = len(todo)
+    return record
+
+
+def _config_dict(cfg: SampleConfig) -> dict[str, Any]:
+    from facegen.common.config import to_dict
+
+    return to_dict(cfg)
+
+
+def _same_images(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether two configs draw the same image for the same index (count and grid may differ)."""
+    keys = ("seed", "sampler", "steps", "timestep_spacing", "batch_size")
+    return all(old.get(k) == new.get(k) for k in keys)
+
+
+def _model_fingerprint(model_dir: Path) -> str:
+    """Content hash of the saved weights and scheduler config, to know when old samples are stale."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    from facegen.diffusion.model import SCHEDULER_DIR, UNET_DIR
+
+    files = [p for d in (UNET_DIR, SCHEDULER_DIR) for p in (model_dir / d).rglob("*") if p.is_file()]
+    for path in sorted(files):
+        digest.update(path.relative_to(model_dir).as_posix().encode())
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,84 @@
+"""facegen.fid.score and stages/fid.py: samples vs the test split of faces.parquet -> metrics/fid.json."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from facegen.fid import features as fid
+from facegen.fid.score import FidConfig, sample_paths, score_samples
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _faces(root: Path) -> np.ndarray:
+    """A tiny aligned set in ``root``: 5 ok test faces, 3 ok train faces, 1 rejected test-less face.
+    Returns the test faces (5, 16, 16, 3) in face_id order."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (9, 16, 16, 3), dtype=np.uint8)
+    (root / "data" / "faces").mkdir(parents=True)
+    rows = []
+    for i, img in enumerate(images):
+        path = f"data/faces/f{i:02d}.png"
+        Image.fromarray(img).save(root / path)
+        status, split = ("ok", "test") if i < 5 else ("ok", "train") if i < 8 else ("blurry", None)
+        rows.append({"face_id": f"f{i:02d}", "path": path, "status": status, "split": split})
+    pd.DataFrame(rows).to_parquet(root / "data" / "faces.parquet")
+    return images[:5]
+
+
+def _samples(root: Path, images: np.ndarray) -> Path:
+    out = root / "data" / "samples"
+    out.mkdir(parents=True)
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(out / f"{i + 1:05d}.png")
+    (out / "sample_config.json").write_text("{}")
+    return out
+
+
+def _run(root: Path, params: str) -> subprocess.CompletedProcess:
+    (root / "params.yaml").write_text(params, encoding="utf-8")
+    return subprocess.run([sys.executable, str(REPO / "stages" / "fid.py")], cwd=root,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_stage_scores_samples_against_the_test_split_only(tmp_path):
+    test_faces = _faces(tmp_path)
+    samples = np.random.default_rng(1).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    _samples(tmp_path, samples)
+    proc = _run(tmp_path, "fid:\n  extractor: offline\n  batch_size: 3\n  device: cpu\n")
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((tmp_path / "metrics" / "fid.json").read_text())
+    assert set(metrics) == {"fd_offline", "num_samples", "num_reference"}  # never called "fid"
+    assert metrics["num_samples"] == 4 and metrics["num_reference"] == 5
+    ext = fid.get_extractor("offline")
+    expected = fid.frechet_distance(*fid.image_stats(samples, ext), *fid.image_stats(test_faces, ext))
+    assert metrics["fd_offline"] == pytest.approx(expected, rel=1e-6)  # batch size moves the last float bits
+    # the reference stats were cached by content hash, for the next run and for train
+    assert len(list((tmp_path / "cache" / "fid").glob("offline-*.npz"))) == 1
+
+
+def test_samples_equal_to_the_test_split_score_zero(tmp_path):
+    test_faces = _faces(tmp_path)
+    _samples(tmp_path, test_faces)
+    metrics = score_samples(FidConfig(extractor="offline", device="cpu"), tmp_path / "data" / "samples",
+                            tmp_path / "data" / "faces.parquet", tmp_path / "cache", root=tmp_path)
+    assert metrics["fd_offline"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_too_few_samples_and_bad_extractor_are_clear_errors(tmp_path):
+    _faces(tmp_path)
+    _samples(tmp_path, np.zeros((1, 16, 16, 3), np.uint8))
+    with pytest.raises(ValueError, match="found 1 sample image.*sample.num_images"):
+        sample_paths(tmp_path / "data" / "samples")
+    with pytest.raises(ValueError, match="fid.extractor='vgg'"):
+        FidConfig(extractor="vgg")
+    proc = _run(tmp_path, "fid:\n  extractor: offline\n  typo: 1\n")
+    assert proc.returncode != 0 and "typo" in proc.stderr

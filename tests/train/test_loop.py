@@ -1,0 +1,206 @@
+"""facegen.train.loop on a tiny UNet (channels (8, 16), 32 px): learning, exact resume, NaN guard, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tiny_faces import portrait_faces, random_faces, write_faceset
+
+from facegen.train import loop as train_mod
+from facegen.diffusion.model import load_model_dir
+from facegen.train.loop import TrainConfig, TrainPaths, latest_checkpoint, train
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = dict(model="tiny", channels=(8, 16), image_size=32, batch_size=8, lr=2e-3, warmup_steps=2,
+            fid_every=0, checkpoint_every=1, log_checkpoints=False, experiment="test")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    """One MLflow SQLite store for the module (creating its tables takes seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+def _paths(root: Path, table: Path, store: str) -> TrainPaths:
+    return TrainPaths(faces=table, root=root, models=root / "models", metrics=root / "metrics",
+                      fid_cache=root / "cache", tracking_uri=store, artifact_root=root / "mlruns")
+
+
+def _run(root: Path, cfg: TrainConfig, store: str, stop_at: int | None = None) -> dict[int, float]:
+    """Train; return {step: loss}. ``stop_at`` raises KeyboardInterrupt after that step (a kill)."""
+    losses: dict[int, float] = {}
+
+    def on_step(epoch: int, step: int, loss: float) -> None:
+        losses[step] = loss
+        if step == stop_at:
+            raise KeyboardInterrupt
+
+    table = root / "data" / "faces.parquet"
+    if not table.exists():
+        write_faceset(root, random_faces(32, 32, 0), random_faces(8, 32, 1))
+    train(cfg, _paths(root, table, store), on_step=on_step)
+    return losses
+
+
+@pytest.mark.slow
+def test_loss_decreases_on_real_faces(tmp_path, faces_dir, store):
+    images = portrait_faces(faces_dir, 40, 32)
+    table = write_faceset(tmp_path, images[:32], images[32:])
+    losses: list[float] = []
+    cfg = TrainConfig(**{**TINY, "epochs": 6, "checkpoint_every": 6})
+    summary = train(cfg, _paths(tmp_path, table, store), on_step=lambda e, s, loss: losses.append(loss))
+    assert len(losses) == 24 and summary["steps"] == 24
+    first, last = sum(losses[:6]) / 6, sum(losses[-6:]) / 6
+    assert last < 0.7 * first, (first, last)
+
+
+@pytest.mark.slow
+def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path, store):
+    cfg = TrainConfig(**{**TINY, "epochs": 3})  # 4 steps per epoch
+    full = _run(tmp_path / "full", cfg, store)
+    assert sorted(full) == list(range(1, 13))
+
+    killed_root = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        _run(killed_root, cfg, store, stop_at=6)  # killed mid epoch 2; epoch 1 was checkpointed
+    run_dir = next((killed_root / "models" / "checkpoints").iterdir())
+    assert latest_checkpoint(run_dir).name == "epoch_00001"
+    run_id = json.loads((run_dir / "epoch_00001" / "state.json").read_text())["run_id"]
+    resumed = _run(killed_root, cfg, store)
+    assert json.loads((killed_root / "metrics" / "train.json").read_text())["run_id"] == run_id  # same MLflow run
+    assert sorted(resumed) == list(range(5, 13))  # continues at epoch 2, step 5
+    assert [resumed[s] for s in range(5, 13)] == [full[s] for s in range(5, 13)]  # bit-exact
+    a = torch.load(run_dir / "epoch_00003" / "ema.pt", weights_only=False)["shadow_params"]
+    b = torch.load(next((tmp_path / "full/models/checkpoints").iterdir()) / "epoch_00003" / "ema.pt",
+                   weights_only=False)["shadow_params"]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    state = json.loads((run_dir / "epoch_00003" / "state.json").read_text())
+    assert state["epoch"] == 3 and state["step"] == 12 and [r["epoch"] for r in state["history"]] == [1, 2, 3]
+    assert sorted(p.name for p in run_dir.glob("epoch_*")) == ["epoch_00002", "epoch_00003"]  # keep_checkpoints=2
+
+
+def test_other_objectives_accumulation_and_augmentations_train(tmp_path, store):
+    cfg = TrainConfig(**{**TINY, "epochs": 1, "batch_size": 4, "grad_accum": 2, "schedule": "cosine",
+                         "prediction": "v_prediction", "loss": "l1_l2", "min_snr_gamma": 5.0, "rotate_deg": 10.0,
+                         "color_jitter": 0.1, "ema_warmup": True})
+    losses = _run(tmp_path, cfg, store)
+    assert sorted(losses) == [1, 2, 3, 4]  # 32 faces / (4 x 2 accumulated) per optimizer step
+    assert all(0 < v < 10 for v in losses.values())
+    _, sched, saved = load_model_dir(tmp_path / "models" / "best")
+    assert sched.config.prediction_type == "v_prediction" and sched.config.beta_schedule == "squaredcos_cap_v2"
+    assert saved["grad_accum"] == 2
+
+
+def test_nan_loss_names_epoch_and_step(tmp_path, store, monkeypatch):
+    calls = {"n": 0}
+    real = train_mod.diffusion_loss
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 6 else loss
+
+    monkeypatch.setattr(train_mod, "diffusion_loss", poisoned)
+    with pytest.raises(FloatingPointError, match=r"loss is nan at epoch 2, step 6"):
+        _run(tmp_path, TrainConfig(**{**TINY, "epochs": 2}), store)
+    assert not (tmp_path / "models" / "best").exists()
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=store)
+    latest = client.search_runs([client.get_experiment_by_name("test").experiment_id],
+                                order_by=["attributes.start_time DESC"], max_results=1)[0]
+    assert latest.info.status == "FAILED"  # a divergence is a failure, not a (resumable) kill
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ValueError, match="train.precision = 'fp8'"):
+        TrainConfig(precision="fp8")
+    with pytest.raises(ValueError, match="train.fid_extractor = 'clip'"):
+        TrainConfig(fid_extractor="clip")
+    with pytest.raises(ValueError, match="train.epochs = 0"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="train.resume = 'latest'"):
+        train_mod._resume_from(TrainConfig(resume="latest"), Path("."))
+
+
+def _stage_params(root: Path, **overrides) -> None:
+    train = {**TINY, "channels": [8, 16], "epochs": 2, "fid_every": 1, "fid_num_samples": 8, "fid_batch_size": 8,
+             "fid_extractor": "offline", "eval_steps": 2, "grid_size": 4, "log_checkpoints": True, **overrides}
+    (root / "params.yaml").write_text(yaml.safe_dump({"train": train}))
+
+
+@pytest.fixture(scope="module")
+def stage_run(tmp_path_factory):
+    """`python stages/train.py` in a tmp repo with 2 epochs and an offline FD every epoch."""
+    root = tmp_path_factory.mktemp("stage")
+    write_faceset(root, random_faces(16, 32, 0), random_faces(8, 32, 1))
+    _stage_params(root)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    proc = subprocess.run([sys.executable, str(REPO / "stages" / "train.py")], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root
+
+
+@pytest.mark.slow
+def test_stage_writes_the_contract_outputs(stage_run):
+    root = stage_run
+    best = root / "models" / "best"
+    assert (best / "unet" / "config.json").is_file() and (best / "scheduler" / "scheduler_config.json").is_file()
+    assert json.loads((best / "train_config.json").read_text())["fid_extractor"] == "offline"
+    summary = json.loads((root / "metrics" / "train.json").read_text())
+    assert summary["metric"] == "fd_offline" and summary["epochs"] == 2 and summary["steps"] == 4
+    assert summary["best_epoch"] in (1, 2) and summary["best_fd_offline"] > 0 and "best_fid" not in summary
+    assert json.loads((best / "best.json").read_text())["epoch"] == summary["best_epoch"]
+    rows = (root / "metrics" / "train_epochs.csv").read_text().splitlines()
+    assert rows[0] == "epoch,step,loss,lr,images_per_s,seconds,fd_offline" and len(rows) == 3
+    assert len(list((root / "cache" / "fid").glob("offline-*.npz"))) == 1  # reference stats computed once
+
+
+@pytest.mark.slow
+def test_stage_mlflow_run_has_epochs_best_and_artifacts(stage_run):
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{stage_run / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["metric"] == "fd_offline"
+    for name in ("loss", "lr", "fd_offline"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == [1, 2]
+    assert "fid" not in run.data.metrics
+    assert run.data.metrics["best_epoch"] in (1, 2) and "best_fd_offline" in run.data.metrics
+    assert run.data.params["model"] == "tiny" and len(run.data.params["data_hash"]) == 64
+    assert run.data.params["git_commit"]
+    top = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"best", "checkpoints", "samples"} <= top
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "samples")} == {
+        "samples/epoch_00001.png", "samples/epoch_00002.png"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")} == {
+        "checkpoints/epoch_00001", "checkpoints/epoch_00002"}
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_save_one_consistent_checkpoint(tmp_path):
+    write_faceset(tmp_path, random_faces(32, 32, 0), random_faces(8, 32, 1))
+    _stage_params(tmp_path, fid_every=0, epochs=1, log_checkpoints=False)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "OMP_NUM_THREADS": "1",
+           "ACCELERATE_USE_CPU": "true"}  # gloo DDP on CPU: accelerate launch --multi_gpu + this flag
+    accelerate = Path(sys.executable).with_name("accelerate")
+    proc = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no",
+                           str(REPO / "stages" / "train.py")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = (tmp_path / "models" / "checkpoints").iterdir()
+    (ckpt,) = run_dir.glob("epoch_*")
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["num_processes"] == 2
+    assert state["step"] == 2  # 32 faces / 2 processes / batch 8
+    assert {p.name for p in ckpt.glob("random_states_*.pkl")} == {"random_states_0.pkl", "random_states_1.pkl"}
+    assert (tmp_path / "models" / "best" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
