@@ -15,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -28,7 +30,8 @@ from facegen.train.data import augment, epoch_batches, load_split, pick_data_dev
 from facegen.diffusion.noise import diffusion_loss, make_noise_scheduler, min_snr_weights, noisy_batch, training_target
 from facegen.train.evaluate import Evaluator
 from facegen.diffusion.model import build_unet, count_parameters, save_model_dir, unet_from_ema
-from facegen.train.tracking import Tracker, git_commit, tracking_uri, write_epoch_files
+from facegen.train.tracking import (Tracker, git_commit, portable_path, repo_root, run_tags, tracking_uri,
+                                    write_epoch_files)
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class TrainConfig:
     grid_size: int = 16
     experiment: str = "facegen"
     resume: str = "auto"
+    num_processes: int = 1
 
     def __post_init__(self) -> None:
         choices = {"precision": ("no", "bf16", "fp16"), "data_device": ("auto", "cpu", "device"),
@@ -83,7 +87,8 @@ class TrainConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"train.{key} = {getattr(self, key)!r}: choose one of {list(allowed)}")
-        for key in ("epochs", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints", "eval_steps"):
+        for key in ("epochs", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints", "eval_steps",
+                    "num_processes"):
             if getattr(self, key) < 1:
                 raise ValueError(f"train.{key} = {getattr(self, key)}: must be at least 1")
         if self.fid_every < 0 or (self.fid_every and self.fid_num_samples < 2):
@@ -102,6 +107,7 @@ class TrainPaths:
     fid_cache: Path = Path("cache/fid")
     tracking_uri: str | None = None
     artifact_root: Path | None = None
+    checkpoints: Path | None = None  # default <models>/checkpoints; the stage uses <repo>/cache/checkpoints
 
 
 def run_key(cfg: TrainConfig, data_hash: str) -> str:
@@ -146,14 +152,23 @@ def train(cfg: TrainConfig, paths: TrainPaths = TrainPaths(),
     from diffusers.training_utils import EMAModel
     from tqdm import tqdm
 
-    accelerator = Accelerator(mixed_precision=cfg.precision, step_scheduler_with_optimizer=False)
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION")  # `accelerate launch` flags / `accelerate config`
+    accelerator = Accelerator(mixed_precision=None if launched else cfg.precision, step_scheduler_with_optimizer=False)
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     main = accelerator.is_main_process
+    if launched and launched != cfg.precision:
+        accelerator.print(f"precision {launched} from accelerate launch/config (train.precision {cfg.precision} ignored)")
+    if cfg.num_processes > 1 and world != cfg.num_processes:
+        raise RuntimeError(f"train.num_processes = {cfg.num_processes} but {world} process(es) run: start the stage "
+                           "with `python stages/train.py` (it launches Accelerate) or `accelerate launch --multi_gpu "
+                           f"--num_processes {cfg.num_processes} stages/train.py` (add ACCELERATE_USE_CPU=true on CPU)")
+    if not main or not sys.stderr.isatty():
+        os.environ["TQDM_DISABLE"] = "1"  # progress bars: one, on the main process, on a terminal only
     set_seed(cfg.seed)
     train_np = load_split(paths.faces, "train", paths.root, cfg.image_size)
     data_hash = fid.content_hash(train_np)
     key = run_key(cfg, data_hash)
-    run_dir = Path(paths.models) / "checkpoints" / key
+    run_dir = Path(paths.checkpoints or Path(paths.models) / "checkpoints") / key
     data = to_tensor(train_np, pick_data_device(train_np.nbytes, device, cfg.data_device))
     del train_np
 
@@ -188,21 +203,27 @@ def train(cfg: TrainConfig, paths: TrainPaths = TrainPaths(),
     tracker = evaluator = None
     if main:
         uri = paths.tracking_uri or tracking_uri(paths.root)
-        tracker = Tracker(uri, cfg.experiment, f"{cfg.model}-{key}", paths.artifact_root, state["run_id"])
+        tracker = Tracker(uri, cfg.experiment, f"{cfg.model}-{key}", paths.artifact_root, state["run_id"],
+                          tags={"metric": metric, "data_hash": data_hash, **run_tags(paths.root),
+                                "best_checkpoint": portable_path(run_dir / "best", repo_root(paths.root))},
+                          run_key=key)
         state["run_id"] = tracker.run_id
         tracker.log_params({**to_dict(cfg), "git_commit": git_commit(paths.root), "data_hash": data_hash,
                             "run_key": key, "num_train_images": len(data), "num_processes": world,
                             "num_parameters": count_parameters(raw_unet)})
-        tracker.set_tags({"metric": metric, "best_checkpoint": (run_dir / "best").resolve()})
+        tracker.log_dataset(paths.faces, "train", data_hash)
         if cfg.fid_every:
             evaluator = Evaluator(cfg, noise_sched, raw_unet.config, paths, device)
 
+    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=state["step"], desc="train", unit="step",
+               disable=not main or not sys.stderr.isatty(), dynamic_ncols=True)
+    info = {"data_hash": data_hash, "num_train_images": len(data)}
     try:
         for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
             unet.train()
             batches = epoch_batches(len(data), cfg.batch_size, epoch, cfg.seed, rank, world)
             losses, start = [], time.perf_counter()
-            for _ in tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{cfg.epochs}", disable=not main, leave=False):
+            for _ in range(steps_per_epoch):
                 step = state["step"] + 1
                 gen = torch.Generator(device).manual_seed(_step_seed(cfg.seed, step, rank))
                 total = torch.zeros((), device=device)
@@ -234,6 +255,7 @@ def train(cfg: TrainConfig, paths: TrainPaths = TrainPaths(),
                     ema.step(raw_unet.parameters())
                 state["step"] = step
                 losses.append(step_loss)
+                bar.update(1)
                 if on_step is not None:
                     on_step(epoch, step, step_loss)
             seconds = time.perf_counter() - start
@@ -242,14 +264,21 @@ def train(cfg: TrainConfig, paths: TrainPaths = TrainPaths(),
                    "images_per_s": round(steps_per_epoch * cfg.grad_accum * cfg.batch_size * world / seconds, 2)}
             state["epoch"] = epoch
             if main:
-                _end_epoch(cfg, state, row, ema, evaluator, tracker, noise_sched, raw_unet, run_dir, metric)
+                _end_epoch(cfg, state, row, ema, evaluator, tracker, noise_sched, raw_unet, run_dir, metric, info)
+                bar.set_postfix(loss=f"{row['loss']:.4f}")
+                scored = f" {metric} {row[metric]:.4f}" if metric in row else ""
+                (bar.write if not bar.disable else print)(
+                    f"epoch {epoch}/{cfg.epochs} loss {row['loss']:.4f} lr {row['lr']:.2e} "
+                    f"{row['images_per_s']:.0f} img/s{scored}", file=sys.stderr)
             if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
                 _checkpoint(accelerator, cfg, state, ema, raw_unet, run_dir, tracker)
     except BaseException as err:
+        bar.close()
         if tracker is not None:  # a kill (Ctrl-C, sys.exit) is resumable; a divergence or a bug is a failure
             tracker.end("KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED")
         raise
 
+    bar.close()
     summary: dict[str, Any] = {}
     if main:
         summary = _finish(cfg, state, paths, run_dir, key, metric, tracker, ema, raw_unet, noise_sched)
@@ -259,17 +288,20 @@ def train(cfg: TrainConfig, paths: TrainPaths = TrainPaths(),
 
 
 def _end_epoch(cfg: TrainConfig, state: dict, row: dict, ema: Any, evaluator: "Evaluator | None",
-               tracker: Tracker, noise_sched: Any, raw_unet: Any, run_dir: Path, metric: str) -> None:
+               tracker: Tracker, noise_sched: Any, raw_unet: Any, run_dir: Path, metric: str,
+               info: dict[str, Any]) -> None:
     """Main process: evaluate on schedule, keep the best EMA weights, log the epoch."""
     epoch = row["epoch"]
     logged = {"loss": row["loss"], "lr": row["lr"], "images_per_s": row["images_per_s"]}
     if evaluator is not None and (epoch % cfg.fid_every == 0 or epoch == cfg.epochs):
         value, grid, eval_unet = evaluator.run(ema)
         row[metric] = logged[metric] = value
-        tracker.log_image(grid, f"samples/epoch_{epoch:05d}.png")
+        tracker.log_grid(grid, epoch)
+        (run_dir / "grids").mkdir(parents=True, exist_ok=True)  # for dvc plots (copied to metrics/ at the end)
+        grid.save(run_dir / "grids" / f"epoch_{epoch:05d}.png")
         best = state["best"]
         if best is None or value < best["value"]:
-            state["best"] = {"epoch": epoch, "metric": metric, "value": value, "run_id": state["run_id"]}
+            state["best"] = {"epoch": epoch, "metric": metric, "value": value, "run_id": state["run_id"], **info}
             save_model_dir(run_dir / "best", eval_unet, noise_sched, to_dict(cfg), state["best"])
         logged[f"best_{metric}"], logged["best_epoch"] = state["best"]["value"], state["best"]["epoch"]
     state["history"].append(row)
@@ -314,9 +346,12 @@ def _finish(cfg: TrainConfig, state: dict, paths: TrainPaths, run_dir: Path, key
         eval_unet = unet_from_ema(ema, raw_unet.config)
         state["best"] = {"epoch": state["epoch"], "metric": None, "value": None, "run_id": state["run_id"]}
         save_model_dir(run_dir / "best", eval_unet, noise_sched, to_dict(cfg), state["best"])
-    if best_dir.exists():
-        shutil.rmtree(best_dir)
-    shutil.copytree(run_dir / "best", best_dir)
+    _publish(run_dir / "best", best_dir)
+    grids = Path(paths.metrics) / "grids"
+    if (run_dir / "grids").is_dir():
+        _publish(run_dir / "grids", grids)
+    elif grids.exists():
+        shutil.rmtree(grids)
     history = state["history"]
     summary = {"metric": metric, "best_epoch": state["best"]["epoch"], f"best_{metric}": state["best"]["value"],
                "epochs": state["epoch"], "steps": state["step"], "final_loss": history[-1]["loss"] if history else None,
@@ -324,5 +359,20 @@ def _finish(cfg: TrainConfig, state: dict, paths: TrainPaths, run_dir: Path, key
                "run_id": state["run_id"], "run_key": key}
     write_epoch_files(history, summary, paths.metrics, metric)
     tracker.log_artifacts(best_dir, "best")
+    tracker.log_model(best_dir, step=state["best"]["epoch"])
     tracker.end("FINISHED")
     return summary
+
+
+def _publish(src: Path, dst: Path) -> None:
+    """Replace ``dst`` by a copy of ``src`` (copied beside it, then swapped: never half-written)."""
+    tmp, old = dst.with_name(f".tmp_{dst.name}"), dst.with_name(f".old_{dst.name}")
+    for stale in (tmp, old):
+        if stale.exists():
+            shutil.rmtree(stale)
+    shutil.copytree(src, tmp)
+    if dst.exists():
+        dst.rename(old)
+    tmp.rename(dst)
+    if old.exists():
+        shutil.rmtree(old)
