@@ -137,7 +137,8 @@ def register_model(run_id: str, name: str, tracking_uri: str) -> Any:
 
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-    models = client.search_logged_models(filter_string=f"source_run_id = '{run_id}'")
+    experiment_id = client.get_run(run_id).info.experiment_id
+    models = client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'")
     if not models:
         raise ValueError(f"MLflow run {run_id} has no logged model (train with this version of facegen first)")
     return mlflow.register_model(models[0].model_uri, name)
