@@ -148,6 +148,7 @@ class Tracker:
         self.experiment_id: str | None = None
         self.monitor: Any = None
         self.client = mlflow.MlflowClient(tracking_uri=uri)
+        mlflow.set_tracking_uri(uri)  # the system-metrics monitor logs through the fluent API
         tags = {k: str(v) for k, v in (tags or {}).items()}
         if run_key:
             tags[RUN_KEY_TAG] = run_key
