@@ -18,9 +18,15 @@ import signal
 import sys
 from pathlib import Path
 
-from facegen.common.config import load_section
-from facegen.train.loop import TrainConfig, TrainPaths, train
-from facegen.train.tracking import repo_root, tracking_uri
+if not sys.stderr.isatty() or os.environ.get("LOCAL_RANK", "0") != "0":
+    # before tqdm is imported (it reads TQDM_* once): library bars (loading faces, MLflow
+    # artifacts) only on the main process of a terminal; the trainer's own bar follows the same rule
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+from facegen.common.config import load_section  # noqa: E402
+from facegen.train.loop import TrainConfig, TrainPaths, train  # noqa: E402
+from facegen.train.tracking import repo_root, tracking_uri  # noqa: E402
 
 
 def _launch(n: int, argv: list[str]) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -120,15 +121,18 @@ def log_mlflow_model(tracking_uri: str, run_id: str, model_dir: str | Path, regi
     example = pd.DataFrame({"seed": np.array([0], dtype=np.int64)})
     signature = infer_signature(example, np.zeros((1, size, size, 3), np.uint8), params={"steps": SAMPLE_STEPS})
     mlflow.set_tracking_uri(tracking_uri)
-    run = mlflow.start_run(run_id=run_id)
+    mlflow.start_run(run_id=run_id)
     try:
-        return mlflow.pyfunc.log_model(
-            name=MODEL_ARTIFACT, python_model=_pyfunc_class()(), artifacts={"pipeline": str(model_dir)},
-            signature=signature, registered_model_name=register_as, step=step,
-            pip_requirements=["facegen", "diffusers", "torch"])
+        with warnings.catch_warnings():
+            # the signature is given; MLflow still tries type hints and asks for an input example
+            warnings.filterwarnings("ignore", message=".*(type hint|input example|integer column).*",
+                                    category=UserWarning)
+            return mlflow.pyfunc.log_model(
+                name=MODEL_ARTIFACT, python_model=_pyfunc_class()(), artifacts={"pipeline": str(model_dir)},
+                signature=signature, registered_model_name=register_as, step=step,
+                pip_requirements=["facegen", "diffusers", "torch"])
     finally:
         mlflow.end_run(status="RUNNING")  # pops the fluent run; the trainer closes it
-        del run
 
 
 def register_model(run_id: str, name: str, tracking_uri: str) -> Any:

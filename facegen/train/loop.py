@@ -162,8 +162,6 @@ def train(cfg: TrainConfig, paths: TrainPaths = TrainPaths(),
         raise RuntimeError(f"train.num_processes = {cfg.num_processes} but {world} process(es) run: start the stage "
                            "with `python stages/train.py` (it launches Accelerate) or `accelerate launch --multi_gpu "
                            f"--num_processes {cfg.num_processes} stages/train.py` (add ACCELERATE_USE_CPU=true on CPU)")
-    if not main or not sys.stderr.isatty():
-        os.environ["TQDM_DISABLE"] = "1"  # progress bars: one, on the main process, on a terminal only
     set_seed(cfg.seed)
     train_np = load_split(paths.faces, "train", paths.root, cfg.image_size)
     data_hash = fid.content_hash(train_np)
