@@ -29,7 +29,7 @@ from facegen.train.loop import TrainConfig, TrainPaths, train  # noqa: E402
 from facegen.train.tracking import repo_root, tracking_uri  # noqa: E402
 
 
-def _launch(n: int, argv: list[str]) -> int:
+def _launch(n: int, precision: str, argv: list[str]) -> int:
     """Re-run this script as ``n`` Accelerate processes; returns their exit status."""
     import subprocess
 
@@ -43,7 +43,7 @@ def _launch(n: int, argv: list[str]) -> int:
     elif gpus < n:
         raise ValueError(f"train.num_processes = {n} but {gpus} GPU(s) are visible: set it to at most {gpus}")
     cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", str(n), "--num_machines", "1",
-           "--dynamo_backend", "no", str(Path(__file__).resolve()), *argv]
+           "--mixed_precision", precision, "--dynamo_backend", "no", str(Path(__file__).resolve()), *argv]
     print(f"train: launching {n} processes: {' '.join(cmd)}", file=sys.stderr)
     return subprocess.run(cmd, env=env).returncode
 
@@ -66,9 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train: error: {err} (params.yaml keeps the value `dvc exp run -S` wrote: fix it or "
               "`git checkout params.yaml`; outputs of the last good run are untouched)", file=sys.stderr)
         return 2
-    if cfg.num_processes > 1 and "WORLD_SIZE" not in os.environ:
+    launched = "WORLD_SIZE" in os.environ or "ACCELERATE_MIXED_PRECISION" in os.environ  # under accelerate launch
+    if cfg.num_processes > 1 and not launched:
         try:
-            return _launch(cfg.num_processes, argv)
+            return _launch(cfg.num_processes, cfg.precision, argv)
         except ValueError as err:
             print(f"train: error: {err}", file=sys.stderr)
             return 2

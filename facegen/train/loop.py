@@ -159,7 +159,7 @@ def train(cfg: TrainConfig, paths: TrainPaths = TrainPaths(),
     if launched and launched != cfg.precision:
         accelerator.print(f"precision {launched} from accelerate launch/config (train.precision {cfg.precision} ignored)")
     if cfg.num_processes > 1 and world != cfg.num_processes:
-        raise RuntimeError(f"train.num_processes = {cfg.num_processes} but {world} process(es) run: start the stage "
+        raise ValueError(f"train.num_processes = {cfg.num_processes} but {world} process(es) run: start the stage "
                            "with `python stages/train.py` (it launches Accelerate) or `accelerate launch --multi_gpu "
                            f"--num_processes {cfg.num_processes} stages/train.py` (add ACCELERATE_USE_CPU=true on CPU)")
     set_seed(cfg.seed)
