@@ -290,6 +290,7 @@ def _end_epoch(cfg: TrainConfig, state: dict, row: dict, ema: Any, evaluator: "E
                info: dict[str, Any]) -> None:
     """Main process: evaluate on schedule, keep the best EMA weights, log the epoch."""
     epoch = row["epoch"]
+    state["run_id"] = tracker.run_id or state["run_id"]  # a run opened late (store was down at the start)
     logged = {"loss": row["loss"], "lr": row["lr"], "images_per_s": row["images_per_s"]}
     if evaluator is not None and (epoch % cfg.fid_every == 0 or epoch == cfg.epochs):
         value, grid, eval_unet = evaluator.run(ema)

@@ -197,7 +197,7 @@ def test_ddp_two_cpu_processes_save_one_consistent_checkpoint(tmp_path):
                            str(REPO / "stages" / "train.py")], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (run_dir,) = (tmp_path / "models" / "checkpoints").iterdir()
+    (run_dir,) = (tmp_path / "cache" / "checkpoints").iterdir()  # the stage keeps them outside DVC outs
     (ckpt,) = run_dir.glob("epoch_*")
     state = json.loads((ckpt / "state.json").read_text())
     assert state["num_processes"] == 2
