@@ -144,8 +144,10 @@ def faces_cfg(scrfd_model: Path) -> FacesConfig:
     return FacesConfig(model=str(scrfd_model), det_size=640, min_score=0.5)
 
 
-# fast network settings for tests: one retry, short timeout, no politeness delay
-CFG = DownloadConfig(timeout_s=0.5, retries=1, backoff_s=0.01, host_delay_s=0.0, workers=8, per_host=8, placeholder_urls=("/removed.png",))
+# fast network settings for tests: one retry, short timeout, no politeness delay; the local
+# server (and the refused port 1) are on loopback, which the SSRF guard refuses unless listed
+CFG = DownloadConfig(timeout_s=0.5, retries=1, backoff_s=0.01, host_delay_s=0.0, workers=8, per_host=8,
+                     placeholder_urls=("/removed.png",), allow_private_hosts=("127.0.0.1",))
 
 
 @pytest.fixture(scope="module")
@@ -356,6 +358,7 @@ def test_stage_entry_point(site, scrfd_model, tmp_path):
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))  # the real defaults, but
     params["faces"]["model"] = str(scrfd_model)  # the offline detector
     params["download"]["host_delay_s"] = 0.0
+    params["download"]["allow_private_hosts"] = [srv.url("").split("//")[1]]  # 127.0.0.1:<port>
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
