@@ -144,7 +144,7 @@ def _blocked_kind(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | No
     """Why ``ip`` is not a public unicast address (None when it is)."""
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    for kind in ("unspecified", "loopback", "link_local", "multicast", "private", "reserved"):
+    for kind in ("unspecified", "loopback", "link_local", "multicast", "reserved", "private"):
         if getattr(ip, f"is_{kind}"):
             return kind.replace("_", "-")
     return None if ip.is_global else "non-global"

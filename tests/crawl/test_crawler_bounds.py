@@ -59,7 +59,6 @@ def test_endless_bomb_and_dripping_articles_fail_alone_bounded(tmp_path: Path) -
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
 
-        print(f"crawl {seconds:.2f}s peak {peak/1e6:.1f} MB")
         # unbounded, the bomb alone inflates to 200 MB and the endless body never ends
         assert seconds < 30 and peak < 40 * MAX_BYTES, (seconds, peak)
         bad = {endless: "too_large", bomb: "too_large", drip: "timeout"}
