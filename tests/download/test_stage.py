@@ -254,6 +254,27 @@ def test_rerun_refilters_from_cache_without_network_or_detector(site, faces_cfg,
     assert len(list((root / "raw").iterdir())) == 5
 
 
+def test_a_direct_rerun_rewrites_a_raw_file_whose_bytes_are_not_its_hash(site, faces_cfg, full_run):
+    import hashlib
+
+    srv, links, _, _ = site
+    table, root, _ = full_run
+    kept = sorted((root / "raw").iterdir())
+    damaged, other = kept[0], kept[1]
+    good = damaged.read_bytes()
+    wrong = bytearray(good)
+    wrong[len(wrong) // 2] ^= 0xFF  # same size, other bytes: a size check alone keeps it
+    damaged.write_bytes(bytes(wrong))
+    other.unlink()
+    before = srv.hits
+    again = run_download(links, CFG, faces_cfg, root / "raw", root / "cache", progress=False)
+    assert srv.hits == before  # repaired from the fetch cache, no request
+    pd.testing.assert_frame_equal(again, table)
+    assert damaged.read_bytes() == good and other.is_file()
+    for f in (root / "raw").iterdir():
+        assert hashlib.sha256(f.read_bytes()).hexdigest() == f.name.split(".")[0]
+
+
 def test_retry_failed_refetches_only_transient_failures(site, faces_cfg, full_run):
     srv, links, statuses, _ = site
     table, root, _ = full_run
