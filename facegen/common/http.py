@@ -172,7 +172,7 @@ class DestinationPolicy:
         """
         host = host.lower().rstrip(".").strip("[]")
         if self.only is not None and f"{host}:{port}" != self.only.lower():
-            raise BlockedHostError(f"{host}:{port} refused: this session fetches only {self.only}")
+            raise BlockedHostError(f"{host}:{port} refused: this session fetches only {self.only} ({self.setting})")
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         found = list(dict.fromkeys(str(info[4][0]) for info in infos))
         allowed = {h.lower() for h in self.allow_private_hosts}
