@@ -171,19 +171,20 @@ class DestinationPolicy:
         ``socket.gaierror`` propagates (the caller reports a name-resolution failure).
         """
         host = host.lower().rstrip(".").strip("[]")
-        if self.only is not None and f"{host}:{port}" != self.only.lower():
-            raise BlockedHostError(f"{host}:{port} refused: this session fetches only {self.only} ({self.setting})")
+        where = host_port(host, port)
+        if self.only is not None and where != self.only.lower():
+            raise BlockedHostError(f"{where} refused: this session fetches only {self.only} ({self.setting})")
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         found = list(dict.fromkeys(str(info[4][0]) for info in infos))
         allowed = {h.lower() for h in self.allow_private_hosts}
-        if not self.block_private or host in allowed or f"{host}:{port}" in allowed:
+        if not self.block_private or host in allowed or where in allowed:
             return found
         for addr in found:
             kind = _blocked_kind(ipaddress.ip_address(addr))
             if kind is not None:
                 raise BlockedHostError(
-                    f"{host}:{port} resolves to {addr} ({kind}): private, loopback, link-local, multicast and "
-                    f"reserved destinations are refused; list {host!r} or '{host}:{port}' in {self.setting} to allow it"
+                    f"{where} resolves to {addr} ({kind}): private, loopback, link-local, multicast and "
+                    f"reserved destinations are refused; list {host!r} or {where!r} in {self.setting} to allow it"
                 )
         return found
 
@@ -202,8 +203,13 @@ def allowed_hosts(items: Iterable[str]) -> tuple[str, ...]:
             host, port, bad = text, "", False
         if bad or not host or any(c in host for c in "/ @[]") or (port and not port.isdigit()) or text.endswith(":"):
             raise ValueError(f"allow_private_hosts entry {item!r} is not 'host' or 'host:port' (e.g. '127.0.0.1:8765')")
-        out.append(f"{host}:{port}" if port else host)
+        out.append(host_port(host, int(port)) if port else host)
     return tuple(out)
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port``, or ``[v6]:port`` for an IPv6 address (unambiguous)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class _GuardedConnectionMixin:

@@ -33,7 +33,7 @@ import urllib3
 from facegen.crawl import ptt
 from facegen.common.atomic import atomic_path, write_bytes_atomic
 from facegen.common.http import (
-    BlockedHostError, BodyLimitError, DestinationPolicy, HttpConfig, is_timeout, make_session, read_body,
+    BlockedHostError, BodyLimitError, DestinationPolicy, HttpConfig, host_port, is_timeout, make_session, read_body,
 )
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class CrawlConfig:
         """base_url is the user's choice (a loopback board is fine); nothing else is ever contacted."""
         parts = urlsplit(self.base_url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        return DestinationPolicy(block_private=False, only=f"{parts.hostname}:{port}", setting="crawl.base_url")
+        return DestinationPolicy(block_private=False, only=host_port(parts.hostname or "", port), setting="crawl.base_url")
 
 
 class CrawlError(RuntimeError):

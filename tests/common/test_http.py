@@ -106,7 +106,7 @@ def test_only_policy_and_allow_list_parsing():
     assert DestinationPolicy(("127.0.0.1:8765",)).addresses("127.0.0.1", 8765) == ["127.0.0.1"]
     with pytest.raises(BlockedHostError):
         DestinationPolicy(("127.0.0.1:8765",)).addresses("127.0.0.1", 8766)  # another port of a listed host:port
-    assert allowed_hosts(["LocalHost", "127.0.0.1:8765", "[::1]:80", "::1"]) == ("localhost", "127.0.0.1:8765", "::1:80", "::1")
+    assert allowed_hosts(["LocalHost", "127.0.0.1:8765", "[::1]:80", "::1"]) == ("localhost", "127.0.0.1:8765", "[::1]:80", "::1")
     for bad in ["", "host:", "host:http", "http://host", "[::1]x"]:
         with pytest.raises(ValueError, match="is not 'host' or 'host:port'"):
             allowed_hosts([bad])
