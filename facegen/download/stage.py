@@ -346,7 +346,7 @@ def export_kept(table: pd.DataFrame, cache: FetchCache, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     keep = {Path(p).name: s for p, s in zip(table.loc[table.status == "ok", "path"], table.loc[table.status == "ok", "sha256"])}
     for old in out_dir.iterdir():  # only files this stage names (<sha256>.<ext>) or left half-written
-        if old.is_file() and old.name not in keep and (_KEPT_NAME.fullmatch(old.name) or old.name.startswith(".tmp-") or is_temp_name(old.name)):
+        if old.is_file() and old.name not in keep and (_KEPT_NAME.fullmatch(old.name) or is_temp_name(old.name)):
             old.unlink()
     for name, sha in keep.items():
         dest = out_dir / name
