@@ -101,7 +101,8 @@ def main() -> None:
         results[case] = row
         print(case, row, flush=True)
     if args.out:
-        Path(args.out).write_text(json.dumps({"bomb_mb": args.bomb_mb, "limit_s": args.limit_s, **results}, indent=2) + "\n")
+        record = {"bomb_mb": args.bomb_mb, "limit_s": args.limit_s, **results}
+        Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

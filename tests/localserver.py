@@ -67,7 +67,8 @@ class LocalServer:
                     if route.endless:
                         self._endless(route.body or b"x" * 65536, route.content_type)
                     else:
-                        self._answer(route.status, route.body, route.content_type, extra, drip_s=route.drip_s, cut=route.cut)
+                        self._answer(route.status, route.body, route.content_type, extra,
+                                     drip_s=route.drip_s, cut=route.cut)
 
             def _endless(self, chunk: bytes, ctype: str) -> None:
                 self.close_connection = True  # the body ends when the connection does (never, here)

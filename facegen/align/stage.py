@@ -81,8 +81,9 @@ def check_sources(tasks: list[ImageTask]) -> None:
     if bad:
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
         raise FileNotFoundError(
-            f"{len(bad)} raw image(s) listed ok in downloads.parquet are missing or damaged: {'; '.join(bad[:5])}{more}. "
-            "Rerun the download stage to restore them (`python stages/download.py`, or `dvc repro -f download`), then align"
+            f"{len(bad)} raw image(s) listed ok in downloads.parquet are missing or damaged: "
+            f"{'; '.join(bad[:5])}{more}. Rerun the download stage to restore them "
+            "(`python stages/download.py`, or `dvc repro -f download`), then align"
         )
 
 

@@ -64,8 +64,10 @@ def make_session(
         respect_retry_after_header=True,
         raise_on_status=False,
     )
-    kw = {"max_retries": retry, "pool_connections": cfg.pool_size, "pool_maxsize": cfg.pool_size}
-    adapter = HTTPAdapter(**kw) if policy is None else _GuardedAdapter(policy, **kw)
+    if policy is None:
+        adapter = HTTPAdapter(max_retries=retry, pool_connections=cfg.pool_size, pool_maxsize=cfg.pool_size)
+    else:
+        adapter = _GuardedAdapter(policy, max_retries=retry, pool_connections=cfg.pool_size, pool_maxsize=cfg.pool_size)
     session = requests.Session()
     session.mount("http://", adapter)
     session.mount("https://", adapter)
@@ -240,14 +242,15 @@ class _GuardedConnectionMixin:
 class _GuardedAdapter(HTTPAdapter):
     """An HTTPAdapter whose pools open :class:`_GuardedConnectionMixin` connections."""
 
-    def __init__(self, policy: DestinationPolicy, **kw: object) -> None:
+    def __init__(self, policy: DestinationPolicy, max_retries: Retry, pool_connections: int, pool_maxsize: int) -> None:
         self.policy = policy
-        super().__init__(**kw)  # type: ignore[arg-type]
+        super().__init__(max_retries=max_retries, pool_connections=pool_connections, pool_maxsize=pool_maxsize)
 
     def init_poolmanager(self, *args: object, **kw: object) -> None:
         super().init_poolmanager(*args, **kw)  # type: ignore[arg-type]
         classes = {}
-        for scheme, pool, conn in (("http", HTTPConnectionPool, HTTPConnection), ("https", HTTPSConnectionPool, HTTPSConnection)):
+        kinds = (("http", HTTPConnectionPool, HTTPConnection), ("https", HTTPSConnectionPool, HTTPSConnection))
+        for scheme, pool, conn in kinds:
             guarded = type(f"Guarded{conn.__name__}", (_GuardedConnectionMixin, conn), {"policy": self.policy})
             classes[scheme] = type(f"Guarded{pool.__name__}", (pool,), {"ConnectionCls": guarded})
         self.poolmanager.pool_classes_by_scheme = classes

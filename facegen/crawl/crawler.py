@@ -91,7 +91,8 @@ class CrawlConfig:
         """base_url is the user's choice (a loopback board is fine); nothing else is ever contacted."""
         parts = urlsplit(self.base_url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        return DestinationPolicy(block_private=False, only=host_port(parts.hostname or "", port), setting="crawl.base_url")
+        only = host_port(parts.hostname or "", port)
+        return DestinationPolicy(block_private=False, only=only, setting="crawl.base_url")
 
 
 class CrawlError(RuntimeError):
@@ -323,7 +324,9 @@ def _walk(index: BoardIndex, cfg: CrawlConfig, result: CrawlResult, progress: bo
     return todo
 
 
-def _article(fetcher: Fetcher, cache: ArticleCache, cfg: CrawlConfig, post_id: str, result: CrawlResult) -> tuple[int, str | None] | FetchFailed:
+def _article(
+    fetcher: Fetcher, cache: ArticleCache, cfg: CrawlConfig, post_id: str, result: CrawlResult
+) -> tuple[int, str | None] | FetchFailed:
     """(status, html) of an article, from the cache or the board; the failure when the
     request failed (not cached: the next run tries again)."""
     hit = cache.get(post_id)
@@ -369,14 +372,19 @@ def crawl(cfg: CrawlConfig, cache_dir: str | Path, *, session: requests.Session 
         post_id = entry.post_id
         url = f"{base}/bbs/{cfg.board}/{post_id}.html"
         got = _article(fetcher, cache, cfg, post_id, result)
+        reason: str | None = None
+        error: str | None = None
+        html: str | None = None
         if isinstance(got, FetchFailed):
             reason, error = got.reason, str(got)
+        elif got[0] != 200:
+            reason, error = f"http_{got[0]}", f"HTTP {got[0]}"
         else:
-            reason, error = (None, None) if got[0] == 200 else (f"http_{got[0]}", f"HTTP {got[0]}")
+            html = got[1]
         article = None
         if reason is None:
             try:
-                article = ptt.parse_article(got[1])  # type: ignore[index,arg-type]
+                article = ptt.parse_article(html or "")
             except ValueError as exc:
                 reason, error = "parse_error", str(exc)
                 log.warning("%s: %s", url, exc)

@@ -155,7 +155,7 @@ def summary(repo: Path) -> str:
     best = json.loads((repo / "models" / "best" / "best.json").read_text(encoding="utf-8"))
     score = json.loads((repo / "metrics" / "fid.json").read_text(encoding="utf-8"))
     metric = next(k for k in score if k not in ("num_samples", "num_reference"))
-    uri = mask_uri(tracking_uri(repo))  # $MLFLOW_TRACKING_URI or sqlite:///<repo>/mlflow.db, as train used; password masked
+    uri = mask_uri(tracking_uri(repo))  # $MLFLOW_TRACKING_URI or sqlite:///<repo>/mlflow.db, password masked
     scored = f"{best['metric']} = {best['value']:.4g}" if best.get("value") is not None else "not scored (train.fid_every: 0)"
     return "\n".join([
         f"best epoch: {best['epoch']}  {scored}  (MLflow run {best['run_id']})",

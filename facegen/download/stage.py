@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 # Every link ends with exactly one of these (docs/download.md explains each).
 STATUSES = (
     "ok", "duplicate", "invalid_url", "http_404", "http_error", "timeout", "connection_error",
-    "too_large", "blocked_host", "not_an_image", "corrupt", "placeholder", "too_small", "no_face", "face_too_small", "blurry",
+    "too_large", "blocked_host", "not_an_image", "corrupt", "placeholder", "too_small", "no_face", "face_too_small",
+    "blurry",
 )  # fmt: skip
 _SIZE_RE = re.compile(r"[1-9][0-9]*x[1-9][0-9]*")
 _KEPT_NAME = re.compile(r"[0-9a-f]{64}\.[a-z]+")
@@ -209,7 +210,8 @@ def fetch_and_analyse(
     to_analyse = sorted(have - analysed)
     if not todo and not to_analyse:
         return
-    gate, session = HostGate(cfg.per_host, cfg.host_delay_s, cfg.backoff_max_s), make_session(cfg.http(), policy=cfg.policy())
+    gate = HostGate(cfg.per_host, cfg.host_delay_s, cfg.backoff_max_s)
+    session = make_session(cfg.http(), policy=cfg.policy())
     counts: Counter[str] = Counter()
     detector_lock = threading.Lock()
     holder: list[Detector | None] = [detector]
@@ -355,7 +357,8 @@ def export_kept(table: pd.DataFrame, cache: FetchCache, out_dir: Path) -> None:
             continue
         if sha256_file(src) != sha:
             raise RuntimeError(f"download cache blob {src} does not hold the bytes of sha256 {sha}: the cache "
-                               f"{cache.root} is damaged; delete that folder and rerun the download stage (all is refetched)")
+                               f"{cache.root} is damaged; delete that folder and rerun the download stage "
+                               "(everything is fetched again)")
         with atomic_path(dest) as tmp:
             shutil.copyfile(src, tmp)
 

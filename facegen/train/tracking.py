@@ -70,7 +70,8 @@ class Tracker:
         self.mlflow = mlflow
         self.experiment_id = _experiment_id(experiment, uri, artifact_root)
         if run_id is not None and not self._exists(run_id):
-            print(f"MLflow run {run_id} of the checkpoint is not in {mask_uri(uri)}; logging the resumed run as a new run")
+            print(f"MLflow run {run_id} of the checkpoint is not in {mask_uri(uri)}; "
+                  "logging the resumed run as a new run")
             run_id = None
         self.run = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else self.experiment_id,
                                     run_name=None if run_id else run_name)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from localserver import LocalServer, Route
 
 from facegen.crawl.crawler import ArticleCache, CrawlConfig, crawl, write_outputs
 from facegen.demo.content import BoardSpec, build_board, render_article, render_index
-from localserver import LocalServer, Route
 
 pytestmark = pytest.mark.network
 
@@ -69,9 +69,9 @@ def test_endless_bomb_and_dripping_articles_fail_alone_bounded(tmp_path: Path) -
         write_outputs(result, tmp_path / "posts.parquet", tmp_path / "links.parquet")
         table = pd.read_parquet(tmp_path / "posts.parquet")
         assert table["post_id"].tolist() == posts  # every post has its row, failed ones too
-        status = dict(zip(table["post_id"], table["status"]))
+        status = dict(zip(table["post_id"], table["status"], strict=True))
         assert {p: status[p] for p in bad} == bad and {status[p] for p in posts if p not in bad} == {"ok"}
-        errors = dict(zip(table["post_id"], table["error"]))
+        errors = dict(zip(table["post_id"], table["error"], strict=True))
         assert f"max_bytes={MAX_BYTES}" in errors[bomb] and "body_deadline_s=1.0" in errors[drip]
         assert set(pd.read_parquet(tmp_path / "links.parquet")["post_id"]).isdisjoint(bad)
 

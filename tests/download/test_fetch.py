@@ -132,7 +132,8 @@ def test_a_redirect_to_an_unlisted_loopback_port_is_blocked_before_connecting():
             listed = outer.url("").split("//")[1]  # 127.0.0.1:<outer port>
 
             def fetch(allow: tuple[str, ...], path: str):
-                session = make_session(HttpConfig(timeout_s=1.0, retries=2, backoff_s=0.0), policy=DestinationPolicy(allow))
+                http = HttpConfig(timeout_s=1.0, retries=2, backoff_s=0.0)
+                session = make_session(http, policy=DestinationPolicy(allow))
                 return fetch_url(session, outer.url(path), HostGate(4, 0.0), 1.0, 100)
 
             assert fetch((listed,), "/b.jpg").body == b"\xff\xd8img"  # the listed host:port passes
