@@ -136,3 +136,51 @@ def test_the_connection_goes_to_the_address_that_was_checked(monkeypatch, server
     resp = session.get(f"http://rebind.invalid:{port}/ok", timeout=5)
     assert resp.status_code == 200 and resp.content == b"ok"
     assert asked == ["rebind.invalid"]  # one lookup, and the connection went to its answer
+
+
+def _self_signed(tmp_path) -> tuple[str, str]:
+    """A certificate for DNS name ``localhost`` only (not 127.0.0.1), and its key, as PEM files."""
+    pytest.importorskip("cryptography")
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .sign(key, hashes.SHA256()))  # fmt: skip
+    cert_pem, key_pem = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    return str(cert_pem), str(key_pem)
+
+
+def test_https_through_the_guard_still_verifies_the_host_name(tmp_path):
+    """The guard connects to the checked IP, but TLS (SNI, certificate match) keeps the host name."""
+    import ssl
+
+    from facegen.common.http import DestinationPolicy
+
+    cert, key = _self_signed(tmp_path)
+    _Handler.hits = {}
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        port = srv.server_address[1]
+        session = make_session(HttpConfig(retries=0), policy=DestinationPolicy(("localhost",)))
+        resp = session.get(f"https://localhost:{port}/ok", verify=cert, timeout=5)
+        assert resp.status_code == 200 and resp.content == b"ok"
+    finally:
+        srv.shutdown()
+        srv.server_close()
