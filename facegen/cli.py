@@ -17,9 +17,15 @@ import json
 import sys
 from pathlib import Path
 
+from facegen.common.redact import mask_uri
 from facegen.train.tracking import best_runs, repo_root, tracking_uri
 
 DEFAULT_EXPERIMENT = "facegen"
+
+
+def _say(text: str, err: bool = False) -> None:
+    """Print with credentials masked (a tracking URI's password never reaches the terminal)."""
+    print(mask_uri(text), file=sys.stderr if err else sys.stdout)
 
 
 def params_experiment(root: str | Path) -> str:
@@ -40,10 +46,10 @@ def _best(args: argparse.Namespace) -> int:
     try:
         rows = best_runs(uri, experiment, all_runs=args.all, root=root)
     except ValueError as err:
-        print(f"facegen best: {err}", file=sys.stderr)
+        _say(f"facegen best: {err}", err=True)
         return 2
     if not rows:
-        print(f"facegen best: no evaluated run in experiment {experiment!r} ({uri})", file=sys.stderr)
+        _say(f"facegen best: no evaluated run in experiment {experiment!r} ({uri})", err=True)
         return 1
     if args.register:
         from facegen.diffusion.pipeline import register_model
@@ -51,15 +57,15 @@ def _best(args: argparse.Namespace) -> int:
         try:
             version = register_model(rows[0]["run_id"], args.register, uri)
         except ValueError as err:
-            print(f"facegen best: {err}", file=sys.stderr)
+            _say(f"facegen best: {err}", err=True)
             return 2
         rows[0]["registered"] = f"{version.name} v{version.version}"
     if args.json:
-        print(json.dumps(rows if args.all else rows[0], indent=2))
+        _say(json.dumps(rows if args.all else rows[0], indent=2))
         return 0
     for row in rows:
         exp = f", dvc exp {row['dvc_exp_name']}" if row.get("dvc_exp_name") else ""
-        print(f"run {row['run_id']} ({row['run_name']}, {row['status']}{exp}): best epoch {row['epoch']} "
+        _say(f"run {row['run_id']} ({row['run_name']}, {row['status']}{exp}): best epoch {row['epoch']} "
               f"{row['metric']} {row['value']:.4f} checkpoint {row['checkpoint']}")
     if args.register:
         print(f"registered as {rows[0]['registered']}")
@@ -72,7 +78,7 @@ def _export(args: argparse.Namespace) -> int:
     try:
         result = export_model(args.model, args.out, args.push_to_hub, private=args.private)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
-        print(f"facegen export: {err}", file=sys.stderr)
+        _say(f"facegen export: {err}", err=True)
         return 2
     where = f"pushed to {result['url']}" if result["url"] else f"folder {result['folder']}"
     print(f"{result['pipeline']} from {args.model}: {where}")

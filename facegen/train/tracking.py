@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from facegen.common.redact import mask_uri
+
 EPOCH_COLUMNS = ("epoch", "step", "loss", "lr", "images_per_s", "seconds")
 SCORE_COLUMNS = ("fid", "kid", "fd_offline")  # always written (empty when not scored): stable plot keys
 ROOT_TAG = "facegen.repo_root"  # experiment tag: the root the embedded store's paths were made under
@@ -165,7 +167,7 @@ class Tracker:
             try:
                 run = self.client.get_run(run_id)
             except MlflowException:
-                print(f"MLflow run {run_id} of the checkpoint is not in {self.uri}; logging the resumed run as a new run",
+                print(f"MLflow run {run_id} of the checkpoint is not in {mask_uri(self.uri)}; logging the resumed run as a new run",
                       file=sys.stderr)
                 run_id = None
         if run_id is None:
@@ -220,14 +222,15 @@ class Tracker:
                 except Exception as err:  # noqa: BLE001
                     if attempt == self.retries - 1:
                         if not self.warned:
-                            print(f"warning: MLflow ({self.uri}) failed to {name}: {type(err).__name__}: {err}; "
+                            print(f"warning: MLflow ({mask_uri(self.uri)}) failed to {name}: {type(err).__name__}: "
+                                  f"{mask_uri(str(err))}; "
                                   "training goes on, records are buffered and retried", file=sys.stderr)
                             self.warned = True
                         return False
                     time.sleep(self.backoff_s * 2**attempt)
             self.pending.pop(0)
         if self.warned:
-            print(f"MLflow ({self.uri}) reachable again: buffered records logged", file=sys.stderr)
+            print(f"MLflow ({mask_uri(self.uri)}) reachable again: buffered records logged", file=sys.stderr)
             self.warned = False
         return True
 
@@ -306,7 +309,7 @@ class Tracker:
         self._call(f"close the run as {status}", lambda: self.client.set_terminated(self.run_id, status))
         if self.pending:
             lost = ", ".join(name for name, _ in self.pending)
-            print(f"warning: MLflow ({self.uri}) unreachable at the end of the run; not logged: {lost}. "
+            print(f"warning: MLflow ({mask_uri(self.uri)}) unreachable at the end of the run; not logged: {lost}. "
                   "Checkpoints and metrics/ files are complete.", file=sys.stderr)
 
 
@@ -360,7 +363,7 @@ def best_runs(uri: str, experiment: str, all_runs: bool = False, root: str | Pat
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         names = [e.name for e in client.search_experiments()]
-        raise ValueError(f"no MLflow experiment {experiment!r} in {uri} (experiments: {names})")
+        raise ValueError(f"no MLflow experiment {experiment!r} in {mask_uri(uri)} (experiments: {names})")
     runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1000)
     results = []
     for run in runs:
