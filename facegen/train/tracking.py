@@ -101,8 +101,12 @@ def relocate_store(uri: str, root: str | Path) -> int:
             if old == str(root):
                 continue
             old_uri, new_uri = Path(old).as_uri(), root.as_uri()
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             for table, column, key in (("experiments", "artifact_location", "experiment_id"),
-                                       ("runs", "artifact_uri", "experiment_id")):
+                                       ("runs", "artifact_uri", "experiment_id"),
+                                       ("logged_models", "artifact_location", "experiment_id")):  # MLflow 3 models
+                if table not in tables:
+                    continue
                 for prefix_old, prefix_new in ((old_uri, new_uri), (old, str(root))):
                     cur = con.execute(
                         f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
