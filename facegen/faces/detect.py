@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facegen.common.config import FRACTION, Range, validate
+
 INSIGHTFACE_ROOT = Path("~/.insightface").expanduser()
 
 
@@ -27,6 +29,11 @@ class FacesConfig:
     model: str = "buffalo_l"
     det_size: int = 640
     min_score: float = 0.5
+
+    def __post_init__(self) -> None:
+        validate(self, "faces", {"det_size": Range(32), "min_score": FRACTION})
+        if self.det_size % 32:  # SCRFD's anchors sit on strides 8, 16 and 32
+            raise ValueError(f"faces.det_size = {self.det_size} is not a multiple of 32 (e.g. 640)")
 
 
 def box_area(bbox: Sequence[float]) -> float:
