@@ -139,6 +139,18 @@ def _stage_params(root: Path, **overrides) -> None:
     (root / "params.yaml").write_text(yaml.safe_dump({"train": train}))
 
 
+def test_a_misspelled_choice_fails_at_load_before_any_mlflow_run(tmp_path):
+    write_faceset(tmp_path, random_faces(16, 32, 0), random_faces(8, 32, 1))
+    _stage_params(tmp_path, loss="msee")
+    store = tmp_path / "mlflow.db"
+    proc = subprocess.run([sys.executable, str(REPO / "stages" / "train.py")], cwd=tmp_path,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "train.loss: 'msee' is not one of ['mse', 'l1_l2']" in proc.stderr
+    assert not store.exists() and not (tmp_path / "models").exists()  # no MLflow store, run or checkpoint
+
+
 @pytest.fixture(scope="module")
 def stage_run(tmp_path_factory):
     """`python stages/train.py` in a tmp repo with 2 epochs and an offline FD every epoch."""
