@@ -159,7 +159,7 @@ def test_a_second_trainer_on_the_same_folder_refuses(trained, tmp_path, store):
             assert holder.poll() is None and time.monotonic() < deadline
             time.sleep(0.1)
         with pytest.raises(CheckpointError, match=rf"another training is running on {run_dir}"):
-            _run(root, store, dataclasses.replace(CFG, epochs=3))
+            _run(root, store)
     finally:
         holder.kill()
         holder.wait()
