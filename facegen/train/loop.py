@@ -42,8 +42,6 @@ def _step_seed(seed: int, step: int, rank: int) -> int:
     return ((seed * 1_000_003 + step) * 256 + rank) % (2**63)
 
 
-
-
 @dataclass
 class _Run:
     """Everything one training holds, built once by :func:`_build` (tracker/evaluator: main process)."""
