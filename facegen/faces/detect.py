@@ -13,9 +13,8 @@ a face in 22% of the tight shared portraits), because it learnt faces with conte
 them. So :meth:`FaceDetector.detect` runs up to two passes:
 
 1. the photo itself (every face at full resolution: the most exact keypoints);
-2. when pass 1 found no face, or its largest face's box side is at least ``faces.pad_trigger``
-   x the photo's shorter side (a face that big may be cut, or a bigger one missed): the photo
-   centred on a gray canvas grown by ``faces.pad`` x its longer side on every edge. Its boxes
+2. when pass 1 found no face (or always, with ``faces.pad_always``): the photo centred on a
+   gray canvas grown by ``faces.pad`` x its longer side on every edge. Its boxes
    and keypoints are shifted back to the photo's pixels (a face cut by the photo's edge keeps
    a box, possibly keypoints, outside it). A face both passes found keeps pass 1's detection
    (IoU >= 0.4, the detector's NMS threshold): the same face gets the same keypoints whether
@@ -23,8 +22,10 @@ them. So :meth:`FaceDetector.detect` runs up to two passes:
 
 The gray border holds no structure, so it adds no detections of its own (false positives on
 non-face images: docs/download.md). Pass 2 costs a second detector run (the shared SCRFD
-ONNX has a static 640 input), paid only by close-ups and photos without a face; ``pad_trigger:
-0`` runs it always (also a frame-filling face beside smaller ones), ``pad: 0`` never.
+ONNX has a static 640 input), paid only by frame-filling close-ups and photos without a face,
+so photos whose face pass 1 finds keep today's speed. ``pad_always: true`` also finds a
+frame-filling face beside smaller ones pass 1 found (a selfie in front of a crowd) at twice
+the detection time on every photo; ``pad: 0`` turns pass 2 off.
 """
 
 from __future__ import annotations
@@ -48,15 +49,13 @@ class FacesConfig:
     det_size: int = 640
     min_score: float = 0.5
     pad: float = 0.5  # pass 2: gray margin on every edge / the photo's longer side; 0 = no pass 2
-    pad_trigger: float = 0.3  # pass 2 when no face, or the largest box side >= this x the shorter side; 0 = always
+    pad_always: bool = False  # pass 2 on every photo, not only when pass 1 finds no face (2x detection time)
 
     def __post_init__(self) -> None:
         if self.det_size < 32 or self.det_size % 32:
             raise ValueError(f"faces.det_size={self.det_size} must be a multiple of 32 (640 is the default)")
         if self.pad < 0:
             raise ValueError(f"faces.pad={self.pad} must be >= 0 (0 turns the padded pass off; 0.5 is the default)")
-        if self.pad_trigger < 0:
-            raise ValueError(f"faces.pad_trigger={self.pad_trigger} must be >= 0 (0 pads every photo; 0.3 is the default)")
         if not 0.0 < self.min_score < 1.0:
             raise ValueError(f"faces.min_score={self.min_score} must be in (0, 1)")
 
@@ -143,6 +142,8 @@ class FaceDetector:
     cfg: FacesConfig
     _app: object = field(init=False, repr=False)
     _det: object = field(init=False, repr=False)
+    images: int = field(init=False, default=0)  # photos detected so far
+    padded: int = field(init=False, default=0)  # ... of which needed the padded pass (cost: one more detector run)
 
     def __post_init__(self) -> None:
         import onnxruntime  # heavy: imported only when a detector is built
@@ -191,14 +192,9 @@ class FaceDetector:
         """True when a 3D landmark model gives (pitch, yaw, roll)."""
         return self._app is not None and "landmark_3d_68" in self._app.models  # type: ignore[attr-defined]
 
-    def needs_padded_pass(self, boxes: np.ndarray, height: int, width: int) -> bool:
-        """Whether pass 1's (N, 5) ``boxes`` on a height x width photo call for the padded pass."""
-        if self.cfg.pad <= 0:
-            return False
-        if boxes.shape[0] == 0 or self.cfg.pad_trigger <= 0:
-            return True
-        sides = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-        return bool(sides.max() >= self.cfg.pad_trigger * min(height, width))
+    def needs_padded_pass(self, boxes: np.ndarray) -> bool:
+        """Whether pass 1's (N, 5) ``boxes`` call for the padded pass."""
+        return self.cfg.pad > 0 and (self.cfg.pad_always or boxes.shape[0] == 0)
 
     def raw_detect(self, image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
         """(N, 5) boxes + score, (N, 5, 2) keypoints in the photo's pixels (best score first), passes run."""
@@ -216,8 +212,10 @@ class FaceDetector:
 
         boxes, kpss = run(image_bgr, 0)
         h, w = image_bgr.shape[:2]
-        if not self.needs_padded_pass(boxes, h, w):
+        self.images += 1
+        if not self.needs_padded_pass(boxes):
             return boxes, kpss, 1
+        self.padded += 1
         m = int(round(self.cfg.pad * max(h, w)))
         canvas = cv2.copyMakeBorder(image_bgr, m, m, m, m, cv2.BORDER_CONSTANT, value=(PAD_FILL,) * 3)
         pboxes, pkpss = run(canvas, m)
