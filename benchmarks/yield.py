@@ -175,13 +175,45 @@ def _aligned_kps(ok: pd.DataFrame, cfg: AlignConfig) -> list[np.ndarray]:
     return out
 
 
+def plot(results: dict, path: Path) -> None:
+    """yield.png: accepted faces per max_crop_outside (after), and before/after bars per folder."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for folder in ("portraits", "wild"):
+        at = results["after"]["by_folder"][folder]["accepted_at_max_crop_outside"]
+        left.plot([float(k) for k in at], list(at.values()), marker="o", label=folder)
+    left.axvline(results["after"]["align"]["max_crop_outside"], color="gray", linestyle="--", label="chosen")
+    left.set(xlabel="align.max_crop_outside", ylabel="faces accepted", title="accepted vs crop past the edge")
+    left.legend()
+    labels, x = [], 0
+    for folder in ("portraits", "wild"):
+        for key in ("with_face", "kept", "faces_accepted"):
+            b = results["before"]["by_folder"][folder][key]
+            a = results["after"]["by_folder"][folder][key]
+            right.bar([x - 0.2, x + 0.2], [b, a], width=0.4, color=["tab:gray", "tab:blue"])
+            labels.append(f"{folder}\n{key}")
+            x += 1
+    right.set_xticks(range(len(labels)), labels, fontsize=7)
+    right.set(title="before (gray) / after (blue)", ylabel="photos or faces")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", default=os.environ.get("FACEGEN_SHARED", str(REPO.parent / "shared")))
     ap.add_argument("--latency", type=float, default=0.05)
     ap.add_argument("--limit", type=int, default=0, help="every n-th photo only (0: all), for a quick look")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "yield.json"))
+    ap.add_argument("--plot-only", action="store_true", help="redraw yield.png from the JSON at --out")
     args = ap.parse_args()
+    if args.plot_only:
+        plot(json.loads(Path(args.out).read_text()), Path(args.out).with_suffix(".png"))
+        return
     shared = Path(args.shared)
     items = photos(shared)[:: args.limit or 1]
     model = str(shared / "models" / "scrfd_500m_bnkps.onnx")
@@ -224,6 +256,7 @@ def main() -> None:
     print(json.dumps({k: results[k] for k in ("wild_accepted_before_kept_after", "non_face_images", "done_when")}, indent=1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    plot(results, Path(args.out).with_suffix(".png"))
     print("wrote", args.out)
 
 
