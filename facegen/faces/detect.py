@@ -142,8 +142,8 @@ class FaceDetector:
     cfg: FacesConfig
     _app: object = field(init=False, repr=False)
     _det: object = field(init=False, repr=False)
-    images: int = field(init=False, default=0)  # photos detected so far
-    padded: int = field(init=False, default=0)  # ... of which needed the padded pass (cost: one more detector run)
+    images: int = field(init=False, default=0)  # photos detected so far (for benchmarks; approximate across threads)
+    padded: int = field(init=False, default=0)  # ... of which needed the padded pass (one more detector run)
 
     def __post_init__(self) -> None:
         import onnxruntime  # heavy: imported only when a detector is built
@@ -219,7 +219,9 @@ class FaceDetector:
         m = int(round(self.cfg.pad * max(h, w)))
         canvas = cv2.copyMakeBorder(image_bgr, m, m, m, m, cv2.BORDER_CONSTANT, value=(PAD_FILL,) * 3)
         pboxes, pkpss = run(canvas, m)
-        new = [i for i in range(pboxes.shape[0]) if boxes.shape[0] == 0 or box_iou(pboxes[i, :4], boxes[:, :4]).max() < MERGE_IOU]
+        # a face pass 1 found keeps pass 1's detection; pass 2 adds only the faces it missed
+        new = [i for i in range(pboxes.shape[0])
+               if boxes.shape[0] == 0 or box_iou(pboxes[i, :4], boxes[:, :4]).max() < MERGE_IOU]  # fmt: skip
         allb, allk = np.vstack([boxes, pboxes[new]]), np.vstack([kpss, pkpss[new]])
         order = np.argsort(-allb[:, 4], kind="stable")
         allb, allk = allb[order], allk[order]
