@@ -30,7 +30,8 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -190,15 +191,23 @@ def budget_seconds(threads: int) -> float:
 
 
 def run_recipe(name: str, recipe: Recipe, train: np.ndarray, test_feats: np.ndarray, extractor: Any,
-               minutes: float, evals: int, samples: int, threads: int, seed: int = 0) -> dict[str, Any]:
-    """Train ``recipe`` for ``minutes`` of budget, scoring the EMA weights at ``evals`` points."""
+               minutes: float, evals: int, samples: int, threads: int,
+               on_eval: Callable[[dict[str, Any], np.ndarray], None], seed: int = 0) -> dict[str, Any]:
+    """Train ``recipe`` for ``minutes`` of budget, scoring the EMA weights at ``evals`` points;
+    ``on_eval(result so far, samples)`` runs after each (so a cut-off run keeps its points)."""
     import math
 
     import torch
     from diffusers.training_utils import EMAModel
 
     from facegen.diffusion.model import build_unet, count_parameters, unet_from_ema
-    from facegen.diffusion.noise import diffusion_loss, make_noise_scheduler, min_snr_weights, noisy_batch, training_target
+    from facegen.diffusion.noise import (
+        diffusion_loss,
+        make_noise_scheduler,
+        min_snr_weights,
+        noisy_batch,
+        training_target,
+    )
     from facegen.diffusion.sampling import generate
     from facegen.train.data import augment, epoch_batches, to_tensor
 
@@ -253,10 +262,12 @@ def run_recipe(name: str, recipe: Recipe, train: np.ndarray, test_feats: np.ndar
                "eval_wall_s": round(time.time() - eval_start, 1), "fid": round(fd, 2), "kid": round(kd, 5)}
         print(f"{name}: {row}", flush=True)
         rows.append(row)
+        result = {"recipe": asdict(recipe), "num_parameters": count_parameters(unet), "evals": rows,
+                  "fid": row["fid"], "kid": row["kid"], "steps": step, "images_seen": seen,
+                  "wall_minutes": round((time.time() - start_wall) / 60, 2), "complete": not marks}
+        on_eval(result, images)
         paused += budget_seconds(threads) - pause
-    return {"recipe": asdict(recipe), "num_parameters": count_parameters(unet), "evals": rows,
-            "fid": rows[-1]["fid"], "kid": rows[-1]["kid"], "steps": step, "images_seen": seen,
-            "wall_minutes": round((time.time() - start_wall) / 60, 2), "_images": images}
+    return result
 
 
 # ---------------------------------------------------------------- outputs
@@ -304,23 +315,25 @@ def main(argv: list[str] | None = None) -> None:
     extractor = inception_extractor()
     WORK.mkdir(parents=True, exist_ok=True)
     test_feats = features(test, extractor, WORK / f"test_{len(test)}.npy")
-    res = run_recipe(args.recipe, RECIPES[args.recipe], train, test_feats, extractor, args.minutes, args.evals,
-                     args.samples, args.threads)
     floor_fid, floor_kid = fid_kid(features(train, extractor, WORK / f"train_{len(train)}.npy"), test_feats)
-    images = res.pop("_images")
     key = args.recipe + args.tag
-    res.update(budget_minutes=args.minutes, threads=args.threads, samples=args.samples)
-    out = json.loads(args.results.read_text(encoding="utf-8")) if args.results.is_file() else {}
-    out.setdefault("recipes", {})[key] = res
-    out.update(image_size=IMAGE_SIZE, num_train=len(train), num_test=len(test),
-               floor={"fid": round(floor_fid, 2), "kid": round(floor_kid, 5)},
-               machine=f"{platform.machine()} {os.cpu_count()} CPUs (shared), torch {torch.__version__}",
-               budget_clock="process CPU seconds / torch threads; evaluation time excluded",
-               extractor="clean-fid Inception-V3 (clean resize), KID: cleanfid.fid.kernel_distance")
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-    Image.fromarray(make_grid(images[:64]).repeat(2, 0).repeat(2, 1)).save(RESULTS / f"quality_{key}_grid.png")
-    plot(out["recipes"], floor_fid, RESULTS / "quality_fid.png")
+
+    def save(res: dict[str, Any], images: np.ndarray) -> None:
+        res = {**res, "budget_minutes": args.minutes, "threads": args.threads, "samples": args.samples}
+        out = json.loads(args.results.read_text(encoding="utf-8")) if args.results.is_file() else {}
+        out.setdefault("recipes", {})[key] = res
+        out.update(image_size=IMAGE_SIZE, num_train=len(train), num_test=len(test),
+                   floor={"fid": round(floor_fid, 2), "kid": round(floor_kid, 5)},
+                   machine=f"{platform.machine()} {os.cpu_count()} CPUs (shared), torch {torch.__version__}",
+                   budget_clock="process CPU seconds / torch threads; evaluation time excluded",
+                   extractor="clean-fid Inception-V3 (clean resize), KID: cleanfid.fid.kernel_distance")
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        args.results.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+        Image.fromarray(make_grid(images[:64]).repeat(2, 0).repeat(2, 1)).save(RESULTS / f"quality_{key}_grid.png")
+        plot(out["recipes"], floor_fid, RESULTS / "quality_fid.png")
+
+    res = run_recipe(args.recipe, RECIPES[args.recipe], train, test_feats, extractor, args.minutes, args.evals,
+                     args.samples, args.threads, save)
     print(f"{key}: FID {res['fid']} KID {res['kid']} after {res['steps']} steps; floor FID {floor_fid:.1f}")
 
 
