@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from facegen.faces import attributes
+from facegen.faces import appearance, attributes
 from facegen.align.geometry import AlignConfig, align_face, crop_outside_fraction
 from facegen.common.atomic import atomic_path
 from facegen.faces.detect import Detection, box_area
@@ -104,6 +104,7 @@ def measure_face(image: np.ndarray, gray: np.ndarray, det: Detection, cfg: Align
         "face_area": box_area(det.bbox),
         "gender": det.gender,
         "age": det.age,
+        **appearance.model_attributes(det.pose),
     }
     return row, aligned
 
@@ -145,6 +146,7 @@ def process_image(task: ImageTask, cfg: AlignConfig, faces_dir: str) -> list[dic
             face = align_face(image, np.asarray(det.kps), cfg).image if cfg.feather else aligned.image
             save_png(face, Path(faces_dir) / f"{row['face_id']}.png")
             row["phash"] = phash_hex(face, cfg.dedupe_hash_size)
+            row.update(appearance.measure(face))  # on the stored face, as training sees it
         rows.append(row)
     return rows
 

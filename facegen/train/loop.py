@@ -24,10 +24,11 @@ from typing import Any, Callable
 
 from facegen.fid import features as fid
 from facegen.common.config import to_dict
+from facegen.train import condition as conditioning
 from facegen.train.data import augment, epoch_batches, load_split, pick_data_device, to_tensor
 from facegen.diffusion.noise import diffusion_loss, make_noise_scheduler, min_snr_weights, noisy_batch, training_target
 from facegen.train.evaluate import Evaluator
-from facegen.diffusion.model import build_unet, count_parameters, save_model_dir, unet_from_ema
+from facegen.diffusion.model import count_parameters, save_model_dir, unet_from_ema
 from facegen.train.tracking import Tracker, git_commit, tracking_uri, write_epoch_files
 
 
@@ -76,6 +77,9 @@ class TrainConfig:
     grid_size: int = 16
     experiment: str = "facegen"
     resume: str = "auto"
+    condition: tuple[str, ...] = ()  # faces.parquet attribute columns (facegen.train.condition); () = unconditional
+    condition_dropout: float = 0.1
+    condition_margin: float = 0.25
 
     def __post_init__(self) -> None:
         choices = {"precision": ("no", "bf16", "fp16"), "data_device": ("auto", "cpu", "device"),
@@ -106,7 +110,7 @@ class TrainPaths:
 
 def run_key(cfg: TrainConfig, data_hash: str) -> str:
     """Checkpoint folder name: hash of the config (except ``resume``) and the training data."""
-    settings = {k: v for k, v in to_dict(cfg).items() if k != "resume"}
+    settings = conditioning.key_settings({k: v for k, v in to_dict(cfg).items() if k != "resume"})
     return hashlib.sha256(json.dumps([settings, data_hash], sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -156,8 +160,9 @@ def train(cfg: TrainConfig, paths: TrainPaths = TrainPaths(),
     run_dir = Path(paths.models) / "checkpoints" / key
     data = to_tensor(train_np, pick_data_device(train_np.nbytes, device, cfg.data_device))
     del train_np
+    cond = conditioning.prepare(cfg, paths.faces, device)  # None: unconditional, as before
 
-    unet = build_unet(cfg.model, cfg.image_size, cfg.channels or None)
+    unet = conditioning.build_unet(cfg, cond)
     if cfg.channels_last:
         unet = unet.to(memory_format=torch.channels_last)
     noise_sched = make_noise_scheduler(cfg.schedule, cfg.num_train_timesteps, cfg.prediction, cfg.beta_start, cfg.beta_end)
@@ -216,7 +221,7 @@ def train(cfg: TrainConfig, paths: TrainPaths = TrainPaths(),
                     weights = min_snr_weights(noise_sched, t, cfg.min_snr_gamma) if cfg.min_snr_gamma > 0 else None
                     sync = nullcontext() if micro == cfg.grad_accum - 1 else accelerator.no_sync(unet)
                     with sync:
-                        pred = forward(xt, t).sample
+                        pred = forward(xt, t, **(cond.batch(idx, gen) if cond else {})).sample
                         loss = diffusion_loss(pred, training_target(noise_sched, x0, noise, t), cfg.loss, cfg.l1_weight, weights)
                         accelerator.backward(loss / cfg.grad_accum)
                     total += loss.detach() / cfg.grad_accum
