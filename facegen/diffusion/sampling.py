@@ -97,21 +97,41 @@ def _denoise(unet: UNet2DModel, scheduler: Any, seeds: Sequence[int], device: st
     # per-image noise: one CPU generator per image, so the device never changes the draw
     x = randn_tensor(shape, generator=gens if len(gens) > 1 else gens[0], device=torch.device(device), dtype=dtype)
     x = x * scheduler.init_noise_sigma
-    step_kwargs: dict[str, Any] = {"generator": gens if len(gens) > 1 else gens[0]}
-    if type(scheduler).__name__ == "DDIMScheduler":
-        # eps re-derived from the clipped x0, so the step stays consistent with the clipping
-        step_kwargs["use_clipped_model_output"] = True
+    step_kwargs = step_kwargs_for(scheduler, gens)
     cond = None if condition is None else torch.as_tensor(condition, device=torch.device(device))
-    for t in scheduler.timesteps:
+    return run_steps(unet, scheduler, x, scheduler.timesteps, step_kwargs, cond, guidance)
+
+
+def step_kwargs_for(scheduler: Any, gens: list[torch.Generator]) -> dict[str, Any]:
+    """``scheduler.step`` keyword arguments: the per-image generators (ancestral noise) and, for
+    DDIM, eps re-derived from the clipped x0 so the step stays consistent with the clipping."""
+    kwargs: dict[str, Any] = {"generator": gens if len(gens) > 1 else gens[0]}
+    if type(scheduler).__name__ == "DDIMScheduler":
+        kwargs["use_clipped_model_output"] = True
+    return kwargs
+
+
+def guided_output(unet: UNet2DModel, x: torch.Tensor, t: Any, cond: torch.Tensor | None,
+                  guidance: float) -> torch.Tensor:
+    """The model output at ``(x, t)``: unconditional (``cond`` None), conditional, or guided (module doc)."""
+    import torch
+
+    if cond is None:
+        return unet(x, t).sample
+    if guidance == 1.0:
+        return unet(x, t, condition=cond).sample
+    out = unet(x, t, condition=torch.zeros_like(cond)).sample
+    if guidance != 0.0:
+        out = out + guidance * (unet(x, t, condition=cond).sample - out)
+    return out
+
+
+def run_steps(unet: UNet2DModel, scheduler: Any, x: torch.Tensor, timesteps: Any, step_kwargs: dict[str, Any],
+              cond: torch.Tensor | None = None, guidance: float = 1.0) -> torch.Tensor:
+    """Denoise ``x`` through ``timesteps``; returns x0 (B, C, H, W) clamped to [-1, 1]."""
+    for t in timesteps:
         model_in = scheduler.scale_model_input(x, t)
-        if cond is None:
-            out = unet(model_in, t).sample
-        elif guidance == 1.0:
-            out = unet(model_in, t, condition=cond).sample
-        else:
-            out = unet(model_in, t, condition=torch.zeros_like(cond)).sample
-            if guidance != 0.0:
-                out = out + guidance * (unet(model_in, t, condition=cond).sample - out)
+        out = guided_output(unet, model_in, t, cond, guidance)
         x = scheduler.step(out, t, x, **step_kwargs).prev_sample
     return x.clamp(-1.0, 1.0)
 
