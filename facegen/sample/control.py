@@ -20,6 +20,7 @@ need a face model on the samples (yaw, pitch, ...) are listed as ``not_measured`
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,10 @@ def scores(requested: np.ndarray, measured: np.ndarray) -> dict[str, float | Non
     measured = np.asarray(measured, np.float64)
     flat_req = np.repeat(requested, measured.shape[1])
     means = measured.mean(axis=1)
-    out = {"spearman": spearmanr(flat_req, measured.ravel())[0], "spearman_of_means": spearmanr(requested, means)[0],
+    with warnings.catch_warnings():  # a constant input is reported as None below
+        warnings.simplefilter("ignore")
+        rho, rho_means = spearmanr(flat_req, measured.ravel())[0], spearmanr(requested, means)[0]
+    out = {"spearman": rho, "spearman_of_means": rho_means,
            "mae": np.abs(measured.ravel() - flat_req).mean(), "slope": np.polyfit(flat_req, measured.ravel(), 1)[0]}
     # a constant measurement has no rank correlation: null, not a made-up number
     return {k: float(v) if np.isfinite(v) else None for k, v in out.items()}
