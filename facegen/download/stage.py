@@ -391,3 +391,31 @@ def summary(table: pd.DataFrame) -> str:
     """One line per status with its count, most frequent first."""
     counts = table["status"].value_counts()
     return "\n".join(f"{status:>16} {n}" for status, n in counts.items()) + f"\n{'links':>16} {len(table)}"
+
+
+def metrics(table: pd.DataFrame) -> dict:
+    """metrics/download.json: links per status plus the yield, with stable numeric keys.
+
+    ``yield`` counts distinct photos (by sha256, each decoded once): ``photos`` decoded,
+    ``photos_with_face`` (at least one detection), ``faces_detected``, ``kept`` (status ok),
+    ``kept_share`` of the decoded photos, and ``rejected`` links by reason (every status but
+    ok, zero when absent, so DVC can compare runs key by key).
+    """
+    counts = {str(k): int(v) for k, v in table["status"].value_counts().sort_index().items()}
+    first = table[table["sha256"].notna() & table["format"].notna()].drop_duplicates("sha256")
+    n_faces = first["n_faces"].fillna(0).astype(int)
+    photos = len(first)
+    kept = counts.get("ok", 0)
+    return {
+        "links": len(table),
+        "kept": kept,
+        "status": counts,
+        "yield": {
+            "photos": photos,
+            "photos_with_face": int((n_faces > 0).sum()),
+            "faces_detected": int(n_faces.sum()),
+            "kept": kept,
+            "kept_share": round(kept / photos, 4) if photos else 0.0,
+            "rejected": {s: counts.get(s, 0) for s in STATUSES if s != "ok"},
+        },
+    }
