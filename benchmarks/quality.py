@@ -287,6 +287,7 @@ def plot(results: dict[str, Any], floor: float, path: Path) -> None:
     ax.axhline(floor, color="gray", ls="--", label=f"floor: train vs test ({floor:.0f})")
     ax.set_xlabel("training budget used (CPU minutes per thread)")
     ax.set_ylabel("FID vs test faces (32 px)")
+    ax.set_xlim(0, max(r["budget_minutes"] for r in results.values()) * 1.05)
     ax.set_yscale("log")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
