@@ -15,7 +15,7 @@ from typing import Literal
 from facegen.common.config import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, Range, to_dict, validate
 from facegen.diffusion.noise import LossKind, Prediction, Schedule
 
-Preset = Literal["tiny", "base", "ddpm64"]  # facegen.diffusion.model.PRESETS (a test checks they agree)
+Preset = Literal["tiny", "faces32", "base", "ddpm64"]  # facegen.diffusion.model.PRESETS (a test checks they agree)
 Extractor = Literal["inception", "offline"]  # facegen.fid.features.EXTRACTORS (a test checks they agree)
 
 # keys that change what the trained weights are (the rest, below, are operational)
