@@ -25,7 +25,7 @@ OPERATIONAL_KEYS = frozenset({
 })
 
 _RANGES = {
-    "seed": NON_NEGATIVE, "channels": AT_LEAST_ONE, "image_size": Range(8), "epochs": AT_LEAST_ONE,
+    "num_processes": AT_LEAST_ONE, "seed": NON_NEGATIVE, "channels": AT_LEAST_ONE, "image_size": Range(8), "epochs": AT_LEAST_ONE,
     "batch_size": AT_LEAST_ONE, "grad_accum": AT_LEAST_ONE, "lr": Range(0, 1, lo_open=True),
     "weight_decay": NON_NEGATIVE, "warmup_steps": NON_NEGATIVE, "clip_grad": NON_NEGATIVE,
     "num_train_timesteps": Range(2), "beta_start": Range(0, 1, lo_open=True, hi_open=True),
@@ -83,6 +83,7 @@ class TrainConfig:
     grid_size: int = 16
     experiment: str = "facegen"
     resume: str = "auto"
+    num_processes: int = 1
     condition: tuple[str, ...] = ()  # faces.parquet attribute columns (facegen.train.condition); () = unconditional
     condition_dropout: float = 0.1
     condition_margin: float = 0.25
@@ -107,6 +108,7 @@ class TrainPaths:
     fid_cache: Path = Path("cache/fid")
     tracking_uri: str | None = None
     artifact_root: Path | None = None
+    checkpoints: Path | None = None  # default <models>/checkpoints; the stage uses <repo>/cache/checkpoints
 
 
 def run_key(cfg: TrainConfig, data_hash: str) -> str:

@@ -18,7 +18,9 @@ resumes, opens tracking, then per epoch trains (:func:`_train_epoch`), evaluates
 from __future__ import annotations
 
 import math
+import os
 import shutil
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -34,7 +36,8 @@ from facegen.train.checkpoint import TrainState, latest_checkpoint, resume, run_
 from facegen.train.config import TrainConfig, TrainPaths, run_key
 from facegen.train.data import augment, epoch_batches, load_split, pick_data_device, to_tensor
 from facegen.train.evaluate import Evaluator
-from facegen.train.tracking import Tracker, git_commit, tracking_uri, write_epoch_files
+from facegen.train.tracking import (Tracker, git_commit, portable_path, repo_root, run_tags, tracking_uri,
+                                    write_epoch_files)
 
 __all__ = ["TrainConfig", "TrainPaths", "TrainState", "latest_checkpoint", "run_key", "train"]
 
@@ -66,6 +69,7 @@ class _Run:
     cond: Any = None  # facegen.train.condition.Conditioning, None when unconditional
     tracker: Tracker | None = None
     evaluator: Evaluator | None = None
+    bar: Any = None  # one tqdm bar over the whole run (main process, terminal only)
 
 
 def train(cfg: TrainConfig, paths: TrainPaths = TrainPaths(),
@@ -78,7 +82,14 @@ def train(cfg: TrainConfig, paths: TrainPaths = TrainPaths(),
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    accelerator = Accelerator(mixed_precision=cfg.precision, step_scheduler_with_optimizer=False)
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION")  # `accelerate launch` flags / `accelerate config`
+    accelerator = Accelerator(mixed_precision=None if launched else cfg.precision, step_scheduler_with_optimizer=False)
+    if launched and launched != cfg.precision:
+        accelerator.print(f"precision {launched} from accelerate launch/config (train.precision {cfg.precision} ignored)")
+    if cfg.num_processes > 1 and accelerator.num_processes != cfg.num_processes:
+        raise ValueError(f"train.num_processes = {cfg.num_processes} but {accelerator.num_processes} process(es) run: "
+                         "start the stage with `python stages/train.py` (it launches Accelerate) or `accelerate launch "
+                         f"--multi_gpu --num_processes {cfg.num_processes} stages/train.py` (ACCELERATE_USE_CPU=true on CPU)")
     set_seed(cfg.seed)
     run = _build(cfg, paths, accelerator)
     main = accelerator.is_main_process
@@ -88,6 +99,10 @@ def train(cfg: TrainConfig, paths: TrainPaths = TrainPaths(),
             accelerator.print(f"resumed from {ckpt} (epoch {state.epoch}, step {state.step})")
         if main:
             _open_tracking(run, state)
+        from tqdm import tqdm
+
+        run.bar = tqdm(total=cfg.epochs * run.steps_per_epoch, initial=state.step, desc="train", unit="step",
+                       disable=not main or not sys.stderr.isatty(), dynamic_ncols=True)
         try:
             for epoch in range(state.epoch + 1, cfg.epochs + 1):
                 row = _train_epoch(run, state, epoch, on_step)
@@ -97,7 +112,13 @@ def train(cfg: TrainConfig, paths: TrainPaths = TrainPaths(),
                     saved = save_checkpoint(accelerator, cfg, state, run.ema, run.raw_unet, run.run_dir)
                 if main:
                     _log_epoch(run, state, row, grid, saved)
+                    scored = f" {run.metric} {row[run.metric]:.4f}" if run.metric in row else ""
+                    (run.bar.write if not run.bar.disable else print)(
+                        f"epoch {epoch}/{cfg.epochs} loss {row['loss']:.4f} lr {row['lr']:.2e} "
+                        f"{row['images_per_s']:.0f} img/s{scored}", file=sys.stderr)
+            run.bar.close()
         except BaseException as err:
+            run.bar.close()
             if run.tracker is not None:  # a kill (Ctrl-C, sys.exit) is resumable; a divergence or a bug is a failure
                 run.tracker.end("KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED")
             raise
@@ -137,7 +158,7 @@ def _build(cfg: TrainConfig, paths: TrainPaths, accelerator: Any) -> _Run:
     ema = EMAModel(raw_unet.parameters(), decay=cfg.ema_decay, update_after_step=cfg.ema_start_step,
                    use_ema_warmup=cfg.ema_warmup, power=cfg.ema_power) if accelerator.is_main_process else None
     return _Run(cfg=cfg, paths=paths, accelerator=accelerator, key=key,
-                run_dir=Path(paths.models) / "checkpoints" / key, data_hash=data_hash, data=data, unet=unet,
+                run_dir=Path(paths.checkpoints or Path(paths.models) / "checkpoints") / key, data_hash=data_hash, data=data, unet=unet,
                 forward=torch.compile(unet) if cfg.compile else unet, raw_unet=raw_unet, optimizer=optimizer,
                 lr_sched=lr_sched, ema=ema, noise_sched=noise_sched, steps_per_epoch=steps_per_epoch,
                 metric=fid.metric_name(cfg.fid_extractor), cond=cond)
@@ -147,13 +168,16 @@ def _open_tracking(run: _Run, state: TrainState) -> None:
     """Main process: open (or continue) the MLflow run, log params and tags, set up evaluation."""
     cfg, paths = run.cfg, run.paths
     uri = paths.tracking_uri or tracking_uri(paths.root)
-    run.tracker = Tracker(uri, cfg.experiment, f"{cfg.model}-{run.key}", paths.artifact_root, state.run_id)
+    run.tracker = Tracker(uri, cfg.experiment, f"{cfg.model}-{run.key}", paths.artifact_root, state.run_id,
+                          tags={"metric": run.metric, "data_hash": run.data_hash, **run_tags(paths.root),
+                                "best_checkpoint": portable_path(run.run_dir / "best", repo_root(paths.root))},
+                          run_key=run.key)
     state.run_id = run.tracker.run_id
     run.tracker.log_params({**to_dict(cfg), "git_commit": git_commit(paths.root), "data_hash": run.data_hash,
                             "run_key": run.key, "num_train_images": len(run.data),
                             "num_processes": run.accelerator.num_processes,
                             "num_parameters": count_parameters(run.raw_unet)})
-    run.tracker.set_tags({"metric": run.metric, "best_checkpoint": (run.run_dir / "best").resolve()})
+    run.tracker.log_dataset(paths.faces, "train", run.data_hash)
     if cfg.fid_every:
         run.evaluator = Evaluator(cfg, run.noise_sched, run.raw_unet.config, paths, run.accelerator.device)
 
@@ -162,15 +186,12 @@ def _train_epoch(run: _Run, state: TrainState, epoch: int,
                  on_step: Callable[[int, int, float], None] | None) -> dict[str, Any]:
     """One epoch of optimizer steps on every process; returns the epoch's row (loss, lr, speed)."""
     import torch
-    from tqdm import tqdm
-
     cfg, accelerator, sched = run.cfg, run.accelerator, run.noise_sched
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     run.unet.train()
     batches = epoch_batches(len(run.data), cfg.batch_size, epoch, cfg.seed, rank, world)
     losses, start = [], time.perf_counter()
-    for _ in tqdm(range(run.steps_per_epoch), desc=f"epoch {epoch}/{cfg.epochs}",
-                  disable=not accelerator.is_main_process, leave=False):
+    for _ in range(run.steps_per_epoch):
         step = state.step + 1
         gen = torch.Generator(device).manual_seed(_step_seed(cfg.seed, step, rank))
         total = torch.zeros((), device=device)
@@ -202,6 +223,8 @@ def _train_epoch(run: _Run, state: TrainState, epoch: int,
             run.ema.step(run.raw_unet.parameters())
         state.step = step
         losses.append(step_loss)
+        if run.bar is not None:
+            run.bar.update(1)
         if on_step is not None:
             on_step(epoch, step, step_loss)
     seconds = time.perf_counter() - start
@@ -222,7 +245,8 @@ def _evaluate(run: _Run, state: TrainState, row: dict[str, Any]) -> Any:
         value, grid, eval_unet = run.evaluator.run(run.ema)
         row[run.metric] = value
         if state.best is None or value < state.best["value"]:
-            state.best = {"epoch": epoch, "metric": run.metric, "value": value, "run_id": state.run_id}
+            state.best = {"epoch": epoch, "metric": run.metric, "value": value, "run_id": state.run_id,
+                          "data_hash": run.data_hash, "num_train_images": len(run.data)}
             save_model_dir(run.run_dir / "best", eval_unet, run.noise_sched, to_dict(cfg), state.best)
     state.history.append(row)
     return grid
@@ -232,8 +256,11 @@ def _log_epoch(run: _Run, state: TrainState, row: dict[str, Any], grid: Any, che
     """Main process: log the epoch's metrics, sample grid and (when asked) checkpoint to MLflow."""
     assert run.tracker is not None
     logged = {k: row[k] for k in ("loss", "lr", "images_per_s", run.metric) if k in row}
+    state.run_id = run.tracker.run_id or state.run_id  # a run opened late (store was down at the start)
     if grid is not None:
-        run.tracker.log_image(grid, f"samples/epoch_{row['epoch']:05d}.png")
+        run.tracker.log_grid(grid, row["epoch"])
+        (run.run_dir / "grids").mkdir(parents=True, exist_ok=True)  # for dvc plots (metrics/grids at the end)
+        grid.save(run.run_dir / "grids" / f"epoch_{row['epoch']:05d}.png")
     if run.metric in row and state.best is not None:
         logged[f"best_{run.metric}"], logged["best_epoch"] = state.best["value"], state.best["epoch"]
     run.tracker.log_metrics(logged, row["epoch"])
@@ -250,9 +277,12 @@ def _finish(run: _Run, state: TrainState) -> dict[str, Any]:
         state.best = {"epoch": state.epoch, "metric": None, "value": None, "run_id": state.run_id}
         save_model_dir(run.run_dir / "best", unet_from_ema(run.ema, run.raw_unet.config), run.noise_sched,
                        to_dict(cfg), state.best)
-    if best_dir.exists():
-        shutil.rmtree(best_dir)
-    shutil.copytree(run.run_dir / "best", best_dir)
+    _publish(run.run_dir / "best", best_dir)
+    grids = Path(paths.metrics) / "grids"
+    if (run.run_dir / "grids").is_dir():
+        _publish(run.run_dir / "grids", grids)
+    elif grids.exists():
+        shutil.rmtree(grids)
     history, metric = state.history, run.metric
     summary = {"metric": metric, "best_epoch": state.best["epoch"], f"best_{metric}": state.best["value"],
                "epochs": state.epoch, "steps": state.step, "final_loss": history[-1]["loss"] if history else None,
@@ -260,5 +290,20 @@ def _finish(run: _Run, state: TrainState) -> dict[str, Any]:
                "run_id": state.run_id, "run_key": run.key}
     write_epoch_files(history, summary, paths.metrics, metric)
     run.tracker.log_artifacts(best_dir, "best")
+    run.tracker.log_model(best_dir, step=state.best["epoch"])
     run.tracker.end("FINISHED")
     return summary
+
+
+def _publish(src: Path, dst: Path) -> None:
+    """Replace ``dst`` by a copy of ``src`` (copied beside it, then swapped: never half-written)."""
+    tmp, old = dst.with_name(f".tmp_{dst.name}"), dst.with_name(f".old_{dst.name}")
+    for stale in (tmp, old):
+        if stale.exists():
+            shutil.rmtree(stale)
+    shutil.copytree(src, tmp)
+    if dst.exists():
+        dst.rename(old)
+    tmp.rename(dst)
+    if old.exists():
+        shutil.rmtree(old)
