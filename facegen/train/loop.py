@@ -72,6 +72,8 @@ class TrainConfig:
     fid_num_samples: int = 1000
     fid_extractor: str = "inception"
     fid_batch_size: int = 100
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
     eval_steps: int = 50
     grid_size: int = 16
     experiment: str = "facegen"
@@ -83,12 +85,15 @@ class TrainConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"train.{key} = {getattr(self, key)!r}: choose one of {list(allowed)}")
-        for key in ("epochs", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints", "eval_steps"):
+        for key in ("epochs", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints", "eval_steps",
+                    "kid_subsets"):
             if getattr(self, key) < 1:
                 raise ValueError(f"train.{key} = {getattr(self, key)}: must be at least 1")
         if self.fid_every < 0 or (self.fid_every and self.fid_num_samples < 2):
             raise ValueError(f"train.fid_every = {self.fid_every}, fid_num_samples = {self.fid_num_samples}: "
                              "fid_every >= 0 (0 = never) and at least 2 samples")
+        if self.kid_subset_size < 2:
+            raise ValueError(f"train.kid_subset_size = {self.kid_subset_size}: must be at least 2")
 
 
 @dataclass(frozen=True)
@@ -196,6 +201,7 @@ def train(cfg: TrainConfig, paths: TrainPaths = TrainPaths(),
         tracker.set_tags({"metric": metric, "best_checkpoint": (run_dir / "best").resolve()})
         if cfg.fid_every:
             evaluator = Evaluator(cfg, noise_sched, raw_unet.config, paths, device)
+            tracker.set_tags(evaluator.scorer.tags())
 
     try:
         for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
@@ -264,8 +270,10 @@ def _end_epoch(cfg: TrainConfig, state: dict, row: dict, ema: Any, evaluator: "E
     epoch = row["epoch"]
     logged = {"loss": row["loss"], "lr": row["lr"], "images_per_s": row["images_per_s"]}
     if evaluator is not None and (epoch % cfg.fid_every == 0 or epoch == cfg.epochs):
-        value, grid, eval_unet = evaluator.run(ema)
-        row[metric] = logged[metric] = value
+        scores, grid, eval_unet = evaluator.run(ema)
+        value = scores[metric]
+        row.update(scores)
+        logged.update(scores)
         tracker.log_image(grid, f"samples/epoch_{epoch:05d}.png")
         best = state["best"]
         if best is None or value < best["value"]:

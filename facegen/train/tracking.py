@@ -109,11 +109,14 @@ class Tracker:
 def write_epoch_files(history: list[dict[str, Any]], summary: dict[str, Any], metrics_dir: str | Path,
                       metric: str) -> None:
     """``metrics/train.json`` (summary) and ``metrics/train_epochs.csv`` (one row per epoch, for
-    ``dvc plots``; the ``metric`` column is empty for epochs without an evaluation)."""
+    ``dvc plots``; the ``metric`` and KID columns are empty for epochs without an evaluation)."""
     out = Path(metrics_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    columns = [*EPOCH_COLUMNS, metric]
+    from facegen.fid.features import kid_of
+
+    kid = kid_of(metric)
+    columns = [*EPOCH_COLUMNS, metric, kid, f"{kid}_std"]
     with (out / "train_epochs.csv").open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
