@@ -169,6 +169,30 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(max(0.0, diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean)))
 
 
+def frechet_distance_features(feats1: np.ndarray, feats2: np.ndarray) -> float:
+    """FID of two feature sets (N1, D), (N2, D): ``frechet_distance`` of their stats, computed exactly.
+
+    With A_i = (F_i - mean) / sqrt(N_i - 1), sigma_i = A_i^T A_i, the nonzero eigenvalues of
+    sigma1 sigma2 are the squared singular values of A1 A2^T (N1 x N2), so
+    Tr (sigma1 sigma2)^(1/2) = ||A1 A2^T||_* (nuclear norm). This is the same number clean-fid's
+    2048 x 2048 ``sqrtm`` approximates (agreement ~1e-7 relative), in milliseconds instead of
+    seconds to minutes on a CPU. Sets larger than D fall back to ``frechet_distance``.
+    """
+    f1, f2 = np.asarray(feats1, np.float64), np.asarray(feats2, np.float64)
+    if f1.ndim != 2 or f1.shape[1] != f2.shape[1]:
+        raise ValueError(f"features of different extractors: {f1.shape} vs {f2.shape}")
+    if min(len(f1), len(f2)) > f1.shape[1]:
+        return frechet_distance(*feature_stats(f1), *feature_stats(f2))
+    for f in (f1, f2):
+        if len(f) < 2:
+            raise ValueError(f"need at least 2 images for a covariance, got {len(f)}")
+    a1 = (f1 - f1.mean(axis=0)) / np.sqrt(len(f1) - 1)
+    a2 = (f2 - f2.mean(axis=0)) / np.sqrt(len(f2) - 1)
+    tr_covmean = np.linalg.svd(a1 @ a2.T, compute_uv=False).sum()
+    diff = f1.mean(axis=0) - f2.mean(axis=0)
+    return float(max(0.0, diff @ diff + (a1 * a1).sum() + (a2 * a2).sum() - 2.0 * tr_covmean))
+
+
 def kernel_distance(feats1: np.ndarray, feats2: np.ndarray, num_subsets: int = 100,
                     max_subset_size: int = 1000, seed: int = KID_SEED) -> tuple[float, float]:
     """KID (Bińkowski et al. 2018): (mean, std) over ``num_subsets`` unbiased MMD^2 estimates.

@@ -81,7 +81,7 @@ class Scorer:
         feats = fid.extract_features(samples, self.extractor, self.batch_size)
         ref = self.reference
         kid, kid_std = fid.kernel_distance(feats, ref.feats, self.kid_subsets, self.kid_subset_size)
-        return {self.metric: fid.frechet_distance(*fid.feature_stats(feats), ref.mu, ref.sigma),
+        return {self.metric: fid.frechet_distance_features(feats, ref.feats),
                 self.kid: kid, f"{self.kid}_std": kid_std}
 
     def tags(self) -> dict[str, str]:

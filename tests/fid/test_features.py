@@ -122,6 +122,20 @@ def test_kid_matches_clean_fid_and_is_about_zero_for_a_set_with_itself():
         fid.kernel_distance(a[:1], b)
 
 
+@pytest.mark.parametrize("n1, n2", [(20, 30), (5, 5), (90, 80)])  # fewer and more features than D = 64
+def test_fid_from_features_equals_clean_fids_sqrtm_formula(n1, n2):
+    from cleanfid.fid import frechet_distance as clean_fd
+
+    rng = np.random.default_rng(n1)
+    a, b = rng.gamma(1.0, 0.3, (n1, 64)), rng.gamma(1.0, 0.3, (n2, 64)) + 0.05
+    mu1, s1 = fid.feature_stats(a)
+    mu2, s2 = fid.feature_stats(b)
+    expected = float(clean_fd(mu1, s1, mu2, s2))
+    assert fid.frechet_distance_features(a, b) == pytest.approx(expected, rel=1e-6)
+    assert fid.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-6)
+    assert fid.frechet_distance_features(a, a) == pytest.approx(0.0, abs=1e-9)
+
+
 def test_kid_names_follow_the_fd_names():
     assert (fid.kid_name("inception"), fid.kid_name("offline")) == ("kid", "kid_offline")
     assert (fid.kid_of("fid"), fid.kid_of("fd_offline")) == ("kid", "kid_offline")

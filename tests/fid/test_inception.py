@@ -93,10 +93,8 @@ def test_features_equal_clean_fids_own_pipeline(tmp_path, portraits, portrait_fe
     theirs = cfid.get_files_features(files, model, num_workers=0, batch_size=2, device=torch.device("cpu"),
                                      mode="clean", verbose=False)
     np.testing.assert_allclose(portrait_feats[:4], theirs, rtol=1e-4, atol=1e-4)
-    mu, sigma = fid.feature_stats(portrait_feats[:4])
-    mu2, sigma2 = fid.feature_stats(portrait_feats[4:])
-    assert fid.frechet_distance(mu, sigma, mu2, sigma2) == pytest.approx(
-        float(cfid.frechet_distance(mu, sigma, mu2, sigma2)), rel=1e-6)
+    # FID and KID are fixed functions of the features: their agreement with clean-fid's is
+    # tested on small features in test_features.py (a 2048 x 2048 sqrtm takes minutes here)
 
 
 def test_clean_fids_own_file_gives_the_wheels_features(tmp_path, portraits, portrait_feats):
@@ -127,14 +125,13 @@ def test_fid_of_a_set_with_itself_is_zero_and_faces_beat_noise(portraits, portra
     faces, rand = scorer(train), scorer(noise)
     assert 0 < faces["fid"] < rand["fid"] and faces["kid"] < rand["kid"]
     assert abs(same["kid"]) < 0.05 * rand["kid"]
-    mu, sigma = fid.feature_stats(portrait_feats[4:])
-    assert faces["fid"] == pytest.approx(fid.frechet_distance(mu, sigma, *fid.feature_stats(portrait_feats[:4])), rel=1e-4)
+    assert faces["fid"] == pytest.approx(fid.frechet_distance_features(portrait_feats[4:], portrait_feats[:4]), rel=1e-4)
 
 
 @pytest.mark.slow
 def test_batch_size_does_not_change_features_or_fid(portraits, portrait_feats, inception):
     small = fid.extract_features(portraits[:4], inception, batch_size=2)
     np.testing.assert_allclose(small, portrait_feats[:4], rtol=1e-4, atol=1e-4)
-    ref = fid.feature_stats(portrait_feats[4:])
-    assert fid.frechet_distance(*fid.feature_stats(small), *ref) == pytest.approx(
-        fid.frechet_distance(*fid.feature_stats(portrait_feats[:4]), *ref), rel=1e-5)
+    ref = portrait_feats[4:]
+    assert fid.frechet_distance_features(small, ref) == pytest.approx(
+        fid.frechet_distance_features(portrait_feats[:4], ref), rel=1e-5)
