@@ -5,8 +5,8 @@ Measures, on the device given (``cpu`` by default, with the machine's torch thre
 - features per second of clean-fid's pipeline (the "clean" resize to 299 px + Inception-V3) at
   a few batch sizes, on real portraits from ../shared/faces (or random images without it);
 - the non-feature parts of one evaluation at the demo's and the real-world config's counts:
-  FID (2048x2048 ``sqrtm``) and KID (``fid.kid_subsets`` subsets), on synthetic features;
-- seconds per evaluation: measured end to end at the demo's counts (32 samples vs 25 test faces,
+  FID (exact, from the features) and KID (``fid.kid_subsets`` subsets), on synthetic features;
+- seconds per evaluation: measured end to end at the demo's counts (24 samples vs 25 test faces,
   reference cached), and for the real-world config (1000 samples vs a 300-face test split) the
   sum of 1000 / features-per-second and the measured FID + KID time (a 1000-image CPU run
   would take the machine for half an hour).
@@ -30,7 +30,7 @@ from facegen.fid import features as fid
 from facegen.fid.score import Scorer
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = {"samples": 32, "reference": 25, "image_size": 32}
+DEMO = {"samples": 24, "reference": 25, "image_size": 32}  # facegen.demo.run: INCEPTION_SAMPLES vs its test split
 REAL = {"samples": 1000, "reference": 300, "image_size": 64}
 
 
@@ -62,7 +62,7 @@ def _score_parts(n: int, m: int, subsets: int, subset_size: int) -> dict[str, fl
     rng = np.random.default_rng(0)
     a, b = rng.gamma(1.0, 0.3, (n, 2048)), rng.gamma(1.0, 0.3, (m, 2048))
     start = time.perf_counter()
-    fid.frechet_distance(*fid.feature_stats(a), *fid.feature_stats(b))
+    fid.frechet_distance_features(a, b)
     fd_s = time.perf_counter() - start
     start = time.perf_counter()
     fid.kernel_distance(a, b, subsets, subset_size)
@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-sizes", default="8,32", help="feature batch sizes to time")
     parser.add_argument("--images", type=int, default=32, help="images per features/s timing")
+    parser.add_argument("--sizes", default="32,64", help="input image sizes (px) to time")
     parser.add_argument("--kid-subsets", type=int, default=100)
     parser.add_argument("--kid-subset-size", type=int, default=1000)
     parser.add_argument("--out", default=None)
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
                     "inception_sha256": ext.source.sha256, "load_s": round(load_s, 2), "features_per_s": {}}
     fid.extract_features(_images(2, 32), ext, 2)  # first call: TorchScript's profiling runs
     for bs in (int(b) for b in args.batch_sizes.split(",")):
-        for size in (32, 64):
+        for size in (int(x) for x in args.sizes.split(",")):
             images = _images(args.images, size, seed=bs)
             start = time.perf_counter()
             fid.extract_features(images, ext, bs)
