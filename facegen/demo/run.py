@@ -115,6 +115,8 @@ def demo_overrides(server: BoardServer, shared: Path, inception: bool) -> dict[s
     first, last = server.board.dates
     overrides: dict[str, Any] = {"crawl.base_url": server.url, "crawl.board": server.board.spec.board,
                                  "crawl.start_date": first, "crawl.end_date": last, **TINY}
+    # the board is also the image host, on loopback: the downloader's SSRF guard must let it through
+    overrides["download.allow_private_hosts"] = [server.url.split("://", 1)[1]]
     if (shared / DETECTOR).is_file():
         overrides["faces.model"] = str((shared / DETECTOR).resolve())
     if server.board.spec.images_dir is None:
@@ -151,6 +153,7 @@ def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 
 def summary(repo: Path) -> str:
     """The closing lines: best epoch and its score, the sample score, where to look next."""
+    from facegen.common.redact import mask_uri
     from facegen.fid.features import kid_of
     from facegen.train.tracking import tracking_uri
 
@@ -159,7 +162,7 @@ def summary(repo: Path) -> str:
     metric = "fid" if "fid" in score else next(k for k in score if k.startswith("fd_"))
     kid = kid_of(metric)
     source = f", Inception from {score['inception_source']}" if "inception_source" in score else ""
-    uri = tracking_uri(repo)  # $MLFLOW_TRACKING_URI or sqlite:///<repo>/mlflow.db, as train used
+    uri = mask_uri(tracking_uri(repo))  # $MLFLOW_TRACKING_URI or sqlite:///<repo>/mlflow.db, password masked
     scored = f"{best['metric']} = {best['value']:.4g}" if best.get("value") is not None else "not scored (train.fid_every: 0)"
     return "\n".join([
         f"best epoch: {best['epoch']}  {scored}  (MLflow run {best['run_id']})",
