@@ -124,7 +124,13 @@ def test_fid_of_a_set_with_itself_is_zero_and_faces_beat_noise(portraits, portra
     noise = np.random.default_rng(0).integers(0, 256, test.shape, dtype=np.uint8)
     faces, rand = scorer(train), scorer(noise)
     assert 0 < faces["fid"] < rand["fid"] and faces["kid"] < rand["kid"]
-    assert abs(same["kid"]) < 0.05 * rand["kid"]
+    # KID(x, x): every subset is all of x, so exactly 2 (mean off-diagonal k - mean diagonal k) / m,
+    # about 0 (O(1/m); m = 4 here) next to noise
+    k = (portrait_feats[:4] @ portrait_feats[:4].T / 2048 + 1) ** 3
+    m = len(k)
+    closed = 2 * ((k.sum() - np.trace(k)) / (m * (m - 1)) - np.trace(k) / m) / m
+    assert same["kid"] == pytest.approx(closed, rel=1e-3) and same["kid_std"] == pytest.approx(0.0, abs=1e-9)
+    assert abs(same["kid"]) < 0.1 * rand["kid"]
     assert faces["fid"] == pytest.approx(fid.frechet_distance_features(portrait_feats[4:], portrait_feats[:4]), rel=1e-4)
 
 
