@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from facegen.common.config import AT_LEAST_ONE, Range, validate
 from facegen.fid import features as fid
 
 
@@ -37,11 +38,7 @@ class FidConfig:
     def __post_init__(self) -> None:
         if self.extractor not in fid.EXTRACTORS:
             raise ValueError(f"fid.extractor={self.extractor!r} is not one of {list(fid.EXTRACTORS)}")
-        for key in ("batch_size", "kid_subsets"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"fid.{key} must be >= 1, got {getattr(self, key)}")
-        if self.kid_subset_size < 2:
-            raise ValueError(f"fid.kid_subset_size must be >= 2, got {self.kid_subset_size}")
+        validate(self, "fid", {"batch_size": AT_LEAST_ONE, "kid_subsets": AT_LEAST_ONE, "kid_subset_size": Range(2)})
 
 
 class Scorer:

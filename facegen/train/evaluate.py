@@ -19,7 +19,7 @@ from facegen.fid.score import Scorer
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
-    from facegen.train.loop import TrainConfig, TrainPaths
+    from facegen.train.config import TrainConfig, TrainPaths
 
 
 class Evaluator:

@@ -9,7 +9,7 @@ from PIL import Image
 
 from facegen.fid.score import FidConfig, score_samples
 from facegen.train.evaluate import Evaluator
-from facegen.train.loop import TrainConfig, TrainPaths
+from facegen.train.config import TrainConfig, TrainPaths
 
 
 def _faces(root, n_test=5, n_train=3, size=16):
@@ -46,9 +46,9 @@ def test_epoch_scores_equal_the_fid_stage_at_the_models_image_size(tmp_path):
 
 
 def test_kid_settings_are_validated():
-    with pytest.raises(ValueError, match="train.kid_subset_size = 1"):
+    with pytest.raises(ValueError, match="train.kid_subset_size = 1 is out of range: valid values are >= 2"):
         TrainConfig(kid_subset_size=1)
-    with pytest.raises(ValueError, match="train.kid_subsets = 0"):
+    with pytest.raises(ValueError, match="train.kid_subsets = 0 is out of range"):
         TrainConfig(kid_subsets=0)
-    with pytest.raises(ValueError, match="fid.kid_subsets must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="fid.kid_subsets = 0 is out of range: valid values are >= 1"):
         FidConfig(kid_subsets=0)
