@@ -124,6 +124,8 @@ def demo_overrides(server: BoardServer, shared: Path, inception: bool) -> dict[s
         overrides["align.dedupe_max_distance"] = 0
     if inception:
         overrides["train.fid_every"], overrides["train.fid_num_samples"] = INCEPTION_EVERY, INCEPTION_SAMPLES
+    # conditioned on the aligned face's brightness: the control stage reports how well samples follow it
+    overrides["train.condition"] = ["brightness"]
     extractor = "inception" if inception else "offline"
     overrides["train.fid_extractor"] = extractor
     overrides["fid.extractor"] = extractor
@@ -164,11 +166,17 @@ def summary(repo: Path) -> str:
     source = f", Inception from {score['inception_source']}" if "inception_source" in score else ""
     uri = mask_uri(tracking_uri(repo))  # $MLFLOW_TRACKING_URI or sqlite:///<repo>/mlflow.db, password masked
     scored = f"{best['metric']} = {best['value']:.4g}" if best.get("value") is not None else "not scored (train.fid_every: 0)"
+    control_path = repo / "metrics" / "control.json"
+    control = json.loads(control_path.read_text(encoding="utf-8")).get("attributes", {}) if control_path.is_file() else {}
+    follows = [f"controllability: {name} requested {s['requested']} -> measured {s['measured_mean']}, "
+               f"rank correlation {s['spearman']}, mean error {s['mae']:.1f} (grid: data/control/{name}.png)"
+               for name, s in control.items()]
     return "\n".join([
         f"best epoch: {best['epoch']}  {scored}  (MLflow run {best['run_id']})",
         f"samples: {score['num_samples']} images in data/samples, {metric} = {score[metric]:.4g}, "
         f"{kid} = {score[kid]:.4g} +- {score[kid + '_std']:.2g} against {score['num_reference']} test faces "
         f"at {score['image_size']} px{source} (grid: data/samples_grid.png)",
+        *follows,
         "compare experiments:  dvc exp show   |   dvc plots show   |   facegen best --experiment facegen-demo",
         f"open MLflow:          mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)",
         "back to the real-world params:  git checkout params.yaml",

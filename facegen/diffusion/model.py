@@ -102,9 +102,9 @@ def count_parameters(model: Any) -> int:
 def unet_from_ema(ema: Any, unet_config: Any) -> "UNet2DModel":
     """A fresh UNet built from ``unet_config`` holding the EMA weights of ``ema`` (a diffusers
     ``EMAModel``): what evaluation scores and ``models/best/`` saves."""
-    from diffusers import UNet2DModel
+    from facegen.diffusion.conditional import unet_class
 
-    unet = UNet2DModel.from_config(unet_config)
+    unet = unet_class(unet_config).from_config(unet_config)  # a conditioned UNet stays conditioned
     ema.copy_to(unet.parameters())
     return unet
 
@@ -129,14 +129,17 @@ def save_model_dir(
 
 def load_model_dir(model_dir: str | Path) -> tuple["UNet2DModel", "DDPMScheduler", dict[str, Any]]:
     """Load ``(unet, noise_scheduler, train_config)`` from a ``models/best/`` folder."""
-    from diffusers import DDPMScheduler, UNet2DModel
+    from diffusers import DDPMScheduler
+
+    from facegen.diffusion.conditional import unet_class
 
     root = Path(model_dir)
     if not (root / UNET_DIR).is_dir():
         raise FileNotFoundError(
             f"no trained model at {root}: expected {root / UNET_DIR}/ (run `dvc repro train` first)"
         )
-    unet = UNet2DModel.from_pretrained(root / UNET_DIR)
+    unet_dir = root / UNET_DIR
+    unet = unet_class(json.loads((unet_dir / "config.json").read_text(encoding="utf-8"))).from_pretrained(unet_dir)
     scheduler = DDPMScheduler.from_pretrained(root / SCHEDULER_DIR)
     config_path = root / TRAIN_CONFIG_FILE
     config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}

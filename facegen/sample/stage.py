@@ -4,13 +4,16 @@ Image ``i`` (0-based) is ``data/samples/{i+1:05d}.png`` drawn with seed ``sample
 :mod:`facegen.diffusion.sampling`; the run is resumable (only missing or damaged images are
 drawn) and records its config and model fingerprint in ``sample_config.json``. Every file is
 written atomically (temp file + rename), so a kill or a full disk never leaves a partial PNG
-under a real name; on resume each kept PNG is decoded and checked, and a bad one is redrawn.
+under a real name; on resume each kept PNG is decoded and checked, and a bad one is redrawn. A conditional model
+(docs/condition.md) draws every image with ``sample.condition`` at guidance scale
+``sample.guidance``; ``samples.parquet`` beside the PNGs records each image's seed and the
+requested condition (NaN: that attribute unconditioned).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,8 +43,16 @@ class SampleConfig:
     batch_size: int = 64
     device: str = "auto"
     grid_images: int = 64
+    condition: dict[str, float] = field(default_factory=dict)  # {attribute: value in its units}; {} = none
+    guidance: float = 1.0  # classifier-free guidance scale (1 = the plain conditional model)
 
     def __post_init__(self) -> None:
+        bad = {k: v for k, v in self.condition.items()
+               if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, (int, float))}
+        if bad:
+            raise ValueError(f"sample.condition must map attribute names to numbers, got {bad}")
+        if self.guidance < 0:
+            raise ValueError(f"sample.guidance must be >= 0 (1 = no guidance), got {self.guidance}")
         if self.num_images < 1:
             raise ValueError(f"sample.num_images must be >= 1, got {self.num_images}")
         if self.batch_size < 1:
@@ -98,6 +109,9 @@ def sample_to_dir(cfg: SampleConfig, model_dir: str | Path, out_dir: str | Path,
     device = resolve_device(cfg.device)
     unet, sched_config = load_model(model_dir, device)
     size = unet.config.sample_size
+    from facegen.diffusion.conditional import check_request, names
+
+    request = check_request(unet.config, cfg.condition)  # before any old image is touched
     record = {"config": _config_dict(cfg), "model": _model_fingerprint(Path(model_dir)),
               "scheduler": cfg.sampler, "device": device}
     record_path = out_dir / "sample_config.json"
@@ -124,9 +138,11 @@ def sample_to_dir(cfg: SampleConfig, model_dir: str | Path, out_dir: str | Path,
     # todo is whole aligned batches (only the last may be short), so chunking it again by
     # batch_size reproduces each image's batch exactly
     for offset, images in iter_batches(unet, sched_config, cfg.sampler, cfg.steps, [cfg.seed + i for i in todo],
-                                       cfg.batch_size, device, cfg.timestep_spacing):
+                                       cfg.batch_size, device, cfg.timestep_spacing,
+                                       conditions=request or None, guidance=cfg.guidance):
         for k, img in enumerate(images):
             _save_png(img, out_dir / image_name(todo[offset + k]))
+    write_requests(out_dir / "samples.parquet", cfg, names(unet.config))
     if grid_path is not None:
         n = min(cfg.grid_images, cfg.num_images)
         tiles = np.stack([np.asarray(Image.open(out_dir / image_name(i)).convert("RGB")) for i in range(n)])
@@ -145,6 +161,20 @@ def _read_record(path: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and isinstance(record.get("config"), dict) else None
 
 
+def write_requests(path: Path, cfg: SampleConfig, attributes: list[str]) -> None:
+    """``samples.parquet``: one row per image: file, seed, guidance and the requested value of
+    each attribute of the model (NaN: not requested)."""
+    import pandas as pd
+
+    rows = {"file": [image_name(i) for i in range(cfg.num_images)],
+            "seed": [cfg.seed + i for i in range(cfg.num_images)], "guidance": float(cfg.guidance)}
+    table = pd.DataFrame(rows)
+    for name in attributes:
+        table[name] = float(cfg.condition.get(name, float("nan")))
+    with atomic_path(path) as tmp:
+        table.to_parquet(tmp, index=False)
+
+
 def _config_dict(cfg: SampleConfig) -> dict[str, Any]:
     from facegen.common.config import to_dict
 
@@ -154,7 +184,9 @@ def _config_dict(cfg: SampleConfig) -> dict[str, Any]:
 def _same_images(old: dict[str, Any], new: dict[str, Any]) -> bool:
     """Whether two configs draw the same image for the same index (count and grid may differ)."""
     keys = ("seed", "sampler", "steps", "timestep_spacing", "batch_size")
-    return all(old.get(k) == new.get(k) for k in keys)
+    added = {"condition": {}, "guidance": 1.0}  # keys newer than some records: their defaults
+    return (all(old.get(k) == new.get(k) for k in keys)
+            and all(old.get(k, v) == new.get(k, v) for k, v in added.items()))
 
 
 def _model_fingerprint(model_dir: Path) -> str:

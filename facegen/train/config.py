@@ -33,7 +33,8 @@ _RANGES = {
     "ema_decay": FRACTION, "ema_start_step": NON_NEGATIVE, "ema_power": POSITIVE, "rotate_deg": Range(0, 180),
     "color_jitter": FRACTION, "checkpoint_every": AT_LEAST_ONE, "keep_checkpoints": AT_LEAST_ONE,
     "fid_every": NON_NEGATIVE, "fid_num_samples": Range(2), "fid_batch_size": AT_LEAST_ONE,
-    "eval_steps": AT_LEAST_ONE, "grid_size": AT_LEAST_ONE, "kid_subsets": AT_LEAST_ONE, "kid_subset_size": Range(2),
+    "eval_steps": AT_LEAST_ONE, "grid_size": AT_LEAST_ONE, "condition_dropout": FRACTION,
+    "condition_margin": NON_NEGATIVE, "kid_subsets": AT_LEAST_ONE, "kid_subset_size": Range(2),
 }
 
 
@@ -84,6 +85,9 @@ class TrainConfig:
     grid_size: int = 16
     experiment: str = "facegen"
     resume: str = "auto"
+    condition: tuple[str, ...] = ()  # faces.parquet attribute columns (facegen.train.condition); () = unconditional
+    condition_dropout: float = 0.1
+    condition_margin: float = 0.25
 
     def __post_init__(self) -> None:
         validate(self, "train", _RANGES)
@@ -113,5 +117,7 @@ def run_key(cfg: TrainConfig, data_hash: str) -> str:
     Operational keys (:data:`OPERATIONAL_KEYS`: logging, evaluation cadence, retention, resume)
     are left out, so changing one resumes the run instead of silently restarting it.
     """
-    settings = {k: v for k, v in to_dict(cfg).items() if k not in OPERATIONAL_KEYS}
+    from facegen.train.condition import key_settings
+
+    settings = key_settings({k: v for k, v in to_dict(cfg).items() if k not in OPERATIONAL_KEYS})
     return hashlib.sha256(json.dumps([settings, data_hash], sort_keys=True).encode()).hexdigest()[:12]

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from facegen.common.config import to_dict
-from facegen.diffusion.model import build_unet, count_parameters, save_model_dir, unet_from_ema
+from facegen.diffusion.model import count_parameters, save_model_dir, unet_from_ema
 from facegen.diffusion.noise import diffusion_loss, make_noise_scheduler, min_snr_weights, noisy_batch, training_target
 from facegen.fid import features as fid
+from facegen.train import condition as conditioning
 from facegen.train.checkpoint import TrainState, latest_checkpoint, resume, run_lock, save_checkpoint
 from facegen.train.config import TrainConfig, TrainPaths, run_key
 from facegen.train.data import augment, epoch_batches, load_split, pick_data_device, to_tensor
@@ -62,6 +63,7 @@ class _Run:
     noise_sched: Any
     steps_per_epoch: int
     metric: str
+    cond: Any = None  # facegen.train.condition.Conditioning, None when unconditional
     tracker: Tracker | None = None
     evaluator: Evaluator | None = None
 
@@ -117,8 +119,9 @@ def _build(cfg: TrainConfig, paths: TrainPaths, accelerator: Any) -> _Run:
     key = run_key(cfg, data_hash)
     data = to_tensor(train_np, pick_data_device(train_np.nbytes, device, cfg.data_device))
     del train_np
+    cond = conditioning.prepare(cfg, paths.faces, device)  # None: unconditional, as before
 
-    unet = build_unet(cfg.model, cfg.image_size, cfg.channels or None)
+    unet = conditioning.build_unet(cfg, cond)
     if cfg.channels_last:
         unet = unet.to(memory_format=torch.channels_last)
     noise_sched = make_noise_scheduler(cfg.schedule, cfg.num_train_timesteps, cfg.prediction, cfg.beta_start, cfg.beta_end)
@@ -137,7 +140,7 @@ def _build(cfg: TrainConfig, paths: TrainPaths, accelerator: Any) -> _Run:
                 run_dir=Path(paths.models) / "checkpoints" / key, data_hash=data_hash, data=data, unet=unet,
                 forward=torch.compile(unet) if cfg.compile else unet, raw_unet=raw_unet, optimizer=optimizer,
                 lr_sched=lr_sched, ema=ema, noise_sched=noise_sched, steps_per_epoch=steps_per_epoch,
-                metric=fid.metric_name(cfg.fid_extractor))
+                metric=fid.metric_name(cfg.fid_extractor), cond=cond)
 
 
 def _open_tracking(run: _Run, state: TrainState) -> None:
@@ -182,7 +185,7 @@ def _train_epoch(run: _Run, state: TrainState, epoch: int,
             weights = min_snr_weights(sched, t, cfg.min_snr_gamma) if cfg.min_snr_gamma > 0 else None
             sync = nullcontext() if micro == cfg.grad_accum - 1 else accelerator.no_sync(run.unet)
             with sync:
-                pred = run.forward(xt, t).sample
+                pred = run.forward(xt, t, **(run.cond.batch(idx, gen) if run.cond else {})).sample
                 loss = diffusion_loss(pred, training_target(sched, x0, noise, t), cfg.loss, cfg.l1_weight, weights)
                 accelerator.backward(loss / cfg.grad_accum)
             total += loss.detach() / cfg.grad_accum

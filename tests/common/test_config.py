@@ -83,11 +83,12 @@ def _section_classes() -> dict:
     from facegen.download.stage import DownloadConfig
     from facegen.faces.detect import FacesConfig
     from facegen.fid.score import FidConfig
+    from facegen.sample.control import ControlConfig
     from facegen.sample.stage import SampleConfig
     from facegen.train.config import TrainConfig
 
     return {"crawl": CrawlConfig, "faces": FacesConfig, "download": DownloadConfig, "align": AlignConfig,
-            "train": TrainConfig, "sample": SampleConfig, "fid": FidConfig}
+            "train": TrainConfig, "sample": SampleConfig, "fid": FidConfig, "control": ControlConfig}
 
 
 def test_every_dataclass_default_equals_params_yaml():
