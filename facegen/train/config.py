@@ -21,7 +21,7 @@ Extractor = Literal["inception", "offline"]  # facegen.fid.features.EXTRACTORS (
 # keys that change what the trained weights are (the rest, below, are operational)
 OPERATIONAL_KEYS = frozenset({
     "resume", "experiment", "log_checkpoints", "keep_checkpoints", "checkpoint_every", "grid_size",
-    "fid_every", "fid_num_samples", "fid_batch_size", "eval_steps", "data_device",
+    "fid_every", "fid_num_samples", "fid_batch_size", "kid_subsets", "kid_subset_size", "eval_steps", "data_device",
 })
 
 _RANGES = {
@@ -34,7 +34,7 @@ _RANGES = {
     "color_jitter": FRACTION, "checkpoint_every": AT_LEAST_ONE, "keep_checkpoints": AT_LEAST_ONE,
     "fid_every": NON_NEGATIVE, "fid_num_samples": Range(2), "fid_batch_size": AT_LEAST_ONE,
     "eval_steps": AT_LEAST_ONE, "grid_size": AT_LEAST_ONE, "condition_dropout": FRACTION,
-    "condition_margin": NON_NEGATIVE,
+    "condition_margin": NON_NEGATIVE, "kid_subsets": AT_LEAST_ONE, "kid_subset_size": Range(2),
 }
 
 
@@ -79,6 +79,8 @@ class TrainConfig:
     fid_num_samples: int = 1000
     fid_extractor: Extractor = "inception"
     fid_batch_size: int = 100
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
     eval_steps: int = 25
     grid_size: int = 16
     experiment: str = "facegen"

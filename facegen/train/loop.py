@@ -180,6 +180,7 @@ def _open_tracking(run: _Run, state: TrainState) -> None:
     run.tracker.log_dataset(paths.faces, "train", run.data_hash)
     if cfg.fid_every:
         run.evaluator = Evaluator(cfg, run.noise_sched, run.raw_unet.config, paths, run.accelerator.device)
+        run.tracker.set_tags(run.evaluator.scorer.tags())
 
 
 def _train_epoch(run: _Run, state: TrainState, epoch: int,
@@ -242,8 +243,9 @@ def _evaluate(run: _Run, state: TrainState, row: dict[str, Any]) -> Any:
     """
     cfg, epoch, grid = run.cfg, row["epoch"], None
     if run.evaluator is not None and (epoch % cfg.fid_every == 0 or epoch == cfg.epochs):
-        value, grid, eval_unet = run.evaluator.run(run.ema)
-        row[run.metric] = value
+        scores, grid, eval_unet = run.evaluator.run(run.ema)
+        value = scores[run.metric]
+        row.update(scores)  # fid, kid, kid_std (or the offline names)
         if state.best is None or value < state.best["value"]:
             state.best = {"epoch": epoch, "metric": run.metric, "value": value, "run_id": state.run_id,
                           "data_hash": run.data_hash, "num_train_images": len(run.data)}
@@ -255,7 +257,8 @@ def _evaluate(run: _Run, state: TrainState, row: dict[str, Any]) -> Any:
 def _log_epoch(run: _Run, state: TrainState, row: dict[str, Any], grid: Any, checkpoint: Path | None) -> None:
     """Main process: log the epoch's metrics, sample grid and (when asked) checkpoint to MLflow."""
     assert run.tracker is not None
-    logged = {k: row[k] for k in ("loss", "lr", "images_per_s", run.metric) if k in row}
+    kid = fid.kid_of(run.metric)
+    logged = {k: row[k] for k in ("loss", "lr", "images_per_s", run.metric, kid, f"{kid}_std") if k in row}
     state.run_id = run.tracker.run_id or state.run_id  # a run opened late (store was down at the start)
     if grid is not None:
         run.tracker.log_grid(grid, row["epoch"])

@@ -28,7 +28,7 @@ from typing import Any, Callable
 from facegen.common.redact import mask_uri
 
 EPOCH_COLUMNS = ("epoch", "step", "loss", "lr", "images_per_s", "seconds")
-SCORE_COLUMNS = ("fid", "kid", "fd_offline")  # always written (empty when not scored): stable plot keys
+SCORE_COLUMNS = ("fid", "kid", "kid_std", "fd_offline", "kid_offline", "kid_offline_std")  # always written (empty when not scored): stable plot keys
 ROOT_TAG = "facegen.repo_root"  # experiment tag: the root the embedded store's paths were made under
 RUN_KEY_TAG = "facegen.run_key"
 
@@ -330,7 +330,10 @@ def write_epoch_files(history: list[dict[str, Any]], summary: dict[str, Any], me
     out.mkdir(parents=True, exist_ok=True)
     numbers = {k: v for k, v in summary.items() if _number(v)}
     (out / "train.json").write_text(json.dumps(numbers, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    extra = [metric] if metric not in SCORE_COLUMNS else []
+    from facegen.fid.features import kid_of
+
+    kid = kid_of(metric)
+    extra = [c for c in (metric, kid, f"{kid}_std") if c not in SCORE_COLUMNS]
     columns = [*EPOCH_COLUMNS, *SCORE_COLUMNS, *extra]
     with (out / "train_epochs.csv").open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")

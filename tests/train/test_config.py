@@ -20,7 +20,7 @@ def test_run_key_ignores_operational_keys_only():
     base = TrainConfig()
     changed = {"resume": "never", "experiment": "other", "log_checkpoints": False, "keep_checkpoints": 5,
                "checkpoint_every": 1, "grid_size": 4, "fid_every": 0, "fid_num_samples": 10, "fid_batch_size": 7,
-               "eval_steps": 3, "data_device": "cpu"}
+               "eval_steps": 3, "data_device": "cpu", "kid_subsets": 7, "kid_subset_size": 50}
     assert set(changed) == OPERATIONAL_KEYS
     for key, value in changed.items():
         assert run_key(dataclasses.replace(base, **{key: value}), "d") == run_key(base, "d"), key

@@ -175,7 +175,8 @@ def test_stage_writes_the_contract_outputs(stage_run):
     assert summary["best_epoch"] in (1, 2) and summary["best_fd_offline"] > 0 and "best_fid" not in summary
     assert json.loads((best / "best.json").read_text())["epoch"] == summary["best_epoch"]
     rows = (root / "metrics" / "train_epochs.csv").read_text().splitlines()
-    assert rows[0] == "epoch,step,loss,lr,images_per_s,seconds,fid,kid,fd_offline" and len(rows) == 3
+    assert rows[0] == ("epoch,step,loss,lr,images_per_s,seconds,fid,kid,kid_std,fd_offline,kid_offline,kid_offline_std")
+    assert len(rows) == 3
     assert len(list((root / "cache" / "fid").glob("offline-*.npz"))) == 1  # reference stats computed once
 
 
@@ -186,7 +187,7 @@ def test_stage_mlflow_run_has_epochs_best_and_artifacts(stage_run):
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{stage_run / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
     assert run.info.status == "FINISHED" and run.data.tags["metric"] == "fd_offline"
-    for name in ("loss", "lr", "fd_offline"):
+    for name in ("loss", "lr", "fd_offline", "kid_offline", "kid_offline_std"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == [1, 2]
     assert "fid" not in run.data.metrics
     assert run.data.metrics["best_epoch"] in (1, 2) and "best_fd_offline" in run.data.metrics

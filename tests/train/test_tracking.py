@@ -40,7 +40,8 @@ def test_epoch_files_hold_numbers_and_stable_columns(tmp_path):
     assert json.loads((tmp_path / "train.json").read_text()) == {"best_fid": 42.5, "best_epoch": 2}
     with (tmp_path / "train_epochs.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["epoch", "step", "loss", "lr", "images_per_s", "seconds", "fid", "kid", "fd_offline"]
+    assert list(rows[0]) == ["epoch", "step", "loss", "lr", "images_per_s", "seconds", "fid", "kid", "kid_std",
+                             "fd_offline", "kid_offline", "kid_offline_std"]
     assert rows[0]["fid"] == "" and rows[1]["fid"] == "42.5" and rows[1]["loss"] == "0.4" and rows[1]["kid"] == ""
 
 
