@@ -16,7 +16,8 @@ import binascii
 import random
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +29,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+from facegen.common.device import resolve_device
 from facegen.common.images import ImageRejected, decode_image
 from facegen.diffusion.sampling import SAMPLERS
 from facegen.sample.stage import SampleConfig
@@ -48,7 +50,7 @@ class StudioConfig:
     root: Path = Path(".")  # repository: params.yaml, data/faces.parquet
     tracking_uri: str | None = None
     experiment: str | None = None  # None = params.yaml train.experiment
-    device: str = "cpu"
+    device: str | None = None  # torch device; None = params.yaml sample.device (as the sample stage)
     max_images: int = 64  # per request
     max_steps: int = 250  # per request (ddpm's full 1000 needs --max-steps 1000)
     max_upload_bytes: int = 10_000_000
@@ -112,6 +114,7 @@ class State:
 
     cfg: StudioConfig
     sample: SampleConfig
+    device: str
     catalog: Catalog
     model: LoadedModel
     runner: JobRunner
@@ -157,11 +160,18 @@ def create_app(cfg: StudioConfig) -> FastAPI:
     params = load_params(params_path) if params_path.is_file() else {}
     experiment = cfg.experiment or str((params.get("train") or {}).get("experiment", "facegen"))
     catalog = Catalog(cfg.model if cfg.model.is_absolute() else root / cfg.model, cfg.tracking_uri, experiment)
-    state = State(cfg=cfg, sample=_sample_config(params), catalog=catalog,
-                  model=catalog.load("best", cfg.device), runner=JobRunner(cfg.queue_size),
+    sample = _sample_config(params)
+    device = resolve_device(cfg.device or sample.device)
+    state = State(cfg=cfg, sample=sample, device=device, catalog=catalog, model=catalog.load("best", device),
+                  runner=JobRunner(cfg.queue_size),
                   store=JudgementStore(cfg.judgements if cfg.judgements.is_absolute() else root / cfg.judgements),
                   params=params)
-    app = FastAPI(title="facegen studio", version="1",
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        state.runner.close()
+
+    app = FastAPI(title="facegen studio", version="1", lifespan=lifespan,
                   description="Generate, explore, edit and judge faces of a trained facegen model (docs/studio.md).")
     app.state.studio = state
 
@@ -243,7 +253,7 @@ def create_app(cfg: StudioConfig) -> FastAPI:
     async def set_model(req: ModelRequest, request: Request) -> dict[str, Any]:
         """Switch the generator to another checkpoint (404 when unknown)."""
         def work(job: Job) -> dict[str, Any]:
-            state.model = state.catalog.load(req.id, cfg.device)
+            state.model = state.catalog.load(req.id, state.device)
             return state.model.describe()
         return await run_job(request, work, f"load {req.id}")
 
@@ -260,7 +270,7 @@ def create_app(cfg: StudioConfig) -> FastAPI:
 
             out = []
             for _, images in iter_batches(model.unet, model.scheduler_config, sampler, steps, seeds,
-                                          state.sample.batch_size, cfg.device, state.sample.timestep_spacing,
+                                          state.sample.batch_size, state.device, state.sample.timestep_spacing,
                                           progress=False):
                 out.extend(images)
                 job.check()
@@ -288,7 +298,7 @@ def create_app(cfg: StudioConfig) -> FastAPI:
         """Frames of the slerp from seed_a's initial noise to seed_b's (both ends included)."""
         limit(req.frames, "frames")
         out = await from_noise(request, lambda m: editing.interpolation_noise(m.unet, req.seed_a, req.seed_b,
-                                                                             req.frames, cfg.device),
+                                                                             req.frames, state.device),
                                [req.seed_a] * req.frames, req, "interpolate")
         return {**out, "t": np.linspace(0.0, 1.0, req.frames).round(6).tolist()}
 
@@ -297,7 +307,7 @@ def create_app(cfg: StudioConfig) -> FastAPI:
         """Faces near seed's: its noise moved ``amount`` towards seeds seed+1..seed+n."""
         limit(req.n, "n")
         return await from_noise(request, lambda m: editing.variation_noise(m.unet, req.seed, req.n, req.amount,
-                                                                          cfg.device),
+                                                                          state.device),
                                 [req.seed] * req.n, req, "variations")
 
     @app.post("/api/upload")
@@ -359,7 +369,7 @@ def create_app(cfg: StudioConfig) -> FastAPI:
         def work(job: Job) -> np.ndarray:
             import torch
 
-            x0 = editing.to_tensor(face[None], cfg.device)
+            x0 = editing.to_tensor(face[None], state.device)
             if mask is None:
                 return editing.sdedit(model.unet, model.scheduler_config, sampler, steps, x0, req.strength, req.seed,
                                       job.check)[0]
@@ -409,7 +419,7 @@ def create_app(cfg: StudioConfig) -> FastAPI:
             def work(job: Job) -> np.ndarray:
                 from facegen.diffusion.sampling import generate as gen
 
-                return gen(model.unet, model.scheduler_config, sampler, steps, [seed], 1, cfg.device,
+                return gen(model.unet, model.scheduler_config, sampler, steps, [seed], 1, state.device,
                            state.sample.timestep_spacing, progress=False)[0]
             image, item, truth = await run_job(request, work, "judge sample"), f"sample:{seed}", "fake"
         token = f"{state.rng.getrandbits(64):016x}"
