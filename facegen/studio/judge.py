@@ -45,19 +45,15 @@ class JudgementStore:
         self.rows: list[dict[str, Any]] = self._read()
 
     def _read(self) -> list[dict[str, Any]]:
-        import pandas as pd
+        import pyarrow.parquet as pq
 
         if not self.path.is_file():
             return []
-        table = pd.read_parquet(self.path)
-        missing = [c for c in COLUMNS if c not in table.columns]
+        table = pq.read_table(self.path)
+        missing = [c for c in COLUMNS if c not in table.column_names]
         if missing:
             raise ValueError(f"{self.path}: not a judgements table (missing columns {missing}); move it away")
-        records = table[list(COLUMNS)].to_dict("records")
-        for r in records:
-            r["epoch"] = None if r["epoch"] is None or r["epoch"] != r["epoch"] else int(r["epoch"])
-            r["run_id"] = r["run_id"] or None
-        return records
+        return table.select(list(COLUMNS)).to_pylist()
 
     def _write(self) -> None:
         import pyarrow as pa
