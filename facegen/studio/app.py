@@ -171,7 +171,8 @@ def create_app(cfg: StudioConfig) -> FastAPI:
         yield
         state.runner.close()
 
-    app = FastAPI(title="facegen studio", version="1", lifespan=lifespan,
+    # no /docs or /redoc: FastAPI's pages load their scripts from a CDN; /openapi.json stays
+    app = FastAPI(title="facegen studio", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Generate, explore, edit and judge faces of a trained facegen model (docs/studio.md).")
     app.state.studio = state
 
