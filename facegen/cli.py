@@ -14,7 +14,13 @@ import json
 import sys
 from pathlib import Path
 
+from facegen.common.redact import mask_uri
 from facegen.train.tracking import best_runs, repo_root, tracking_uri
+
+
+def _say(text: str, err: bool = False) -> None:
+    """Print with credentials masked (a tracking URI's password never reaches the terminal)."""
+    print(mask_uri(text), file=sys.stderr if err else sys.stdout)
 
 
 def _best(args: argparse.Namespace) -> int:
@@ -22,16 +28,16 @@ def _best(args: argparse.Namespace) -> int:
     try:
         rows = best_runs(uri, args.experiment, all_runs=args.all)
     except ValueError as err:
-        print(f"facegen best: {err}", file=sys.stderr)
+        _say(f"facegen best: {err}", err=True)
         return 2
     if not rows:
-        print(f"facegen best: no evaluated run in experiment {args.experiment!r} ({uri})", file=sys.stderr)
+        _say(f"facegen best: no evaluated run in experiment {args.experiment!r} ({uri})", err=True)
         return 1
     if args.json:
-        print(json.dumps(rows if args.all else rows[0], indent=2))
+        _say(json.dumps(rows if args.all else rows[0], indent=2))
         return 0
     for row in rows:
-        print(f"run {row['run_id']} ({row['run_name']}, {row['status']}): best epoch {row['epoch']} "
+        _say(f"run {row['run_id']} ({row['run_name']}, {row['status']}): best epoch {row['epoch']} "
               f"{row['metric']} {row['value']:.4f} checkpoint {row['checkpoint']}")
     return 0
 

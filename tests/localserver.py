@@ -1,8 +1,9 @@
 """A tiny threaded HTTP server for download tests and benchmarks (127.0.0.1, a free port).
 
 Routes map a path to a :class:`Route`: bytes with a content type, a status code, a redirect,
-"429 with Retry-After the first N times", or a delay before answering. Every request's path
-is logged so tests can assert what was (not) fetched again.
+"429 with Retry-After the first N times", a delay before answering, a body dripped a byte at a
+time, a body sent with ``Content-Encoding`` (e.g. a gzip bomb), or an endless body. Every
+request's path is logged so tests can assert what was (not) fetched again.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class Route:
     delay_s: float = 0.0  # sleep before answering (timeouts, latency)
     drip_s: float = 0.0  # send the body one byte at a time, this long apart
     cut: int = 0  # declare this many bytes more than sent, then close (a transfer cut short)
+    encoding: str | None = None  # Content-Encoding header: ``body`` is already encoded (gzip bomb)
+    endless: bool = False  # no Content-Length: send ``body`` again and again until the client hangs up
 
 
 class LocalServer:
@@ -60,7 +63,24 @@ class LocalServer:
                 elif route.location is not None:
                     self._answer(302, b"", "text/plain", {"Location": route.location})
                 else:
-                    self._answer(route.status, route.body, route.content_type, drip_s=route.drip_s, cut=route.cut)
+                    extra = {"Content-Encoding": route.encoding} if route.encoding else {}
+                    if route.endless:
+                        self._endless(route.body or b"x" * 65536, route.content_type)
+                    else:
+                        self._answer(route.status, route.body, route.content_type, extra,
+                                     drip_s=route.drip_s, cut=route.cut)
+
+            def _endless(self, chunk: bytes, ctype: str) -> None:
+                self.close_connection = True  # the body ends when the connection does (never, here)
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    while True:
+                        self.wfile.write(chunk)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up
+                    pass
 
             def _answer(
                 self, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None, drip_s: float = 0.0, cut: int = 0

@@ -8,23 +8,27 @@ rule (the largest source face, then the smallest id), the others point to it.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Generic, TypeVar
 
 import numpy as np
 
 
-class UnionFind:
-    """Disjoint sets over hashable keys, with path halving; ``groups()`` is deterministic."""
+K = TypeVar("K", int, str)
 
-    def __init__(self, keys: Iterable[Hashable] = ()) -> None:
-        self._parent: dict[Hashable, Hashable] = {}
+
+class UnionFind(Generic[K]):
+    """Disjoint sets over ordered keys (ints or strings), with path halving; ``groups()`` is deterministic."""
+
+    def __init__(self, keys: Iterable[K] = ()) -> None:
+        self._parent: dict[K, K] = {}
         for key in keys:
             self.add(key)
 
-    def add(self, key: Hashable) -> None:
+    def add(self, key: K) -> None:
         self._parent.setdefault(key, key)
 
-    def find(self, key: Hashable) -> Hashable:
+    def find(self, key: K) -> K:
         self.add(key)
         parent = self._parent
         while parent[key] != key:
@@ -32,17 +36,17 @@ class UnionFind:
             key = parent[key]
         return key
 
-    def union(self, a: Hashable, b: Hashable) -> None:
+    def union(self, a: K, b: K) -> None:
         ra, rb = self.find(a), self.find(b)
         if ra != rb:
-            self._parent[max(ra, rb)] = min(ra, rb)  # type: ignore[type-var]
+            self._parent[max(ra, rb)] = min(ra, rb)
 
-    def groups(self) -> list[list[Hashable]]:
+    def groups(self) -> list[list[K]]:
         """Every set as a sorted list, the sets ordered by their smallest key."""
-        out: dict[Hashable, list[Hashable]] = {}
+        out: dict[K, list[K]] = {}
         for key in self._parent:
             out.setdefault(self.find(key), []).append(key)
-        return sorted((sorted(g) for g in out.values()), key=lambda g: g[0])  # type: ignore[type-var]
+        return sorted((sorted(g) for g in out.values()), key=lambda g: g[0])
 
 
 def phash_hex(image: np.ndarray, hash_size: int) -> str:
@@ -94,15 +98,15 @@ def near_duplicate_groups(
     """
     if not (len(ids) == len(hashes) == len(sizes)):
         raise ValueError(f"ids, hashes and sizes differ in length: {len(ids)}, {len(hashes)}, {len(sizes)}")
-    uf = UnionFind(range(len(ids)))
+    uf: UnionFind[int] = UnionFind(range(len(ids)))
     for i, j in near_duplicate_pairs(hashes, max_distance):
         uf.union(i, j)
     removed: dict[str, str] = {}
     for group in uf.groups():
         if len(group) < 2:
             continue
-        keep = min(group, key=lambda i: (-float(sizes[i]), ids[i]))  # type: ignore[index]
+        keep = min(group, key=lambda i: (-float(sizes[i]), ids[i]))
         for i in group:
             if i != keep:
-                removed[ids[i]] = ids[keep]  # type: ignore[index]
+                removed[ids[i]] = ids[keep]
     return removed

@@ -23,7 +23,7 @@ def post_groups(posts: Iterable[str], links: Iterable[Sequence[str]]) -> list[li
         linked = sorted(set(linked))
         for other in linked[1:]:
             uf.union(linked[0], other)
-    return uf.groups()  # type: ignore[return-value]
+    return uf.groups()
 
 
 def assign_split(

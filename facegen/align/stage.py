@@ -20,6 +20,7 @@ import pandas as pd
 from facegen.align.geometry import AlignConfig, align_face
 from facegen.common.atomic import atomic_path
 from facegen.align.candidates import NO_FACE_INDEX, ImageTask, run_tasks
+from facegen.common.images import sha256_file
 
 REQUIRED_DOWNLOAD_COLUMNS = ("post_id", "status", "sha256", "path", "detections")
 
@@ -62,6 +63,30 @@ def tasks_from_downloads(downloads: pd.DataFrame, root: Path) -> tuple[list[Imag
     return tasks, links
 
 
+def check_sources(tasks: list[ImageTask]) -> None:
+    """Every raw image listed ``ok`` is on disk and still holds its bytes (it is named by its sha256).
+
+    A missing or altered file is the download stage's output damaged since it ran, not a bad
+    photo: align stops, naming the files and the fix, rather than recording faces ``unreadable``.
+    """
+    bad = []
+    for task in tasks:
+        try:
+            if sha256_file(task.source) != task.sha256:
+                bad.append(f"{task.source} (content changed since download)")
+        except FileNotFoundError:
+            bad.append(f"{task.source} (missing)")
+        except OSError as exc:
+            bad.append(f"{task.source} (unreadable: {exc.strerror or exc})")
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise FileNotFoundError(
+            f"{len(bad)} raw image(s) listed ok in downloads.parquet are missing or damaged: "
+            f"{'; '.join(bad[:5])}{more}. Rerun the download stage to restore them "
+            "(`python stages/download.py`, or `dvc repro -f download`), then align"
+        )
+
+
 # faces.parquet columns and their Arrow types (pyarrow imported only when writing)
 SCHEMA = {
     "face_id": "string", "path": "string", "sha256": "string", "post_id": "string", "face_index": "int32",
@@ -94,6 +119,7 @@ def build_faceset(
 
     faces_dir.mkdir(parents=True, exist_ok=True)
     tasks, links = tasks_from_downloads(downloads, root)
+    check_sources(tasks)
     rows = run_tasks(tasks, cfg, faces_dir, progress)
     table = pd.DataFrame(rows, columns=list(COLUMNS)).sort_values("face_id", kind="stable").reset_index(drop=True)
     table = table.astype({"status": object, "duplicate_of": object, "split": object, "path": object})

@@ -75,6 +75,12 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks: checks that a file still holds its content address."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def looks_like_html(data: bytes) -> bool:
     """True when a body starts like markup (an error or login page served instead of an image)."""
     head = data[:512].lstrip().lower()

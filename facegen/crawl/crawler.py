@@ -6,6 +6,12 @@ are never hard-coded), then only those pages are walked. Each article in range i
 once and kept in a persistent on-disk cache (outside DVC outs), so a re-run or an
 interrupted crawl fetches no article twice. Index requests are about log2(pages) plus the
 pages in range; article requests equal the posts in range not yet cached.
+
+Bounded like the downloader: every page is streamed with a cap on its decoded size
+(``crawl.max_bytes``, so a gzip bomb stops there) and a deadline on its body
+(``crawl.body_deadline_s``); an article over either fails its post (``too_large`` / ``timeout``,
+a row of posts.parquet with that status) and is not cached. The session connects to
+``crawl.base_url``'s host and port only, redirects included.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import gzip
 import logging
 import time
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -21,10 +28,13 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 
 from facegen.crawl import ptt
 from facegen.common.atomic import atomic_path, write_bytes_atomic
-from facegen.common.http import HttpConfig, is_timeout, make_session
+from facegen.common.http import (
+    BlockedHostError, BodyLimitError, DestinationPolicy, HttpConfig, host_port, is_timeout, make_session, read_body,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +52,8 @@ class CrawlConfig:
     categories: tuple[str, ...] = ()  # title category allow-list ('正妹', '神人'); empty keeps all
     delay_s: float = 0.5
     timeout_s: float = 20.0
+    max_bytes: int = 10_000_000  # a page larger than this (decoded) fails with too_large
+    body_deadline_s: float = 60.0  # a page still arriving this long after its response began fails with timeout
     retries: int = 5
     backoff_s: float = 1.0
     user_agent: str = HttpConfig.user_agent
@@ -62,6 +74,9 @@ class CrawlConfig:
         for key in ("delay_s", "timeout_s", "backoff_s", "retries"):
             if getattr(self, key) < 0:
                 raise ValueError(f"crawl.{key}={getattr(self, key)} must be >= 0")
+        for key in ("max_bytes", "body_deadline_s"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"crawl.{key}={getattr(self, key)} must be > 0")
 
     @property
     def window(self) -> tuple[int, int]:
@@ -72,24 +87,58 @@ class CrawlConfig:
     def http(self) -> HttpConfig:
         return HttpConfig(user_agent=self.user_agent, timeout_s=self.timeout_s, retries=self.retries, backoff_s=self.backoff_s)
 
+    def policy(self) -> DestinationPolicy:
+        """base_url is the user's choice (a loopback board is fine); nothing else is ever contacted."""
+        parts = urlsplit(self.base_url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        only = host_port(parts.hostname or "", port)
+        return DestinationPolicy(block_private=False, only=only, setting="crawl.base_url")
+
 
 class CrawlError(RuntimeError):
     """An index page could not be fetched: the crawl cannot know which posts exist."""
 
 
+class FetchFailed(Exception):
+    """A page that could not be read; ``reason`` is its status (timeout, too_large, http_503, ...)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Page:
+    """A fully read response: status, final URL and decoded text ('' unless status 200)."""
+
+    status_code: int
+    url: str
+    text: str
+
+
 class ArticleCache:
     """Article pages on disk: ``<root>/<host>/<board>/<post_id>.html.gz``, or ``.404`` for
     articles that answered 404. Writes are atomic, so an interrupted crawl leaves no
-    half-written page and resumes from what is there."""
+    half-written page and resumes from what is there. A stored page that inflates past
+    ``max_bytes`` or is damaged is dropped (and fetched again), never inflated whole."""
 
-    def __init__(self, root: str | Path, base_url: str, board: str) -> None:
+    def __init__(self, root: str | Path, base_url: str, board: str, max_bytes: int = CrawlConfig.max_bytes) -> None:
         host = (urlsplit(base_url).netloc or "local").replace(":", "_")
         self.dir = Path(root) / host / board
+        self.max_bytes = max_bytes
 
     def get(self, post_id: str) -> tuple[int, str | None] | None:
         page = self.dir / f"{post_id}.html.gz"
         if page.is_file():
-            return 200, gzip.decompress(page.read_bytes()).decode("utf-8")
+            inflate = zlib.decompressobj(wbits=31)  # gzip container
+            try:
+                html = inflate.decompress(page.read_bytes(), self.max_bytes + 1)
+            except zlib.error:
+                html = b""
+            if inflate.eof and len(html) <= self.max_bytes:
+                return 200, html.decode("utf-8")
+            page.unlink()
+            return None
         if (self.dir / f"{post_id}.404").is_file():
             return 404, None
         return None
@@ -107,23 +156,32 @@ class Fetcher:
     def __init__(self, cfg: CrawlConfig, session: requests.Session | None = None) -> None:
         self.cfg = cfg
         self.base = cfg.base_url.rstrip("/")
-        self.session = session or make_session(cfg.http(), cookies={"over18": "1"})
+        self.session = session or make_session(cfg.http(), cookies={"over18": "1"}, policy=cfg.policy())
         self.requests: Counter[str] = Counter()
         self._last = 0.0
 
-    def get(self, path: str, kind: str) -> requests.Response:
-        """One GET of ``base_url + path``; raises requests' exceptions after the retries."""
+    def get(self, path: str, kind: str) -> Page:
+        """One GET of ``base_url + path``, the body streamed within the caps; raises
+        :class:`FetchFailed` when it fails after the retries or breaks a cap."""
         wait = self.cfg.delay_s - (time.monotonic() - self._last)
         if wait > 0 and self._last:
             time.sleep(wait)
         self.requests[kind] += 1
         try:
-            return self.session.get(self.base + path, timeout=self.cfg.timeout_s)
+            with self.session.get(self.base + path, timeout=self.cfg.timeout_s, stream=True) as resp:
+                body = read_body(resp, self.cfg.max_bytes, self.cfg.body_deadline_s) if resp.status_code == 200 else b""
+                return Page(resp.status_code, resp.url, body.decode(resp.encoding or "utf-8", errors="replace"))
+        except BodyLimitError as exc:
+            raise FetchFailed(exc.status, str(exc)) from exc
+        except BlockedHostError as exc:
+            raise FetchFailed("blocked_host", str(exc)) from exc
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:  # urllib3's: from the body read
+            raise FetchFailed(failure_reason(exc), f"{type(exc).__name__}: {exc}"[:500]) from exc
         finally:
             self._last = time.monotonic()
 
 
-def failure_reason(exc: requests.RequestException) -> str:
+def failure_reason(exc: requests.RequestException | urllib3.exceptions.HTTPError) -> str:
     """'timeout' or 'connection_error' for a request that failed after its retries."""
     return "timeout" if is_timeout(exc) else "connection_error"
 
@@ -142,8 +200,8 @@ class BoardIndex:
         path = f"/bbs/{self.board}/{name}"
         try:
             resp = self.fetcher.get(path, "index")
-        except requests.RequestException as exc:
-            raise CrawlError(f"index page {path} failed ({failure_reason(exc)}: {exc}); re-run to resume "
+        except FetchFailed as exc:
+            raise CrawlError(f"index page {path} failed ({exc.reason}: {exc}); re-run to resume "
                              f"(fetched articles are cached)") from exc
         if resp.status_code != 200:
             raise CrawlError(f"index page {resp.url} answered HTTP {resp.status_code}: check crawl.base_url "
@@ -186,6 +244,7 @@ class CrawlResult:
     links: list[dict[str, Any]] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
     failed: list[dict[str, str]] = field(default_factory=list)
+    failed_rows: list[dict[str, Any]] = field(default_factory=list)  # posts.parquet rows of the failed posts
     pages: tuple[int, int] = (0, 0)
     newest_page: int = 0
     pinned_ignored: int = 0
@@ -265,17 +324,19 @@ def _walk(index: BoardIndex, cfg: CrawlConfig, result: CrawlResult, progress: bo
     return todo
 
 
-def _article(fetcher: Fetcher, cache: ArticleCache, cfg: CrawlConfig, post_id: str, result: CrawlResult) -> tuple[int, str | None] | str:
-    """(status, html) of an article, from the cache or the board; a failure reason string
-    when the request failed (not cached: the next run tries again)."""
+def _article(
+    fetcher: Fetcher, cache: ArticleCache, cfg: CrawlConfig, post_id: str, result: CrawlResult
+) -> tuple[int, str | None] | FetchFailed:
+    """(status, html) of an article, from the cache or the board; the failure when the
+    request failed (not cached: the next run tries again)."""
     hit = cache.get(post_id)
     if hit is not None:
         result.cache_hits += 1
         return hit
     try:
         resp = fetcher.get(f"/bbs/{cfg.board}/{post_id}.html", "article")
-    except requests.RequestException as exc:
-        return failure_reason(exc)
+    except FetchFailed as exc:
+        return exc
     if resp.status_code == 200:
         if ptt.is_over18_gate(resp.text):
             raise ptt.Over18GateError(f"{resp.url} answered with the over-18 gate although the cookie over18=1 was sent")
@@ -284,7 +345,7 @@ def _article(fetcher: Fetcher, cache: ArticleCache, cfg: CrawlConfig, post_id: s
     if resp.status_code == 404:
         cache.put(post_id, 404, None)
         return 404, None
-    return f"http_{resp.status_code}"
+    return FetchFailed(f"http_{resp.status_code}", f"HTTP {resp.status_code}")
 
 
 def crawl(cfg: CrawlConfig, cache_dir: str | Path, *, session: requests.Session | None = None,
@@ -302,7 +363,7 @@ def crawl(cfg: CrawlConfig, cache_dir: str | Path, *, session: requests.Session 
     t0 = time.monotonic()
     result = CrawlResult()
     fetcher = Fetcher(cfg, session)
-    cache = ArticleCache(cache_dir, cfg.base_url, cfg.board)
+    cache = ArticleCache(cache_dir, cfg.base_url, cfg.board, cfg.max_bytes)
     todo = _walk(BoardIndex(fetcher, cfg.board), cfg, result, progress)
     todo.sort(key=lambda item: (item[0].timestamp, item[0].post_id))
     keywords = [k.casefold() for k in cfg.keywords]
@@ -311,13 +372,21 @@ def crawl(cfg: CrawlConfig, cache_dir: str | Path, *, session: requests.Session 
         post_id = entry.post_id
         url = f"{base}/bbs/{cfg.board}/{post_id}.html"
         got = _article(fetcher, cache, cfg, post_id, result)
-        reason = got if isinstance(got, str) else (None if got[0] == 200 else f"http_{got[0]}")
+        reason: str | None = None
+        error: str | None = None
+        html: str | None = None
+        if isinstance(got, FetchFailed):
+            reason, error = got.reason, str(got)
+        elif got[0] != 200:
+            reason, error = f"http_{got[0]}", f"HTTP {got[0]}"
+        else:
+            html = got[1]
         article = None
         if reason is None:
             try:
-                article = ptt.parse_article(got[1])  # type: ignore[index,arg-type]
+                article = ptt.parse_article(html or "")
             except ValueError as exc:
-                reason = "parse_error"
+                reason, error = "parse_error", str(exc)
                 log.warning("%s: %s", url, exc)
         if article is not None and keywords:
             text = f"{entry.title}\n{article.body}".casefold()
@@ -327,6 +396,12 @@ def crawl(cfg: CrawlConfig, cache_dir: str | Path, *, session: requests.Session 
         if reason is not None:
             result.skipped[reason] += 1
             result.failed.append({"post_id": post_id, "url": url, "reason": reason})
+            result.failed_rows.append({
+                "post_id": post_id, "board": cfg.board, "url": url, "title": entry.title,
+                "category": ptt.category(entry.title), "author": entry.author, "posted_at": ptt.post_time(post_id),
+                "push_count": entry.push_count, "n_pushes": None, "n_links": None, "index_page": page_no,
+                "status": reason, "error": (error or "")[:500],
+            })
         if article is not None:
             links = ptt.image_links(article, base_url=url)
             result.posts.append({
@@ -350,7 +425,7 @@ def crawl(cfg: CrawlConfig, cache_dir: str | Path, *, session: requests.Session 
 POSTS_SCHEMA_FIELDS = (
     ("post_id", "string"), ("board", "string"), ("url", "string"), ("title", "string"), ("category", "string"),
     ("author", "string"), ("posted_at", "timestamp"), ("push_count", "int32"), ("n_pushes", "int32"),
-    ("n_links", "int32"), ("index_page", "int32"),
+    ("n_links", "int32"), ("index_page", "int32"), ("status", "string"), ("error", "string"),
 )
 LINKS_SCHEMA_FIELDS = (
     ("post_id", "string"), ("url", "string"), ("source", "string"), ("raw_url", "string"), ("host", "string"),
@@ -378,6 +453,8 @@ def write_parquet(rows: list[dict[str, Any]], fields: tuple[tuple[str, str], ...
 
 
 def write_outputs(result: CrawlResult, posts_path: str | Path, links_path: str | Path) -> None:
-    """posts.parquet and links.parquet of the contract."""
-    write_parquet(result.posts, POSTS_SCHEMA_FIELDS, posts_path)
+    """posts.parquet (kept posts with status ``ok``, failed posts with their reason) and links.parquet."""
+    rows = [{**post, "status": "ok", "error": None} for post in result.posts] + result.failed_rows
+    rows.sort(key=lambda r: (r["posted_at"], r["post_id"]))
+    write_parquet(rows, POSTS_SCHEMA_FIELDS, posts_path)
     write_parquet(result.links, LINKS_SCHEMA_FIELDS, links_path)

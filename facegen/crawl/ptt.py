@@ -213,21 +213,21 @@ def parse_index(html: str) -> IndexPage:
     container = _div(soup, "r-list-container")
     pinned = False
     for node in container.find_all("div", recursive=False) if container is not None else []:
-        classes = node.get("class") or []
+        classes: list[str] = list(node.get("class") or [])
         if "r-list-sep" in classes:
             pinned = True
             continue
         if "r-ent" not in classes:
             continue
         title_div = _div(node, "title")
-        a = title_div.find("a", href=True) if title_div is not None else None
-        href = str(a["href"]) if a is not None else None
+        link = title_div.find("a", href=True) if title_div is not None else None
+        href = str(link["href"]) if link is not None else None
         nrec = _text(_div(node, "nrec"))
         entries.append(
             IndexEntry(
                 post_id=post_id_from_url(href) if href else None,
                 href=href,
-                title=_text(a) if a is not None else _text(title_div),
+                title=_text(link) if link is not None else _text(title_div),
                 author=_text(_div(node, "author")),
                 date=_text(_div(node, "date")),
                 mark=_text(_div(node, "mark")),

@@ -64,7 +64,7 @@ class BoardServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def add_fault(self, path: str, *faults: Fault) -> None:
         """Queue faults for ``path`` (e.g. '/bbs/Beauty/index.html'); each is used once."""

@@ -189,7 +189,8 @@ def build_board(spec: BoardSpec) -> Board:
     spacing = 86400 / spec.posts_per_day
     slots: list[Slot] = []
     next_image, live = 0, 0
-    cats, weights = zip(*CATEGORIES)
+    cats = [c for c, _ in CATEGORIES]
+    weights = [w for _, w in CATEGORIES]
     for i in range(spec.posts):
         day, pos = divmod(i, spec.posts_per_day)
         ts = _day_start(start + timedelta(days=day)) + int(spacing * (pos + 0.5) + rng.uniform(-spacing / 4, spacing / 4))

@@ -111,6 +111,8 @@ def demo_overrides(server: BoardServer, shared: Path, inception: bool) -> dict[s
     first, last = server.board.dates
     overrides: dict[str, Any] = {"crawl.base_url": server.url, "crawl.board": server.board.spec.board,
                                  "crawl.start_date": first, "crawl.end_date": last, **TINY}
+    # the board is also the image host, on loopback: the downloader's SSRF guard must let it through
+    overrides["download.allow_private_hosts"] = [server.url.split("://", 1)[1]]
     if (shared / DETECTOR).is_file():
         overrides["faces.model"] = str((shared / DETECTOR).resolve())
     if server.board.spec.images_dir is None:
@@ -147,12 +149,13 @@ def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 
 def summary(repo: Path) -> str:
     """The closing lines: best epoch and its score, the sample score, where to look next."""
+    from facegen.common.redact import mask_uri
     from facegen.train.tracking import tracking_uri
 
     best = json.loads((repo / "models" / "best" / "best.json").read_text(encoding="utf-8"))
     score = json.loads((repo / "metrics" / "fid.json").read_text(encoding="utf-8"))
     metric = next(k for k in score if k not in ("num_samples", "num_reference"))
-    uri = tracking_uri(repo)  # $MLFLOW_TRACKING_URI or sqlite:///<repo>/mlflow.db, as train used
+    uri = mask_uri(tracking_uri(repo))  # $MLFLOW_TRACKING_URI or sqlite:///<repo>/mlflow.db, password masked
     scored = f"{best['metric']} = {best['value']:.4g}" if best.get("value") is not None else "not scored (train.fid_every: 0)"
     return "\n".join([
         f"best epoch: {best['epoch']}  {scored}  (MLflow run {best['run_id']})",

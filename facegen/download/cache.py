@@ -22,7 +22,7 @@ from pathlib import Path
 
 from facegen.common.atomic import write_bytes_atomic
 from facegen.download.fetch import FETCHED, FetchResult
-from facegen.common.images import sha256_hex
+from facegen.common.images import sha256_file, sha256_hex
 
 
 @dataclass(frozen=True)
@@ -112,8 +112,8 @@ class FetchCache:
     def _write_blob(self, data: bytes) -> str:
         sha = sha256_hex(data)
         path = self.blob_path(sha)
-        if path.is_file() and path.stat().st_size == len(data):
-            return sha
+        if path.is_file() and path.stat().st_size == len(data) and sha256_file(path) == sha:
+            return sha  # already there, intact (a damaged blob is rewritten)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(path, data)
         return sha

@@ -18,14 +18,12 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
-from facegen.common.http import is_timeout
+from facegen.common.http import BlockedHostError, BodyLimitError, is_timeout, read_body
 
 # "fetched": a 2xx body read in full; any other outcome is a final status (see fetch_url).
 FETCHED = "fetched"
 # Failures worth another try on a later run (with download.retry_failed); 404 and too_large are not.
 TRANSIENT_FAILURES = frozenset({"http_error", "timeout", "connection_error"})
-
-_CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -139,7 +137,9 @@ def fetch_url(
     ``http_error`` (other non-2xx after retries, redirect loops), ``timeout`` (connect/read
     timeout, or the body still arriving ``body_deadline_s`` after the response began: a server
     dripping bytes never trips the per-read timeout), ``connection_error`` (refused, reset,
-    truncated transfer), ``too_large`` (body over the cap).
+    truncated transfer), ``too_large`` (body over the cap, decoded), ``blocked_host`` (the URL or
+    a redirect hop leads to a destination the session's DestinationPolicy refuses: private,
+    loopback, link-local, ... addresses; checked before connecting, nothing is sent there).
     """
     t0 = time.monotonic()
     host = url_host(url)
@@ -158,19 +158,12 @@ def fetch_url(
                     return done("http_404", error=f"HTTP {resp.status_code} {resp.reason}", **meta)
                 if not 200 <= resp.status_code < 300:
                     return done("http_error", error=f"HTTP {resp.status_code} {resp.reason}", **meta)
-                declared = resp.headers.get("Content-Length", "")
-                if declared.isdigit() and int(declared) > max_bytes:
-                    return done("too_large", error=f"Content-Length {declared} exceeds max_bytes={max_bytes}", **meta)
-                buf = bytearray()
-                began = time.monotonic()
-                # read1 returns what one socket read brings (unlike iter_content, which waits for a
-                # full chunk), so a server dripping bytes is caught by the deadline below
-                while chunk := resp.raw.read1(_CHUNK, decode_content=True):
-                    buf += chunk
-                    if len(buf) > max_bytes:
-                        return done("too_large", error=f"body exceeds max_bytes={max_bytes}", **meta)
-                    if body_deadline_s is not None and time.monotonic() - began > body_deadline_s:
-                        return done("timeout", error=f"body not complete after body_deadline_s={body_deadline_s} ({len(buf)} bytes)", **meta)
-                return done(FETCHED, body=bytes(buf), **meta)
+                try:
+                    body = read_body(resp, max_bytes, body_deadline_s)
+                except BodyLimitError as exc:
+                    return done(exc.status, error=str(exc), **meta)
+                return done(FETCHED, body=body, **meta)
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:  # urllib3's: from the raw body read
             return done(classify_exception(exc), error=f"{type(exc).__name__}: {exc}"[:500])
+        except BlockedHostError as exc:
+            return done("blocked_host", error=str(exc)[:500])

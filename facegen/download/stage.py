@@ -38,8 +38,8 @@ from facegen.common.config import to_dict
 from facegen.faces.detect import Detection, FacesConfig, box_area
 from facegen.download.fetch import FETCHED, TRANSIENT_FAILURES, FetchResult, HostGate, fetch_url
 from facegen.download.cache import Analysis, FetchCache, FetchRecord
-from facegen.common.http import HttpConfig, make_session
-from facegen.common.images import ImageRejected, decode_image, sha256_hex
+from facegen.common.http import DestinationPolicy, HttpConfig, allowed_hosts, make_session
+from facegen.common.images import ImageRejected, decode_image, sha256_file, sha256_hex
 from facegen.faces.quality import region_sharpness
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 # Every link ends with exactly one of these (docs/download.md explains each).
 STATUSES = (
     "ok", "duplicate", "invalid_url", "http_404", "http_error", "timeout", "connection_error",
-    "too_large", "not_an_image", "corrupt", "placeholder", "too_small", "no_face", "face_too_small", "blurry",
+    "too_large", "blocked_host", "not_an_image", "corrupt", "placeholder", "too_small", "no_face", "face_too_small",
+    "blurry",
 )  # fmt: skip
 _SIZE_RE = re.compile(r"[1-9][0-9]*x[1-9][0-9]*")
 _KEPT_NAME = re.compile(r"[0-9a-f]{64}\.[a-z]+")
@@ -78,8 +79,13 @@ class DownloadConfig:
     placeholder_sha256: tuple[str, ...] = ()  # bodies known to be "image removed" pictures
     placeholder_sizes: tuple[str, ...] = ("161x81",)  # "WIDTHxHEIGHT" of such pictures (imgur's)
     placeholder_urls: tuple[str, ...] = ("//i.imgur.com/removed.png",)  # final URL (after redirects) containing
+    allow_private_hosts: tuple[str, ...] = ()  # "host" or "host:port" that may resolve to private/loopback addresses
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "allow_private_hosts", allowed_hosts(self.allow_private_hosts))
+        except ValueError as err:
+            raise ValueError(f"download.{err}") from None
         checks = {
             "min_face_area": 0.0 <= self.min_face_area <= 1.0,
             "blur_threshold": self.blur_threshold >= 0.0,
@@ -108,6 +114,10 @@ class DownloadConfig:
             user_agent=self.user_agent, timeout_s=self.timeout_s, retries=self.retries, backoff_s=self.backoff_s,
             backoff_max_s=self.backoff_max_s, pool_size=self.workers,
         )  # fmt: skip
+
+    def policy(self) -> DestinationPolicy:
+        """Links come from strangers' posts: no private, loopback or link-local destinations (SSRF)."""
+        return DestinationPolicy(allow_private_hosts=self.allow_private_hosts)
 
 
 def analysis_key(cfg: DownloadConfig, faces: FacesConfig) -> str:
@@ -192,13 +202,16 @@ def fetch_and_analyse(
     """
     key = analysis_key(cfg, faces)
     known = cache.fetches(urls)
-    todo = [u for u in dict.fromkeys(urls) if u not in known or (cfg.retry_failed and known[u].status in TRANSIENT_FAILURES)]
+    # blocked_host is asked again each run (one DNS lookup): allow_private_hosts may have changed
+    todo = [u for u in dict.fromkeys(urls) if u not in known or known[u].status == "blocked_host"
+            or (cfg.retry_failed and known[u].status in TRANSIENT_FAILURES)]
     have = {r.sha256 for r in known.values() if r.sha256}
     analysed = set(cache.analyses(have, key))
     to_analyse = sorted(have - analysed)
     if not todo and not to_analyse:
         return
-    gate, session = HostGate(cfg.per_host, cfg.host_delay_s, cfg.backoff_max_s), make_session(cfg.http())
+    gate = HostGate(cfg.per_host, cfg.host_delay_s, cfg.backoff_max_s)
+    session = make_session(cfg.http(), policy=cfg.policy())
     counts: Counter[str] = Counter()
     detector_lock = threading.Lock()
     holder: list[Detector | None] = [detector]
@@ -327,17 +340,25 @@ _COLUMNS = {
 
 
 def export_kept(table: pd.DataFrame, cache: FetchCache, out_dir: Path) -> None:
-    """Copy each kept image's original bytes to its ``path``; remove files no longer kept."""
+    """Copy each kept image's original bytes to its ``path``; remove files no longer kept.
+
+    An existing file is kept only when its content hash is its name (a direct rerun repairs a
+    file damaged or replaced since); the cached blob is checked before it is copied.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     keep = {Path(p).name: s for p, s in zip(table.loc[table.status == "ok", "path"], table.loc[table.status == "ok", "sha256"])}
     for old in out_dir.iterdir():  # only files this stage names (<sha256>.<ext>) or left half-written
-        if old.is_file() and old.name not in keep and (_KEPT_NAME.fullmatch(old.name) or old.name.startswith(".tmp-") or is_temp_name(old.name)):
+        if old.is_file() and old.name not in keep and (_KEPT_NAME.fullmatch(old.name) or is_temp_name(old.name)):
             old.unlink()
     for name, sha in keep.items():
         dest = out_dir / name
         src = cache.blob_path(sha)
-        if dest.is_file() and dest.stat().st_size == src.stat().st_size:
+        if dest.is_file() and dest.stat().st_size == src.stat().st_size and sha256_file(dest) == sha:
             continue
+        if sha256_file(src) != sha:
+            raise RuntimeError(f"download cache blob {src} does not hold the bytes of sha256 {sha}: the cache "
+                               f"{cache.root} is damaged; delete that folder and rerun the download stage "
+                               "(everything is fetched again)")
         with atomic_path(dest) as tmp:
             shutil.copyfile(src, tmp)
 

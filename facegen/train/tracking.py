@@ -15,6 +15,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from facegen.common.redact import mask_uri
+
 EPOCH_COLUMNS = ("epoch", "step", "loss", "lr", "images_per_s", "seconds")
 
 
@@ -68,7 +70,8 @@ class Tracker:
         self.mlflow = mlflow
         self.experiment_id = _experiment_id(experiment, uri, artifact_root)
         if run_id is not None and not self._exists(run_id):
-            print(f"MLflow run {run_id} of the checkpoint is not in {uri}; logging the resumed run as a new run")
+            print(f"MLflow run {run_id} of the checkpoint is not in {mask_uri(uri)}; "
+                  "logging the resumed run as a new run")
             run_id = None
         self.run = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else self.experiment_id,
                                     run_name=None if run_id else run_name)
@@ -133,7 +136,7 @@ def best_runs(uri: str, experiment: str, all_runs: bool = False) -> list[dict[st
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         names = [e.name for e in client.search_experiments()]
-        raise ValueError(f"no MLflow experiment {experiment!r} in {uri} (experiments: {names})")
+        raise ValueError(f"no MLflow experiment {experiment!r} in {mask_uri(uri)} (experiments: {names})")
     runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1000)
     results = []
     for run in runs:

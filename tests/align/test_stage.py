@@ -211,3 +211,22 @@ def test_preview_shows_a_face_with_coincident_eyes_instead_of_crashing(tmp_path)
     assert table["status"].tolist() == ["eyes_too_close"]
     out = write_preview(table, downloads, tmp_path, tmp_path / "preview.png", cfg)
     assert Image.open(out).size[0] > 0
+
+
+def test_a_missing_or_altered_raw_file_stops_align_naming_it(tmp_path) -> None:
+    raw = tmp_path / "data" / "raw"
+    raw.mkdir(parents=True)
+    rows: list[dict] = []
+    kps = ((80.0, 90.0), (120.0, 90.0)) + ((100.0, 110.0),) * 3
+    flat = Detection(bbox=(50.0, 50.0, 150.0, 150.0), score=0.9, kps=kps)
+    gone = _add(rows, raw, "M.1.A.1", _png(np.full((200, 200, 3), 120, np.uint8)), "png", [flat], size=(200, 200))
+    changed = _add(rows, raw, "M.2.A.2", _png(np.full((200, 200, 3), 60, np.uint8)), "png", [flat], size=(200, 200))
+    (raw / f"{gone}.png").unlink()
+    (raw / f"{changed}.png").write_bytes(_png(np.full((200, 200, 3), 61, np.uint8)))
+    with pytest.raises(FileNotFoundError) as info:
+        build_faceset(pd.DataFrame(rows), tmp_path, tmp_path / "data" / "faces", AlignConfig(workers=1), progress=False)
+    message = str(info.value)
+    assert f"{raw.resolve() / gone}.png (missing)" in message
+    assert f"{changed}.png (content changed since download)" in message
+    assert "2 raw image(s) listed ok in downloads.parquet" in message and "Rerun the download stage" in message
+    assert not (tmp_path / "data" / "faces").exists() or not any((tmp_path / "data" / "faces").iterdir())

@@ -17,6 +17,7 @@ def test_overrides_point_the_pipeline_at_the_board_and_keep_strings_strings(tmp_
         first, last = server.board.dates
         assert overrides["crawl.base_url"] == server.url and (overrides["crawl.start_date"], overrides["crawl.end_date"]) == (first, last)
         assert overrides["faces.model"] == str((shared / "models" / "scrfd_500m_bnkps.onnx").resolve())
+        assert overrides["download.allow_private_hosts"] == [server.url.split("//")[1]]  # its own loopback host:port
         assert overrides["fid.extractor"] == overrides["train.fid_extractor"] == "offline"
         assert overrides["train.fid_every"] == overrides["train.epochs"]  # offline: scored once, at the end
         assert overrides["align.dedupe_max_distance"] == 0  # drawn faces are pHash near-duplicates

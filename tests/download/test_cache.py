@@ -41,3 +41,12 @@ def test_many_urls_are_queried_in_batches(tmp_path):
         for u in urls:
             cache.put_fetch(FetchResult(u, "http_404", 404))
         assert len(cache.fetches(urls)) == 1234
+
+
+def test_a_damaged_blob_is_rewritten_by_the_next_fetch_of_its_bytes(tmp_path):
+    body = b"\xff\xd8 some jpeg bytes"
+    with FetchCache(tmp_path) as cache:
+        rec = cache.put_fetch(FetchResult("http://h/a.jpg", "fetched", 200, "image/jpeg", "http://h/a.jpg", body))
+        cache.blob_path(rec.sha256).write_bytes(b"\x00" * len(body))  # same size, other bytes
+        cache.put_fetch(FetchResult("http://h/b.jpg", "fetched", 200, "image/jpeg", "http://h/b.jpg", body))
+        assert cache.read_blob(rec.sha256) == body

@@ -120,3 +120,29 @@ def test_a_429_slows_down_the_whole_host():
         busy = fetch_url(session, srv.url("/busy.jpg"), gate, 2.0, 100)  # 429 + Retry-After: 1, then 200
         assert busy.status == "fetched" and busy.elapsed_s >= 1.0
         assert gate.delay("127.0.0.1") == HostGate.throttle_floor_s
+
+
+@pytest.mark.network
+def test_a_redirect_to_an_unlisted_loopback_port_is_blocked_before_connecting():
+    from facegen.common.http import DestinationPolicy
+
+    with LocalServer({"/internal/admin-secret.jpg": Route(b"\xff\xd8secret")}) as inner:
+        secret = inner.url("/internal/admin-secret.jpg")
+        with LocalServer({"/a.jpg": Route(location=secret), "/b.jpg": Route(b"\xff\xd8img")}) as outer:
+            listed = outer.url("").split("//")[1]  # 127.0.0.1:<outer port>
+
+            def fetch(allow: tuple[str, ...], path: str):
+                http = HttpConfig(timeout_s=1.0, retries=2, backoff_s=0.0)
+                session = make_session(http, policy=DestinationPolicy(allow))
+                return fetch_url(session, outer.url(path), HostGate(4, 0.0), 1.0, 100)
+
+            assert fetch((listed,), "/b.jpg").body == b"\xff\xd8img"  # the listed host:port passes
+            hop = fetch((listed,), "/a.jpg")  # ... but its redirect to another loopback port does not
+            assert hop.status == "blocked_host" and hop.body is None
+            assert f"127.0.0.1:{secret.split(':')[2].split('/')[0]} resolves to 127.0.0.1 (loopback)" in hop.error
+            assert "download.allow_private_hosts" in hop.error
+            direct = fetch((), "/b.jpg")  # nothing listed: loopback refused outright, never retried
+            assert direct.status == "blocked_host" and direct.elapsed_s < 0.5
+            assert inner.hits == {} and outer.hits["/b.jpg"] == 1  # not one request reached a refused host
+            followed = fetch(("127.0.0.1",), "/a.jpg")  # the host listed without a port: every port
+            assert followed.status == "fetched" and followed.body == b"\xff\xd8secret" and followed.final_url == secret

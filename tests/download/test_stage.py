@@ -144,8 +144,10 @@ def faces_cfg(scrfd_model: Path) -> FacesConfig:
     return FacesConfig(model=str(scrfd_model), det_size=640, min_score=0.5)
 
 
-# fast network settings for tests: one retry, short timeout, no politeness delay
-CFG = DownloadConfig(timeout_s=0.5, retries=1, backoff_s=0.01, host_delay_s=0.0, workers=8, per_host=8, placeholder_urls=("/removed.png",))
+# fast network settings for tests: one retry, short timeout, no politeness delay; the local
+# server (and the refused port 1) are on loopback, which the SSRF guard refuses unless listed
+CFG = DownloadConfig(timeout_s=0.5, retries=1, backoff_s=0.01, host_delay_s=0.0, workers=8, per_host=8,
+                     placeholder_urls=("/removed.png",), allow_private_hosts=("127.0.0.1",))
 
 
 @pytest.fixture(scope="module")
@@ -252,6 +254,27 @@ def test_rerun_refilters_from_cache_without_network_or_detector(site, faces_cfg,
     assert len(list((root / "raw").iterdir())) == 5
 
 
+def test_a_direct_rerun_rewrites_a_raw_file_whose_bytes_are_not_its_hash(site, faces_cfg, full_run):
+    import hashlib
+
+    srv, links, _, _ = site
+    table, root, _ = full_run
+    kept = sorted((root / "raw").iterdir())
+    damaged, other = kept[0], kept[1]
+    good = damaged.read_bytes()
+    wrong = bytearray(good)
+    wrong[len(wrong) // 2] ^= 0xFF  # same size, other bytes: a size check alone keeps it
+    damaged.write_bytes(bytes(wrong))
+    other.unlink()
+    before = srv.hits
+    again = run_download(links, CFG, faces_cfg, root / "raw", root / "cache", progress=False)
+    assert srv.hits == before  # repaired from the fetch cache, no request
+    pd.testing.assert_frame_equal(again, table)
+    assert damaged.read_bytes() == good and other.is_file()
+    for f in (root / "raw").iterdir():
+        assert hashlib.sha256(f.read_bytes()).hexdigest() == f.name.split(".")[0]
+
+
 def test_retry_failed_refetches_only_transient_failures(site, faces_cfg, full_run):
     srv, links, statuses, _ = site
     table, root, _ = full_run
@@ -356,6 +379,7 @@ def test_stage_entry_point(site, scrfd_model, tmp_path):
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))  # the real defaults, but
     params["faces"]["model"] = str(scrfd_model)  # the offline detector
     params["download"]["host_delay_s"] = 0.0
+    params["download"]["allow_private_hosts"] = [srv.url("").split("//")[1]]  # 127.0.0.1:<port>
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
