@@ -70,9 +70,9 @@ def _studio(args: argparse.Namespace) -> int:
                            tracking_uri=args.tracking_uri or tracking_uri(repo_root(root)), **overrides)
         app = create_app(cfg)
     except (UnknownCheckpoint, ValueError) as err:
-        print(f"facegen studio: {err}", file=sys.stderr)
+        _say(f"facegen studio: {err}", err=True)
         return 2
-    print(f"facegen studio: model {app.state.studio.model.path} on http://{args.host}:{args.port}/")
+    _say(f"facegen studio: model {app.state.studio.model.path} on http://{args.host}:{args.port}/")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 

@@ -16,11 +16,11 @@ import binascii
 import random
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, File, HTTPException, Request, UploadFile
@@ -126,6 +126,86 @@ class State:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+    async def run_job(self, request: Request, fn: Callable[[Job], Any], name: str) -> Any:
+        """Run ``fn`` as a model job; cancel it when the client disconnects; errors -> HTTP errors."""
+        try:
+            job = self.runner.submit(fn, name)
+        except QueueFull as exc:
+            raise HTTPException(429, _clear(exc)) from exc
+        waiter = asyncio.wrap_future(job.future)
+        while True:
+            done, _ = await asyncio.wait({waiter}, timeout=0.2)
+            if done:
+                break
+            if await request.is_disconnected():
+                job.cancel()
+                raise HTTPException(499, f"{name} cancelled: the client disconnected")
+        try:
+            return waiter.result()
+        except Cancelled as exc:
+            raise HTTPException(499, _clear(exc)) from exc
+        except UnknownCheckpoint as exc:
+            raise HTTPException(404, _clear(exc)) from exc
+        except ValueError as exc:  # a setting the model or sampler refuses (steps past the schedule, ...)
+            raise HTTPException(422, _clear(exc)) from exc
+
+    def settings(self, req: SampleSettings, model: LoadedModel) -> tuple[str, int]:
+        """Sampler and steps of a request (params.yaml defaults), checked against limits and conditions."""
+        sampler = req.sampler or self.sample.sampler
+        steps = req.steps if req.steps is not None else self.sample.steps
+        if steps is None:
+            steps = int(model.scheduler_config.get("num_train_timesteps", 1000))
+        if steps > self.cfg.max_steps:
+            raise HTTPException(422, f"steps={steps} exceeds this studio's max_steps={self.cfg.max_steps} "
+                                     "(ask for fewer, or start it with --max-steps)")
+        names = {c["name"] for c in model.conditions}
+        if req.condition or req.guidance is not None:
+            if not names:
+                raise HTTPException(422, f"model {model.id} is unconditional: drop 'condition' and 'guidance' "
+                                         "(or load a model trained with train.condition)")
+            unknown = sorted(set(req.condition) - names)
+            if unknown:
+                raise HTTPException(422, f"condition names {unknown} are not among the model's {sorted(names)}")
+            raise HTTPException(501, "conditional sampling is not in this build yet (facegen issue 15): "
+                                     "the model declares conditions but the sampler takes none; omit 'condition'")
+        return sampler, steps
+
+    def limit(self, n: int, what: str) -> None:
+        """413 when a request asks for more than max_images images."""
+        if n > self.cfg.max_images:
+            raise HTTPException(413, f"{what}={n} exceeds this studio's max_images={self.cfg.max_images} per request "
+                                     "(ask in several requests, or start it with --max-images)")
+
+    def echo(self, model: LoadedModel, sampler: str, steps: int | None) -> dict[str, Any]:
+        """The settings that reproduce an answer's images."""
+        return {"model": model.id, "run_id": model.run_id, "epoch": model.epoch, "sampler": sampler, "steps": steps,
+                "batch_size": self.sample.batch_size, "timestep_spacing": self.sample.timestep_spacing,
+                "size": model.size}
+
+    def get_detector(self) -> Any:
+        """The face detector of params.yaml ``faces`` (or --detector), built on first use."""
+        from facegen.common.config import from_dict
+        from facegen.faces.detect import FaceDetector, FacesConfig, WeightsMissingError
+
+        if self.detector is None:
+            section = self.params.get("faces")
+            faces = from_dict(FacesConfig, section, "faces") if section is not None else FacesConfig()
+            if self.cfg.detector:
+                faces = FacesConfig(model=self.cfg.detector, det_size=faces.det_size, min_score=faces.min_score)
+            try:
+                self.detector = FaceDetector(faces)
+            except WeightsMissingError as exc:
+                raise ValueError(f"no face detector: {exc} (facegen studio --detector PATH.onnx)") from exc
+        return self.detector
+
+    def align_config(self) -> Any:
+        """params.yaml ``align``: how uploads are aligned, as the align stage does."""
+        from facegen.align.geometry import AlignConfig
+        from facegen.common.config import from_dict
+
+        section = self.params.get("align")
+        return from_dict(AlignConfig, section, "align") if section is not None else AlignConfig()
+
 def _sample_config(params: dict[str, Any]) -> SampleConfig:
     from facegen.common.config import from_dict
 
@@ -149,93 +229,20 @@ def _image_from_b64(data: str, what: str, cfg: StudioConfig) -> np.ndarray:
         raise HTTPException(413 if exc.status == "too_large" else 422, f"{what}: {exc.reason}") from exc
 
 
-def create_app(cfg: StudioConfig) -> FastAPI:
-    """Build the app over ``cfg.model`` (loaded now: a missing model is an error before serving)."""
-    import torch
+async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+    """A request that fails validation: 400 for malformed JSON, else 422 naming each bad field."""
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        msg = next(e for e in errors if e.get("type") == "json_invalid")
+        return JSONResponse({"detail": f"malformed JSON body: {msg.get('ctx', {}).get('error', msg['msg'])}"}, 400)
+    parts = [f"{'.'.join(str(x) for x in e['loc'] if x != 'body') or 'body'}: {e['msg']}" for e in errors]
+    return JSONResponse({"detail": "; ".join(parts), "errors": jsonable(errors)}, 422)
 
-    from facegen.common.config import load_params
 
-    root = Path(cfg.root)
-    params_path = root / "params.yaml"
-    params = load_params(params_path) if params_path.is_file() else {}
-    experiment = cfg.experiment or str((params.get("train") or {}).get("experiment", "facegen"))
-    catalog = Catalog(cfg.model if cfg.model.is_absolute() else root / cfg.model, cfg.tracking_uri, experiment)
-    sample = _sample_config(params)
-    device = resolve_device(cfg.device or sample.device)
-    state = State(cfg=cfg, sample=sample, device=device, catalog=catalog, model=catalog.load("best", device),
-                  runner=JobRunner(cfg.queue_size),
-                  store=JudgementStore(cfg.judgements if cfg.judgements.is_absolute() else root / cfg.judgements),
-                  params=params)
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        state.runner.close()
-
-    # no /docs or /redoc: FastAPI's pages load their scripts from a CDN; /openapi.json stays
-    app = FastAPI(title="facegen studio", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Generate, explore, edit and judge faces of a trained facegen model (docs/studio.md).")
-    app.state.studio = state
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        if any(e.get("type") == "json_invalid" for e in errors):
-            msg = next(e for e in errors if e.get("type") == "json_invalid")
-            return JSONResponse({"detail": f"malformed JSON body: {msg.get('ctx', {}).get('error', msg['msg'])}"}, 400)
-        parts = [f"{'.'.join(str(x) for x in e['loc'] if x != 'body') or 'body'}: {e['msg']}" for e in errors]
-        return JSONResponse({"detail": "; ".join(parts), "errors": jsonable(errors)}, 422)
-
-    async def run_job(request: Request, fn: Callable[[Job], Any], name: str) -> Any:
-        try:
-            job = state.runner.submit(fn, name)
-        except QueueFull as exc:
-            raise HTTPException(429, _clear(exc)) from exc
-        waiter = asyncio.wrap_future(job.future)
-        while True:
-            done, _ = await asyncio.wait({waiter}, timeout=0.2)
-            if done:
-                break
-            if await request.is_disconnected():
-                job.cancel()
-                raise HTTPException(499, f"{name} cancelled: the client disconnected")
-        try:
-            return waiter.result()
-        except Cancelled as exc:
-            raise HTTPException(499, _clear(exc)) from exc
-        except UnknownCheckpoint as exc:
-            raise HTTPException(404, _clear(exc)) from exc
-        except ValueError as exc:  # a setting the model or sampler refuses (steps past the schedule, ...)
-            raise HTTPException(422, _clear(exc)) from exc
-
-    def settings(req: SampleSettings, model: LoadedModel) -> tuple[str, int | None]:
-        sampler = req.sampler or state.sample.sampler
-        steps = req.steps if req.steps is not None else state.sample.steps
-        if steps is None:
-            steps = int(model.scheduler_config.get("num_train_timesteps", 1000))
-        if steps > cfg.max_steps:
-            raise HTTPException(422, f"steps={steps} exceeds this studio's max_steps={cfg.max_steps} "
-                                     "(ask for fewer, or start it with --max-steps)")
-        names = {c["name"] for c in model.conditions}
-        if req.condition or req.guidance is not None:
-            if not names:
-                raise HTTPException(422, f"model {model.id} is unconditional: drop 'condition' and 'guidance' "
-                                         "(or load a model trained with train.condition)")
-            unknown = sorted(set(req.condition) - names)
-            if unknown:
-                raise HTTPException(422, f"condition names {unknown} are not among the model's {sorted(names)}")
-            raise HTTPException(501, "conditional sampling is not in this build yet (facegen issue 15): "
-                                     "the model declares conditions but the sampler takes none; omit 'condition'")
-        return sampler, steps
-
-    def limit(n: int, what: str) -> None:
-        if n > cfg.max_images:
-            raise HTTPException(413, f"{what}={n} exceeds this studio's max_images={cfg.max_images} per request "
-                                     "(ask in several requests, or start it with --max-images)")
-
-    def echo(model: LoadedModel, sampler: str, steps: int | None) -> dict[str, Any]:
-        return {"model": model.id, "run_id": model.run_id, "epoch": model.epoch, "sampler": sampler, "steps": steps,
-                "batch_size": state.sample.batch_size, "timestep_spacing": state.sample.timestep_spacing,
-                "size": model.size}
+def _model_routes(app: FastAPI, state: State) -> None:
+    """The page, the model, generate, interpolate and variations."""
+    cfg = state.cfg
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -256,33 +263,33 @@ def create_app(cfg: StudioConfig) -> FastAPI:
         def work(job: Job) -> dict[str, Any]:
             state.model = state.catalog.load(req.id, state.device)
             return state.model.describe()
-        return await run_job(request, work, f"load {req.id}")
+        return await state.run_job(request, work, f"load {req.id}")
 
     @app.post("/api/generate")
     async def generate(req: GenerateRequest, request: Request) -> dict[str, Any]:
         """``n`` images from seeds ``seed .. seed+n-1``: the sample stage's images of those seeds."""
-        limit(req.n, "n")
+        state.limit(req.n, "n")
         model = state.model
-        sampler, steps = settings(req, model)
+        sampler, steps = state.settings(req, model)
         seeds = [req.seed + i for i in range(req.n)]
 
         def work(job: Job) -> list[np.ndarray]:
             from facegen.diffusion.sampling import iter_batches
 
-            out = []
+            out: list[np.ndarray] = []
             for _, images in iter_batches(model.unet, model.scheduler_config, sampler, steps, seeds,
                                           state.sample.batch_size, state.device, state.sample.timestep_spacing,
                                           progress=False):
                 out.extend(images)
                 job.check()
             return out
-        images = await run_job(request, work, "generate")
-        return {"images": [editing.png_b64(im) for im in images], "seeds": seeds, **echo(model, sampler, steps)}
+        images = await state.run_job(request, work, "generate")
+        return {"images": [editing.png_b64(im) for im in images], "seeds": seeds, **state.echo(model, sampler, steps)}
 
     async def from_noise(request: Request, make_noise: Callable[[LoadedModel], Any], seeds: list[int],
                          req: SampleSettings, name: str) -> dict[str, Any]:
         model = state.model
-        sampler, steps = settings(req, model)
+        sampler, steps = state.settings(req, model)
 
         def work(job: Job) -> np.ndarray:
             from facegen.diffusion.sampling import generate_from_noise
@@ -291,13 +298,13 @@ def create_app(cfg: StudioConfig) -> FastAPI:
             job.check()
             return generate_from_noise(model.unet, model.scheduler_config, sampler, steps, noise, seeds,
                                        state.sample.timestep_spacing)
-        images = await run_job(request, work, name)
-        return {"images": [editing.png_b64(im) for im in images], **echo(model, sampler, steps)}
+        images = await state.run_job(request, work, name)
+        return {"images": [editing.png_b64(im) for im in images], **state.echo(model, sampler, steps)}
 
     @app.post("/api/interpolate")
     async def interpolate(req: InterpolateRequest, request: Request) -> dict[str, Any]:
         """Frames of the slerp from seed_a's initial noise to seed_b's (both ends included)."""
-        limit(req.frames, "frames")
+        state.limit(req.frames, "frames")
         out = await from_noise(request, lambda m: editing.interpolation_noise(m.unet, req.seed_a, req.seed_b,
                                                                              req.frames, state.device),
                                [req.seed_a] * req.frames, req, "interpolate")
@@ -306,13 +313,18 @@ def create_app(cfg: StudioConfig) -> FastAPI:
     @app.post("/api/variations")
     async def variations(req: VariationsRequest, request: Request) -> dict[str, Any]:
         """Faces near seed's: its noise moved ``amount`` towards seeds seed+1..seed+n."""
-        limit(req.n, "n")
+        state.limit(req.n, "n")
         return await from_noise(request, lambda m: editing.variation_noise(m.unet, req.seed, req.n, req.amount,
                                                                           state.device),
                                 [req.seed] * req.n, req, "variations")
 
+
+def _edit_routes(app: FastAPI, state: State) -> None:
+    """Upload (detect and align) and edit (SDEdit, repaint)."""
+    cfg = state.cfg
+
     @app.post("/api/upload")
-    async def upload(request: Request, file: UploadFile = File(...)) -> dict[str, Any]:
+    async def upload(request: Request, file: Annotated[UploadFile, File()]) -> dict[str, Any]:
         """A photo -> its largest face, detected and aligned as the pipeline does, at the model's size."""
         data = await file.read(cfg.max_upload_bytes + 1)
         if len(data) > cfg.max_upload_bytes:
@@ -324,39 +336,17 @@ def create_app(cfg: StudioConfig) -> FastAPI:
         model = state.model
 
         def work(job: Job) -> tuple[np.ndarray, dict[str, Any]]:
-            return editing.prepare_upload(data, detector(), align_config(), cfg.max_upload_pixels, cfg.max_upload_bytes)
-        try:
-            face, det = await run_job(request, work, "upload")
-        except HTTPException as exc:
-            raise exc
+            return editing.prepare_upload(data, state.get_detector(), state.align_config(), cfg.max_upload_pixels,
+                                          cfg.max_upload_bytes)
+        face, det = await state.run_job(request, work, "upload")
         return {"image": editing.png_b64(editing.resize_face(face, model.size)), "detection": det,
                 "aligned_size": int(face.shape[0]), "size": model.size}
-
-    def detector() -> Any:
-        from facegen.common.config import from_dict
-        from facegen.faces.detect import FaceDetector, FacesConfig, WeightsMissingError
-
-        if state.detector is None:
-            faces = from_dict(FacesConfig, state.params.get("faces"), "faces") if "faces" in state.params else FacesConfig()
-            if cfg.detector:
-                faces = FacesConfig(model=cfg.detector, det_size=faces.det_size, min_score=faces.min_score)
-            try:
-                state.detector = FaceDetector(faces)
-            except WeightsMissingError as exc:
-                raise ValueError(f"no face detector: {exc} (facegen studio --detector PATH.onnx)") from exc
-        return state.detector
-
-    def align_config() -> Any:
-        from facegen.align.geometry import AlignConfig
-        from facegen.common.config import from_dict
-
-        return from_dict(AlignConfig, state.params.get("align"), "align") if "align" in state.params else AlignConfig()
 
     @app.post("/api/edit")
     async def edit(req: EditRequest, request: Request) -> dict[str, Any]:
         """SDEdit (re-generate from a noise level) or RePaint (re-draw the masked region) of a face."""
         model = state.model
-        sampler, steps = settings(req, model)
+        sampler, steps = state.settings(req, model)
         face = editing.resize_face(_image_from_b64(req.image, "image", cfg), model.size)
         mask = None
         if req.mode == "repaint":
@@ -376,9 +366,14 @@ def create_app(cfg: StudioConfig) -> FastAPI:
                                       job.check)[0]
             return editing.repaint(model.unet, model.scheduler_config, sampler, steps, x0, torch.from_numpy(mask),
                                    req.seed, req.resample, job.check)[0]
-        image = await run_job(request, work, req.mode)
+        image = await state.run_job(request, work, req.mode)
         return {"image": editing.png_b64(image), "mode": req.mode, "strength": req.strength, "seed": req.seed,
-                **echo(model, sampler, steps)}
+                **state.echo(model, sampler, steps)}
+
+
+def _run_routes(app: FastAPI, state: State) -> None:
+    """MLflow runs, their grids, and the job queue."""
+    cfg = state.cfg
 
     @app.get("/api/runs")
     async def runs() -> dict[str, Any]:
@@ -394,6 +389,19 @@ def create_app(cfg: StudioConfig) -> FastAPI:
         except UnknownCheckpoint as exc:
             raise HTTPException(404, _clear(exc)) from exc
         return Response(png, media_type="image/png")
+
+    @app.get("/api/status")
+    async def status() -> dict[str, Any]:
+        """The model job queue."""
+        r = state.runner
+        return {"running": r.running.name if r.running else None, "waiting": r.waiting, "completed": r.completed,
+                "cancelled": r.cancelled, "queue_size": r.queue_size}
+
+
+def _judge_routes(app: FastAPI, state: State) -> None:
+    """Real-vs-fake judging."""
+    cfg = state.cfg
+    root = Path(cfg.root)
 
     @app.get("/api/judge/next")
     async def judge_next(request: Request) -> dict[str, Any]:
@@ -415,14 +423,14 @@ def create_app(cfg: StudioConfig) -> FastAPI:
             image, item, truth = editing.resize_face(read_image(path), model.size), f"face:{path.stem}", "real"
         else:
             seed = JUDGE_SEED_BASE + state.rng.randrange(1_000_000)
-            sampler, steps = settings(SampleSettings(), model)
+            sampler, steps = state.settings(SampleSettings.model_validate({}), model)
 
             def work(job: Job) -> np.ndarray:
                 from facegen.diffusion.sampling import generate as gen
 
                 return gen(model.unet, model.scheduler_config, sampler, steps, [seed], 1, state.device,
                            state.sample.timestep_spacing, progress=False)[0]
-            image, item, truth = await run_job(request, work, "judge sample"), f"sample:{seed}", "fake"
+            image, item, truth = await state.run_job(request, work, "judge sample"), f"sample:{seed}", "fake"
         token = f"{state.rng.getrandbits(64):016x}"
         with state.lock:
             state.pending[token] = {"item": item, "truth": truth, "model_id": model.id, "run_id": model.run_id,
@@ -459,18 +467,42 @@ def create_app(cfg: StudioConfig) -> FastAPI:
         m = state.model
         return {"model": state.store.summary_of(m.id, m.run_id, m.epoch), "all": state.store.summary()}
 
-    @app.get("/api/status")
-    async def status() -> dict[str, Any]:
-        """The model job queue."""
-        r = state.runner
-        return {"running": r.running.name if r.running else None, "waiting": r.waiting, "completed": r.completed,
-                "cancelled": r.cancelled, "queue_size": r.queue_size}
+
+def create_app(cfg: StudioConfig) -> FastAPI:
+    """Build the app over ``cfg.model`` (loaded now: a missing model is an error before serving)."""
+    import torch
+
+    from facegen.common.config import load_params
+
+    root = Path(cfg.root)
+    params_path = root / "params.yaml"
+    params = load_params(params_path) if params_path.is_file() else {}
+    experiment = cfg.experiment or str((params.get("train") or {}).get("experiment", "facegen"))
+    catalog = Catalog(cfg.model if cfg.model.is_absolute() else root / cfg.model, cfg.tracking_uri, experiment)
+    sample = _sample_config(params)
+    device = resolve_device(cfg.device or sample.device)
+    state = State(cfg=cfg, sample=sample, device=device, catalog=catalog, model=catalog.load("best", device),
+                  runner=JobRunner(cfg.queue_size),
+                  store=JudgementStore(cfg.judgements if cfg.judgements.is_absolute() else root / cfg.judgements),
+                  params=params)
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        state.runner.close()
+
+    # no /docs or /redoc: FastAPI's pages load their scripts from a CDN; /openapi.json stays
+    app = FastAPI(title="facegen studio", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Generate, explore, edit and judge faces of a trained facegen model (docs/studio.md).")
+    app.state.studio = state
+    app.add_exception_handler(RequestValidationError, _invalid)
+    for add in (_model_routes, _edit_routes, _run_routes, _judge_routes):
+        add(app, state)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _ = torch  # torch is needed by every route that runs the model; importing it here fails early
     return app
 
 
-def jsonable(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def jsonable(errors: Sequence[Any]) -> list[dict[str, Any]]:
     """Validation errors without the non-JSON ``ctx`` objects pydantic may attach."""
     return [{k: (str(v) if k in ("ctx", "input") else v) for k, v in e.items() if k != "url"} for e in errors]

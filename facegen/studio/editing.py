@@ -56,10 +56,10 @@ def resize_face(image: np.ndarray, size: int) -> np.ndarray:
 
     if image.shape[0] == size and image.shape[1] == size:
         return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC))
 
 
-def to_tensor(images: np.ndarray, device: str = "cpu") -> "torch.Tensor":
+def to_tensor(images: np.ndarray, device: str = "cpu") -> torch.Tensor:
     """(B, H, W, 3) uint8 -> (B, 3, H, W) float32 in [-1, 1]."""
     import torch
 
@@ -67,7 +67,7 @@ def to_tensor(images: np.ndarray, device: str = "cpu") -> "torch.Tensor":
     return (x / 127.5 - 1.0).to(device)
 
 
-def prepare_upload(data: bytes, detector: "FaceDetector", align: "AlignConfig", max_pixels: int,
+def prepare_upload(data: bytes, detector: FaceDetector, align: AlignConfig, max_pixels: int,
                    max_bytes: int) -> tuple[np.ndarray, dict[str, Any]]:
     """Decode, detect and align the largest face of an uploaded photo, as the pipeline does.
 
@@ -87,7 +87,7 @@ def prepare_upload(data: bytes, detector: "FaceDetector", align: "AlignConfig", 
     return aligned.image, det.to_record()
 
 
-def slerp(a: "torch.Tensor", b: "torch.Tensor", t: float) -> "torch.Tensor":
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     """Spherical interpolation between two noise tensors of one shape, per sample; t in [0, 1]."""
     import torch
 
@@ -102,8 +102,8 @@ def slerp(a: "torch.Tensor", b: "torch.Tensor", t: float) -> "torch.Tensor":
     return out.reshape(a.shape).to(a.dtype)
 
 
-def interpolation_noise(unet: "UNet2DModel", seed_a: int, seed_b: int, frames: int,
-                        device: str = "cpu") -> "torch.Tensor":
+def interpolation_noise(unet: UNet2DModel, seed_a: int, seed_b: int, frames: int,
+                        device: str = "cpu") -> torch.Tensor:
     """(frames, C, H, W): the slerp from seed_a's initial noise (frame 0) to seed_b's (last)."""
     import torch
 
@@ -112,8 +112,8 @@ def interpolation_noise(unet: "UNet2DModel", seed_a: int, seed_b: int, frames: i
     return torch.cat([slerp(a, b, float(t)) for t in ts])
 
 
-def variation_noise(unet: "UNet2DModel", seed: int, count: int, amount: float,
-                    device: str = "cpu") -> "torch.Tensor":
+def variation_noise(unet: UNet2DModel, seed: int, count: int, amount: float,
+                    device: str = "cpu") -> torch.Tensor:
     """(count, C, H, W): seed's noise moved ``amount`` (0..1) of the way towards seed+1+k's noise."""
     import torch
 
@@ -122,15 +122,15 @@ def variation_noise(unet: "UNet2DModel", seed: int, count: int, amount: float,
     return torch.cat([slerp(base, others[k:k + 1], amount) for k in range(count)])
 
 
-def _model_step_kwargs(scheduler: Any, gen: "torch.Generator") -> dict[str, Any]:
+def _model_step_kwargs(scheduler: Any, gen: torch.Generator) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"generator": gen}
     if type(scheduler).__name__ == "DDIMScheduler":
         kwargs["use_clipped_model_output"] = True
     return kwargs
 
 
-def sdedit(unet: "UNet2DModel", scheduler_config: dict[str, Any], sampler: str, steps: int,
-           x0: "torch.Tensor", strength: float, seed: int, check: Check = lambda: None) -> np.ndarray:
+def sdedit(unet: UNet2DModel, scheduler_config: dict[str, Any], sampler: str, steps: int,
+           x0: torch.Tensor, strength: float, seed: int, check: Check = lambda: None) -> np.ndarray:
     """Re-generate faces x0 (B, 3, H, W) in [-1, 1] from noise level ``strength`` in (0, 1].
 
     The sampler's last ``round(strength * steps)`` steps are run from x0 noised to the first
@@ -142,7 +142,7 @@ def sdedit(unet: "UNet2DModel", scheduler_config: dict[str, Any], sampler: str, 
     if not 0.0 < strength <= 1.0:
         raise ValueError(f"strength={strength} must be in (0, 1]")
     scheduler = make_scheduler(scheduler_config, sampler, steps)
-    n_run = max(1, int(round(strength * len(scheduler.timesteps))))
+    n_run = max(1, round(strength * len(scheduler.timesteps)))
     start = len(scheduler.timesteps) - n_run
     timesteps = scheduler.timesteps[start:]
     if hasattr(scheduler, "set_begin_index"):
@@ -160,8 +160,8 @@ def sdedit(unet: "UNet2DModel", scheduler_config: dict[str, Any], sampler: str, 
     return to_uint8(x.clamp(-1.0, 1.0))
 
 
-def repaint(unet: "UNet2DModel", scheduler_config: dict[str, Any], sampler: str, steps: int,
-            x0: "torch.Tensor", mask: "torch.Tensor", seed: int, resample: int = 2,
+def repaint(unet: UNet2DModel, scheduler_config: dict[str, Any], sampler: str, steps: int,
+            x0: torch.Tensor, mask: torch.Tensor, seed: int, resample: int = 2,
             check: Check = lambda: None) -> np.ndarray:
     """Repaint the masked region of x0 (B, 3, H, W); ``mask`` (B, 1, H, W) is 1 where to repaint.
 

@@ -30,7 +30,7 @@ class QueueFull(Exception):
 class Job:
     """A unit of model work: ``fn(job)`` runs on the worker thread; ``future`` gets its result."""
 
-    fn: Callable[["Job"], Any]
+    fn: Callable[[Job], Any]
     name: str = "job"
     cancel_event: threading.Event = field(default_factory=threading.Event)
     future: Future = field(default_factory=Future)
@@ -92,7 +92,7 @@ class JobRunner:
             except Cancelled as exc:
                 self.cancelled += 1
                 job.future.set_exception(exc)
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiting route, which reports it
+            except BaseException as exc:
                 job.future.set_exception(exc)
             else:
                 self.completed += 1

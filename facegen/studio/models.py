@@ -35,7 +35,7 @@ class LoadedModel:
 
     id: str
     path: Path
-    unet: "UNet2DModel"
+    unet: UNet2DModel
     scheduler_config: dict[str, Any]
     train_config: dict[str, Any] = field(default_factory=dict)
     run_id: str | None = None
