@@ -362,10 +362,10 @@ def _edit_routes(app: FastAPI, state: State) -> None:
 
             x0 = editing.to_tensor(face[None], state.device)
             if mask is None:
-                return editing.sdedit(model.unet, model.scheduler_config, sampler, steps, x0, req.strength, req.seed,
-                                      job.check)[0]
-            return editing.repaint(model.unet, model.scheduler_config, sampler, steps, x0, torch.from_numpy(mask),
-                                   req.seed, req.resample, job.check)[0]
+                return editing.sdedit(model.unet, model.scheduler_config, sampler, steps, x0, strength=req.strength,
+                                      seed=req.seed, check=job.check)[0]
+            return editing.repaint(model.unet, model.scheduler_config, sampler, steps, x0, mask=torch.from_numpy(mask),
+                                   seed=req.seed, resample=req.resample, check=job.check)[0]
         image = await state.run_job(request, work, req.mode)
         return {"image": editing.png_b64(image), "mode": req.mode, "strength": req.strength, "seed": req.seed,
                 **state.echo(model, sampler, steps)}
@@ -447,7 +447,8 @@ def _judge_routes(app: FastAPI, state: State) -> None:
         if item is None:
             raise HTTPException(404, f"judge token {req.token!r} is unknown or already answered; "
                                      "GET /api/judge/next for a new face")
-        state.store.add(item["model_id"], item["run_id"], item["epoch"], item["item"], item["truth"], req.answer)
+        state.store.add(item["model_id"], item["run_id"], item["epoch"], item=item["item"], truth=item["truth"],
+                        answer=req.answer)
         summary = state.store.summary_of(item["model_id"], item["run_id"], item["epoch"])
         logged = False
         if item["run_id"] and cfg.tracking_uri:
@@ -470,8 +471,6 @@ def _judge_routes(app: FastAPI, state: State) -> None:
 
 def create_app(cfg: StudioConfig) -> FastAPI:
     """Build the app over ``cfg.model`` (loaded now: a missing model is an error before serving)."""
-    import torch
-
     from facegen.common.config import load_params
 
     root = Path(cfg.root)
@@ -485,6 +484,7 @@ def create_app(cfg: StudioConfig) -> FastAPI:
                   runner=JobRunner(cfg.queue_size),
                   store=JudgementStore(cfg.judgements if cfg.judgements.is_absolute() else root / cfg.judgements),
                   params=params)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
@@ -499,7 +499,6 @@ def create_app(cfg: StudioConfig) -> FastAPI:
         add(app, state)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    _ = torch  # torch is needed by every route that runs the model; importing it here fails early
     return app
 
 

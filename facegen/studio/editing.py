@@ -130,7 +130,7 @@ def _model_step_kwargs(scheduler: Any, gen: torch.Generator) -> dict[str, Any]:
 
 
 def sdedit(unet: UNet2DModel, scheduler_config: dict[str, Any], sampler: str, steps: int,
-           x0: torch.Tensor, strength: float, seed: int, check: Check = lambda: None) -> np.ndarray:
+           x0: torch.Tensor, *, strength: float, seed: int, check: Check = lambda: None) -> np.ndarray:
     """Re-generate faces x0 (B, 3, H, W) in [-1, 1] from noise level ``strength`` in (0, 1].
 
     The sampler's last ``round(strength * steps)`` steps are run from x0 noised to the first
@@ -161,7 +161,7 @@ def sdedit(unet: UNet2DModel, scheduler_config: dict[str, Any], sampler: str, st
 
 
 def repaint(unet: UNet2DModel, scheduler_config: dict[str, Any], sampler: str, steps: int,
-            x0: torch.Tensor, mask: torch.Tensor, seed: int, resample: int = 2,
+            x0: torch.Tensor, *, mask: torch.Tensor, seed: int, resample: int = 2,
             check: Check = lambda: None) -> np.ndarray:
     """Repaint the masked region of x0 (B, 3, H, W); ``mask`` (B, 1, H, W) is 1 where to repaint.
 

@@ -69,7 +69,7 @@ class JudgementStore:
         with atomic_path(self.path) as tmp:
             pq.write_table(table, tmp)
 
-    def add(self, model_id: str, run_id: str | None, epoch: int | None, item: str, truth: str,
+    def add(self, model_id: str, run_id: str | None, epoch: int | None, *, item: str, truth: str,
             answer: str) -> dict[str, Any]:
         """Record one judgement (truth/answer are ``real`` or ``fake``) and persist the table."""
         for name, value in (("truth", truth), ("answer", answer)):

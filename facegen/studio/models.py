@@ -86,7 +86,7 @@ def load_dir(model_id: str, path: str | Path, device: str = "cpu") -> LoadedMode
                        best.get("run_id"), best.get("epoch"))
 
 
-def load_epoch(model_id: str, best_dir: Path, epoch_dir: Path, run_id: str, epoch: int,
+def load_epoch(model_id: str, best_dir: Path, epoch_dir: Path, *, run_id: str, epoch: int,
                device: str = "cpu") -> LoadedModel:
     """The EMA weights of one epoch checkpoint, in the architecture and schedule of the run's best folder."""
     import torch
@@ -155,7 +155,7 @@ class Catalog:
         if not (epoch_dir / "ema.pt").is_file():
             raise UnknownCheckpoint(f"run {parts[1]} has no saved checkpoint of epoch {epoch}; "
                                     f"saved epochs: {self._epochs_on_disk(best_dir)}")
-        return load_epoch(model_id, best_dir, epoch_dir, parts[1], epoch, device)
+        return load_epoch(model_id, best_dir, epoch_dir, run_id=parts[1], epoch=epoch, device=device)
 
     def runs(self) -> list[dict[str, Any]]:
         """The experiment's runs, newest first: metrics per epoch, best epoch, grids, loadable checkpoints."""

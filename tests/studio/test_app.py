@@ -161,7 +161,8 @@ def test_upload_detects_and_aligns_like_the_pipeline(repo, faces_dir, scrfd_mode
 
 def test_conditional_model_shows_its_conditions_and_refuses_them_clearly(tmp_path, repo, tiny_unet):
     save_model_dir(repo / "cond", tiny_unet, make_noise_scheduler(), {"model": "tiny", "condition": ["brightness"]})
-    (repo / "cond" / "condition_stats.json").write_text(json.dumps({"brightness": {"min": 40, "max": 200, "mean": 120}}))
+    stats = {"brightness": {"min": 40, "max": 200, "mean": 120}}
+    (repo / "cond" / "condition_stats.json").write_text(json.dumps(stats))
     with TestClient(create_app(StudioConfig(root=repo, model=repo / "cond"))) as c:
         assert c.get("/api/model").json()["conditions"] == [{"name": "brightness", "min": 40.0, "max": 200.0,
                                                              "default": 120.0}]

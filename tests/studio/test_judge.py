@@ -32,7 +32,7 @@ def test_wilson_interval_known_values():
 def test_store_is_atomic_and_refuses_a_foreign_table(tmp_path):
     path = tmp_path / "data" / "j.parquet"
     store = JudgementStore(path)
-    store.add("best", None, None, "sample:1", "fake", "real")
+    store.add("best", None, None, item="sample:1", truth="fake", answer="real")
     assert sorted(p.name for p in path.parent.iterdir()) == ["j.parquet"]  # no temp file left
     pd.DataFrame({"x": [1]}).to_parquet(path)
     with pytest.raises(ValueError, match=r"not a judgements table \(missing columns"):
@@ -101,12 +101,13 @@ def tracked(repo, tiny_unet, tmp_path):
     torch.save(EMAModel(other.parameters()).state_dict(), run_dir / "epoch_00002" / "ema.pt")
     mlflow.set_tracking_uri(uri)
     run_id = log_run(uri, "r1", {1: 3.0, 2: 2.0, 3: 2.5}, str(run_dir / "best"))
-    mlflow.MlflowClient(uri).log_image(run_id, Image.fromarray(np.zeros((8, 8, 3), np.uint8)), "samples/epoch_00002.png")
-    return uri, run_id, other
+    grid = Image.fromarray(np.zeros((8, 8, 3), np.uint8))
+    mlflow.MlflowClient(uri).log_image(run_id, grid, "samples/epoch_00002.png")
+    return uri, run_id
 
 
 def test_runs_checkpoints_and_judgements_logged_to_the_judged_run(repo, tracked):
-    uri, run_id, other = tracked
+    uri, run_id = tracked
     with TestClient(create_app(StudioConfig(root=repo, tracking_uri=uri, experiment="exp"))) as c:
         runs = c.get("/api/runs").json()["runs"]
         assert [r["run_id"] for r in runs] == [run_id]
