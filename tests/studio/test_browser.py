@@ -79,7 +79,7 @@ def test_page_generates_interpolates_and_records_a_judgement(server, browser, re
     browser.find_element(By.ID, "generate-btn").click()
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#gen-images img")) == 5)
     captions = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#gen-images figcaption")]
-    assert captions[0].startswith("seed 0 ") and captions[4].startswith("seed 4 ")
+    assert captions == ["seed 0", "seed 1", "seed 2", "seed 3", "seed 4"]
     size = browser.execute_script("return document.querySelector('#gen-images img').naturalWidth")
     assert size == 16
 

@@ -26,10 +26,10 @@ function status(id, text, error = false) {
   const el = $(id); el.textContent = text; el.classList.toggle("error", error);
 }
 
-function tile(b64, caption) {
+function tile(b64, caption, title = caption) {
   const fig = document.createElement("figure");
   const img = document.createElement("img");
-  img.src = "data:image/png;base64," + b64; img.title = caption;
+  img.src = "data:image/png;base64," + b64; img.title = title;
   const cap = document.createElement("figcaption"); cap.textContent = caption;
   fig.append(img, cap); return fig;
 }
@@ -74,7 +74,7 @@ $("generate-form").addEventListener("submit", async (ev) => {
   const t0 = performance.now();
   try {
     const r = await api("/api/generate", body);
-    $("gen-images").replaceChildren(...r.images.map((b, i) => tile(b, `seed ${r.seeds[i]} · ${r.sampler} ${r.steps}`)));
+    $("gen-images").replaceChildren(...r.images.map((b, i) => tile(b, `seed ${r.seeds[i]}`, `seed ${r.seeds[i]} · ${r.sampler} ${r.steps} steps · batch ${r.batch_size}`)));
     status("gen-status", `${r.images.length} images in ${((performance.now() - t0) / 1000).toFixed(2)} s · model ${r.model}`
       + ` · batch ${r.batch_size}: facegen sample with sample.seed=${body.seed} draws the same images`);
   } catch (e) { status("gen-status", e.message, true); }
