@@ -3,9 +3,9 @@
 Untimed preparation: every photo is decoded and run through the SCRFD detector
 (../shared/models/scrfd_500m_bnkps.onnx, det_size 640) to build what the download stage
 leaves behind: data/raw/<sha256>.<ext> and data/downloads.parquet with the detections.
-SCRFD misses faces that fill the whole frame (most of portraits/ are tight crops), so a
-photo without a detection is detected again on a canvas padded to 3x its size, and the
-boxes shifted back. Detections are cached under cache/bench_align/.
+The detector is params.yaml's ``faces`` (with its padded second pass, which finds the faces
+that fill the frame: most of portraits/ are tight crops). Detections are cached under
+cache/bench_align/, per detector setting.
 
 Sets: wild/ (77 photos of 0.1-5 MP), portraits/ (1724 small crops), and wild/ x4 (each photo
 stored 4 times, so process start-up is a small part of the run).
@@ -44,21 +44,16 @@ WHO = (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
 
 
 def _detect(det: FaceDetector, rgb: np.ndarray) -> list[dict]:
-    """Detections as records; on a padded canvas (coordinates shifted back) when none at first."""
-    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-    found = det.detect(bgr)
-    if found:
-        return [d.to_record() for d in found]
-    h, w = rgb.shape[:2]
-    canvas = np.full((3 * h, 3 * w, 3), 127, np.uint8)
-    canvas[h : 2 * h, w : 2 * w] = bgr
-    records = []
-    for d in det.detect(canvas):
-        rec = d.to_record()
-        rec["bbox"] = [v - (w if i % 2 == 0 else h) for i, v in enumerate(rec["bbox"])]
-        rec["kps"] = [[x - w, y - h] for x, y in rec["kps"]]
-        records.append(rec)
-    return records
+    """Detections as records, as the download stage stores them."""
+    return [d.to_record() for d in det.detect(np.ascontiguousarray(rgb[:, :, ::-1]))]
+
+
+def _faces() -> FacesConfig:
+    from dataclasses import replace
+
+    from facegen.common.config import load_section
+
+    return replace(load_section(FacesConfig, "faces", REPO / "params.yaml"), model=str(SHARED / "models" / "scrfd_500m_bnkps.onnx"))
 
 
 def prepare(folder: str, root: Path, cache: Path, copies: int = 1) -> pd.DataFrame:
@@ -69,7 +64,8 @@ def prepare(folder: str, root: Path, cache: Path, copies: int = 1) -> pd.DataFra
     workers enough images that process start-up does not dominate; the extra copies then
     end as near-duplicates.
     """
-    cache_file = cache / f"{folder}.json"
+    faces = _faces()
+    cache_file = cache / f"{folder}_pad{faces.pad}{'_always' if faces.pad_always else ''}.json"
     cached = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     det = None
     raw = root / "data" / "raw"
@@ -80,7 +76,7 @@ def prepare(folder: str, root: Path, cache: Path, copies: int = 1) -> pd.DataFra
         original = path.read_bytes()
         key = hashlib.sha256(original).hexdigest()
         if key not in cached:
-            det = det or FaceDetector(FacesConfig(model=str(SHARED / "models" / "scrfd_500m_bnkps.onnx")))
+            det = det or FaceDetector(faces)
             cached[key] = _detect(det, read_image(path))
         data = original + b"\0" * copy
         sha = hashlib.sha256(data).hexdigest()

@@ -8,6 +8,10 @@
 3. ``refilter``: a re-run on the warm cache (new thresholds, no network, no detector).
 4. ``face_filter``: decode + detect + sharpness per image on ../shared/faces/wild at two
    detector input sizes.
+5. ``padding`` (issue 13): end to end, ``detect_workers: 2``, the detector without the padded
+   second pass (``faces.pad: 0``, before) and with it (params.yaml ``faces``, after), runs
+   alternating before/after back to back; ``--padding-only`` runs just this section and writes
+   benchmarks/results/download_padding.json.
 
 Writes benchmarks/results/download.json. Run: ``.venv/bin/python benchmarks/download.py``.
 """
@@ -103,6 +107,25 @@ def face_filter(wild: Path, faces: FacesConfig, cfg: DownloadConfig) -> dict:
     }  # fmt: skip
 
 
+def padding(routes: dict[str, Route], latency: float, cfg: DownloadConfig, faces: FacesConfig, repeats: int) -> dict:
+    """End-to-end links/s without (before) and with (after) the padded pass, alternating runs."""
+    runs: dict[str, list[dict]] = {"before": [], "after": []}
+    for _ in range(repeats):
+        for name, f in (("before", replace(faces, pad=0.0)), ("after", faces)):
+            timed = Timed(FaceDetector(f))
+            r = pipeline(routes, latency, cfg, f, timed)
+            r["detect_ms_per_image"] = round(1000 * timed.seconds / max(1, timed.calls), 1)
+            r["padded_pass_share"] = round(timed.inner.padded / max(1, timed.inner.images), 3)  # type: ignore[attr-defined]
+            runs[name].append(r)
+            print(f"end to end, {name} (pad={f.pad}):", r)
+    out: dict = {"faces_after": {"pad": faces.pad, "pad_always": faces.pad_always}}
+    for name, rs in runs.items():
+        mid = sorted(rs, key=lambda r: r["links_per_s"])[len(rs) // 2]
+        out[name] = {**mid, "links_per_s_runs": [r["links_per_s"] for r in rs]}
+    out["after_over_before"] = round(out["after"]["links_per_s"] / out["before"]["links_per_s"], 3)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", default=os.environ.get("FACEGEN_SHARED", str(REPO.parent / "shared")))
@@ -111,10 +134,16 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.05, help="server delay per request, s")
     ap.add_argument("--workers", type=int, default=16, help="requests in flight")
     ap.add_argument("--repeats", type=int, default=3, help="end-to-end runs per setting (median reported)")
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "download.json"))
+    ap.add_argument("--out", default=None, help="default benchmarks/results/download.json (download_padding.json with --padding-only)")
+    ap.add_argument("--padding-only", action="store_true", help="only the before/after padded-pass comparison")
     args = ap.parse_args()
     shared = Path(args.shared)
-    faces = FacesConfig(model=str(shared / "models" / "scrfd_500m_bnkps.onnx"), det_size=640, min_score=0.5)
+    results_dir = REPO / "benchmarks" / "results"
+    args.out = args.out or str(results_dir / ("download_padding.json" if args.padding_only else "download.json"))
+    from facegen.common.config import load_section
+
+    params_faces = load_section(FacesConfig, "faces", REPO / "params.yaml")
+    faces = replace(params_faces, model=str(shared / "models" / "scrfd_500m_bnkps.onnx"), det_size=640, min_score=0.5)
     # network: small real JPEGs (portraits, ~150 px) so decode stays negligible
     portraits = sorted((shared / "faces" / "portraits").glob("*.jpg"))[: args.links]
     small = {f"/{i:05d}.jpg": Route(p.read_bytes()) for i, p in enumerate(portraits)}
@@ -133,6 +162,14 @@ def main() -> None:
         },
         "loadavg_before": os.getloadavg(),
     }  # fmt: skip
+    if args.padding_only:
+        results["padding"] = padding(routes, args.latency, replace(cfg, detect_workers=2), faces, args.repeats)
+        results["loadavg_after"] = os.getloadavg()
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        print("padding:", json.dumps(results["padding"], indent=1))
+        print("wrote", args.out)
+        return
     results["network"] = pipeline(small, args.latency, cfg, faces, NoFace())
     results["network"]["ideal_links_per_s"] = round(args.workers / args.latency, 1)
     print("network (no detector):", results["network"])
@@ -152,6 +189,7 @@ def main() -> None:
         }
         for dw, rs in runs.items()
     }
+    results["padding"] = padding(routes, args.latency, replace(cfg, detect_workers=2), faces, args.repeats)
     results["face_filter_wild"] = [face_filter(shared / "faces" / "wild", replace(faces, det_size=s), cfg) for s in (640, 320, 640, 320)]
     for r in results["face_filter_wild"]:
         print("face filter on wild/:", r)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from facegen.common.config import load_section, to_dict
-from facegen.download.stage import DownloadConfig, run_download, summary, write_parquet
+from facegen.download.stage import DownloadConfig, metrics, run_download, summary, write_parquet
 from facegen.faces.detect import FacesConfig
 
 
@@ -40,10 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     Path(args.config_out).parent.mkdir(parents=True, exist_ok=True)
     resolved = {"download": to_dict(cfg), "faces": to_dict(faces)}
     Path(args.config_out).write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    counts = {str(k): int(v) for k, v in table["status"].value_counts().sort_index().items()}
-    metrics = {"links": len(table), "kept": counts.get("ok", 0), "status": counts}
     Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.summary).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    Path(args.summary).write_text(json.dumps(metrics(table), indent=2) + "\n", encoding="utf-8")
     print(summary(table))
 
 

@@ -8,6 +8,9 @@ run in this order and the first failure is the face's status:
     kps_outside_image, face_too_small, eyes_too_close, extreme_yaw,
     crop_outside_image, eyes_occluded, blurry     (per face, thresholds in align.*)
 
+A crop that reaches past the photo is filled (facegen.align.geometry.fill_outside) and its
+filled share recorded as ``crop_outside``; above ``align.max_crop_outside`` it is rejected.
+
 ``near_duplicate`` is decided later, across the whole set (facegen.align.stage).
 """
 
@@ -22,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from facegen.faces import attributes
-from facegen.align.geometry import AlignConfig, align_face, crop_outside_fraction
+from facegen.align.geometry import AlignConfig, align_face
 from facegen.common.atomic import atomic_path
 from facegen.faces.detect import Detection, box_area
 
@@ -138,7 +141,7 @@ def process_image(task: ImageTask, cfg: AlignConfig, faces_dir: str) -> list[dic
     rows = []
     for index, det in enumerate(dets):
         measured, aligned = measure_face(image, gray, det, cfg)
-        outside = 1.0 if aligned is None else crop_outside_fraction(aligned.matrix, cfg.size, width, height)
+        outside = 1.0 if aligned is None else aligned.outside  # the share filled past the photo's edge
         row = {**_base_row(task, index, "ok"), **measured, "crop_outside": outside}
         row["status"] = _face_status(det, row, (width, height), cfg)
         if row["status"] == "ok" and aligned is not None:

@@ -15,6 +15,16 @@ eye line down to the mouth midpoint, both in source pixels):
 - crop centre = eye midpoint moved ``align.center_shift * d_m`` down towards the mouth, so
   the forehead and chin both fit.
 
+Crops that reach past the photo (a face that fills the frame, or sits at its edge) are filled
+the way FFHQ's alignment does it (Karras et al. 2019, ``recreate_aligned_images``), so the
+model does not learn mirrored half faces: the outside is first reflected (no value jump at
+the edge), then blurred progressively, from ``align.fill_blur`` x size at the photo's edge to
+``align.fill_blur_outer`` x size at ``align.fill_ramp`` x size beyond it (FFHQ: one blur of
+0.02 x the crop side), the blur fading in over the last ``fill_ramp / 3`` inside the photo
+so there is no seam, and finally blended toward the photo's median colour, reaching it at
+``fill_ramp`` x size outside. :func:`crop_outside_fraction` is the share of the output so
+filled; faces above ``align.max_crop_outside`` are rejected.
+
 The optional feather (``align.feather``) blends a circle of radius
 ``align.feather_radius * F`` (in output pixels) around the crop centre, Gaussian-blurred by
 ``align.feather_sigma * size``, into ``align.feather_fill`` gray.
@@ -26,6 +36,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+
+from facegen.common.config import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, Range, validate
 
 Interpolation = Literal["area", "linear", "cubic", "lanczos", "nearest"]
 FACE_SIZE_EYES = 2.0  # F >= 2.0 x eye distance
@@ -48,7 +60,10 @@ class AlignConfig:
     min_face_size: float = 40.0  # shorter side of the detection box, source px
     min_eye_distance: float = 15.0  # source px
     max_abs_yaw: float = 45.0  # degrees
-    max_crop_outside: float = 0.1  # fraction of the crop beyond the image border (filled by reflection)
+    max_crop_outside: float = 0.5  # fraction of the crop beyond the image border (filled: reflect, blur, blend)
+    fill_blur: float = 0.02  # Gaussian sigma / size of the fill at the photo's edge (FFHQ's 0.02)
+    fill_blur_outer: float = 0.08  # ... growing to this at fill_ramp beyond the edge
+    fill_ramp: float = 0.3  # distance / size beyond the edge where the fill is fully the photo's median colour
     min_eye_brightness: float = 25.0  # darker eye patch mean gray, 0..255 (sunglasses, bangs)
     eye_patch: float = 0.15  # eye patch half-side / eye distance
     min_sharpness: float = 130.0  # Laplacian variance of the aligned gray face
@@ -56,13 +71,17 @@ class AlignConfig:
     dedupe_max_distance: int = 6  # Hamming distance <= this: near-duplicates
     test_fraction: float = 0.1
     seed: int = 0
-    workers: int = 1  # processes; 1 = in the calling process
+    workers: int = 2  # processes; 1 = in the calling process
     preview_max: int = 64  # tiles per contact sheet
 
     def __post_init__(self) -> None:
         if self.size < 8:
             raise ValueError(f"align.size={self.size} is too small: use 8 or more (64 is the default)")
-        for name in ("margin", "feather_radius", "feather_sigma"):
+        if not 0.0 <= self.max_crop_outside <= 1.0:
+            raise ValueError(f"align.max_crop_outside={self.max_crop_outside} must be a fraction in [0, 1]")
+        if self.fill_blur_outer < self.fill_blur:
+            raise ValueError(f"align.fill_blur_outer={self.fill_blur_outer} must be >= align.fill_blur={self.fill_blur}")
+        for name in ("margin", "feather_radius", "feather_sigma", "fill_blur", "fill_ramp"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"align.{name}={getattr(self, name)} must be > 0")
         if not 0 <= self.feather_fill <= 255:
@@ -73,6 +92,14 @@ class AlignConfig:
             raise ValueError(f"align.workers={self.workers} must be >= 1")
         if self.dedupe_hash_size < 2:
             raise ValueError(f"align.dedupe_hash_size={self.dedupe_hash_size} must be >= 2")
+        validate(self, "align", {
+            "size": Range(8), "margin": POSITIVE, "feather_radius": POSITIVE, "feather_sigma": POSITIVE,
+            "feather_fill": Range(0, 255), "min_face_size": NON_NEGATIVE, "min_eye_distance": NON_NEGATIVE,
+            "max_abs_yaw": Range(0, 180), "max_crop_outside": FRACTION, "min_eye_brightness": Range(0, 255),
+            "eye_patch": POSITIVE, "min_sharpness": NON_NEGATIVE, "dedupe_hash_size": Range(2),
+            "dedupe_max_distance": NON_NEGATIVE, "test_fraction": Range(0, 1, hi_open=True), "seed": NON_NEGATIVE,
+            "workers": AT_LEAST_ONE, "preview_max": AT_LEAST_ONE,
+        })
 
 
 @dataclass(frozen=True)
@@ -80,7 +107,8 @@ class Aligned:
     """An aligned face: ``image`` (size, size, 3) uint8 RGB, ``kps`` (5, 2) in its pixels.
 
     ``matrix`` (2, 3) maps source pixel coordinates to output ones; ``roll`` is the eye
-    line's angle in the source (degrees, positive = clockwise on screen); ``face_size`` is F.
+    line's angle in the source (degrees, positive = clockwise on screen); ``face_size`` is F;
+    ``outside`` the fraction of the output beyond the source photo (filled, see the module doc).
     """
 
     image: np.ndarray
@@ -88,6 +116,7 @@ class Aligned:
     matrix: np.ndarray
     roll: float
     face_size: float
+    outside: float = 0.0
 
 
 def _cv2_interpolation(name: str) -> int:
@@ -136,12 +165,57 @@ def _feather(image: np.ndarray, face_size_px: float, cfg: AlignConfig) -> np.nda
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+def outside_distance(matrix: np.ndarray, size: int, width: int, height: int) -> np.ndarray:
+    """(size, size) distance of each output pixel centre beyond a width x height source, in output px.
+
+    Per axis, as FFHQ's fill mask: max(left, right, top, bottom overshoot); negative inside
+    (minus the distance to the nearest edge). ``matrix`` maps source to output pixels.
+    """
+    inverse = np.linalg.inv(np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2]
+    yy, xx = np.mgrid[0:size, 0:size]
+    pts = np.stack([xx.ravel(), yy.ravel(), np.ones(size * size)], axis=0).astype(np.float64)
+    sx, sy = inverse @ pts
+    over = np.max(np.stack([-0.5 - sx, sx - (width - 0.5), -0.5 - sy, sy - (height - 0.5)]), axis=0)
+    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))  # output px per source px
+    return (over * scale).reshape(size, size)
+
+
+def fill_outside(image: np.ndarray, distance: np.ndarray, cfg: AlignConfig) -> np.ndarray:
+    """FFHQ-style fill of a reflected (size, size, 3) uint8 crop where ``distance`` > 0 (output px).
+
+    Blur with sigma growing linearly from ``fill_blur`` to ``fill_blur_outer`` (x size) over
+    ``fill_ramp`` x size beyond the edge, faded in from ``fill_ramp / 3`` inside it; then a
+    blend toward the median colour of the inside pixels, 0 at the edge, 1 at ``fill_ramp``.
+    """
+    import cv2
+
+    size = image.shape[0]
+    ramp = cfg.fill_ramp * size
+    mask = (distance / ramp).astype(np.float32)[:, :, None]  # 0 at the edge, 1 at the ramp's end
+    if not (mask > -1.0 / 3.0).any():
+        return image
+    img = image.astype(np.float32)
+    t = np.clip(mask, 0.0, 1.0)
+    sigmas = np.linspace(cfg.fill_blur, cfg.fill_blur_outer, 4) * size
+    blurred = [cv2.GaussianBlur(img, (0, 0), sigmaX=float(sg)) for sg in sigmas]
+    position = t * (len(sigmas) - 1)  # which blur levels to interpolate between
+    blur = np.zeros_like(img)
+    for k, level in enumerate(blurred):
+        blur += level * np.clip(1.0 - np.abs(position - k), 0.0, 1.0)
+    out = img + (blur - img) * np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
+    inside = distance <= 0
+    median = np.median(img[inside], axis=0) if inside.any() else np.full(3, 127.0, np.float32)
+    out += (median - out) * t
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
 def align_face(image: np.ndarray, kps: np.ndarray, cfg: AlignConfig, feather: bool | None = None) -> Aligned:
     """Align one face of an (H, W, 3) uint8 RGB image given its (5, 2) keypoints.
 
     The crop is warped at the source's scale (bilinear rotation, reflected border where the
-    crop leaves the image) and then resized to ``cfg.size`` with ``cfg.interpolation``.
-    ``feather`` overrides ``cfg.feather`` (sharpness is measured before feathering).
+    crop leaves the image), resized to ``cfg.size`` with ``cfg.interpolation``, and where it
+    leaves the image filled by :func:`fill_outside`. ``feather`` overrides ``cfg.feather``
+    (sharpness is measured before feathering).
     """
     import cv2
 
@@ -159,21 +233,19 @@ def align_face(image: np.ndarray, kps: np.ndarray, cfg: AlignConfig, feather: bo
     matrix = np.hstack([s * rot[:, :2], (s * rot[:, 2] + 0.5 * s - 0.5)[:, None]])
     pts = np.asarray(kps, dtype=np.float64).reshape(5, 2)
     mapped = pts @ matrix[:, :2].T + matrix[:, 2]
+    distance = outside_distance(matrix, cfg.size, image.shape[1], image.shape[0])
+    out = fill_outside(out, distance, cfg)
     face_px = face_size * cfg.size / side
     if feather if feather is not None else cfg.feather:
         out = _feather(out, face_px, cfg)
-    return Aligned(image=out, kps=mapped, matrix=matrix, roll=angle, face_size=face_size)
+    outside = float((distance > 0).mean())
+    return Aligned(image=out, kps=mapped, matrix=matrix, roll=angle, face_size=face_size, outside=outside)
 
 
 def crop_outside_fraction(matrix: np.ndarray, size: int, width: int, height: int) -> float:
     """Fraction of the (size, size) output whose pixel centres map outside a width x height source.
 
-    Those pixels were filled by reflecting the image at its border, so a large fraction
-    means a face cut by the photo's edge (mirrored half faces).
+    Those pixels were filled (:func:`fill_outside`): a large fraction means a face cut by the
+    photo's edge, much of it made up.
     """
-    inverse = np.linalg.inv(np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2]
-    yy, xx = np.mgrid[0:size, 0:size]
-    pts = np.stack([xx.ravel(), yy.ravel(), np.ones(size * size)], axis=0).astype(np.float64)
-    sx, sy = inverse @ pts
-    inside = (sx >= -0.5) & (sx <= width - 0.5) & (sy >= -0.5) & (sy <= height - 0.5)
-    return float(1.0 - inside.mean())
+    return float((outside_distance(matrix, size, width, height) > 0).mean())

@@ -91,12 +91,48 @@ REASON_VALUE = {
 }
 
 
+def _spread(rows: pd.DataFrame, limit: int) -> pd.DataFrame:
+    """Up to ``limit`` rows spread evenly over their order."""
+    if len(rows) <= limit:
+        return rows
+    return rows.iloc[np.unique(np.linspace(0, len(rows) - 1, limit).round().astype(int))] if limit > 0 else rows.iloc[:0]
+
+
 def pick_accepted(table: pd.DataFrame, limit: int) -> pd.DataFrame:
-    """Up to ``limit`` ok faces spread evenly over the face_id order."""
+    """Up to ``limit`` ok faces spread evenly over the face_id order.
+
+    When the table has ``crop_outside``, up to a quarter of the tiles go to faces whose crop
+    reached past the photo (filled, not photographed), so the sheet shows how they look.
+    """
     ok = table[table["status"] == "ok"].sort_values("face_id")
     if len(ok) <= limit:
         return ok
-    return ok.iloc[np.unique(np.linspace(0, len(ok) - 1, limit).round().astype(int))]
+    outside = ok[ok["crop_outside"] > 0] if "crop_outside" in ok.columns else ok.iloc[:0]
+    shown = _spread(outside, limit // 4)
+    rest = _spread(ok.drop(index=shown.index), limit - len(shown))
+    return pd.concat([shown, rest]).sort_values("face_id")
+
+
+def accepted_caption(row: pd.Series) -> str:
+    """``train 1a2b3c``, plus ``outside 0.23`` on a second line for a crop past the photo's edge."""
+    text = f"{row['split']} {str(row['face_id'])[:6]}"
+    outside = row.get("crop_outside")
+    if outside is not None and not pd.isna(outside) and float(outside) > 0:
+        text += f"\noutside {float(outside):.2f}"
+    return text
+
+
+def yield_titles(stats: dict, shown_ok: int, shown_rejected: int) -> tuple[str, str]:
+    """The two panel titles from the align summary: the yield above, rejections by reason below."""
+    y = stats["yield"]
+    top = (f"accepted: {shown_ok} of {stats['ok']} faces from {y['photos']} photos "
+           f"({y['photos_with_face']} with a face, {y['faces_accepted_per_photo']:.2f} per photo; "
+           f"{y['accepted_outside']} reach past the edge)")  # fmt: skip
+    reasons = sorted(((n, r) for r, n in y["rejected"].items() if n), reverse=True)
+    bottom = f"rejected: {shown_rejected} of {stats['candidates'] - stats['ok']} candidates: " + ", ".join(
+        f"{r} {n}" for n, r in reasons
+    )
+    return top, bottom
 
 
 def pick_rejected(table: pd.DataFrame, limit: int) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""The face dataset of the align stage: candidates -> near-duplicates -> split -> outputs.
+"""The face dataset of the align stage: candidates -> near-duplicates -> split -> outputs, and the yield.
 
 Reads the ``ok`` rows of downloads.parquet and reuses their stored detections (never
 detects again). Every candidate face (the largest per image, or all, per
@@ -159,14 +159,42 @@ def write_table(table: pd.DataFrame, path: Path) -> None:
         pq.write_table(arrow, tmp)
 
 
+# every status a candidate can end with (facegen.align.candidates, then near_duplicate here)
+STATUSES = (
+    "ok", "unreadable", "size_mismatch", "bad_detections", "no_face", "kps_outside_image", "face_too_small",
+    "eyes_too_close", "extreme_yaw", "crop_outside_image", "eyes_occluded", "blurry", "near_duplicate",
+)  # fmt: skip
+
+
 def summary(table: pd.DataFrame) -> dict[str, Any]:
-    """Counts per status and split, for metrics/align.json."""
+    """Counts per status and split plus the yield, for metrics/align.json (stable numeric keys).
+
+    ``yield``: ``photos`` aligned, ``photos_with_face`` (a detection to align),
+    ``photos_with_accepted_face``, ``faces_accepted``, ``faces_accepted_per_photo``,
+    ``accepted_outside`` (accepted faces whose crop reaches past the photo, filled) and their
+    mean ``accepted_outside_mean`` fraction, and ``rejected`` candidates by reason (every
+    reason, zero when absent).
+    """
+    ok = table["status"] == "ok"
+    counts = {k: int(v) for k, v in sorted(table["status"].value_counts().items())}
+    photos = int(table["sha256"].nunique())
+    outside = pd.to_numeric(table.loc[ok, "crop_outside"], errors="coerce").fillna(0.0)
     return {
         "candidates": int(len(table)),
-        "ok": int((table["status"] == "ok").sum()),
+        "ok": int(ok.sum()),
         "train": int((table["split"] == "train").sum()),
         "test": int((table["split"] == "test").sum()),
-        "status": {k: int(v) for k, v in sorted(table["status"].value_counts().items())},
+        "status": counts,
+        "yield": {
+            "photos": photos,
+            "photos_with_face": int(table.loc[table["face_index"] != NO_FACE_INDEX, "sha256"].nunique()),
+            "photos_with_accepted_face": int(table.loc[ok, "sha256"].nunique()),
+            "faces_accepted": int(ok.sum()),
+            "faces_accepted_per_photo": round(int(ok.sum()) / photos, 4) if photos else 0.0,
+            "accepted_outside": int((outside > 0).sum()),
+            "accepted_outside_mean": round(float(outside.mean()), 4) if len(outside) else 0.0,
+            "rejected": {s: counts.get(s, 0) for s in STATUSES if s != "ok"},
+        },
     }
 
 
@@ -187,18 +215,18 @@ def _tile(row: pd.Series, sources: dict[str, str], root: Path, cfg: AlignConfig)
 
 def write_preview(table: pd.DataFrame, downloads: pd.DataFrame, root: Path, path: Path, cfg: AlignConfig) -> Path:
     """data/faces_preview.png: accepted faces (captioned with split) above rejected ones (with reasons)."""
-    from facegen.align.preview import caption, pick_accepted, pick_rejected, save_preview
+    from facegen.align.preview import accepted_caption, caption, pick_accepted, pick_rejected, save_preview, yield_titles
 
     sources = {t.sha256: t.source for t in tasks_from_downloads(downloads, root)[0]}
     accepted = pick_accepted(table, cfg.preview_max)
     rejected = pick_rejected(table, cfg.preview_max)
-    n_ok = int((table["status"] == "ok").sum())
+    top, bottom = yield_titles(summary(table), len(accepted), len(rejected))
     return save_preview(
-        [(_tile(r, sources, root, cfg), f"{r['split']} {r['face_id'][:6]}") for _, r in accepted.iterrows()],
+        [(_tile(r, sources, root, cfg), accepted_caption(r)) for _, r in accepted.iterrows()],
         [(_tile(r, sources, root, cfg), caption(r)) for _, r in rejected.iterrows()],
         path,
-        accepted_title=f"accepted: {len(accepted)} of {n_ok} faces",
-        rejected_title=f"rejected: {len(rejected)} of {len(table) - n_ok} candidates",
+        accepted_title=top,
+        rejected_title=bottom,
     )
 
 

@@ -7,6 +7,25 @@
 - one detector ``.onnx`` file (e.g. SCRFD ``scrfd_500m_bnkps.onnx``): boxes and 5 keypoints only.
 
 Download and align share this module so both see the same detector and thresholds.
+
+Faces at every scale: SCRFD misses a face that fills the frame (at ``det_size: 640`` it found
+a face in 22% of the tight shared portraits), because it learnt faces with context around
+them. So :meth:`FaceDetector.detect` runs up to two passes:
+
+1. the photo itself (every face at full resolution: the most exact keypoints);
+2. when pass 1 found no face (or always, with ``faces.pad_always``): the photo centred on a
+   gray canvas grown by ``faces.pad`` x its longer side on every edge. Its boxes
+   and keypoints are shifted back to the photo's pixels (a face cut by the photo's edge keeps
+   a box, possibly keypoints, outside it). A face both passes found keeps pass 1's detection
+   (IoU >= 0.4, the detector's NMS threshold): the same face gets the same keypoints whether
+   or not pass 2 ran, so a repost at another size still aligns the same.
+
+The gray border holds no structure, so it adds no detections of its own (false positives on
+non-face images: docs/download.md). Pass 2 costs a second detector run (the shared SCRFD
+ONNX has a static 640 input), paid only by frame-filling close-ups and photos without a face,
+so photos whose face pass 1 finds keep today's speed. ``pad_always: true`` also finds a
+frame-filling face beside smaller ones pass 1 found (a selfie in front of a crowd) at twice
+the detection time on every photo; ``pad: 0`` turns pass 2 off.
 """
 
 from __future__ import annotations
@@ -17,7 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
+from facegen.common.config import NON_NEGATIVE, Range, validate
+
 INSIGHTFACE_ROOT = Path("~/.insightface").expanduser()
+PAD_FILL = 127  # gray of the padded canvas: no edges, no texture, nothing face-like
+MERGE_IOU = 0.4  # a pass-2 box overlapping a pass-1 box this much is the same face (SCRFD's NMS threshold)
 
 
 @dataclass(frozen=True)
@@ -27,12 +50,35 @@ class FacesConfig:
     model: str = "buffalo_l"
     det_size: int = 640
     min_score: float = 0.5
+    pad: float = 0.5  # pass 2: gray margin on every edge / the photo's longer side; 0 = no pass 2
+    pad_always: bool = False  # pass 2 on every photo, not only when pass 1 finds no face (2x detection time)
+
+    def __post_init__(self) -> None:
+        if self.det_size < 32 or self.det_size % 32:
+            raise ValueError(f"faces.det_size={self.det_size} must be a multiple of 32 (640 is the default)")
+        if self.pad < 0:
+            raise ValueError(f"faces.pad={self.pad} must be >= 0 (0 turns the padded pass off; 0.5 is the default)")
+        if not 0.0 < self.min_score < 1.0:
+            raise ValueError(f"faces.min_score={self.min_score} must be in (0, 1)")
+        validate(self, "faces", {"det_size": Range(32), "min_score": Range(0, 1, lo_open=True, hi_open=True),
+                                 "pad": NON_NEGATIVE})
 
 
 def box_area(bbox: Sequence[float]) -> float:
     """Area of an (x1, y1, x2, y2) box in px^2; 0 for an inverted box."""
     x1, y1, x2, y2 = (float(v) for v in bbox)
     return max(0.0, x2 - x1) * max(0.0, y2 - y1)
+
+
+def box_iou(box: Sequence[float] | np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Intersection over union of one (x1, y1, x2, y2) box with each row of (N, 4) ``boxes``."""
+    b = np.asarray(box, dtype=np.float64)
+    bs = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    iw = np.clip(np.minimum(b[2], bs[:, 2]) - np.maximum(b[0], bs[:, 0]), 0, None)
+    ih = np.clip(np.minimum(b[3], bs[:, 3]) - np.maximum(b[1], bs[:, 1]), 0, None)
+    inter = iw * ih
+    union = box_area(b) + np.clip(bs[:, 2] - bs[:, 0], 0, None) * np.clip(bs[:, 3] - bs[:, 1], 0, None) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
 @dataclass(frozen=True)
@@ -100,6 +146,8 @@ class FaceDetector:
     cfg: FacesConfig
     _app: object = field(init=False, repr=False)
     _det: object = field(init=False, repr=False)
+    images: int = field(init=False, default=0)  # photos detected so far (for benchmarks; approximate across threads)
+    padded: int = field(init=False, default=0)  # ... of which needed the padded pass (one more detector run)
 
     def __post_init__(self) -> None:
         import onnxruntime  # heavy: imported only when a detector is built
@@ -148,36 +196,70 @@ class FaceDetector:
         """True when a 3D landmark model gives (pitch, yaw, roll)."""
         return self._app is not None and "landmark_3d_68" in self._app.models  # type: ignore[attr-defined]
 
+    def needs_padded_pass(self, boxes: np.ndarray) -> bool:
+        """Whether pass 1's (N, 5) ``boxes`` call for the padded pass."""
+        return self.cfg.pad > 0 and (self.cfg.pad_always or boxes.shape[0] == 0)
+
+    def raw_detect(self, image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """(N, 5) boxes + score, (N, 5, 2) keypoints in the photo's pixels (best score first), passes run."""
+        import cv2
+
+        det = self._det
+        size = (self.cfg.det_size, self.cfg.det_size)
+
+        def run(img: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray]:
+            b, k = det.detect(img, input_size=size)  # type: ignore[attr-defined]
+            b = np.array(b, dtype=np.float32).reshape(-1, 5)
+            k = np.zeros((b.shape[0], 5, 2), np.float32) if k is None else np.array(k, dtype=np.float32).reshape(-1, 5, 2)
+            b[:, :4] -= shift
+            return b, k - shift
+
+        boxes, kpss = run(image_bgr, 0)
+        h, w = image_bgr.shape[:2]
+        self.images += 1
+        if not self.needs_padded_pass(boxes):
+            return boxes, kpss, 1
+        self.padded += 1
+        m = int(round(self.cfg.pad * max(h, w)))
+        canvas = cv2.copyMakeBorder(image_bgr, m, m, m, m, cv2.BORDER_CONSTANT, value=(PAD_FILL,) * 3)
+        pboxes, pkpss = run(canvas, m)
+        # a face pass 1 found keeps pass 1's detection; pass 2 adds only the faces it missed
+        new = [i for i in range(pboxes.shape[0])
+               if boxes.shape[0] == 0 or box_iou(pboxes[i, :4], boxes[:, :4]).max() < MERGE_IOU]  # fmt: skip
+        allb, allk = np.vstack([boxes, pboxes[new]]), np.vstack([kpss, pkpss[new]])
+        order = np.argsort(-allb[:, 4], kind="stable")
+        allb, allk = allb[order], allk[order]
+        return allb, allk, 2
+
     def detect(self, image_bgr: np.ndarray) -> list[Detection]:
-        """Faces in an (H, W, 3) uint8 BGR image, largest first, score >= ``faces.min_score``."""
+        """Faces in an (H, W, 3) uint8 BGR image, largest first, score >= ``faces.min_score``.
+
+        Boxes and keypoints are in the image's pixels and may lie outside it (a face cut by
+        the photo's edge, found by the padded pass).
+        """
+        image_bgr = np.ascontiguousarray(image_bgr)
+        boxes, kpss, _ = self.raw_detect(image_bgr)
         out: list[Detection] = []
-        if self._app is not None:
-            for f in self._app.get(image_bgr):  # type: ignore[attr-defined]
-                gender = getattr(f, "gender", None)
-                age = getattr(f, "age", None)
-                pose = getattr(f, "pose", None)
-                out.append(
-                    Detection(
-                        bbox=tuple(float(v) for v in f.bbox),  # type: ignore[arg-type]
-                        kps=tuple((float(x), float(y)) for x, y in f.kps),
-                        score=float(f.det_score),
-                        gender=None if gender is None else int(gender),
-                        age=None if age is None else int(age),
-                        pose=None if pose is None else tuple(float(v) for v in pose),  # type: ignore[arg-type]
-                    )
+        for i in range(boxes.shape[0]):
+            gender = age = pose = None
+            if self._app is not None:
+                from insightface.app.common import Face
+
+                face = Face(bbox=boxes[i, :4], kps=kpss[i], det_score=boxes[i, 4])
+                for task, model in self._app.models.items():  # type: ignore[attr-defined]
+                    if task != "detection":
+                        model.get(image_bgr, face)
+                gender, age, pose = getattr(face, "gender", None), getattr(face, "age", None), getattr(face, "pose", None)
+            out.append(
+                Detection(
+                    bbox=tuple(float(v) for v in boxes[i, :4]),  # type: ignore[arg-type]
+                    kps=tuple((float(x), float(y)) for x, y in kpss[i]),
+                    score=float(boxes[i, 4]),
+                    gender=None if gender is None else int(gender),
+                    age=None if age is None else int(age),
+                    pose=None if pose is None else tuple(float(v) for v in pose),  # type: ignore[arg-type]
                 )
-        else:
-            size = (self.cfg.det_size, self.cfg.det_size)
-            boxes, kpss = self._det.detect(image_bgr, input_size=size)  # type: ignore[attr-defined]
-            for i in range(boxes.shape[0]):
-                kps = kpss[i] if kpss is not None else np.zeros((5, 2))
-                out.append(
-                    Detection(
-                        bbox=tuple(float(v) for v in boxes[i, :4]),  # type: ignore[arg-type]
-                        kps=tuple((float(x), float(y)) for x, y in kps),
-                        score=float(boxes[i, 4]),
-                    )
-                )
+            )
         out = [d for d in out if d.score >= self.cfg.min_score]
         out.sort(key=lambda d: (-d.area, d.bbox))
         return out

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from facegen.common.config import AT_LEAST_ONE, validate
 from facegen.fid.features import EXTRACTORS
 
 
@@ -30,6 +31,7 @@ class FidConfig:
             raise ValueError(f"fid.extractor={self.extractor!r} is not one of {list(EXTRACTORS)}")
         if self.batch_size < 1:
             raise ValueError(f"fid.batch_size must be >= 1, got {self.batch_size}")
+        validate(self, "fid", {"batch_size": AT_LEAST_ONE})
 
 
 def sample_paths(samples_dir: str | Path) -> list[Path]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from facegen.align.geometry import AlignConfig
 from facegen.align.candidates import ImageTask, process_image
@@ -76,3 +77,44 @@ def test_coincident_eyes_never_pass_even_with_every_threshold_open(tmp_path) -> 
     (row,) = process_image(task, open_cfg, str(tmp_path))
     assert row["status"] == "eyes_too_close"  # not "ok" with no aligned PNG and no phash
     assert not list(tmp_path.glob("*_00.png"))
+
+
+def test_crop_past_the_photo_is_accepted_with_its_fraction_recorded(tmp_path, faces_dir, scrfd_model) -> None:
+    from PIL import Image
+
+    import wild_faces as w
+
+    photo = w.read_image(faces_dir / "wild" / w.BIDEN)
+    kps = np.asarray(w.detect(scrfd_model, faces_dir / "wild" / w.BIDEN)[0].kps)
+    x0 = int(kps[0, 0] - 0.5 * (kps[1, 0] - kps[0, 0]))  # cut just left of the left eye
+    path = tmp_path / "cut.png"
+    Image.fromarray(np.ascontiguousarray(photo[:, x0:])).save(path)
+    dets = w.detect(scrfd_model, path)
+    task = ImageTask("06" * 32, "M.4.A.4", str(path), w.detections_json(dets), photo.shape[1] - x0, photo.shape[0])
+    (row,) = process_image(task, AlignConfig(), str(tmp_path))
+    assert row["status"] == "ok" and 0.1 < row["crop_outside"] <= AlignConfig().max_crop_outside
+    assert (tmp_path / f"{row['face_id']}.png").is_file()
+    (strict,) = process_image(task, AlignConfig(max_crop_outside=0.1), str(tmp_path))
+    assert strict["status"] == "crop_outside_image" and strict["crop_outside"] == row["crop_outside"]
+
+
+def test_tight_portraits_are_accepted_with_level_eyes(tmp_path, faces_dir, scrfd_model) -> None:
+    """Frame-filling portraits: found by the padded pass, aligned, eyes level in the aligned face."""
+    import wild_faces as w
+
+    from facegen.align.geometry import align_face
+
+    names = ("dlib__johns_John_Salley_000179_02159509.jpg", "dlib__johns_John_Savage_000274_01099061.jpg",
+             "dlib__johns_John_Simm_000305_00470717.jpg", "facemaskdet__1_0_anhu_0202.jpg")  # fmt: skip
+    cfg = AlignConfig()
+    for i, name in enumerate(names):
+        path = faces_dir / "portraits" / name
+        dets = w.detect(scrfd_model, path)
+        assert len(dets) == 1, name
+        (row,) = process_image(ImageTask(f"{i:02d}" * 32, "M.5.A.5", str(path), w.detections_json(dets), None, None),
+                               cfg, str(tmp_path))  # fmt: skip
+        assert row["status"] == "ok", (name, row["status"], row["crop_outside"], row["sharpness"])
+        assert row["crop_outside"] > 0  # a tight crop: the 1.6x frame reaches past the photo
+        aligned = align_face(w.read_image(path), np.asarray(dets[0].kps), cfg)
+        (lx, ly), (rx, ry) = aligned.kps[:2]
+        assert abs(ly - ry) < 0.5 and rx - lx > 0.25 * cfg.size

@@ -140,3 +140,59 @@ def test_strongly_rolled_face_is_mostly_levelled(faces_dir, scrfd_model) -> None
     eyes = kps[1] - kps[0]
     assert aligned.roll < -40
     assert abs(np.degrees(np.arctan2(eyes[1], eyes[0]))) < abs(aligned.roll) / 3
+
+
+def _cut_at_left(faces_dir, scrfd_model, name: str = "facerec__biden.jpg") -> tuple[np.ndarray, np.ndarray]:
+    """A wild photo cut just left of the face's left eye, and its keypoints in the cut photo."""
+    from wild_faces import detect, read_image
+
+    path = faces_dir / "wild" / name
+    image, kps = read_image(path), np.asarray(detect(scrfd_model, path)[0].kps)
+    x0 = int(kps[0, 0] - 0.5 * (kps[1, 0] - kps[0, 0]))
+    return np.ascontiguousarray(image[:, x0:]), kps - [x0, 0]
+
+
+def _gradient_energy(image: np.ndarray, band: np.ndarray) -> float:
+    import cv2
+
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    gx, gy = cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1)
+    return float((gx**2 + gy**2)[band].mean())
+
+
+def test_crop_past_the_photo_is_filled_without_a_mirror_seam(faces_dir, scrfd_model) -> None:
+    import cv2
+
+    from facegen.align.geometry import crop_outside_fraction, outside_distance
+
+    photo, kps = _cut_at_left(faces_dir, scrfd_model)
+    cfg = AlignConfig(size=128)
+    aligned = align_face(photo, kps, cfg)
+    h, w = photo.shape[:2]
+    assert 0.15 < aligned.outside < 0.3  # about a fifth of the crop lies left of the cut
+    assert aligned.outside == crop_outside_fraction(aligned.matrix, cfg.size, w, h)
+    dist = outside_distance(aligned.matrix, cfg.size, w, h)
+    edge, inside, beyond = np.abs(dist) < 1.5, (dist < -4) & (dist > -12), (dist > 3) & (dist < 12)
+    # what a plain mirror (reflection only) and a constant border would give
+    mirror = cv2.warpAffine(photo, aligned.matrix, (cfg.size,) * 2, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    constant = cv2.warpAffine(photo, aligned.matrix, (cfg.size,) * 2, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    assert _gradient_energy(constant, edge) > 10 * _gradient_energy(constant, inside)  # the measure sees a hard seam
+    # filled: the photo's edge is smoother than the photo near it, and the mirrored copy is gone
+    assert _gradient_energy(aligned.image, edge) < 0.5 * _gradient_energy(aligned.image, inside)
+    assert _gradient_energy(aligned.image, beyond) < 0.2 * _gradient_energy(mirror, beyond)
+    # far out the fill fades to the photo's median colour; well inside the photo is untouched
+    far = dist > 0.6 * cfg.fill_ramp * cfg.size
+    median = np.median(aligned.image[dist <= 0], axis=0)
+    off = np.abs(aligned.image[far].astype(float) - median).mean()
+    assert far.sum() > 100 and off < 0.5 * np.abs(mirror[far].astype(float) - median).mean()
+    deep = dist < -cfg.fill_ramp * cfg.size / 3 - 1
+    assert np.abs(aligned.image[deep].astype(int) - mirror[deep].astype(int)).mean() < 6  # only resize differences
+
+
+def test_fill_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="align.fill_blur_outer=0.01"):
+        AlignConfig(fill_blur_outer=0.01)
+    with pytest.raises(ValueError, match="align.max_crop_outside=1.5"):
+        AlignConfig(max_crop_outside=1.5)
+    with pytest.raises(ValueError, match="align.fill_ramp=0"):
+        AlignConfig(fill_ramp=0)

@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from facegen.align.preview import CAPTION_H, TITLE_H, caption, pick_accepted, pick_rejected, save_preview, sheet
+from facegen.align.preview import (
+    CAPTION_H, TITLE_H, accepted_caption, caption, pick_accepted, pick_rejected, save_preview, sheet, yield_titles,
+)
 
 
 def tile(value: int) -> np.ndarray:
@@ -69,3 +71,22 @@ def test_captions_say_the_reason_and_the_failing_value() -> None:
     assert caption(t.assign(status="crop_outside_image", crop_outside=0.256).loc["f02"]) == (
         "crop_outside_image\ncrop_outside 0.26"
     )
+
+
+def test_faces_past_the_edge_get_a_quarter_of_the_accepted_tiles_and_their_fraction() -> None:
+    t = pd.DataFrame({"face_id": [f"f{i:02d}" for i in range(12)], "status": "ok", "split": "train"})
+    t["crop_outside"] = [0.0] * 10 + [0.2, 0.35]
+    picked = pick_accepted(t, 4)
+    assert picked["face_id"].tolist() == ["f00", "f05", "f10", "f11"]  # f10 reserved, the rest spread over all
+    assert pick_accepted(t.assign(crop_outside=0.0), 4)["face_id"].tolist() == ["f00", "f04", "f07", "f11"]
+    assert int((pick_accepted(t, 8)["crop_outside"] > 0).sum()) == 2
+    assert accepted_caption(t.iloc[11]) == "train f11\noutside 0.35"
+    assert accepted_caption(t.iloc[0]) == "train f00"
+
+
+def test_sheet_titles_carry_the_yield() -> None:
+    stats = {"ok": 3, "candidates": 10, "yield": {"photos": 9, "photos_with_face": 8, "faces_accepted_per_photo": 0.3333,
+             "accepted_outside": 2, "rejected": {"blurry": 4, "no_face": 1, "crop_outside_image": 2, "eyes_occluded": 0}}}
+    top, bottom = yield_titles(stats, 3, 5)
+    assert top == "accepted: 3 of 3 faces from 9 photos (8 with a face, 0.33 per photo; 2 reach past the edge)"
+    assert bottom == "rejected: 5 of 7 candidates: blurry 4, crop_outside_image 2, no_face 1"

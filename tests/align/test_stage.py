@@ -22,7 +22,7 @@ from PIL import Image
 from facegen.align.geometry import AlignConfig
 from facegen.align.candidates import face_id
 from facegen.faces.detect import Detection
-from facegen.align.stage import COLUMNS, build_faceset
+from facegen.align.stage import COLUMNS, STATUSES, build_faceset
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -121,7 +121,7 @@ def test_stage_end_to_end_on_real_photos(tiny_repo) -> None:
     assert tuple(table.columns) == COLUMNS
     assert table["face_id"].tolist() == sorted(table["face_id"])
     status = dict(zip(table["sha256"], table["status"]))
-    assert {name: status[s] for name, s in sha.items()} == {
+    expected = {
         w.EXIF_ROTATED: "ok",
         w.WEBP: "ok",
         w.RGBA: "ok",
@@ -138,6 +138,7 @@ def test_stage_end_to_end_on_real_photos(tiny_repo) -> None:
         "sunglasses": "eyes_occluded",
         "cut": "kps_outside_image",
     }
+    assert {name: status[s] for name, s in sha.items()} == expected
     ok = table[table["status"] == "ok"]
     by_sha = table.set_index("sha256")
     assert by_sha.loc[sha[w.OBAMA_SMALL], "duplicate_of"] == face_id(sha[w.OBAMA], 0)
@@ -153,6 +154,10 @@ def test_stage_end_to_end_on_real_photos(tiny_repo) -> None:
     assert table["gender"].isna().all() and table["age"].isna().all()  # SCRFD alone: no attributes
     metrics = json.loads((root / "metrics" / "align.json").read_text())
     assert metrics["ok"] == 7 and metrics["train"] + metrics["test"] == 7 and metrics["candidates"] == 15
+    got = metrics["yield"]
+    assert (got["photos"], got["photos_with_face"], got["photos_with_accepted_face"], got["faces_accepted"]) == (15, 13, 7, 7)
+    assert got["faces_accepted_per_photo"] == round(7 / 15, 4)
+    assert got["rejected"] == {s: int(sum(v == s for v in expected.values())) for s in STATUSES if s != "ok"}
     assert json.loads((root / "data" / "faces_config.json").read_text())["size"] == 64
     with Image.open(root / "data" / "faces_preview.png") as img:
         assert img.width == 8 * 112

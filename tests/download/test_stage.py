@@ -396,4 +396,9 @@ def test_stage_entry_point(site, scrfd_model, tmp_path):
     assert resolved["faces"]["model"] == str(scrfd_model) and resolved["download"]["min_face_area"] == 0.015
     assert "ok" in proc.stdout and "links" in proc.stdout
     metrics = json.loads((tmp_path / "metrics" / "download.json").read_text())
-    assert metrics == {"links": 5, "kept": 1, "status": {"blurry": 1, "duplicate": 1, "http_404": 1, "not_an_image": 1, "ok": 1}}
+    assert {k: metrics[k] for k in ("links", "kept", "status")} == {
+        "links": 5, "kept": 1, "status": {"blurry": 1, "duplicate": 1, "http_404": 1, "not_an_image": 1, "ok": 1}
+    }  # fmt: skip
+    got = metrics["yield"]
+    assert (got["photos"], got["photos_with_face"], got["kept"], got["kept_share"]) == (2, 2, 1, 0.5)
+    assert got["rejected"] == {s: int(s in ("blurry", "duplicate", "http_404", "not_an_image")) for s in STATUSES if s != "ok"}

@@ -15,10 +15,13 @@ from tiny_faces import portrait_faces, random_faces, write_faceset
 
 from facegen.train import loop as train_mod
 from facegen.diffusion.model import load_model_dir
-from facegen.train.loop import TrainConfig, TrainPaths, latest_checkpoint, train
+from facegen.train.checkpoint import latest_checkpoint, resume
+from facegen.train.config import TrainConfig, TrainPaths
+from facegen.train.loop import train
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = dict(model="tiny", channels=(8, 16), image_size=32, batch_size=8, lr=2e-3, warmup_steps=2,
+TINY = dict(model="tiny", channels=(8, 16), image_size=32, batch_size=8, lr=2e-3, warmup_steps=2, precision="no",
+            channels_last=False,
             fid_every=0, checkpoint_every=1, log_checkpoints=False, experiment="test")
 
 
@@ -77,9 +80,9 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path, store):
     assert json.loads((killed_root / "metrics" / "train.json").read_text())["run_id"] == run_id  # same MLflow run
     assert sorted(resumed) == list(range(5, 13))  # continues at epoch 2, step 5
     assert [resumed[s] for s in range(5, 13)] == [full[s] for s in range(5, 13)]  # bit-exact
-    a = torch.load(run_dir / "epoch_00003" / "ema.pt", weights_only=False)["shadow_params"]
+    a = torch.load(run_dir / "epoch_00003" / "ema.pt", weights_only=True)["shadow_params"]
     b = torch.load(next((tmp_path / "full/models/checkpoints").iterdir()) / "epoch_00003" / "ema.pt",
-                   weights_only=False)["shadow_params"]
+                   weights_only=True)["shadow_params"]
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     state = json.loads((run_dir / "epoch_00003" / "state.json").read_text())
     assert state["epoch"] == 3 and state["step"] == 12 and [r["epoch"] for r in state["history"]] == [1, 2, 3]
@@ -127,13 +130,25 @@ def test_config_errors_name_the_key():
     with pytest.raises(ValueError, match="train.epochs = 0"):
         TrainConfig(epochs=0)
     with pytest.raises(ValueError, match="train.resume = 'latest'"):
-        train_mod._resume_from(TrainConfig(resume="latest"), Path("."))
+        resume(None, "latest", Path("."), None, None)
 
 
 def _stage_params(root: Path, **overrides) -> None:
     train = {**TINY, "channels": [8, 16], "epochs": 2, "fid_every": 1, "fid_num_samples": 8, "fid_batch_size": 8,
              "fid_extractor": "offline", "eval_steps": 2, "grid_size": 4, "log_checkpoints": True, **overrides}
     (root / "params.yaml").write_text(yaml.safe_dump({"train": train}))
+
+
+def test_a_misspelled_choice_fails_at_load_before_any_mlflow_run(tmp_path):
+    write_faceset(tmp_path, random_faces(16, 32, 0), random_faces(8, 32, 1))
+    _stage_params(tmp_path, loss="msee")
+    store = tmp_path / "mlflow.db"
+    proc = subprocess.run([sys.executable, str(REPO / "stages" / "train.py")], cwd=tmp_path,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "train.loss: 'msee' is not one of ['mse', 'l1_l2']" in proc.stderr
+    assert not store.exists() and not (tmp_path / "models").exists()  # no MLflow store, run or checkpoint
 
 
 @pytest.fixture(scope="module")
