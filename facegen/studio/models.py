@@ -89,15 +89,15 @@ def load_dir(model_id: str, path: str | Path, device: str = "cpu") -> LoadedMode
 def load_epoch(model_id: str, best_dir: Path, epoch_dir: Path, *, run_id: str, epoch: int,
                device: str = "cpu") -> LoadedModel:
     """The EMA weights of one epoch checkpoint, in the architecture and schedule of the run's best folder."""
-    import torch
     from diffusers import DDPMScheduler, UNet2DModel
     from diffusers.training_utils import EMAModel
 
     from facegen.diffusion.model import SCHEDULER_DIR, TRAIN_CONFIG_FILE, UNET_DIR
+    from facegen.train.checkpoint import EMA_FILE, safe_torch_load
 
     unet = UNet2DModel.from_config(UNet2DModel.load_config(best_dir / UNET_DIR))
     ema = EMAModel(unet.parameters())
-    ema.load_state_dict(torch.load(epoch_dir / "ema.pt", map_location="cpu", weights_only=False))
+    ema.load_state_dict(safe_torch_load(epoch_dir / EMA_FILE))  # tensors only: no code from the folder
     ema.copy_to(unet.parameters())
     scheduler = DDPMScheduler.from_pretrained(best_dir / SCHEDULER_DIR)
     cfg_path = best_dir / TRAIN_CONFIG_FILE
