@@ -2,6 +2,7 @@
 
     facegen best [--experiment NAME] [--all] [--tracking-uri URI] [--json] [--register NAME]
     facegen export [--model models/best] [--out DIR] [--push-to-hub REPO_ID [--private]]
+    facegen studio [--host 127.0.0.1] [--port 8765] [--model models/best]
 
 ``best`` prints, for the latest run (or every run) of an MLflow experiment (default: params.yaml's
 ``train.experiment``): run id, best epoch, its FID (or offline FD, named as such) and an existing
@@ -106,7 +107,46 @@ def build_parser() -> argparse.ArgumentParser:
                         help="upload to this Hugging Face Hub model repository (e.g. you/facegen-ddpm)")
     export.add_argument("--private", action="store_true", help="create the Hub repository private")
     export.set_defaults(func=_export)
+    _add_studio(sub)
     return parser
+
+
+def _studio(args: argparse.Namespace) -> int:
+    from facegen.studio.app import StudioConfig, create_app
+    from facegen.studio.models import UnknownCheckpoint
+
+    import uvicorn
+
+    root = Path(args.root)
+    overrides = {k: getattr(args, k) for k in ("max_images", "max_steps", "max_upload_bytes", "queue_size",
+                                               "experiment", "detector", "device") if getattr(args, k) is not None}
+    try:
+        cfg = StudioConfig(model=Path(args.model), root=root,
+                           tracking_uri=args.tracking_uri or tracking_uri(repo_root(root)), **overrides)
+        app = create_app(cfg)
+    except (UnknownCheckpoint, ValueError) as err:
+        _say(f"facegen studio: {err}", err=True)
+        return 2
+    _say(f"facegen studio: model {app.state.studio.model.path} on http://{args.host}:{args.port}/")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _add_studio(sub: argparse._SubParsersAction) -> None:
+    studio = sub.add_parser("studio", help="local web app: generate, explore, edit, browse runs, judge (docs/studio.md)")
+    studio.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
+    studio.add_argument("--port", type=int, default=8765)
+    studio.add_argument("--model", default="models/best", help="a models/best-layout folder (default models/best)")
+    studio.add_argument("--root", default=".", help="repository root: params.yaml, data/ (default .)")
+    studio.add_argument("--tracking-uri", default=None, help="MLflow store (default: as `facegen best`)")
+    studio.add_argument("--experiment", default=None, help="MLflow experiment (default params.yaml train.experiment)")
+    studio.add_argument("--detector", default=None, help="face detector for uploads (default params.yaml faces.model)")
+    studio.add_argument("--device", default=None, help="torch device (default cpu)")
+    studio.add_argument("--max-images", type=int, default=None, help="images per request (default 64)")
+    studio.add_argument("--max-steps", type=int, default=None, help="denoising steps per request (default 250)")
+    studio.add_argument("--max-upload-bytes", type=int, default=None, help="upload size limit (default 10 MB)")
+    studio.add_argument("--queue-size", type=int, default=None, help="model jobs waiting at most (default 4)")
+    studio.set_defaults(func=_studio)
 
 
 def main(argv: list[str] | None = None) -> int:

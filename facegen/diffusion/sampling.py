@@ -81,25 +81,34 @@ def _generators(seeds: Sequence[int]) -> list[torch.Generator]:
 Conditions = Mapping[str, float] | Sequence[Mapping[str, float] | None] | None
 
 
+def _draw_noise(unet: UNet2DModel, gens: list[torch.Generator], device: str) -> torch.Tensor:
+    """Initial noise (B, C, H, W), one CPU generator per image (the device never changes the draw)."""
+    import torch
+    from diffusers.utils.torch_utils import randn_tensor
+
+    size = unet.config.sample_size
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    shape = (len(gens), unet.config.in_channels, h, w)
+    dtype = next(unet.parameters()).dtype
+    return randn_tensor(shape, generator=gens if len(gens) > 1 else gens[0], device=torch.device(device), dtype=dtype)
+
+
+def initial_noise(unet: UNet2DModel, seeds: Sequence[int], device: str = "cpu") -> torch.Tensor:
+    """The initial noise x_T (B, C, H, W) that :func:`generate` starts image ``seeds[i]`` from."""
+    return _draw_noise(unet, _generators(seeds), device)
+
+
 def _denoise(unet: UNet2DModel, scheduler: Any, seeds: Sequence[int], device: str,
              condition: np.ndarray | None = None, guidance: float = 1.0) -> torch.Tensor:
     """Run one batch of the reverse process; returns x0 of shape (B, C, H, W) in [-1, 1].
 
     ``condition``: the encoded (B, 2K) condition of a conditional model (None: unconditional)."""
     import torch
-    from diffusers.utils.torch_utils import randn_tensor
 
     gens = _generators(seeds)
-    size = unet.config.sample_size
-    h, w = (size, size) if isinstance(size, int) else tuple(size)
-    shape = (len(seeds), unet.config.in_channels, h, w)
-    dtype = next(unet.parameters()).dtype
-    # per-image noise: one CPU generator per image, so the device never changes the draw
-    x = randn_tensor(shape, generator=gens if len(gens) > 1 else gens[0], device=torch.device(device), dtype=dtype)
-    x = x * scheduler.init_noise_sigma
-    step_kwargs = step_kwargs_for(scheduler, gens)
+    x = _draw_noise(unet, gens, device) * scheduler.init_noise_sigma
     cond = None if condition is None else torch.as_tensor(condition, device=torch.device(device))
-    return run_steps(unet, scheduler, x, scheduler.timesteps, step_kwargs, cond, guidance)
+    return run_steps(unet, scheduler, x, scheduler.timesteps, step_kwargs_for(scheduler, gens), cond, guidance)
 
 
 def step_kwargs_for(scheduler: Any, gens: list[torch.Generator]) -> dict[str, Any]:
@@ -216,6 +225,34 @@ def generate(unet: UNet2DModel, scheduler_config: dict[str, Any], sampler: str, 
     parts = [images for _, images in iter_batches(unet, scheduler_config, sampler, steps, seeds, batch_size,
                                                    device, timestep_spacing, progress, conditions, guidance)]
     return np.concatenate(parts, axis=0)
+
+
+def generate_from_noise(unet: UNet2DModel, scheduler_config: dict[str, Any], sampler: str, steps: int | None,
+                        noise: torch.Tensor, seeds: Sequence[int], timestep_spacing: str = "trailing") -> np.ndarray:
+    """Sample from given initial noise (B, C, H, W) (e.g. a slerp of two seeds' noise): (B, H, W, 3) uint8.
+
+    ``seeds`` (one per row) seed the ancestral sampler's per-step noise (``ddpm``; the
+    deterministic samplers draw nothing after the start). ``noise`` must be on the UNet's
+    device; with ``initial_noise(unet, seeds)`` as ``noise`` and one batch this equals
+    :func:`generate` of the same seeds and batch size.
+    """
+    import torch
+
+    seeds = [int(s) for s in seeds]
+    if noise.ndim != 4 or noise.shape[0] != len(seeds):
+        raise ValueError(f"noise of shape {tuple(noise.shape)} needs one seed per row, got {len(seeds)} seeds")
+    gens = _generators(seeds)
+    for gen in gens:  # advance each generator past its initial draw, as in generate()
+        torch.randn(noise.shape[1:], generator=gen)
+    scheduler = make_scheduler(scheduler_config, sampler, steps, timestep_spacing)
+    was_training = unet.training
+    unet.eval()
+    try:
+        with torch.inference_mode():
+            x = noise * scheduler.init_noise_sigma
+            return to_uint8(run_steps(unet, scheduler, x, scheduler.timesteps, step_kwargs_for(scheduler, gens)))
+    finally:
+        unet.train(was_training)
 
 
 def load_model(model_dir: str | Path, device: str = "cpu") -> tuple[UNet2DModel, dict[str, Any]]:
