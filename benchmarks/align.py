@@ -34,9 +34,9 @@ import numpy as np
 import pandas as pd
 
 from facegen.align.geometry import AlignConfig
-from facegen.faces.detect import FaceDetector, FacesConfig
 from facegen.align.stage import build_faceset
 from facegen.common.images import read_image
+from facegen.faces.detect import FaceDetector, FacesConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACEGEN_SHARED", REPO.parent / "shared"))
@@ -53,7 +53,9 @@ def _faces() -> FacesConfig:
 
     from facegen.common.config import load_section
 
-    return replace(load_section(FacesConfig, "faces", REPO / "params.yaml"), model=str(SHARED / "models" / "scrfd_500m_bnkps.onnx"))
+    return replace(
+        load_section(FacesConfig, "faces", REPO / "params.yaml"), model=str(SHARED / "models" / "scrfd_500m_bnkps.onnx")
+    )
 
 
 def prepare(folder: str, root: Path, cache: Path, copies: int = 1) -> pd.DataFrame:
@@ -136,8 +138,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "align.json")
     args = parser.parse_args()
     results: dict = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "load_avg_at_start": [round(v, 2) for v in os.getloadavg()]},  # fmt: skip
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "load_avg_at_start": [round(v, 2) for v in os.getloadavg()],
+        },
         "config": "params.yaml defaults (size 64, area interpolation, faces_per_image largest)",
         "sets": {},
     }

@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from facegen.demo.board import BoardSpec, serve
 from facegen.crawl.crawler import CrawlConfig, crawl
+from facegen.demo.board import BoardSpec, serve
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,9 +53,11 @@ def _run(server, cache: Path, start: str, end: str) -> dict:
         "skipped": dict(result.skipped),
         "links": len(result.links),
     }
-    print(f"{start}..{end}: {row['seconds']}s, index requests {row['index_requests']} "
-          f"(minimum ~{row['index_requests_minimum']}), article requests {row['article_requests']} "
-          f"(cache hits {row['article_cache_hits']}), posts kept {row['posts_kept']} of {row['posts_in_range']}")
+    print(
+        f"{start}..{end}: {row['seconds']}s, index requests {row['index_requests']} "
+        f"(minimum ~{row['index_requests_minimum']}), article requests {row['article_requests']} "
+        f"(cache hits {row['article_cache_hits']}), posts kept {row['posts_kept']} of {row['posts_in_range']}"
+    )
     return row
 
 
@@ -71,17 +73,29 @@ def main() -> None:
     spec = BoardSpec(posts=args.pages * 20, posts_per_day=20, start_date="2006-01-01", images_per_post=3, seed=0)
     server = serve(spec)
     build_s = time.perf_counter() - t0
-    print(f"board: {server.board.pages} pages, {len(server.board.slots)} entries, {server.board.dates}, built in {build_s:.1f}s")
+    print(
+        f"board: {server.board.pages} pages, {len(server.board.slots)} entries, {server.board.dates}, "
+        f"built in {build_s:.1f}s"
+    )
     with server, tempfile.TemporaryDirectory() as tmp:
         day = _run(server, Path(tmp) / "day", args.day, args.day)
         month = _run(server, Path(tmp) / "month", *args.month)
         again = _run(server, Path(tmp) / "month", *args.month)
     assert again["article_requests"] == 0, "second run fetched articles again"
     results = {
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "note": "2-core CPU, no GPU; board served on 127.0.0.1 by facegen.demo.board in the same process"},
-        "board": {"pages": server.board.pages, "entries": len(server.board.slots), "posts_per_day": spec.posts_per_day,
-                  "dates": list(server.board.dates), "build_seconds": round(build_s, 2)},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "note": "2-core CPU, no GPU; board served on 127.0.0.1 by facegen.demo.board in the same process",
+        },
+        "board": {
+            "pages": server.board.pages,
+            "entries": len(server.board.slots),
+            "posts_per_day": spec.posts_per_day,
+            "dates": list(server.board.dates),
+            "build_seconds": round(build_s, 2),
+        },
         "one_day": day,
         "one_month": month,
         "one_month_second_run": again,

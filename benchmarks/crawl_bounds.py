@@ -51,16 +51,30 @@ def _child(case: str, bomb_mb: int) -> None:
             srv.routes[target] = Route(body, "text/html", encoding="gzip")
         else:
             srv.routes[target] = Route(b"<html>" + b" " * 600, "text/html", drip_s=1.0)
-        kw = {"base_url": base, "start_date": "2024-01-01", "end_date": "2024-12-31", "delay_s": 0.0, "retries": 0,
-              "timeout_s": 5.0}
+        kw = {
+            "base_url": base,
+            "start_date": "2024-01-01",
+            "end_date": "2024-12-31",
+            "delay_s": 0.0,
+            "retries": 0,
+            "timeout_s": 5.0,
+        }
         fields = {f.name for f in dataclasses.fields(CrawlConfig)}
         kw |= {k: v for k, v in {"max_bytes": 10_000_000, "body_deadline_s": 5.0}.items() if k in fields}
         with tempfile.TemporaryDirectory() as cache:
             t0 = time.monotonic()
             result = crawl(CrawlConfig(**kw), cache, progress=False)
             seconds = time.monotonic() - t0
-        print(json.dumps({"seconds": round(seconds, 2), "posts_kept": len(result.posts),
-                          "failed": sorted(f["reason"] for f in result.failed), "bounded": "max_bytes" in fields}))
+        print(
+            json.dumps(
+                {
+                    "seconds": round(seconds, 2),
+                    "posts_kept": len(result.posts),
+                    "failed": sorted(f["reason"] for f in result.failed),
+                    "bounded": "max_bytes" in fields,
+                }
+            )
+        )
 
 
 def main() -> None:
@@ -78,8 +92,12 @@ def main() -> None:
     for case in args.cases:
         t0 = time.monotonic()
         with tempfile.TemporaryFile("w+") as out:
-            proc = subprocess.Popen([sys.executable, __file__, "--child", case, "--bomb-mb", str(args.bomb_mb)],
-                                    stdout=out, text=True, env=os.environ)
+            proc = subprocess.Popen(
+                [sys.executable, __file__, "--child", case, "--bomb-mb", str(args.bomb_mb)],
+                stdout=out,
+                text=True,
+                env=os.environ,
+            )
             killed = False
             while True:  # wait4: this child's own peak RSS, also when it has to be killed
                 pid, status, usage = os.wait4(proc.pid, os.WNOHANG)

@@ -36,9 +36,9 @@ sys.path.insert(0, str(REPO / "tests"))  # the local test server
 
 from localserver import LocalServer, Route  # noqa: E402
 
+from facegen.common.images import decode_image  # noqa: E402
 from facegen.download.stage import DownloadConfig, run_download  # noqa: E402
 from facegen.faces.detect import FaceDetector, FacesConfig  # noqa: E402
-from facegen.common.images import decode_image  # noqa: E402
 from facegen.faces.quality import region_sharpness  # noqa: E402
 
 
@@ -61,15 +61,29 @@ class NoFace:
         return []
 
 
-def pipeline(routes: dict[str, Route], latency: float, cfg: DownloadConfig, faces: FacesConfig, detector: object) -> dict:
+def pipeline(
+    routes: dict[str, Route], latency: float, cfg: DownloadConfig, faces: FacesConfig, detector: object
+) -> dict:
     with LocalServer(routes, latency_s=latency) as srv, tempfile.TemporaryDirectory() as tmp:
-        links = pd.DataFrame({"post_id": [f"M.{i}.A.000" for i in range(len(routes))], "url": [srv.url(p) for p in routes]})
+        links = pd.DataFrame(
+            {"post_id": [f"M.{i}.A.000" for i in range(len(routes))], "url": [srv.url(p) for p in routes]}
+        )
         cfg = replace(cfg, allow_private_hosts=(srv.url("").split("//")[1],))  # the local server, past the SSRF guard
         t = time.perf_counter()
-        table = run_download(links, cfg, faces, Path(tmp) / "raw", Path(tmp) / "cache", detector=detector, progress=False)
+        table = run_download(
+            links, cfg, faces, Path(tmp) / "raw", Path(tmp) / "cache", detector=detector, progress=False
+        )
         wall = time.perf_counter() - t
         t = time.perf_counter()
-        again = run_download(links, replace(cfg, blur_threshold=cfg.blur_threshold + 1), faces, Path(tmp) / "raw", Path(tmp) / "cache", detector=NoFace(), progress=False)
+        again = run_download(
+            links,
+            replace(cfg, blur_threshold=cfg.blur_threshold + 1),
+            faces,
+            Path(tmp) / "raw",
+            Path(tmp) / "cache",
+            detector=NoFace(),
+            progress=False,
+        )
         refilter = time.perf_counter() - t
         assert len(again) == len(links) and sum(srv.hits.values()) == len(links)
     return {
@@ -103,7 +117,11 @@ def face_filter(wild: Path, faces: FacesConfig, cfg: DownloadConfig) -> dict:
     n = len(files)
     return {
         "det_size": faces.det_size, "images": n, "with_face": n_face, "images_per_s": round(n / wall, 1),
-        "ms_per_image": {"decode": round(1000 * t_dec / n, 1), "detect": round(1000 * t_det / n, 1), "sharpness": round(1000 * t_sharp / n, 2)},
+        "ms_per_image": {
+            "decode": round(1000 * t_dec / n, 1),
+            "detect": round(1000 * t_det / n, 1),
+            "sharpness": round(1000 * t_sharp / n, 2),
+        },
     }  # fmt: skip
 
 
@@ -134,7 +152,11 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.05, help="server delay per request, s")
     ap.add_argument("--workers", type=int, default=16, help="requests in flight")
     ap.add_argument("--repeats", type=int, default=3, help="end-to-end runs per setting (median reported)")
-    ap.add_argument("--out", default=None, help="default benchmarks/results/download.json (download_padding.json with --padding-only)")
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="default benchmarks/results/download.json (download_padding.json with --padding-only)",
+    )
     ap.add_argument("--padding-only", action="store_true", help="only the before/after padded-pass comparison")
     args = ap.parse_args()
     shared = Path(args.shared)
@@ -154,7 +176,12 @@ def main() -> None:
     cfg = DownloadConfig(workers=args.workers, per_host=args.workers, host_delay_s=0.0, timeout_s=10.0, retries=0)
 
     results: dict = {
-        "machine": {"cpus": os.cpu_count(), "gpu": None, "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "gpu": None,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "setup": {
             "latency_s": args.latency, "workers": args.workers,
             "network_served": f"{len(small)} shared/faces/portraits JPEGs (~150 px)",
@@ -190,7 +217,9 @@ def main() -> None:
         for dw, rs in runs.items()
     }
     results["padding"] = padding(routes, args.latency, replace(cfg, detect_workers=2), faces, args.repeats)
-    results["face_filter_wild"] = [face_filter(shared / "faces" / "wild", replace(faces, det_size=s), cfg) for s in (640, 320, 640, 320)]
+    results["face_filter_wild"] = [
+        face_filter(shared / "faces" / "wild", replace(faces, det_size=s), cfg) for s in (640, 320, 640, 320)
+    ]
     for r in results["face_filter_wild"]:
         print("face filter on wild/:", r)
     results["loadavg_after"] = os.getloadavg()

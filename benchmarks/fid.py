@@ -39,7 +39,8 @@ def _device_name(device: str) -> str:
 
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
-    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu} CPU, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
 
 
 def _images(n: int, size: int, seed: int = 0) -> np.ndarray:
@@ -84,9 +85,15 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     ext = fid.get_extractor("inception", args.device)
     load_s = time.perf_counter() - start
-    result: dict = {"device": _device_name(args.device), "torch": torch.__version__,
-                    "load_average_1m_at_start": os.getloadavg()[0], "inception_source": ext.source.name,
-                    "inception_sha256": ext.source.sha256, "load_s": round(load_s, 2), "features_per_s": {}}
+    result: dict = {
+        "device": _device_name(args.device),
+        "torch": torch.__version__,
+        "load_average_1m_at_start": os.getloadavg()[0],
+        "inception_source": ext.source.name,
+        "inception_sha256": ext.source.sha256,
+        "load_s": round(load_s, 2),
+        "features_per_s": {},
+    }
     fid.extract_features(_images(2, 32), ext, 2)  # first call: TorchScript's profiling runs
     for bs in (int(b) for b in args.batch_sizes.split(",")):
         for size in (int(x) for x in args.sizes.split(",")):
@@ -111,13 +118,22 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     scores = scorer(samples)
     demo_s = time.perf_counter() - start
-    result["demo"] = {**DEMO, "reference_once_s": round(ref_s, 2), "evaluation_s": round(demo_s, 2),
-                      **_score_parts(DEMO["samples"], DEMO["reference"], args.kid_subsets, args.kid_subset_size),
-                      "fid_real_vs_real": round(scores["fid"], 2), "kid_real_vs_real": round(scores["kid"], 4)}
+    result["demo"] = {
+        **DEMO,
+        "reference_once_s": round(ref_s, 2),
+        "evaluation_s": round(demo_s, 2),
+        **_score_parts(DEMO["samples"], DEMO["reference"], args.kid_subsets, args.kid_subset_size),
+        "fid_real_vs_real": round(scores["fid"], 2),
+        "kid_real_vs_real": round(scores["kid"], 4),
+    }
     parts = _score_parts(REAL["samples"], REAL["reference"], args.kid_subsets, args.kid_subset_size)
-    result["real_world"] = {**REAL, **parts, "features_s_estimated": round(REAL["samples"] / rate, 1),
-                            "evaluation_s_estimated": round(REAL["samples"] / rate + parts["fid_s"] + parts["kid_s"], 1),
-                            "reference_once_s_estimated": round(REAL["reference"] / rate, 1)}
+    result["real_world"] = {
+        **REAL,
+        **parts,
+        "features_s_estimated": round(REAL["samples"] / rate, 1),
+        "evaluation_s_estimated": round(REAL["samples"] / rate + parts["fid_s"] + parts["kid_s"], 1),
+        "reference_once_s_estimated": round(REAL["reference"] / rate, 1),
+    }
     result["load_average_1m_at_end"] = os.getloadavg()[0]
     print(json.dumps(result, indent=2))
     out = Path(args.out or REPO / "benchmarks" / "results" / f"fid_{args.device.split(':')[0]}.json")

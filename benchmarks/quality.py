@@ -70,13 +70,15 @@ def prepare_data(work: Path = WORK) -> Path:
             link.symlink_to(f.resolve())
     # ~1 in 8 index entries is a deleted post or an announcement: posts enough to show every photo
     posts = int(len(photos) / IMAGES_PER_POST * 1.3) + 10
-    spec = BoardSpec(images_dir=str(images), posts=posts, images_per_post=IMAGES_PER_POST, posts_per_day=10,
-                     seed=0, extras=True)
+    spec = BoardSpec(
+        images_dir=str(images), posts=posts, images_per_post=IMAGES_PER_POST, posts_per_day=10, seed=0, extras=True
+    )
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     with serve(spec, "127.0.0.1", 0) as server:
         first, last = server.board.dates
-        params["crawl"].update(base_url=server.url, board=spec.board, start_date=first, end_date=last,
-                               delay_s=0, retries=1)
+        params["crawl"].update(
+            base_url=server.url, board=spec.board, start_date=first, end_date=last, delay_s=0, retries=1
+        )
         params["download"].update(host_delay_s=0, retries=1)
         params["faces"]["model"] = str((SHARED / DETECTOR).resolve())
         (work / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
@@ -93,9 +95,10 @@ def load_splits(table: Path) -> tuple[np.ndarray, np.ndarray]:
     """(train, test) uint8 (N, 32, 32, 3) faces as the train stage loads them."""
     from facegen.train.data import load_split
 
-    return (load_split(table, "train", table.parent.parent, IMAGE_SIZE),
-            load_split(table, "test", table.parent.parent, IMAGE_SIZE))
-
+    return (
+        load_split(table, "train", table.parent.parent, IMAGE_SIZE),
+        load_split(table, "test", table.parent.parent, IMAGE_SIZE),
+    )
 
 
 # ---------------------------------------------------------------- FID / KID
@@ -176,12 +179,34 @@ RECIPES: dict[str, Recipe] = {
     # today's defaults scaled to a CPU budget: the demo's v-prediction tiny UNet at (32, 64), batch 32
     "baseline": Recipe(channels=(32, 64), note="tiny UNet (32, 64), linear schedule, lr 1e-3, EMA 0.998"),
     # the issue's hand-tuned starting point: 3 levels, cosine schedule, lower lr, EMA with warmup
-    "faces32": Recipe(model="faces32", lr=4e-4, warmup_steps=50, schedule="cosine", ema_decay=0.9999,
-                      ema_warmup=True, note="faces32 UNet (32, 64, 128), cosine, lr 4e-4, EMA warmup"),
-    "faces32_lr1e-3": Recipe(model="faces32", lr=1e-3, warmup_steps=50, schedule="cosine", ema_decay=0.9999,
-                             ema_warmup=True, note="faces32 + lr 1e-3"),
-    "faces32_minsnr": Recipe(model="faces32", lr=4e-4, warmup_steps=50, schedule="cosine", ema_decay=0.9999,
-                             ema_warmup=True, min_snr_gamma=5.0, note="faces32 + min-SNR-5"),
+    "faces32": Recipe(
+        model="faces32",
+        lr=4e-4,
+        warmup_steps=50,
+        schedule="cosine",
+        ema_decay=0.9999,
+        ema_warmup=True,
+        note="faces32 UNet (32, 64, 128), cosine, lr 4e-4, EMA warmup",
+    ),
+    "faces32_lr1e-3": Recipe(
+        model="faces32",
+        lr=1e-3,
+        warmup_steps=50,
+        schedule="cosine",
+        ema_decay=0.9999,
+        ema_warmup=True,
+        note="faces32 + lr 1e-3",
+    ),
+    "faces32_minsnr": Recipe(
+        model="faces32",
+        lr=4e-4,
+        warmup_steps=50,
+        schedule="cosine",
+        ema_decay=0.9999,
+        ema_warmup=True,
+        min_snr_gamma=5.0,
+        note="faces32 + min-SNR-5",
+    ),
 }
 
 
@@ -190,9 +215,19 @@ def budget_seconds(threads: int) -> float:
     return time.process_time() / threads
 
 
-def run_recipe(name: str, recipe: Recipe, train: np.ndarray, test_feats: np.ndarray, extractor: Any,
-               minutes: float, evals: int, samples: int, threads: int,
-               on_eval: Callable[[dict[str, Any], np.ndarray], None], seed: int = 0) -> dict[str, Any]:
+def run_recipe(
+    name: str,
+    recipe: Recipe,
+    train: np.ndarray,
+    test_feats: np.ndarray,
+    extractor: Any,
+    minutes: float,
+    evals: int,
+    samples: int,
+    threads: int,
+    on_eval: Callable[[dict[str, Any], np.ndarray], None],
+    seed: int = 0,
+) -> dict[str, Any]:
     """Train ``recipe`` for ``minutes`` of budget, scoring the EMA weights at ``evals`` points;
     ``on_eval(result so far, samples)`` runs after each (so a cut-off run keeps its points)."""
     import math
@@ -216,8 +251,7 @@ def run_recipe(name: str, recipe: Recipe, train: np.ndarray, test_feats: np.ndar
     unet = build_unet(recipe.model, IMAGE_SIZE, recipe.channels or None)
     sched = make_noise_scheduler(recipe.schedule, 1000, recipe.prediction)
     opt = torch.optim.AdamW(unet.parameters(), lr=recipe.lr, weight_decay=0.0)
-    ema = EMAModel(unet.parameters(), decay=recipe.ema_decay, use_ema_warmup=recipe.ema_warmup,
-                   power=recipe.ema_power)
+    ema = EMAModel(unet.parameters(), decay=recipe.ema_decay, use_ema_warmup=recipe.ema_warmup, power=recipe.ema_power)
     total = minutes * 60.0
     marks = [total * (k + 1) / evals for k in range(evals)]
     rows, step, epoch, seen, paused, images = [], 0, 0, 0, 0.0, None
@@ -254,17 +288,40 @@ def run_recipe(name: str, recipe: Recipe, train: np.ndarray, test_feats: np.ndar
         pause = budget_seconds(threads)
         eval_start = time.time()
         model = unet_from_ema(ema, unet.config).eval()
-        images = generate(model, dict(sched.config), recipe.sampler, recipe.sample_steps, range(samples),
-                          batch_size=100, progress=False)
+        images = generate(
+            model,
+            dict(sched.config),
+            recipe.sampler,
+            recipe.sample_steps,
+            range(samples),
+            batch_size=100,
+            progress=False,
+        )
         fd, kd = fid_kid(features(images, extractor), test_feats)
-        row = {"minutes": round(used / 60, 3), "steps": step, "images_seen": seen, "epochs": epoch,
-               "loss": round(loss.item(), 5), "wall_minutes": round((eval_start - start_wall) / 60, 2),
-               "eval_wall_s": round(time.time() - eval_start, 1), "fid": round(fd, 2), "kid": round(kd, 5)}
+        row = {
+            "minutes": round(used / 60, 3),
+            "steps": step,
+            "images_seen": seen,
+            "epochs": epoch,
+            "loss": round(loss.item(), 5),
+            "wall_minutes": round((eval_start - start_wall) / 60, 2),
+            "eval_wall_s": round(time.time() - eval_start, 1),
+            "fid": round(fd, 2),
+            "kid": round(kd, 5),
+        }
         print(f"{name}: {row}", flush=True)
         rows.append(row)
-        result = {"recipe": asdict(recipe), "num_parameters": count_parameters(unet), "evals": rows,
-                  "fid": row["fid"], "kid": row["kid"], "steps": step, "images_seen": seen,
-                  "wall_minutes": round((time.time() - start_wall) / 60, 2), "complete": not marks}
+        result = {
+            "recipe": asdict(recipe),
+            "num_parameters": count_parameters(unet),
+            "evals": rows,
+            "fid": row["fid"],
+            "kid": row["kid"],
+            "steps": step,
+            "images_seen": seen,
+            "wall_minutes": round((time.time() - start_wall) / 60, 2),
+            "complete": not marks,
+        }
         on_eval(result, images)
         paused += budget_seconds(threads) - pause
     return result
@@ -282,8 +339,12 @@ def plot(results: dict[str, Any], floor: float, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for name, res in sorted(results.items()):
-        ax.plot([r["minutes"] for r in res["evals"]], [r["fid"] for r in res["evals"]], "o-",
-                label=f"{name} ({res['budget_minutes']:g} min)")
+        ax.plot(
+            [r["minutes"] for r in res["evals"]],
+            [r["fid"] for r in res["evals"]],
+            "o-",
+            label=f"{name} ({res['budget_minutes']:g} min)",
+        )
     ax.axhline(floor, color="gray", ls="--", label=f"floor: train vs test ({floor:.0f})")
     ax.set_xlabel("training budget used (CPU minutes per thread)")
     ax.set_ylabel("FID vs test faces (32 px)")
@@ -323,18 +384,32 @@ def main(argv: list[str] | None = None) -> None:
         res = {**res, "budget_minutes": args.minutes, "threads": args.threads, "samples": args.samples}
         out = json.loads(args.results.read_text(encoding="utf-8")) if args.results.is_file() else {}
         out.setdefault("recipes", {})[key] = res
-        out.update(image_size=IMAGE_SIZE, num_train=len(train), num_test=len(test),
-                   floor={"fid": round(floor_fid, 2), "kid": round(floor_kid, 5)},
-                   machine=f"{platform.machine()} {os.cpu_count()} CPUs (shared), torch {torch.__version__}",
-                   budget_clock="process CPU seconds / torch threads; evaluation time excluded",
-                   extractor="clean-fid Inception-V3 (clean resize), KID: cleanfid.fid.kernel_distance")
+        out.update(
+            image_size=IMAGE_SIZE,
+            num_train=len(train),
+            num_test=len(test),
+            floor={"fid": round(floor_fid, 2), "kid": round(floor_kid, 5)},
+            machine=f"{platform.machine()} {os.cpu_count()} CPUs (shared), torch {torch.__version__}",
+            budget_clock="process CPU seconds / torch threads; evaluation time excluded",
+            extractor="clean-fid Inception-V3 (clean resize), KID: cleanfid.fid.kernel_distance",
+        )
         args.results.parent.mkdir(parents=True, exist_ok=True)
         args.results.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
         Image.fromarray(make_grid(images[:64]).repeat(2, 0).repeat(2, 1)).save(RESULTS / f"quality_{key}_grid.png")
         plot(out["recipes"], floor_fid, RESULTS / "quality_fid.png")
 
-    res = run_recipe(args.recipe, RECIPES[args.recipe], train, test_feats, extractor, args.minutes, args.evals,
-                     args.samples, args.threads, save)
+    res = run_recipe(
+        args.recipe,
+        RECIPES[args.recipe],
+        train,
+        test_feats,
+        extractor,
+        args.minutes,
+        args.evals,
+        args.samples,
+        args.threads,
+        save,
+    )
     print(f"{key}: FID {res['fid']} KID {res['kid']} after {res['steps']} steps; floor FID {floor_fid:.1f}")
 
 

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from facegen.common import device as device_mod
+from facegen.demo.toydata import fit_toy_unet, gradient_discs
 from facegen.diffusion import sampling
 from facegen.fid.features import frechet_distance, get_extractor, image_stats
-from facegen.demo.toydata import fit_toy_unet, gradient_discs
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = [("ddpm", None)] + [(s, n) for s in ("ddim", "dpm++") for n in (10, 25, 50)]
@@ -42,7 +42,8 @@ def _device_name(device: str) -> str:
 
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
-    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu} CPU, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,7 +55,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--channels", default="8,16", help="toy model only: tiny preset widths")
     parser.add_argument("--train-steps", type=int, default=400, help="toy model only")
     parser.add_argument("--model-dir", default=None, help="a trained models/best/ instead of the toy model")
-    parser.add_argument("--faces", default="data/faces.parquet", help="with --model-dir: the test split is the reference")
+    parser.add_argument(
+        "--faces", default="data/faces.parquet", help="with --model-dir: the test split is the reference"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="fast samplers: best of this many timings")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -71,13 +74,20 @@ def main(argv: list[str] | None = None) -> None:
         model = {"kind": "trained", "model_dir": args.model_dir, "reference": f"{args.faces} test split"}
     else:
         channels = tuple(int(c) for c in args.channels.split(","))
-        unet, noise_sched = fit_toy_unet(gradient_discs(4096, args.image_size, seed=0), args.train_steps,
-                                         channels=channels, device=device)
+        unet, noise_sched = fit_toy_unet(
+            gradient_discs(4096, args.image_size, seed=0), args.train_steps, channels=channels, device=device
+        )
         sched_config = dict(noise_sched.config)
         reference = gradient_discs(1000, args.image_size, seed=1)
         real = gradient_discs(args.num_images, args.image_size, seed=2)
-        model = {"kind": "toy", "data": "facegen.demo.toydata.gradient_discs", "preset": "tiny", "channels": list(channels),
-                 "image_size": args.image_size, "train_steps": args.train_steps}
+        model = {
+            "kind": "toy",
+            "data": "facegen.demo.toydata.gradient_discs",
+            "preset": "tiny",
+            "channels": list(channels),
+            "image_size": args.image_size,
+            "train_steps": args.train_steps,
+        }
     model["fit_seconds"] = round(time.perf_counter() - t0, 2)
 
     extractor = get_extractor("offline", device)
@@ -100,14 +110,22 @@ def main(argv: list[str] | None = None) -> None:
 
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            images = sampling.generate(unet, sched_config, sampler, steps, seeds, args.batch_size, device, progress=False)
+            images = sampling.generate(
+                unet, sched_config, sampler, steps, seeds, args.batch_size, device, progress=False
+            )
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - start)
         seconds = min(times)
-        rows.append({"sampler": sampler, "steps": steps or int(sched_config["num_train_timesteps"]),
-                     "seconds": round(seconds, 2), "images_per_s": round(args.num_images / seconds, 2),
-                     "fd_offline": fd(images)})
+        rows.append(
+            {
+                "sampler": sampler,
+                "steps": steps or int(sched_config["num_train_timesteps"]),
+                "seconds": round(seconds, 2),
+                "images_per_s": round(args.num_images / seconds, 2),
+                "fd_offline": fd(images),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     ddpm_s = rows[0]["seconds"]
     for row in rows:
@@ -119,14 +137,19 @@ def main(argv: list[str] | None = None) -> None:
         "num_images": args.num_images,
         "batch_size": args.batch_size,
         "timing": f"fast samplers: best of {args.repeats}; ddpm 1000 steps: one run",
-        "note": ("CPU run: N scaled down from 1,000 and a 16 px tiny-preset toy model; "
-                 "seconds are for N images" if device == "cpu" else "seconds are for N images"),
+        "note": (
+            "CPU run: N scaled down from 1,000 and a 16 px tiny-preset toy model; seconds are for N images"
+            if device == "cpu"
+            else "seconds are for N images"
+        ),
         "model": model,
         "metric": "fd_offline (offline random-conv extractor; not FID)",
         "anchors": {"uniform_noise": fd(noise), "fresh_draw_of_reference": fd(real)},
         "runs": rows,
     }
-    out = Path(args.out or REPO / "benchmarks" / "results" / f"sample_{'cuda' if device.startswith('cuda') else 'cpu'}.json")
+    out = Path(
+        args.out or REPO / "benchmarks" / "results" / f"sample_{'cuda' if device.startswith('cuda') else 'cpu'}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result, indent=2))

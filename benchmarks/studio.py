@@ -40,15 +40,30 @@ def _demo_repo(root: Path) -> dict:
 
     torch.manual_seed(0)
     unet = build_unet(TINY["train.model"], TINY["train.image_size"], tuple(TINY["train.channels"]))
-    save_model_dir(root / "models" / "best", unet, make_noise_scheduler(prediction=TINY["train.prediction"]),
-                   {"model": TINY["train.model"], "channels": TINY["train.channels"]})
-    sample = {"seed": 0, "num_images": TINY["sample.num_images"], "sampler": "dpm++", "steps": TINY["sample.steps"],
-              "timestep_spacing": "trailing", "batch_size": TINY["sample.batch_size"], "device": "cpu",
-              "grid_images": TINY["sample.grid_images"]}
+    save_model_dir(
+        root / "models" / "best",
+        unet,
+        make_noise_scheduler(prediction=TINY["train.prediction"]),
+        {"model": TINY["train.model"], "channels": TINY["train.channels"]},
+    )
+    sample = {
+        "seed": 0,
+        "num_images": TINY["sample.num_images"],
+        "sampler": "dpm++",
+        "steps": TINY["sample.steps"],
+        "timestep_spacing": "trailing",
+        "batch_size": TINY["sample.batch_size"],
+        "device": "cpu",
+        "grid_images": TINY["sample.grid_images"],
+    }
     (root / "params.yaml").write_text(json.dumps({"sample": sample}), encoding="utf-8")  # JSON is YAML
-    return {"kind": "demo architecture, random weights", "preset": TINY["train.model"],
-            "channels": TINY["train.channels"], "image_size": TINY["train.image_size"],
-            "parameters": sum(p.numel() for p in unet.parameters())}
+    return {
+        "kind": "demo architecture, random weights",
+        "preset": TINY["train.model"],
+        "channels": TINY["train.channels"],
+        "image_size": TINY["train.image_size"],
+        "parameters": sum(p.numel() for p in unet.parameters()),
+    }
 
 
 def _serve(app) -> tuple[str, object, threading.Thread]:
@@ -93,8 +108,9 @@ def main(argv: list[str] | None = None) -> None:
             root = Path(tmp)
             model = _demo_repo(root)
             model_dir = root / "models" / "best"
-        app = create_app(StudioConfig(model=model_dir.resolve(), root=root, device="cpu",
-                                      judgements=Path(tmp) / "j.parquet"))
+        app = create_app(
+            StudioConfig(model=model_dir.resolve(), root=root, device="cpu", judgements=Path(tmp) / "j.parquet")
+        )
         url, server, thread = _serve(app)
         body = {"seed": 0, "n": args.num_images}
         seconds, cpu, answer = [], [], None
@@ -112,18 +128,21 @@ def main(argv: list[str] | None = None) -> None:
         "benchmark": "studio",
         "what": f"POST /api/generate {{seed 0, n {args.num_images}}} over HTTP, answer decoded",
         "device": f"{platform.machine()} CPU, {len(cores)} cores pinned (of {os.cpu_count()}), "
-                  f"torch threads {torch.get_num_threads()}",
+        f"torch threads {torch.get_num_threads()}",
         "load_average_1_5_15min": {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]},
         "model": model,
-        "sampler": answer["sampler"], "steps": answer["steps"], "batch_size": answer["batch_size"],
-        "image_size": answer["size"], "num_images": len(answer["images"]),
+        "sampler": answer["sampler"],
+        "steps": answer["steps"],
+        "batch_size": answer["batch_size"],
+        "image_size": answer["size"],
+        "num_images": len(answer["images"]),
         "first_call_s": round(seconds[0], 3),
         "seconds": [round(s, 3) for s in seconds[1:]],
         "best_s": round(min(seconds[1:]), 3),
         "median_s": round(sorted(seconds[1:])[len(seconds[1:]) // 2], 3),
         "cpu_s": [round(c, 3) for c in cpu[1:]],
         "note": "cpu_s is the CPU time the whole process spent per call (all threads): on a machine shared "
-                "with other jobs it bounds what an idle machine's wall time could be (cpu_s / cores at best)",
+        "with other jobs it bounds what an idle machine's wall time could be (cpu_s / cores at best)",
         "target_s": 2.0,
         "meets_target": min(seconds[1:]) < 2.0,
         "response_bytes": len(json.dumps(answer)),

@@ -20,8 +20,8 @@ import csv
 import json
 import os
 import platform
-import sys
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -34,9 +34,9 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from tiny_faces import random_faces, write_faceset  # noqa: E402
 
-from facegen.diffusion.noise import diffusion_loss, make_noise_scheduler, noisy_batch, training_target  # noqa: E402
-from facegen.diffusion.model import build_unet, count_parameters  # noqa: E402
 from facegen.common.config import to_dict  # noqa: E402
+from facegen.diffusion.model import build_unet, count_parameters  # noqa: E402
+from facegen.diffusion.noise import diffusion_loss, make_noise_scheduler, noisy_batch, training_target  # noqa: E402
 from facegen.train.loop import TrainConfig  # noqa: E402
 
 
@@ -49,8 +49,9 @@ def baseline(table: Path, root: Path, cfg: TrainConfig, device: str, steps: int,
 
     rows = pd.read_parquet(table)
     paths = [root / p for p in rows[(rows.status == "ok") & (rows.split == "train")].path]
-    tf = transforms.Compose([transforms.RandomHorizontalFlip(), transforms.ToTensor(),
-                             transforms.Normalize([0.5] * 3, [0.5] * 3)])
+    tf = transforms.Compose(
+        [transforms.RandomHorizontalFlip(), transforms.ToTensor(), transforms.Normalize([0.5] * 3, [0.5] * 3)]
+    )
 
     class PngFaces(torch.utils.data.Dataset):
         def __len__(self) -> int:
@@ -61,8 +62,14 @@ def baseline(table: Path, root: Path, cfg: TrainConfig, device: str, steps: int,
                 return tf(im.convert("RGB"))
 
     torch.manual_seed(cfg.seed)
-    loader = torch.utils.data.DataLoader(PngFaces(), batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                                         num_workers=workers, persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        PngFaces(),
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
     unet = build_unet(cfg.model, cfg.image_size, cfg.channels or None).to(device)
     sched = make_noise_scheduler()
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr)
@@ -96,13 +103,32 @@ def trainer(root: Path, cfg: TrainConfig, name: str) -> dict:
     (out / "params.yaml").write_text(yaml.safe_dump({"train": to_dict(cfg)}), encoding="utf-8")
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
     start = time.perf_counter()
-    subprocess.run([sys.executable, str(REPO / "stages" / "train.py"), "--params", str(out / "params.yaml"),
-                    "--models", str(out / "models"), "--metrics", str(out / "metrics"),
-                    "--fid-cache", str(out / "cache")], cwd=root, env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "stages" / "train.py"),
+            "--params",
+            str(out / "params.yaml"),
+            "--models",
+            str(out / "models"),
+            "--metrics",
+            str(out / "metrics"),
+            "--fid-cache",
+            str(out / "cache"),
+        ],
+        cwd=root,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     with (out / "metrics" / "train_epochs.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    return {"images_per_s": float(rows[-1]["images_per_s"]), "first_epoch_images_per_s": float(rows[0]["images_per_s"]),
-            "epochs": len(rows), "wall_s": round(time.perf_counter() - start, 2)}
+    return {
+        "images_per_s": float(rows[-1]["images_per_s"]),
+        "first_epoch_images_per_s": float(rows[0]["images_per_s"]),
+        "epochs": len(rows),
+        "wall_s": round(time.perf_counter() - start, 2),
+    }
 
 
 def main() -> None:
@@ -123,10 +149,21 @@ def main() -> None:
         raise SystemExit("--device cuda: no CUDA device visible")
     if args.device == "cpu":
         os.environ["ACCELERATE_USE_CPU"] = "true"
-    cfg = TrainConfig(model=args.preset, image_size=args.image_size, batch_size=args.batch_size, epochs=args.epochs,
-                      fid_every=0, checkpoint_every=args.epochs, log_checkpoints=False, warmup_steps=10,
-                      experiment="benchmark", resume="never", fid_extractor="offline", precision="no",
-                      channels_last=False)
+    cfg = TrainConfig(
+        model=args.preset,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        fid_every=0,
+        checkpoint_every=args.epochs,
+        log_checkpoints=False,
+        warmup_steps=10,
+        experiment="benchmark",
+        resume="never",
+        fid_extractor="offline",
+        precision="no",
+        channels_last=False,
+    )
     variants = {
         "fp32": {},
         "bf16": {"precision": "bf16"},
@@ -143,9 +180,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         n_test = 16
-        table = write_faceset(root, random_faces(args.images, args.image_size, 0), random_faces(n_test, args.image_size, 1))
-        results: dict = {"baseline_png_dataloader_fp32": baseline(table, root, cfg, args.device, steps_per_epoch,
-                                                                  args.workers)}
+        table = write_faceset(
+            root, random_faces(args.images, args.image_size, 0), random_faces(n_test, args.image_size, 1)
+        )
+        results: dict = {
+            "baseline_png_dataloader_fp32": baseline(table, root, cfg, args.device, steps_per_epoch, args.workers)
+        }
         print("baseline", results["baseline_png_dataloader_fp32"], flush=True)
         for name in chosen:
             results[f"trainer_{name}"] = trainer(root, replace(cfg, **variants[name]), name)
@@ -153,7 +193,9 @@ def main() -> None:
     base = results["baseline_png_dataloader_fp32"]["images_per_s"]
     record = {
         "device": args.device,
-        "device_name": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name()
+        if args.device == "cuda"
+        else platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

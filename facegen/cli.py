@@ -66,8 +66,10 @@ def _best(args: argparse.Namespace) -> int:
         return 0
     for row in rows:
         exp = f", dvc exp {row['dvc_exp_name']}" if row.get("dvc_exp_name") else ""
-        _say(f"run {row['run_id']} ({row['run_name']}, {row['status']}{exp}): best epoch {row['epoch']} "
-              f"{row['metric']} {row['value']:.4f} checkpoint {row['checkpoint']}")
+        _say(
+            f"run {row['run_id']} ({row['run_name']}, {row['status']}{exp}): best epoch {row['epoch']} "
+            f"{row['metric']} {row['value']:.4f} checkpoint {row['checkpoint']}"
+        )
     if args.register:
         print(f"registered as {rows[0]['registered']}")
     return 0
@@ -93,18 +95,29 @@ def build_parser() -> argparse.ArgumentParser:
     best = sub.add_parser("best", help="which epoch of the latest (or every) training run was best")
     best.add_argument("--experiment", default=None, help="MLflow experiment (default: params.yaml train.experiment)")
     best.add_argument("--all", action="store_true", help="every run of the experiment, newest first")
-    best.add_argument("--tracking-uri", default=None,
-                      help=f"default: $MLFLOW_TRACKING_URI or sqlite:///<repo>/mlflow.db (here {Path.cwd()})")
+    best.add_argument(
+        "--tracking-uri",
+        default=None,
+        help=f"default: $MLFLOW_TRACKING_URI or sqlite:///<repo>/mlflow.db (here {Path.cwd()})",
+    )
     best.add_argument("--json", action="store_true", help="machine-readable output")
-    best.add_argument("--register", metavar="NAME", default=None,
-                      help="register the latest run's MLflow model under NAME in the model registry")
+    best.add_argument(
+        "--register",
+        metavar="NAME",
+        default=None,
+        help="register the latest run's MLflow model under NAME in the model registry",
+    )
     best.set_defaults(func=_best)
 
     export = sub.add_parser("export", help="check models/best as a diffusers pipeline; copy it or push it to the Hub")
     export.add_argument("--model", default="models/best", help="pipeline folder (default models/best)")
     export.add_argument("--out", default=None, help="copy the folder here (must not exist)")
-    export.add_argument("--push-to-hub", metavar="REPO_ID", default=None,
-                        help="upload to this Hugging Face Hub model repository (e.g. you/facegen-ddpm)")
+    export.add_argument(
+        "--push-to-hub",
+        metavar="REPO_ID",
+        default=None,
+        help="upload to this Hugging Face Hub model repository (e.g. you/facegen-ddpm)",
+    )
     export.add_argument("--private", action="store_true", help="create the Hub repository private")
     export.set_defaults(func=_export)
     _add_studio(sub)
@@ -112,17 +125,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _studio(args: argparse.Namespace) -> int:
+    import uvicorn
+
     from facegen.studio.app import StudioConfig, create_app
     from facegen.studio.models import UnknownCheckpoint
 
-    import uvicorn
-
     root = Path(args.root)
-    overrides = {k: getattr(args, k) for k in ("max_images", "max_steps", "max_upload_bytes", "queue_size",
-                                               "experiment", "detector", "device") if getattr(args, k) is not None}
+    overrides = {
+        k: getattr(args, k)
+        for k in ("max_images", "max_steps", "max_upload_bytes", "queue_size", "experiment", "detector", "device")
+        if getattr(args, k) is not None
+    }
     try:
-        cfg = StudioConfig(model=Path(args.model), root=root,
-                           tracking_uri=args.tracking_uri or tracking_uri(repo_root(root)), **overrides)
+        cfg = StudioConfig(
+            model=Path(args.model),
+            root=root,
+            tracking_uri=args.tracking_uri or tracking_uri(repo_root(root)),
+            **overrides,
+        )
         app = create_app(cfg)
     except (UnknownCheckpoint, ValueError) as err:
         _say(f"facegen studio: {err}", err=True)
@@ -133,8 +153,12 @@ def _studio(args: argparse.Namespace) -> int:
 
 
 def _add_studio(sub: argparse._SubParsersAction) -> None:
-    studio = sub.add_parser("studio", help="local web app: generate, explore, edit, browse runs, judge (docs/studio.md)")
-    studio.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
+    studio = sub.add_parser(
+        "studio", help="local web app: generate, explore, edit, browse runs, judge (docs/studio.md)"
+    )
+    studio.add_argument(
+        "--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)"
+    )
     studio.add_argument("--port", type=int, default=8765)
     studio.add_argument("--model", default="models/best", help="a models/best-layout folder (default models/best)")
     studio.add_argument("--root", default=".", help="repository root: params.yaml, data/ (default .)")

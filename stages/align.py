@@ -9,8 +9,8 @@ import argparse
 from pathlib import Path
 
 from facegen.align.geometry import AlignConfig
-from facegen.common.config import load_section
 from facegen.align.stage import run_align
+from facegen.common.config import load_section
 
 
 def main(argv: list[str] | None = None) -> None:

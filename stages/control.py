@@ -29,8 +29,11 @@ def main(argv: list[str] | None = None) -> None:
     sample_cfg = load_section(SampleConfig, "sample", args.params)
     uri = None if args.no_mlflow else tracking_uri(repo_root("."))
     result = run_control(args.model_dir, sample_cfg, cfg, args.out_dir, args.metrics, uri)
-    print("control: " + json.dumps({k: {m: v[m] for m in ("spearman", "mae")} for k, v in result["attributes"].items()})
-          if result["attributes"] else f"control: nothing to sweep (conditioned on {result['conditioned']})")
+    print(
+        "control: " + json.dumps({k: {m: v[m] for m in ("spearman", "mae")} for k, v in result["attributes"].items()})
+        if result["attributes"]
+        else f"control: nothing to sweep (conditioned on {result['conditioned']})"
+    )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cfg = load_section(SampleConfig, "sample", args.params)
     record = sample_to_dir(cfg, args.model_dir, args.out_dir, args.grid)
-    print(f"sample: {cfg.num_images} images ({record['num_drawn']} drawn) with {cfg.sampler} "
-          f"{cfg.steps or 'all'} steps on {record['device']} -> {args.out_dir}")
+    print(
+        f"sample: {cfg.num_images} images ({record['num_drawn']} drawn) with {cfg.sampler} "
+        f"{cfg.steps or 'all'} steps on {record['device']} -> {args.out_dir}"
+    )
 
 
 if __name__ == "__main__":

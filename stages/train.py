@@ -24,9 +24,9 @@ if not sys.stderr.isatty() or os.environ.get("LOCAL_RANK", "0") != "0":
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-from facegen.common.config import load_section  # noqa: E402
-from facegen.train.loop import TrainConfig, TrainPaths, train  # noqa: E402
-from facegen.train.tracking import repo_root, tracking_uri  # noqa: E402
+from facegen.common.config import load_section
+from facegen.train.loop import TrainConfig, TrainPaths, train
+from facegen.train.tracking import repo_root, tracking_uri
 
 
 def _launch(n: int, precision: str, argv: list[str]) -> int:
@@ -42,8 +42,21 @@ def _launch(n: int, precision: str, argv: list[str]) -> int:
         env["ACCELERATE_USE_CPU"] = "true"
     elif gpus < n:
         raise ValueError(f"train.num_processes = {n} but {gpus} GPU(s) are visible: set it to at most {gpus}")
-    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", str(n), "--num_machines", "1",
-           "--mixed_precision", precision, "--dynamo_backend", "no", str(Path(__file__).resolve()), *argv]
+    cmd = [
+        accelerate,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(n),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        precision,
+        "--dynamo_backend",
+        "no",
+        str(Path(__file__).resolve()),
+        *argv,
+    ]
     print(f"train: launching {n} processes: {' '.join(cmd)}", file=sys.stderr)
     return subprocess.run(cmd, env=env).returncode
 
@@ -54,8 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--faces", default="data/faces.parquet", help="aligned faces table (paths repo-relative)")
     parser.add_argument("--models", default="models", help="writes <models>/best/")
-    parser.add_argument("--checkpoints", default=None,
-                        help="checkpoint folder (default <repo>/cache/checkpoints, or $FACEGEN_CHECKPOINTS)")
+    parser.add_argument(
+        "--checkpoints",
+        default=None,
+        help="checkpoint folder (default <repo>/cache/checkpoints, or $FACEGEN_CHECKPOINTS)",
+    )
     parser.add_argument("--metrics", default="metrics", help="writes train.json, train_epochs.csv, grids/")
     parser.add_argument("--fid-cache", default="cache/fid", help="cached reference stats of the test split")
     args = parser.parse_args(argv)
@@ -63,8 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_section(TrainConfig, "train", args.params)
     except (ValueError, TypeError, KeyError) as err:
-        print(f"train: error: {err} (params.yaml keeps the value `dvc exp run -S` wrote: fix it or "
-              "`git checkout params.yaml`; outputs of the last good run are untouched)", file=sys.stderr)
+        print(
+            f"train: error: {err} (params.yaml keeps the value `dvc exp run -S` wrote: fix it or "
+            "`git checkout params.yaml`; outputs of the last good run are untouched)",
+            file=sys.stderr,
+        )
         return 2
     launched = "WORLD_SIZE" in os.environ or "ACCELERATE_MIXED_PRECISION" in os.environ  # under accelerate launch
     if cfg.num_processes > 1 and not launched:
@@ -76,9 +95,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # -> run marked KILLED
     root = repo_root(".")
     checkpoints = Path(args.checkpoints or os.environ.get("FACEGEN_CHECKPOINTS") or root / "cache" / "checkpoints")
-    paths = TrainPaths(faces=Path(args.faces), root=Path("."), models=Path(args.models), metrics=Path(args.metrics),
-                       fid_cache=Path(args.fid_cache), tracking_uri=tracking_uri(root), artifact_root=root / "mlruns",
-                       checkpoints=checkpoints)
+    paths = TrainPaths(
+        faces=Path(args.faces),
+        root=Path("."),
+        models=Path(args.models),
+        metrics=Path(args.metrics),
+        fid_cache=Path(args.fid_cache),
+        tracking_uri=tracking_uri(root),
+        artifact_root=root / "mlruns",
+        checkpoints=checkpoints,
+    )
     try:
         summary = train(cfg, paths)
     except ValueError as err:  # user input (params, data, resume folder): one line, no traceback

@@ -12,7 +12,9 @@ SHARED = Path(__import__("os").environ.get("FACEGEN_SHARED", REPO.parent / "shar
 
 def _need(path: Path, what: str) -> Path:
     if not path.exists():
-        pytest.skip(f"{what} not found at {path}: tests that need real data read it from ../shared (set FACEGEN_SHARED)")
+        pytest.skip(
+            f"{what} not found at {path}: tests that need real data read it from ../shared (set FACEGEN_SHARED)"
+        )
     return path
 
 

@@ -46,7 +46,7 @@ class LocalServer:
             def log_message(self, *args: object) -> None:  # quiet
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server API
+            def do_GET(self) -> None:
                 with server._lock:
                     server.log.append(self.path)
                     n = server.log.count(self.path)
@@ -67,8 +67,9 @@ class LocalServer:
                     if route.endless:
                         self._endless(route.body or b"x" * 65536, route.content_type)
                     else:
-                        self._answer(route.status, route.body, route.content_type, extra,
-                                     drip_s=route.drip_s, cut=route.cut)
+                        self._answer(
+                            route.status, route.body, route.content_type, extra, drip_s=route.drip_s, cut=route.cut
+                        )
 
             def _endless(self, chunk: bytes, ctype: str) -> None:
                 self.close_connection = True  # the body ends when the connection does (never, here)
@@ -83,7 +84,13 @@ class LocalServer:
                     pass
 
             def _answer(
-                self, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None, drip_s: float = 0.0, cut: int = 0
+                self,
+                status: int,
+                body: bytes,
+                ctype: str,
+                headers: dict[str, str] | None = None,
+                drip_s: float = 0.0,
+                cut: int = 0,
             ) -> None:
                 try:
                     self.send_response(status)
@@ -115,7 +122,7 @@ class LocalServer:
         with self._lock:
             return Counter(self.log)
 
-    def __enter__(self) -> "LocalServer":
+    def __enter__(self) -> LocalServer:
         self._thread.start()
         return self
 

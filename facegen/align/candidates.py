@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from facegen.faces import appearance, attributes
 from facegen.align.geometry import AlignConfig, align_face
 from facegen.common.atomic import atomic_path
+from facegen.faces import appearance, attributes
 from facegen.faces.detect import Detection, box_area
 
 NO_FACE_INDEX = -1

@@ -13,7 +13,6 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-
 K = TypeVar("K", int, str)
 
 
@@ -63,7 +62,9 @@ def _bits(hashes: Sequence[str]) -> np.ndarray:
         return np.zeros((0, 0), dtype=bool)
     lengths = {len(h) for h in hashes}
     if len(lengths) != 1:
-        raise ValueError(f"perceptual hashes of different lengths {sorted(lengths)}: computed with different hash sizes")
+        raise ValueError(
+            f"perceptual hashes of different lengths {sorted(lengths)}: computed with different hash sizes"
+        )
     raw = np.frombuffer(bytes.fromhex("".join(hashes)), dtype=np.uint8).reshape(len(hashes), -1)
     return np.unpackbits(raw, axis=1).astype(bool)
 
@@ -84,7 +85,7 @@ def near_duplicate_pairs(hashes: Sequence[str], max_distance: int, block: int = 
         # Hamming distance = popcount(a) + popcount(b) - 2 * (a . b) on 0/1 vectors
         dist = ones[start : start + block, None] + ones[None, start:] - 2.0 * (rows @ packed[start:].T)
         ii, jj = np.nonzero(dist <= max_distance + 0.5)
-        pairs.extend((i, j) for i, j in zip((ii + start).tolist(), (jj + start).tolist()) if i < j)
+        pairs.extend((i, j) for i, j in zip((ii + start).tolist(), (jj + start).tolist(), strict=False) if i < j)
     return pairs
 
 

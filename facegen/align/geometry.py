@@ -80,7 +80,9 @@ class AlignConfig:
         if not 0.0 <= self.max_crop_outside <= 1.0:
             raise ValueError(f"align.max_crop_outside={self.max_crop_outside} must be a fraction in [0, 1]")
         if self.fill_blur_outer < self.fill_blur:
-            raise ValueError(f"align.fill_blur_outer={self.fill_blur_outer} must be >= align.fill_blur={self.fill_blur}")
+            raise ValueError(
+                f"align.fill_blur_outer={self.fill_blur_outer} must be >= align.fill_blur={self.fill_blur}"
+            )
         for name in ("margin", "feather_radius", "feather_sigma", "fill_blur", "fill_ramp"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"align.{name}={getattr(self, name)} must be > 0")
@@ -92,14 +94,30 @@ class AlignConfig:
             raise ValueError(f"align.workers={self.workers} must be >= 1")
         if self.dedupe_hash_size < 2:
             raise ValueError(f"align.dedupe_hash_size={self.dedupe_hash_size} must be >= 2")
-        validate(self, "align", {
-            "size": Range(8), "margin": POSITIVE, "feather_radius": POSITIVE, "feather_sigma": POSITIVE,
-            "feather_fill": Range(0, 255), "min_face_size": NON_NEGATIVE, "min_eye_distance": NON_NEGATIVE,
-            "max_abs_yaw": Range(0, 180), "max_crop_outside": FRACTION, "min_eye_brightness": Range(0, 255),
-            "eye_patch": POSITIVE, "min_sharpness": NON_NEGATIVE, "dedupe_hash_size": Range(2),
-            "dedupe_max_distance": NON_NEGATIVE, "test_fraction": Range(0, 1, hi_open=True), "seed": NON_NEGATIVE,
-            "workers": AT_LEAST_ONE, "preview_max": AT_LEAST_ONE,
-        })
+        validate(
+            self,
+            "align",
+            {
+                "size": Range(8),
+                "margin": POSITIVE,
+                "feather_radius": POSITIVE,
+                "feather_sigma": POSITIVE,
+                "feather_fill": Range(0, 255),
+                "min_face_size": NON_NEGATIVE,
+                "min_eye_distance": NON_NEGATIVE,
+                "max_abs_yaw": Range(0, 180),
+                "max_crop_outside": FRACTION,
+                "min_eye_brightness": Range(0, 255),
+                "eye_patch": POSITIVE,
+                "min_sharpness": NON_NEGATIVE,
+                "dedupe_hash_size": Range(2),
+                "dedupe_max_distance": NON_NEGATIVE,
+                "test_fraction": Range(0, 1, hi_open=True),
+                "seed": NON_NEGATIVE,
+                "workers": AT_LEAST_ONE,
+                "preview_max": AT_LEAST_ONE,
+            },
+        )
 
 
 @dataclass(frozen=True)

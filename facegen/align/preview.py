@@ -50,7 +50,9 @@ def sheet(tiles: Sequence[tuple[np.ndarray, str]], title: str, columns: int = 8,
     draw.text((4, 4), _fit(draw, title if tiles else f"{title}: none", font, width - 8), fill=INK, font=font)
     for i, (image, caption) in enumerate(tiles):
         x, y = (i % columns) * tile, TITLE_H + (i // columns) * (tile + CAPTION_H)
-        thumb = Image.fromarray(np.ascontiguousarray(image)).convert("RGB").resize((tile, tile), Image.Resampling.NEAREST)
+        thumb = (
+            Image.fromarray(np.ascontiguousarray(image)).convert("RGB").resize((tile, tile), Image.Resampling.NEAREST)
+        )
         canvas.paste(thumb, (x, y))
         for k, line in enumerate(caption.split("\n", 1)):
             draw.text((x + 2, y + tile + 1 + k * LINE_H), _fit(draw, line, font, tile - 4), fill=INK, font=font)
@@ -95,7 +97,9 @@ def _spread(rows: pd.DataFrame, limit: int) -> pd.DataFrame:
     """Up to ``limit`` rows spread evenly over their order."""
     if len(rows) <= limit:
         return rows
-    return rows.iloc[np.unique(np.linspace(0, len(rows) - 1, limit).round().astype(int))] if limit > 0 else rows.iloc[:0]
+    return (
+        rows.iloc[np.unique(np.linspace(0, len(rows) - 1, limit).round().astype(int))] if limit > 0 else rows.iloc[:0]
+    )
 
 
 def pick_accepted(table: pd.DataFrame, limit: int) -> pd.DataFrame:

@@ -51,6 +51,4 @@ def assign_split(
                 break
             test_groups.add(g)
             n_test += int(counts[g])
-    return {
-        face: "test" if group_of[post] in test_groups else "train" for face, post in sorted(face_posts.items())
-    }
+    return {face: "test" if group_of[post] in test_groups else "train" for face, post in sorted(face_posts.items())}

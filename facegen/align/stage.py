@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from facegen.align.candidates import NO_FACE_INDEX, ImageTask, run_tasks
 from facegen.align.geometry import AlignConfig, align_face
 from facegen.common.atomic import atomic_path
-from facegen.align.candidates import NO_FACE_INDEX, ImageTask, run_tasks
 from facegen.common.images import sha256_file
 
 REQUIRED_DOWNLOAD_COLUMNS = ("post_id", "status", "sha256", "path", "detections")
@@ -49,7 +49,9 @@ def tasks_from_downloads(downloads: pd.DataFrame, root: Path) -> tuple[list[Imag
     tasks = []
     for row in kept.itertuples(index=False):
         if not isinstance(row.path, str) or not row.path:
-            raise ValueError(f"downloads row of post {row.post_id} has status ok but no image path (sha256 {row.sha256})")
+            raise ValueError(
+                f"downloads row of post {row.post_id} has status ok but no image path (sha256 {row.sha256})"
+            )
         tasks.append(
             ImageTask(
                 sha256=str(row.sha256),
@@ -129,19 +131,27 @@ def build_faceset(
 
     ok = table["status"] == "ok"
     removed = near_duplicate_groups(
-        table.loc[ok, "face_id"].tolist(), table.loc[ok, "phash"].tolist(), table.loc[ok, "face_area"].tolist(),
+        table.loc[ok, "face_id"].tolist(),
+        table.loc[ok, "phash"].tolist(),
+        table.loc[ok, "face_area"].tolist(),
         cfg.dedupe_max_distance,
     )
-    post_of = dict(zip(table["face_id"], table["post_id"]))
+    post_of = dict(zip(table["face_id"], table["post_id"], strict=False))
     is_dup = table["face_id"].isin(list(removed))
     table.loc[is_dup, "status"] = "near_duplicate"
     table.loc[is_dup, "duplicate_of"] = table.loc[is_dup, "face_id"].map(removed)
     links = links + [[post_of[dup], post_of[keep]] for dup, keep in removed.items()]
 
     ok = table["status"] == "ok"
-    split = assign_split(dict(zip(table.loc[ok, "face_id"], table.loc[ok, "post_id"])), links, cfg.test_fraction, cfg.seed)
+    split = assign_split(
+        dict(zip(table.loc[ok, "face_id"], table.loc[ok, "post_id"], strict=False)), links, cfg.test_fraction, cfg.seed
+    )
     table.loc[ok, "split"] = table.loc[ok, "face_id"].map(split)
-    rel = faces_dir.resolve().relative_to(root.resolve()) if faces_dir.resolve().is_relative_to(root.resolve()) else faces_dir
+    rel = (
+        faces_dir.resolve().relative_to(root.resolve())
+        if faces_dir.resolve().is_relative_to(root.resolve())
+        else faces_dir
+    )
     table.loc[ok, "path"] = [(Path(rel) / f"{fid}.png").as_posix() for fid in table.loc[ok, "face_id"]]
     keep_files = {f"{fid}.png" for fid in table.loc[ok, "face_id"]}
     for png in faces_dir.glob("*.png"):
@@ -183,7 +193,7 @@ def summary(table: pd.DataFrame) -> dict[str, Any]:
     photos = int(table["sha256"].nunique())
     outside = pd.to_numeric(table.loc[ok, "crop_outside"], errors="coerce").fillna(0.0)
     return {
-        "candidates": int(len(table)),
+        "candidates": len(table),
         "ok": int(ok.sum()),
         "train": int((table["split"] == "train").sum()),
         "test": int((table["split"] == "test").sum()),
@@ -218,7 +228,14 @@ def _tile(row: pd.Series, sources: dict[str, str], root: Path, cfg: AlignConfig)
 
 def write_preview(table: pd.DataFrame, downloads: pd.DataFrame, root: Path, path: Path, cfg: AlignConfig) -> Path:
     """data/faces_preview.png: accepted faces (captioned with split) above rejected ones (with reasons)."""
-    from facegen.align.preview import accepted_caption, caption, pick_accepted, pick_rejected, save_preview, yield_titles
+    from facegen.align.preview import (
+        accepted_caption,
+        caption,
+        pick_accepted,
+        pick_rejected,
+        save_preview,
+        yield_titles,
+    )
 
     sources = {t.sha256: t.source for t in tasks_from_downloads(downloads, root)[0]}
     accepted = pick_accepted(table, cfg.preview_max)

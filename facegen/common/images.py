@@ -132,9 +132,13 @@ def decode_image(data: bytes, max_pixels: int, max_bytes: int | None = None) -> 
     try:
         im = Image.open(io.BytesIO(data), formats=_open_formats())
     except Image.DecompressionBombError as exc:
-        raise ImageRejected("too_large", f"decompression bomb refused from the header: {exc} (max_pixels={max_pixels})") from exc
+        raise ImageRejected(
+            "too_large", f"decompression bomb refused from the header: {exc} (max_pixels={max_pixels})"
+        ) from exc
     except Image.UnidentifiedImageError as exc:
-        raise ImageRejected("not_an_image", f"not a supported image format ({', '.join(FORMAT_EXT)}): {data[:16]!r}") from exc
+        raise ImageRejected(
+            "not_an_image", f"not a supported image format ({', '.join(FORMAT_EXT)}): {data[:16]!r}"
+        ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # a header Pillow recognised but cannot parse
         raise ImageRejected("corrupt", f"unreadable image header: {type(exc).__name__}: {exc}") from exc
     with im:
@@ -142,7 +146,9 @@ def decode_image(data: bytes, max_pixels: int, max_bytes: int | None = None) -> 
         if width <= 0 or height <= 0:
             raise ImageRejected("corrupt", f"image header declares size {width}x{height}")
         if width * height > max_pixels:
-            raise ImageRejected("too_large", f"{width}x{height} = {width * height} pixels exceeds max_pixels={max_pixels}")
+            raise ImageRejected(
+                "too_large", f"{width}x{height} = {width * height} pixels exceeds max_pixels={max_pixels}"
+            )
         fmt = str(im.format)
         n_frames = int(getattr(im, "n_frames", 1))
         try:
@@ -153,7 +159,7 @@ def decode_image(data: bytes, max_pixels: int, max_bytes: int | None = None) -> 
         # Pillow's decoders raise many types on hostile bytes; each is recorded with its
         # type and message in the link's ``error`` so nothing is hidden, and one bad image
         # cannot stop (or, on resume, re-stop) a 80k-link run.
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ImageRejected("corrupt", f"{type(exc).__name__}: {exc}") from exc
     return DecodedImage(rgb=np.ascontiguousarray(rgb), format=fmt, ext=FORMAT_EXT[fmt], n_frames=n_frames)
 
@@ -192,5 +198,5 @@ def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.n
     for i, img in enumerate(images):
         r, c = divmod(i, cols)
         y, x = pad + r * (h + pad), pad + c * (w + pad)
-        grid[y:y + h, x:x + w] = img
+        grid[y : y + h, x : x + w] = img
     return grid

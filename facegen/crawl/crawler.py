@@ -21,21 +21,29 @@ import logging
 import time
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 import urllib3
 
-from facegen.crawl import ptt
 from facegen.common.atomic import atomic_path, write_bytes_atomic
 from facegen.common.config import NON_NEGATIVE, POSITIVE, validate
 from facegen.common.http import (
-    BlockedHostError, BodyLimitError, DestinationPolicy, HttpConfig, host_port, is_timeout, make_session, read_body,
+    BlockedHostError,
+    BodyLimitError,
+    DestinationPolicy,
+    HttpConfig,
+    host_port,
+    is_timeout,
+    make_session,
+    read_body,
 )
+from facegen.crawl import ptt
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +80,18 @@ class CrawlConfig:
             raise ValueError(f"crawl.start_date={self.start_date} is after crawl.end_date={self.end_date}")
         if urlsplit(self.base_url).scheme not in ("http", "https"):
             raise ValueError(f"crawl.base_url={self.base_url!r} must start with http:// or https://")
-        validate(self, "crawl", {"delay_s": NON_NEGATIVE, "timeout_s": POSITIVE, "backoff_s": NON_NEGATIVE,
-                                 "retries": NON_NEGATIVE, "max_bytes": POSITIVE, "body_deadline_s": POSITIVE})
+        validate(
+            self,
+            "crawl",
+            {
+                "delay_s": NON_NEGATIVE,
+                "timeout_s": POSITIVE,
+                "backoff_s": NON_NEGATIVE,
+                "retries": NON_NEGATIVE,
+                "max_bytes": POSITIVE,
+                "body_deadline_s": POSITIVE,
+            },
+        )
 
     @property
     def window(self) -> tuple[int, int]:
@@ -82,7 +100,9 @@ class CrawlConfig:
         return day(self.start_date), day(self.end_date) + 86400
 
     def http(self) -> HttpConfig:
-        return HttpConfig(user_agent=self.user_agent, timeout_s=self.timeout_s, retries=self.retries, backoff_s=self.backoff_s)
+        return HttpConfig(
+            user_agent=self.user_agent, timeout_s=self.timeout_s, retries=self.retries, backoff_s=self.backoff_s
+        )
 
     def policy(self) -> DestinationPolicy:
         """base_url is the user's choice (a loopback board is fine); nothing else is ever contacted."""
@@ -142,7 +162,11 @@ class ArticleCache:
 
     def put(self, post_id: str, status: int, html: str | None) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        name, data = (f"{post_id}.html.gz", gzip.compress((html or "").encode("utf-8"), 6)) if status == 200 else (f"{post_id}.404", b"")
+        name, data = (
+            (f"{post_id}.html.gz", gzip.compress((html or "").encode("utf-8"), 6))
+            if status == 200
+            else (f"{post_id}.404", b"")
+        )
         write_bytes_atomic(self.dir / name, data)
 
 
@@ -198,11 +222,14 @@ class BoardIndex:
         try:
             resp = self.fetcher.get(path, "index")
         except FetchFailed as exc:
-            raise CrawlError(f"index page {path} failed ({exc.reason}: {exc}); re-run to resume "
-                             f"(fetched articles are cached)") from exc
+            raise CrawlError(
+                f"index page {path} failed ({exc.reason}: {exc}); re-run to resume (fetched articles are cached)"
+            ) from exc
         if resp.status_code != 200:
-            raise CrawlError(f"index page {resp.url} answered HTTP {resp.status_code}: check crawl.base_url "
-                             f"and crawl.board={self.board!r}")
+            raise CrawlError(
+                f"index page {resp.url} answered HTTP {resp.status_code}: check crawl.base_url "
+                f"and crawl.board={self.board!r}"
+            )
         return ptt.parse_index(resp.text)
 
     def page(self, n: int) -> ptt.IndexPage:
@@ -336,7 +363,9 @@ def _article(
         return exc
     if resp.status_code == 200:
         if ptt.is_over18_gate(resp.text):
-            raise ptt.Over18GateError(f"{resp.url} answered with the over-18 gate although the cookie over18=1 was sent")
+            raise ptt.Over18GateError(
+                f"{resp.url} answered with the over-18 gate although the cookie over18=1 was sent"
+            )
         cache.put(post_id, 200, resp.text)
         return 200, resp.text
     if resp.status_code == 404:
@@ -345,8 +374,14 @@ def _article(
     return FetchFailed(f"http_{resp.status_code}", f"HTTP {resp.status_code}")
 
 
-def crawl(cfg: CrawlConfig, cache_dir: str | Path, *, session: requests.Session | None = None,
-          progress: bool = True, on_post: Callable[[str], None] | None = None) -> CrawlResult:
+def crawl(
+    cfg: CrawlConfig,
+    cache_dir: str | Path,
+    *,
+    session: requests.Session | None = None,
+    progress: bool = True,
+    on_post: Callable[[str], None] | None = None,
+) -> CrawlResult:
     """Crawl ``cfg.board`` between ``cfg.start_date`` and ``cfg.end_date`` (Taipei, inclusive).
 
     Returns rows for posts.parquet (one per kept post) and links.parquet (one per
@@ -393,23 +428,49 @@ def crawl(cfg: CrawlConfig, cache_dir: str | Path, *, session: requests.Session 
         if reason is not None:
             result.skipped[reason] += 1
             result.failed.append({"post_id": post_id, "url": url, "reason": reason})
-            result.failed_rows.append({
-                "post_id": post_id, "board": cfg.board, "url": url, "title": entry.title,
-                "category": ptt.category(entry.title), "author": entry.author, "posted_at": ptt.post_time(post_id),
-                "push_count": entry.push_count, "n_pushes": None, "n_links": None, "index_page": page_no,
-                "status": reason, "error": (error or "")[:500],
-            })
+            result.failed_rows.append(
+                {
+                    "post_id": post_id,
+                    "board": cfg.board,
+                    "url": url,
+                    "title": entry.title,
+                    "category": ptt.category(entry.title),
+                    "author": entry.author,
+                    "posted_at": ptt.post_time(post_id),
+                    "push_count": entry.push_count,
+                    "n_pushes": None,
+                    "n_links": None,
+                    "index_page": page_no,
+                    "status": reason,
+                    "error": (error or "")[:500],
+                }
+            )
         if article is not None:
             links = ptt.image_links(article, base_url=url)
-            result.posts.append({
-                "post_id": post_id, "board": cfg.board, "url": url, "title": entry.title,
-                "category": ptt.category(entry.title), "author": entry.author or article.author_id,
-                "posted_at": ptt.post_time(post_id), "push_count": entry.push_count,
-                "n_pushes": len(article.pushes), "n_links": len(links), "index_page": page_no,
-            })
+            result.posts.append(
+                {
+                    "post_id": post_id,
+                    "board": cfg.board,
+                    "url": url,
+                    "title": entry.title,
+                    "category": ptt.category(entry.title),
+                    "author": entry.author or article.author_id,
+                    "posted_at": ptt.post_time(post_id),
+                    "push_count": entry.push_count,
+                    "n_pushes": len(article.pushes),
+                    "n_links": len(links),
+                    "index_page": page_no,
+                }
+            )
             result.links.extend(
-                {"post_id": post_id, "url": link, "source": source, "raw_url": raw,
-                 "host": urlsplit(link).netloc, "position": i}
+                {
+                    "post_id": post_id,
+                    "url": link,
+                    "source": source,
+                    "raw_url": raw,
+                    "host": urlsplit(link).netloc,
+                    "position": i,
+                }
                 for i, (link, source, raw) in enumerate(links)
             )
         if on_post is not None:
@@ -420,12 +481,26 @@ def crawl(cfg: CrawlConfig, cache_dir: str | Path, *, session: requests.Session 
 
 
 POSTS_SCHEMA_FIELDS = (
-    ("post_id", "string"), ("board", "string"), ("url", "string"), ("title", "string"), ("category", "string"),
-    ("author", "string"), ("posted_at", "timestamp"), ("push_count", "int32"), ("n_pushes", "int32"),
-    ("n_links", "int32"), ("index_page", "int32"), ("status", "string"), ("error", "string"),
+    ("post_id", "string"),
+    ("board", "string"),
+    ("url", "string"),
+    ("title", "string"),
+    ("category", "string"),
+    ("author", "string"),
+    ("posted_at", "timestamp"),
+    ("push_count", "int32"),
+    ("n_pushes", "int32"),
+    ("n_links", "int32"),
+    ("index_page", "int32"),
+    ("status", "string"),
+    ("error", "string"),
 )
 LINKS_SCHEMA_FIELDS = (
-    ("post_id", "string"), ("url", "string"), ("source", "string"), ("raw_url", "string"), ("host", "string"),
+    ("post_id", "string"),
+    ("url", "string"),
+    ("source", "string"),
+    ("raw_url", "string"),
+    ("host", "string"),
     ("position", "int32"),
 )
 

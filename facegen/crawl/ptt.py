@@ -259,7 +259,9 @@ def parse_article(html: str) -> Article:
         raise ValueError("not an article page: no div#main-content")
     meta: dict[str, str] = {}
     for line in main.find_all("div", class_=("article-metaline", "article-metaline-right")):
-        meta[_text(line.find("span", class_="article-meta-tag"))] = _text(line.find("span", class_="article-meta-value"))
+        meta[_text(line.find("span", class_="article-meta-tag"))] = _text(
+            line.find("span", class_="article-meta-value")
+        )
         line.extract()
     for node in main.find_all(("div", "script", "style")):
         if not node.decomposed and (node.name != "div" or "richcontent" in (node.get("class") or [])):

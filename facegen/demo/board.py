@@ -24,16 +24,22 @@ import argparse
 import collections
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote, unquote, urlsplit
 
 from facegen.demo.content import Board, BoardSpec, build_board, render_article, render_gate, render_index
 
-__all__ = ["Board", "BoardSpec", "BoardServer", "Fault", "build_board", "serve", "main"]
+__all__ = ["Board", "BoardServer", "BoardSpec", "Fault", "build_board", "main", "serve"]
 
-_CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
-                  ".gif": "image/gif", ".bmp": "image/bmp"}
+_CONTENT_TYPES = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+    ".gif": "image/gif",
+    ".bmp": "image/bmp",
+}
 
 
 @dataclass
@@ -86,7 +92,7 @@ class BoardServer(ThreadingHTTPServer):
         with self._lock:
             self.hits.clear()
 
-    def start(self) -> "BoardServer":
+    def start(self) -> BoardServer:
         self._thread = threading.Thread(target=self.serve_forever, name="ptt-board", daemon=True)
         self._thread.start()
         return self
@@ -97,7 +103,7 @@ class BoardServer(ThreadingHTTPServer):
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> "BoardServer":
+    def __enter__(self) -> BoardServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -109,10 +115,12 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out in separate writes
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet by default
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
-    def _send(self, status: int, body: bytes, ctype: str = "text/html; charset=utf-8", headers: dict | None = None) -> None:
+    def _send(
+        self, status: int, body: bytes, ctype: str = "text/html; charset=utf-8", headers: dict | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -124,7 +132,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _not_found(self) -> None:
         self._send(404, b"<html><body><h1>404 - Not Found.</h1></body></html>")
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         parts = urlsplit(self.path)
         path = unquote(parts.path)
         fault = self.server._take(path)
@@ -174,27 +182,46 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m facegen.demo.board``: serve a board until interrupted."""
     d = BoardSpec()
     ap = argparse.ArgumentParser(prog="python -m facegen.demo.board", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--images-dir", default=None, help="folder of images to post (searched recursively); default: drawn faces")
+    ap.add_argument(
+        "--images-dir", default=None, help="folder of images to post (searched recursively); default: drawn faces"
+    )
     ap.add_argument("--max-images", type=int, default=d.max_images, help="use at most this many images")
-    ap.add_argument("--posts", type=int, default=d.posts, help="index entries on the board (deleted and announcements included)")
+    ap.add_argument(
+        "--posts", type=int, default=d.posts, help="index entries on the board (deleted and announcements included)"
+    )
     ap.add_argument("--images-per-post", type=int, default=d.images_per_post)
     ap.add_argument("--start-date", default=d.start_date, help="Taipei date of the first post (YYYY-MM-DD)")
     ap.add_argument("--posts-per-day", type=int, default=d.posts_per_day)
     ap.add_argument("--board", default=d.board)
     ap.add_argument("--seed", type=int, default=d.seed)
-    ap.add_argument("--no-extras", action="store_true", help="no dead/duplicate/non-image links, deleted posts or announcements")
+    ap.add_argument(
+        "--no-extras", action="store_true", help="no dead/duplicate/non-image links, deleted posts or announcements"
+    )
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
     args = ap.parse_args(argv)
-    spec = BoardSpec(board=args.board, images_dir=args.images_dir, max_images=args.max_images, posts=args.posts,
-                     images_per_post=args.images_per_post, start_date=args.start_date,
-                     posts_per_day=args.posts_per_day, seed=args.seed, extras=not args.no_extras)
+    spec = BoardSpec(
+        board=args.board,
+        images_dir=args.images_dir,
+        max_images=args.max_images,
+        posts=args.posts,
+        images_per_post=args.images_per_post,
+        start_date=args.start_date,
+        posts_per_day=args.posts_per_day,
+        seed=args.seed,
+        extras=not args.no_extras,
+    )
     server = serve(spec, args.host, args.port)
     first, last = server.board.dates
-    print(f"board {spec.board}: {len(server.board.slots)} entries on {server.board.pages} pages, "
-          f"{len(server.board.images)} images, posts {first}..{last}")
-    print(f"serving at {server.url}  (params: crawl.base_url={server.url} crawl.board={spec.board} "
-          f"crawl.start_date={first} crawl.end_date={last})", flush=True)
+    print(
+        f"board {spec.board}: {len(server.board.slots)} entries on {server.board.pages} pages, "
+        f"{len(server.board.images)} images, posts {first}..{last}"
+    )
+    print(
+        f"serving at {server.url}  (params: crawl.base_url={server.url} crawl.board={spec.board} "
+        f"crawl.start_date={first} crawl.end_date={last})",
+        flush=True,
+    )
     try:
         while True:
             time.sleep(3600)

@@ -193,7 +193,9 @@ def build_board(spec: BoardSpec) -> Board:
     weights = [w for _, w in CATEGORIES]
     for i in range(spec.posts):
         day, pos = divmod(i, spec.posts_per_day)
-        ts = _day_start(start + timedelta(days=day)) + int(spacing * (pos + 0.5) + rng.uniform(-spacing / 4, spacing / 4))
+        ts = _day_start(start + timedelta(days=day)) + int(
+            spacing * (pos + 0.5) + rng.uniform(-spacing / 4, spacing / 4)
+        )
         post_id = f"M.{ts}.A.{rng.randrange(4096):03X}"
         author = f"user{rng.randrange(1000):03d}"
         kind = _kind(i, spec.extras)
@@ -207,14 +209,18 @@ def build_board(spec: BoardSpec) -> Board:
             cat = rng.choices(cats, weights)[0]
             title = f"[{cat}] 第 {i} 篇 {BODY_LINES[cat][-2:]}"
             push_image = kind == "post" and live % 3 == 0
-            slots.append(Slot(i, post_id, ts, kind, title, author, score, next_image, push_image, live if kind == "post" else -1))
+            slots.append(
+                Slot(i, post_id, ts, kind, title, author, score, next_image, push_image, live if kind == "post" else -1)
+            )
             if kind == "post":
                 next_image += spec.images_per_post + push_image
                 live += 1
     pinned: list[Slot] = []
     if spec.extras and slots:
         ts = slots[0].ts - 30 * 86400
-        pinned.append(Slot(-1, f"M.{ts}.A.{rng.randrange(4096):03X}", ts, "announcement", f"[公告] {spec.board} 板規", "mod", 0))
+        pinned.append(
+            Slot(-1, f"M.{ts}.A.{rng.randrange(4096):03X}", ts, "announcement", f"[公告] {spec.board} 板規", "mod", 0)
+        )
         pinned.extend(s for s in slots[:1] if s.kind == "post")
     if not images and any(s.kind == "post" for s in slots) and spec.images_per_post:
         raise ValueError("the board has posts with images but no images to serve")
@@ -222,6 +228,7 @@ def build_board(spec: BoardSpec) -> Board:
 
 
 # ---------------------------------------------------------------------------- markup
+
 
 def _nrec(score: int) -> str:
     if score >= 100:
@@ -242,9 +249,14 @@ def _entry(board: Board, s: Slot) -> str:
     title = html.escape(s.title)
     if s.kind != "deleted":
         title = f'<a href="/bbs/{board.spec.board}/{s.post_id}.html">{title}</a>'
-    menu = "" if s.kind == "deleted" else (
-        f'<div class="trigger">&#x22ef;</div><div class="dropdown"><div class="item">'
-        f'<a href="/bbs/{board.spec.board}/search?q=author%3A{s.author}">搜尋看板內 {s.author} 的文章</a></div></div>'
+    menu = (
+        ""
+        if s.kind == "deleted"
+        else (
+            f'<div class="trigger">&#x22ef;</div><div class="dropdown"><div class="item">'
+            f'<a href="/bbs/{board.spec.board}/search?q=author%3A{s.author}">'
+            f"搜尋看板內 {s.author} 的文章</a></div></div>"
+        )
     )
     return (
         f'<div class="r-ent">\n<div class="nrec">{_nrec(s.score)}</div>\n<div class="title">\n{title}\n</div>\n'
@@ -271,13 +283,18 @@ def render_index(board: Board, name: str, base: str) -> str | None:
         n = int(number)
     else:
         return None
-    link = lambda href, label: f'<a class="btn wide" href="{href}">{label}</a>' if href else f'<a class="btn wide disabled">{label}</a>'  # noqa: E731
-    paging = "".join((
-        link(f"/bbs/{b}/index1.html", "最舊"),
-        link(f"/bbs/{b}/index{n - 1}.html" if n > 1 else None, "&lsaquo; 上頁"),
-        link(f"/bbs/{b}/index{n + 1}.html" if n < last else None, "下頁 &rsaquo;"),
-        link(f"/bbs/{b}/index.html", "最新"),
-    ))
+
+    def link(href, label):
+        return f'<a class="btn wide" href="{href}">{label}</a>' if href else f'<a class="btn wide disabled">{label}</a>'
+
+    paging = "".join(
+        (
+            link(f"/bbs/{b}/index1.html", "最舊"),
+            link(f"/bbs/{b}/index{n - 1}.html" if n > 1 else None, "&lsaquo; 上頁"),
+            link(f"/bbs/{b}/index{n + 1}.html" if n < last else None, "下頁 &rsaquo;"),
+            link(f"/bbs/{b}/index.html", "最新"),
+        )
+    )
     entries = "".join(_entry(board, s) for s in board.slots[(n - 1) * ENTRIES_PER_PAGE : n * ENTRIES_PER_PAGE])
     if n == last and board.pinned:
         entries += '<div class="r-list-sep"></div>\n' + "".join(_entry(board, s) for s in board.pinned)
@@ -304,7 +321,8 @@ def render_article(board: Board, name: str, base: str) -> str | None:
     b = board.spec.board
     when = datetime.fromtimestamp(slot.ts, TAIPEI)
     meta = "".join(
-        f'<div class="{cls}"><span class="article-meta-tag">{tag}</span><span class="article-meta-value">{html.escape(val)}</span></div>'
+        f'<div class="{cls}"><span class="article-meta-tag">{tag}</span>'
+        f'<span class="article-meta-value">{html.escape(val)}</span></div>'
         for cls, tag, val in (
             ("article-metaline", "作者", f"{slot.author} ({slot.author.upper()})"),
             ("article-metaline-right", "看板", b),
@@ -318,7 +336,9 @@ def render_article(board: Board, name: str, base: str) -> str | None:
     for link in (x for x in links if x.source == "body"):
         body.append(_a(absolute(link.href)))
         if link.preview is not None:  # PTT's signed preview: never to be taken as a link
-            body.append(f'<div class="richcontent"><img src="{base}/preview/s{slot.live}/{link.preview}" alt="" /></div>')
+            body.append(
+                f'<div class="richcontent"><img src="{base}/preview/s{slot.live}/{link.preview}" alt="" /></div>'
+            )
     rng = random.Random(f"{board.spec.seed}:{slot.post_id}")
     tags = ["推 "] * max(slot.score, 0) + ["噓 "] * max(-slot.score, 0) + ["→ "] * rng.randint(0, 3)
     rng.shuffle(tags)
@@ -330,12 +350,13 @@ def render_article(board: Board, name: str, base: str) -> str | None:
         f'<div class="push"><span class="{"hl " if tag == "推 " else "f1 hl "}push-tag">{tag}</span>'
         f'<span class="f3 hl push-userid">fan{j:03d}</span><span class="f3 push-content">: {text}</span>'
         f'<span class="push-ipdatetime"> {(when + timedelta(minutes=j + 1)):%m/%d %H:%M}\n</span></div>'
-        for j, (tag, text) in enumerate(zip(tags, contents))
+        for j, (tag, text) in enumerate(zip(tags, contents, strict=False))
     )
     main = (
         f'<div id="main-container">\n<div id="main-content" class="bbs-screen bbs-content">{meta}\n'
         + "\n".join(body)
-        + f'\n\n--\n<span class="f2">※ 發信站: 批踢踢實業坊(ptt.cc), 來自: 10.0.0.{slot.index % 250 + 1} (臺灣)\n</span>'
+        + '\n\n--\n<span class="f2">※ 發信站: 批踢踢實業坊(ptt.cc), '
+        + f"來自: 10.0.0.{slot.index % 250 + 1} (臺灣)\n</span>"
         f'<span class="f2">※ 文章網址: {_a(f"{base}/bbs/{b}/{slot.post_id}.html")}\n</span>{pushes}</div>\n</div>'
     )
     return _page(f"{slot.title} - 看板 {b}", main)
@@ -348,12 +369,14 @@ def render_gate(board: Board, query: str) -> str:
         '<div class="bbs-screen bbs-content center clear"><div class="over18-notice">'
         "<p>本網站已依網站內容分級規定處理</p><p>警告︰您即將進入之看板內容需滿十八歲方可瀏覽。</p></div>"
         f'<form action="/ask/over18" method="post"><input type="hidden" name="from" value="{html.escape(query)}">'
-        '<button class="btn-big" type="submit" name="yes" value="yes">我同意，我已年滿十八歲<br><small>進入</small></button>'
+        '<button class="btn-big" type="submit" name="yes" value="yes">'
+        "我同意，我已年滿十八歲<br><small>進入</small></button>"
         "</form></div>",
     )
 
 
 # ---------------------------------------------------------------------------- images
+
 
 def draw_face(seed: int, size: int = 256) -> bytes:
     """A procedurally drawn face (skin ellipse, eyes, brows, nose, mouth) as JPEG bytes."""
@@ -376,8 +399,10 @@ def draw_face(seed: int, size: int = 256) -> bytes:
         d.ellipse([(x - 12) * s, (ey - 6) * s, (x + 12) * s, (ey + 6) * s], fill=(250, 250, 250))
         d.ellipse([(x - 5) * s, (ey - 5) * s, (x + 5) * s, (ey + 5) * s], fill=(40, 30, 20))
         d.line([(x - 13) * s, (ey - 15) * s, (x + 13) * s, (ey - 17) * s], fill=hair, width=max(1, int(4 * s)))
-    d.polygon([(cx * s, (cy - 6) * s), ((cx - 8) * s, (cy + 18) * s), ((cx + 8) * s, (cy + 18) * s)],
-              fill=tuple(max(0, c - 30) for c in skin))
+    d.polygon(
+        [(cx * s, (cy - 6) * s), ((cx - 8) * s, (cy + 18) * s), ((cx + 8) * s, (cy + 18) * s)],
+        fill=tuple(max(0, c - 30) for c in skin),
+    )
     my = cy + h * 0.5
     d.chord([(cx - 22) * s, (my - 10) * s, (cx + 22) * s, (my + 10) * s], 0, 180, fill=(170, 60, 70))
     buf = io.BytesIO()

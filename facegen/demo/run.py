@@ -47,24 +47,45 @@ DRAWN_IMAGES = 120  # without ../shared/faces: faces drawn by the board
 EPOCHS = 300
 INCEPTION_EVERY, INCEPTION_SAMPLES = 50, 24  # 6 scored epochs
 TINY: dict[str, Any] = {
-    "crawl.delay_s": 0, "crawl.retries": 1,
-    "download.host_delay_s": 0, "download.retries": 1,
-    "align.test_fraction": 0.25, "align.workers": 1,
+    "crawl.delay_s": 0,
+    "crawl.retries": 1,
+    "download.host_delay_s": 0,
+    "download.retries": 1,
+    "align.test_fraction": 0.25,
+    "align.workers": 1,
     # the faces32 recipe (docs/quality.md): a 2.5M-parameter 3-level UNet, cosine noise schedule,
     # lr 4e-4, EMA with warmup; the 16-32-channel tiny UNet never drew a face on 2 cores
-    "train.model": "faces32", "train.channels": [], "train.image_size": 32, "train.epochs": EPOCHS,
-    "train.batch_size": 16, "train.warmup_steps": 50, "train.lr": 4e-4, "train.checkpoint_every": 50,
-    "train.schedule": "cosine", "train.ema_decay": 0.9999, "train.ema_warmup": True,
-    "train.log_checkpoints": False, "train.fid_every": EPOCHS, "train.fid_num_samples": 32,
-    "train.fid_batch_size": 32, "train.eval_steps": 10, "train.grid_size": 16,
-    "train.data_device": "cpu", "train.experiment": "facegen-demo",
-    "train.precision": "no", "train.channels_last": False,
+    "train.model": "faces32",
+    "train.channels": [],
+    "train.image_size": 32,
+    "train.epochs": EPOCHS,
+    "train.batch_size": 16,
+    "train.warmup_steps": 50,
+    "train.lr": 4e-4,
+    "train.checkpoint_every": 50,
+    "train.schedule": "cosine",
+    "train.ema_decay": 0.9999,
+    "train.ema_warmup": True,
+    "train.log_checkpoints": False,
+    "train.fid_every": EPOCHS,
+    "train.fid_num_samples": 32,
+    "train.fid_batch_size": 32,
+    "train.eval_steps": 10,
+    "train.grid_size": 16,
+    "train.data_device": "cpu",
+    "train.experiment": "facegen-demo",
+    "train.precision": "no",
+    "train.channels_last": False,
     # v-prediction: with epsilon, a tiny model's small error in each image's mean colour is
     # amplified ~156x at t~T (1/sqrt(alpha_bar_T)) and clipped into cyan/magenta/green faces
     "train.prediction": "v_prediction",
-    "sample.num_images": 64, "sample.steps": 25, "sample.batch_size": 32, "sample.grid_images": 64,
+    "sample.num_images": 64,
+    "sample.steps": 25,
+    "sample.batch_size": 32,
+    "sample.grid_images": 64,
     "sample.device": "cpu",
-    "fid.batch_size": 64, "fid.device": "cpu",
+    "fid.batch_size": 64,
+    "fid.device": "cpu",
 }
 
 
@@ -117,8 +138,13 @@ def demo_overrides(server: BoardServer, shared: Path, inception: bool) -> dict[s
     """The ``-S key=value`` overrides of the demo: the board's URL and dates, the detector,
     the feature extractor, and the tiny CPU config."""
     first, last = server.board.dates
-    overrides: dict[str, Any] = {"crawl.base_url": server.url, "crawl.board": server.board.spec.board,
-                                 "crawl.start_date": first, "crawl.end_date": last, **TINY}
+    overrides: dict[str, Any] = {
+        "crawl.base_url": server.url,
+        "crawl.board": server.board.spec.board,
+        "crawl.start_date": first,
+        "crawl.end_date": last,
+        **TINY,
+    }
     # the board is also the image host, on loopback: the downloader's SSRF guard must let it through
     overrides["download.allow_private_hosts"] = [server.url.split("://", 1)[1]]
     if (shared / DETECTOR).is_file():
@@ -169,22 +195,32 @@ def summary(repo: Path) -> str:
     kid = kid_of(metric)
     source = f", Inception from {score['inception_source']}" if "inception_source" in score else ""
     uri = mask_uri(tracking_uri(repo))  # $MLFLOW_TRACKING_URI or sqlite:///<repo>/mlflow.db, password masked
-    scored = f"{best['metric']} = {best['value']:.4g}" if best.get("value") is not None else "not scored (train.fid_every: 0)"
+    scored = (
+        f"{best['metric']} = {best['value']:.4g}"
+        if best.get("value") is not None
+        else "not scored (train.fid_every: 0)"
+    )
     control_path = repo / "metrics" / "control.json"
-    control = json.loads(control_path.read_text(encoding="utf-8")).get("attributes", {}) if control_path.is_file() else {}
-    follows = [f"controllability: {name} requested {s['requested']} -> measured {s['measured_mean']}, "
-               f"rank correlation {s['spearman']}, mean error {s['mae']:.1f} (grid: data/control/{name}.png)"
-               for name, s in control.items()]
-    return "\n".join([
-        f"best epoch: {best['epoch']}  {scored}  (MLflow run {best['run_id']})",
-        f"samples: {score['num_samples']} images in data/samples, {metric} = {score[metric]:.4g}, "
-        f"{kid} = {score[kid]:.4g} +- {score[kid + '_std']:.2g} against {score['num_reference']} test faces "
-        f"at {score['image_size']} px{source} (grid: data/samples_grid.png)",
-        *follows,
-        "compare experiments:  dvc exp show   |   dvc plots show   |   facegen best --experiment facegen-demo",
-        f"open MLflow:          mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)",
-        "back to the real-world params:  git checkout params.yaml",
-    ])
+    control = (
+        json.loads(control_path.read_text(encoding="utf-8")).get("attributes", {}) if control_path.is_file() else {}
+    )
+    follows = [
+        f"controllability: {name} requested {s['requested']} -> measured {s['measured_mean']}, "
+        f"rank correlation {s['spearman']}, mean error {s['mae']:.1f} (grid: data/control/{name}.png)"
+        for name, s in control.items()
+    ]
+    return "\n".join(
+        [
+            f"best epoch: {best['epoch']}  {scored}  (MLflow run {best['run_id']})",
+            f"samples: {score['num_samples']} images in data/samples, {metric} = {score[metric]:.4g}, "
+            f"{kid} = {score[kid]:.4g} +- {score[kid + '_std']:.2g} against {score['num_reference']} test faces "
+            f"at {score['image_size']} px{source} (grid: data/samples_grid.png)",
+            *follows,
+            "compare experiments:  dvc exp show   |   dvc plots show   |   facegen best --experiment facegen-demo",
+            f"open MLflow:          mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)",
+            "back to the real-world params:  git checkout params.yaml",
+        ]
+    )
 
 
 def run_demo(repo: Path, port: int = DEMO_PORT, posts: int = BOARD_POSTS, extra: dict[str, str] | None = None) -> str:
@@ -199,13 +235,17 @@ def run_demo(repo: Path, port: int = DEMO_PORT, posts: int = BOARD_POSTS, extra:
         spec = board_spec(demo_images(shared, Path(tmp) / "images"), posts)
         with start_board(spec, port) as server:
             extra = extra or {}
-            overrides = {k: v for k, v in demo_overrides(server, shared, inception_available()).items()
-                         if k not in extra}
+            overrides = {
+                k: v for k, v in demo_overrides(server, shared, inception_available()).items() if k not in extra
+            }
             args = set_args(overrides) + [a for k, v in extra.items() for a in ("-S", f"{k}={v}")]
             source = f"{shared / 'faces'}" if spec.images_dir else "drawn faces (no ../shared/faces found)"
-            print(f"demo: board at {server.url}: {len(server.board.live_posts())} posts, "
-                  f"{len(server.board.images)} images from {source}; feature extractor "
-                  f"{overrides.get('fid.extractor', extra.get('fid.extractor'))}", flush=True)
+            print(
+                f"demo: board at {server.url}: {len(server.board.live_posts())} posts, "
+                f"{len(server.board.images)} images from {source}; feature extractor "
+                f"{overrides.get('fid.extractor', extra.get('fid.extractor'))}",
+                flush=True,
+            )
             dvc(repo, "exp", "run", *args)
     return summary(repo)
 
@@ -214,9 +254,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m facegen.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repo", default=".", help="the facegen checkout (a git + DVC repository)")
     parser.add_argument("--port", type=int, default=DEMO_PORT, help="board port (a free one if taken)")
-    parser.add_argument("--posts", type=int, default=BOARD_POSTS, help="board index entries (a smaller board is faster)")
-    parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="one more override, e.g. -S train.epochs=5 (repeatable)")
+    parser.add_argument(
+        "--posts", type=int, default=BOARD_POSTS, help="board index entries (a smaller board is faster)"
+    )
+    parser.add_argument(
+        "-S",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one more override, e.g. -S train.epochs=5 (repeatable)",
+    )
     args = parser.parse_args(argv)
     extra = {}
     for item in args.set:

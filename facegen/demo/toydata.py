@@ -31,15 +31,22 @@ def gradient_discs(n: int, size: int = 16, seed: int = 0) -> np.ndarray:
     return np.round((x + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
 
 
-def fit_toy_unet(images: np.ndarray, steps: int, channels: tuple[int, ...] = (8, 16), batch_size: int = 32,
-                 lr: float = 3e-3, seed: int = 0, device: str = "cpu") -> tuple[UNet2DModel, DDPMScheduler]:
+def fit_toy_unet(
+    images: np.ndarray,
+    steps: int,
+    channels: tuple[int, ...] = (8, 16),
+    batch_size: int = 32,
+    lr: float = 3e-3,
+    seed: int = 0,
+    device: str = "cpu",
+) -> tuple[UNet2DModel, DDPMScheduler]:
     """Train a ``tiny`` preset UNet with the epsilon MSE loss (Ho et al. 2020, eq. 14) on
     uint8 ``images`` (N, H, W, 3) for ``steps`` AdamW steps; returns (unet in eval mode, the
     linear 1000-step DDPMScheduler it was trained with)."""
     import torch
 
-    from facegen.diffusion.noise import make_noise_scheduler
     from facegen.diffusion.model import build_unet
+    from facegen.diffusion.noise import make_noise_scheduler
 
     torch.manual_seed(seed)
     data = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(device)

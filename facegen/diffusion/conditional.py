@@ -47,17 +47,28 @@ def model_class() -> Any:
         """``UNet2DModel`` + learned attribute embedding; ``forward(x, t, condition=None)``."""
 
         @register_to_config
-        def __init__(self, condition_names: Sequence[str] = ("value",), condition_mean: Sequence[float] = (0.0,),
-                     condition_std: Sequence[float] = (1.0,), condition_min: Sequence[float] = (0.0,),
-                     condition_max: Sequence[float] = (1.0,), condition_margin: float = 0.25, **kwargs: Any) -> None:
+        def __init__(
+            self,
+            condition_names: Sequence[str] = ("value",),
+            condition_mean: Sequence[float] = (0.0,),
+            condition_std: Sequence[float] = (1.0,),
+            condition_min: Sequence[float] = (0.0,),
+            condition_max: Sequence[float] = (1.0,),
+            condition_margin: float = 0.25,
+            **kwargs: Any,
+        ) -> None:
             kwargs["class_embed_type"] = "identity"
             super().__init__(**kwargs)
             k = len(condition_names)
-            if not (k == len(condition_mean) == len(condition_std) == len(condition_min) == len(condition_max)) or not k:
+            if (
+                not (k == len(condition_mean) == len(condition_std) == len(condition_min) == len(condition_max))
+                or not k
+            ):
                 raise ValueError(f"condition statistics do not match the {k} names {list(condition_names)}")
             dim = self.time_embedding.linear_2.out_features
             self.condition_embedding = torch.nn.Sequential(
-                torch.nn.Linear(2 * k, dim), torch.nn.SiLU(), torch.nn.Linear(dim, dim))
+                torch.nn.Linear(2 * k, dim), torch.nn.SiLU(), torch.nn.Linear(dim, dim)
+            )
             torch.nn.init.zeros_(self.condition_embedding[2].weight)
             torch.nn.init.zeros_(self.condition_embedding[2].bias)
 
@@ -70,8 +81,14 @@ def model_class() -> Any:
                 keys |= set(inspect.signature(UNet2DModel.__init__).parameters)
             return keys
 
-        def forward(self, sample: torch.Tensor, timestep: Any, condition: torch.Tensor | None = None,
-                    class_labels: torch.Tensor | None = None, return_dict: bool = True) -> Any:
+        def forward(
+            self,
+            sample: torch.Tensor,
+            timestep: Any,
+            condition: torch.Tensor | None = None,
+            class_labels: torch.Tensor | None = None,
+            return_dict: bool = True,
+        ) -> Any:
             """``condition`` (B, 2K) from :func:`encode`; None = fully dropped (unconditional)."""
             if class_labels is not None:
                 raise ValueError("ConditionedUNet2DModel takes `condition`, not `class_labels`")
@@ -105,9 +122,15 @@ def unet_class(config: Mapping[str, Any] | Any) -> Any:
 def build(unet_kwargs: dict[str, Any], stats: Mapping[str, Any]) -> Any:
     """A fresh conditioned UNet from ``UNet2DModel`` kwargs and ``stats`` (see
     :func:`facegen.train.condition.fit_stats`: names, mean, std, min, max, margin)."""
-    return model_class()(condition_names=list(stats["names"]), condition_mean=list(stats["mean"]),
-                         condition_std=list(stats["std"]), condition_min=list(stats["min"]),
-                         condition_max=list(stats["max"]), condition_margin=float(stats["margin"]), **unet_kwargs)
+    return model_class()(
+        condition_names=list(stats["names"]),
+        condition_mean=list(stats["mean"]),
+        condition_std=list(stats["std"]),
+        condition_min=list(stats["min"]),
+        condition_max=list(stats["max"]),
+        condition_margin=float(stats["margin"]),
+        **unet_kwargs,
+    )
 
 
 def names(config: Mapping[str, Any] | Any) -> list[str]:
@@ -131,8 +154,10 @@ def check_request(config: Mapping[str, Any] | Any, request: Mapping[str, float] 
     request = dict(request or {})
     known = names(config)
     if request and not known:
-        raise ValueError(f"sample.condition = {request}: this model is unconditional (trained with "
-                         "train.condition: []); remove the condition or train with train.condition: [NAME, ...]")
+        raise ValueError(
+            f"sample.condition = {request}: this model is unconditional (trained with "
+            "train.condition: []); remove the condition or train with train.condition: [NAME, ...]"
+        )
     out = {}
     for name, value in request.items():
         if name not in known:
@@ -140,8 +165,10 @@ def check_request(config: Mapping[str, Any] | Any, request: Mapping[str, float] 
         value = float(value)
         lo, hi = allowed_range(config, name)
         if not math.isfinite(value) or not lo <= value <= hi:
-            raise ValueError(f"sample.condition.{name} = {value} is far outside the training range: choose a value "
-                             f"in [{lo:.4g}, {hi:.4g}] (train min/max widened by train.condition_margin)")
+            raise ValueError(
+                f"sample.condition.{name} = {value} is far outside the training range: choose a value "
+                f"in [{lo:.4g}, {hi:.4g}] (train min/max widened by train.condition_margin)"
+            )
         out[name] = value
     return out
 
@@ -155,8 +182,9 @@ def encode(config: Mapping[str, Any] | Any, requests: Sequence[Mapping[str, floa
     mean, std = np.asarray(cfg["condition_mean"], np.float64), np.asarray(cfg["condition_std"], np.float64)
     values = np.full((len(requests), len(known)), np.nan)
     for row, request in enumerate(requests):
-        for name, value in check_request(cfg, {k: v for k, v in (request or {}).items()
-                                                if v is not None and not np.isnan(v)}).items():
+        for name, value in check_request(
+            cfg, {k: v for k, v in (request or {}).items() if v is not None and not np.isnan(v)}
+        ).items():
             values[row, known.index(name)] = value
     return encode_normalised((values - mean) / std)
 

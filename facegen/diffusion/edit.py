@@ -53,22 +53,37 @@ def structure_distance(a: np.ndarray, b: np.ndarray) -> float:
 def edit_report(original: np.ndarray, edited: np.ndarray, condition: Mapping[str, float]) -> dict[str, Any]:
     """How much of ``original`` the ``edited`` face keeps, and how far each requested attribute moved."""
     diff = (original.astype(np.float64) - edited.astype(np.float64)) / 255.0
-    report: dict[str, Any] = {"structure_distance": structure_distance(original, edited),
-                              "pixel_rmse": float(np.sqrt((diff**2).mean())), "attributes": {}}
+    report: dict[str, Any] = {
+        "structure_distance": structure_distance(original, edited),
+        "pixel_rmse": float(np.sqrt((diff**2).mean())),
+        "attributes": {},
+    }
     for name, requested in condition.items():
         if name not in MEASURES:
             continue
         before, after = MEASURES[name](original), MEASURES[name](edited)
         wanted = float(requested) - before
-        report["attributes"][name] = {"before": before, "after": after, "requested": float(requested),
-                                      "moved": after - before,
-                                      "fraction": (after - before) / wanted if wanted != 0 else None}
+        report["attributes"][name] = {
+            "before": before,
+            "after": after,
+            "requested": float(requested),
+            "moved": after - before,
+            "fraction": (after - before) / wanted if wanted != 0 else None,
+        }
     return report
 
 
-def sdedit(unet: Any, scheduler_config: dict[str, Any], image: np.ndarray, condition: Mapping[str, float] | None,
-           strength: float, seed: int = 0, steps: int = 50, guidance: float = 1.0,
-           device: str = "cpu") -> tuple[np.ndarray, dict[str, Any]]:
+def sdedit(
+    unet: Any,
+    scheduler_config: dict[str, Any],
+    image: np.ndarray,
+    condition: Mapping[str, float] | None,
+    strength: float,
+    seed: int = 0,
+    steps: int = 50,
+    guidance: float = 1.0,
+    device: str = "cpu",
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Edit one aligned face (H, W, 3) uint8 toward ``condition``; returns (edited uint8 face, report).
 
     The face is resized (PIL bicubic) to the model's size when it differs. ``steps`` is the
@@ -78,7 +93,14 @@ def sdedit(unet: Any, scheduler_config: dict[str, Any], image: np.ndarray, condi
     import torch
     from PIL import Image
 
-    from facegen.diffusion.sampling import _generators, encode_conditions, make_scheduler, run_steps, step_kwargs_for, to_uint8
+    from facegen.diffusion.sampling import (
+        _generators,
+        encode_conditions,
+        make_scheduler,
+        run_steps,
+        step_kwargs_for,
+        to_uint8,
+    )
 
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"strength = {strength}: must be in [0, 1] (0 keeps the face, 1 redraws it)")
@@ -91,7 +113,7 @@ def sdedit(unet: Any, scheduler_config: dict[str, Any], image: np.ndarray, condi
     encoded = encode_conditions(unet, dict(condition or {}), 1)
     scheduler = make_scheduler(scheduler_config, "ddim", steps)
     start = int(round(strength * len(scheduler.timesteps)))
-    timesteps = scheduler.timesteps[len(scheduler.timesteps) - start:]
+    timesteps = scheduler.timesteps[len(scheduler.timesteps) - start :]
     edited = image
     if start > 0:
         dev = torch.device(device)
@@ -105,9 +127,15 @@ def sdedit(unet: Any, scheduler_config: dict[str, Any], image: np.ndarray, condi
         unet.eval()
         try:
             with torch.inference_mode():
-                edited = to_uint8(run_steps(unet, scheduler, x, timesteps, step_kwargs_for(scheduler, gens),
-                                            cond, guidance))[0]
+                edited = to_uint8(
+                    run_steps(unet, scheduler, x, timesteps, step_kwargs_for(scheduler, gens), cond, guidance)
+                )[0]
         finally:
             unet.train(was_training)
-    return edited, {**edit_report(image, edited, dict(condition or {})), "strength": strength,
-                    "steps_run": int(start), "seed": seed, "guidance": guidance}
+    return edited, {
+        **edit_report(image, edited, dict(condition or {})),
+        "strength": strength,
+        "steps_run": int(start),
+        "seed": seed,
+        "guidance": guidance,
+    }

@@ -94,16 +94,20 @@ def unet_config(preset: str, image_size: int, channels: tuple[int, ...] | None =
             )
         groups = cfg["norm_num_groups"]
         if any(c % groups for c in channels):
-            raise ValueError(f"train.channels = {list(channels)}: each must be a multiple of {groups} (GroupNorm groups)")
+            raise ValueError(
+                f"train.channels = {list(channels)}: each must be a multiple of {groups} (GroupNorm groups)"
+            )
         cfg["block_out_channels"] = tuple(channels)
     levels = len(cfg["block_out_channels"])
     if image_size % (2 ** (levels - 1)):
-        raise ValueError(f"train.image_size = {image_size} must be divisible by {2 ** (levels - 1)} for preset {preset!r}")
+        raise ValueError(
+            f"train.image_size = {image_size} must be divisible by {2 ** (levels - 1)} for preset {preset!r}"
+        )
     cfg.update(sample_size=image_size, in_channels=3, out_channels=3)
     return cfg
 
 
-def build_unet(preset: str, image_size: int, channels: tuple[int, ...] | None = None) -> "UNet2DModel":
+def build_unet(preset: str, image_size: int, channels: tuple[int, ...] | None = None) -> UNet2DModel:
     """A freshly initialised UNet: input and output (B, 3, image_size, image_size)."""
     from diffusers import UNet2DModel
 
@@ -115,7 +119,7 @@ def count_parameters(model: Any) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def unet_from_ema(ema: Any, unet_config: Any) -> "UNet2DModel":
+def unet_from_ema(ema: Any, unet_config: Any) -> UNet2DModel:
     """A fresh UNet built from ``unet_config`` holding the EMA weights of ``ema`` (a diffusers
     ``EMAModel``): what evaluation scores and ``models/best/`` saves."""
     from facegen.diffusion.conditional import unet_class
@@ -127,8 +131,8 @@ def unet_from_ema(ema: Any, unet_config: Any) -> "UNet2DModel":
 
 def save_model_dir(
     out_dir: str | Path,
-    unet: "UNet2DModel",
-    scheduler: "DDPMScheduler",
+    unet: UNet2DModel,
+    scheduler: DDPMScheduler,
     train_config: dict[str, Any],
     best: dict[str, Any] | None = None,
 ) -> Path:
@@ -150,7 +154,7 @@ def save_model_dir(
     return out
 
 
-def load_model_dir(model_dir: str | Path) -> tuple["UNet2DModel", "DDPMScheduler", dict[str, Any]]:
+def load_model_dir(model_dir: str | Path) -> tuple[UNet2DModel, DDPMScheduler, dict[str, Any]]:
     """Load ``(unet, noise_scheduler, train_config)`` from a ``models/best/`` folder."""
     from diffusers import DDPMScheduler
 

@@ -31,7 +31,7 @@ def make_noise_scheduler(
     prediction: str = "epsilon",
     beta_start: float = 1e-4,
     beta_end: float = 0.02,
-) -> "DDPMScheduler":
+) -> DDPMScheduler:
     """The training noise schedule (saved with the model as ``scheduler/``)."""
     from diffusers import DDPMScheduler
 
@@ -51,13 +51,13 @@ def make_noise_scheduler(
     )
 
 
-def snr(scheduler: "DDPMScheduler", timesteps: "torch.Tensor") -> "torch.Tensor":
+def snr(scheduler: DDPMScheduler, timesteps: torch.Tensor) -> torch.Tensor:
     """Signal-to-noise ratio abar_t / (1 - abar_t) per timestep, shape (B,)."""
     abar = scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float()
     return abar / (1.0 - abar)
 
 
-def min_snr_weights(scheduler: "DDPMScheduler", timesteps: "torch.Tensor", gamma: float) -> "torch.Tensor":
+def min_snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
     """Min-SNR-gamma loss weights (B,) (Hang et al. 2023, eq. 8, expressed per target).
 
     The eps-loss is the x_0-loss divided by SNR, so the weight min(SNR, gamma) on the x_0-loss
@@ -71,8 +71,8 @@ def min_snr_weights(scheduler: "DDPMScheduler", timesteps: "torch.Tensor", gamma
 
 
 def training_target(
-    scheduler: "DDPMScheduler", x0: "torch.Tensor", noise: "torch.Tensor", timesteps: "torch.Tensor"
-) -> "torch.Tensor":
+    scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+) -> torch.Tensor:
     """What the network should output for x_t: eps, or v (Salimans & Ho 2022) for v_prediction."""
     if scheduler.config.prediction_type == "v_prediction":
         return scheduler.get_velocity(x0, noise, timesteps)
@@ -80,12 +80,12 @@ def training_target(
 
 
 def diffusion_loss(
-    pred: "torch.Tensor",
-    target: "torch.Tensor",
+    pred: torch.Tensor,
+    target: torch.Tensor,
     kind: str = "mse",
     l1_weight: float = 0.25,
-    weights: "torch.Tensor | None" = None,
-) -> "torch.Tensor":
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Scalar loss of ``pred`` vs ``target`` (B, C, H, W), in float32.
 
     ``mse``: mean d^2. ``l1_l2``: mean (l1_weight |d| + (1 - l1_weight) d^2), the earlier
@@ -105,8 +105,8 @@ def diffusion_loss(
 
 
 def noisy_batch(
-    scheduler: "DDPMScheduler", x0: "torch.Tensor", generator: "torch.Generator"
-) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+    scheduler: DDPMScheduler, x0: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Draw t ~ U{0..T-1} and eps ~ N(0, I); return (x_t, eps, t) for x0 (B, 3, H, W) in [-1, 1]."""
     import torch
 

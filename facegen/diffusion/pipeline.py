@@ -30,16 +30,21 @@ def sampling_scheduler(noise_config: dict[str, Any]) -> Any:
     return make_scheduler(noise_config, SAMPLER, SAMPLE_STEPS, TIMESTEP_SPACING)
 
 
-def write_pipeline_files(out_dir: str | Path, noise_config: dict[str, Any], train_config: dict[str, Any],
-                         best: dict[str, Any]) -> None:
+def write_pipeline_files(
+    out_dir: str | Path, noise_config: dict[str, Any], train_config: dict[str, Any], best: dict[str, Any]
+) -> None:
     """Add ``model_index.json``, ``scheduler/`` and ``README.md`` to a folder holding ``unet/``."""
     import diffusers
 
     out = Path(out_dir)
     sched = sampling_scheduler(noise_config)
     sched.save_pretrained(out / "scheduler")
-    index = {"_class_name": "DDPMPipeline", "_diffusers_version": diffusers.__version__,
-             "unet": ["diffusers", "UNet2DModel"], "scheduler": ["diffusers", type(sched).__name__]}
+    index = {
+        "_class_name": "DDPMPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "unet": ["diffusers", "UNet2DModel"],
+        "scheduler": ["diffusers", type(sched).__name__],
+    }
     (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
     (out / "README.md").write_text(model_card(train_config, best), encoding="utf-8")
 
@@ -56,27 +61,52 @@ def model_card(train_config: dict[str, Any], best: dict[str, Any]) -> str:
     size = train_config.get("image_size", "?")
     params = "\n".join(f"| {k} | {json.dumps(v)} |" for k, v in sorted(train_config.items()))
     lines = [
-        "---", "library_name: diffusers", "pipeline_tag: unconditional-image-generation",
-        "tags: [diffusers, ddpm, unconditional-image-generation, faces, facegen]", "---", "",
-        f"# facegen DDPM ({train_config.get('model', '?')}, {size}x{size} faces)", "",
+        "---",
+        "library_name: diffusers",
+        "pipeline_tag: unconditional-image-generation",
+        "tags: [diffusers, ddpm, unconditional-image-generation, faces, facegen]",
+        "---",
+        "",
+        f"# facegen DDPM ({train_config.get('model', '?')}, {size}x{size} faces)",
+        "",
         "An unconditional DDPM (diffusers `UNet2DModel`, EMA weights) trained by the facegen DVC pipeline "
-        "on aligned faces from PTT Beauty posts.", "",
-        "## Scores (best epoch)", "",
-        f"Epoch {best.get('epoch', '?')} of {train_config.get('epochs', '?')}, MLflow run `{best.get('run_id')}`.", "",
-        "| metric | value |", "| --- | --- |", *(scores or ["| (not scored) | |"]), "",
+        "on aligned faces from PTT Beauty posts.",
+        "",
+        "## Scores (best epoch)",
+        "",
+        f"Epoch {best.get('epoch', '?')} of {train_config.get('epochs', '?')}, MLflow run `{best.get('run_id')}`.",
+        "",
+        "| metric | value |",
+        "| --- | --- |",
+        *(scores or ["| (not scored) | |"]),
+        "",
         "`fid` is clean-fid's FID (Inception-V3); `fd_offline` is the Fréchet distance of an offline "
         "stand-in network, comparable only between runs of this pipeline. Scored on DDIM samples "
-        f"({train_config.get('eval_steps', '?')} steps) against the test split.", "",
-        "## Data", "",
+        f"({train_config.get('eval_steps', '?')} steps) against the test split.",
+        "",
+        "## Data",
+        "",
         f"Training split content hash (sha256 of the decoded faces): `{best.get('data_hash', 'unknown')}`"
-        + (f", {best['num_train_images']} images." if best.get("num_train_images") else "."), "",
-        "## Use", "", "```python", "from diffusers import DiffusionPipeline", "",
+        + (f", {best['num_train_images']} images." if best.get("num_train_images") else "."),
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from diffusers import DiffusionPipeline",
+        "",
         'pipe = DiffusionPipeline.from_pretrained("models/best")  # or the Hub repo id',
         f"images = pipe(batch_size=4, num_inference_steps={SAMPLE_STEPS}).images",
-        "```", "",
+        "```",
+        "",
         f"The saved scheduler is DPM-Solver++ 2M with `timestep_spacing: {TIMESTEP_SPACING}`, as "
-        f"`facegen`'s sample stage draws; the training noise schedule is in `noise_scheduler/`.", "",
-        "## Training parameters (params.yaml `train`)", "", "| key | value |", "| --- | --- |", params, "",
+        f"`facegen`'s sample stage draws; the training noise schedule is in `noise_scheduler/`.",
+        "",
+        "## Training parameters (params.yaml `train`)",
+        "",
+        "| key | value |",
+        "| --- | --- |",
+        params,
+        "",
     ]
     return "\n".join(lines)
 
@@ -95,8 +125,9 @@ class FaceSampler:
 
         seeds = [int(s) for s in model_input["seed"]]
         steps = int((params or {}).get("steps", SAMPLE_STEPS))
-        return generate(self.unet, self.noise_config, SAMPLER, steps, seeds, len(seeds), "cpu", TIMESTEP_SPACING,
-                        progress=False)
+        return generate(
+            self.unet, self.noise_config, SAMPLER, steps, seeds, len(seeds), "cpu", TIMESTEP_SPACING, progress=False
+        )
 
 
 def _pyfunc_class() -> type:
@@ -105,8 +136,9 @@ def _pyfunc_class() -> type:
     return type("FaceSamplerModel", (FaceSampler, mlflow.pyfunc.PythonModel), {"__module__": __name__})
 
 
-def log_mlflow_model(tracking_uri: str, run_id: str, model_dir: str | Path, register_as: str | None = None,
-                     step: int = 0) -> Any:
+def log_mlflow_model(
+    tracking_uri: str, run_id: str, model_dir: str | Path, register_as: str | None = None, step: int = 0
+) -> Any:
     """Log ``model_dir`` as the pyfunc model ``model`` of run ``run_id`` (signature: seed -> images,
     param ``steps``); register it under ``register_as`` in the model registry when given.
 
@@ -125,12 +157,18 @@ def log_mlflow_model(tracking_uri: str, run_id: str, model_dir: str | Path, regi
     try:
         with warnings.catch_warnings():
             # the signature is given; MLflow still tries type hints and asks for an input example
-            warnings.filterwarnings("ignore", message=".*(type hint|input example|integer column).*",
-                                    category=UserWarning)
+            warnings.filterwarnings(
+                "ignore", message=".*(type hint|input example|integer column).*", category=UserWarning
+            )
             return mlflow.pyfunc.log_model(
-                name=MODEL_ARTIFACT, python_model=_pyfunc_class()(), artifacts={"pipeline": str(model_dir)},
-                signature=signature, registered_model_name=register_as, step=step,
-                pip_requirements=["facegen", "diffusers", "torch"])
+                name=MODEL_ARTIFACT,
+                python_model=_pyfunc_class()(),
+                artifacts={"pipeline": str(model_dir)},
+                signature=signature,
+                registered_model_name=register_as,
+                step=step,
+                pip_requirements=["facegen", "diffusers", "torch"],
+            )
     finally:
         mlflow.end_run(status="RUNNING")  # pops the fluent run; the trainer closes it
 
@@ -148,8 +186,14 @@ def register_model(run_id: str, name: str, tracking_uri: str) -> Any:
     return mlflow.register_model(models[0].model_uri, name)
 
 
-def export_model(model_dir: str | Path, out_dir: str | Path | None = None, repo_id: str | None = None,
-                 private: bool = False, token: str | None = None, api: Any = None) -> dict[str, Any]:
+def export_model(
+    model_dir: str | Path,
+    out_dir: str | Path | None = None,
+    repo_id: str | None = None,
+    private: bool = False,
+    token: str | None = None,
+    api: Any = None,
+) -> dict[str, Any]:
     """Check ``model_dir`` loads as a diffusers pipeline, copy it to ``out_dir`` and/or push it to
     the Hub repository ``repo_id`` (``api``: a ``huggingface_hub.HfApi``, made here by default).
 
@@ -159,8 +203,10 @@ def export_model(model_dir: str | Path, out_dir: str | Path | None = None, repo_
 
     src = Path(model_dir)
     if not (src / "model_index.json").is_file():
-        raise FileNotFoundError(f"{src}/model_index.json missing: not a pipeline folder (run `dvc repro train`, "
-                                "which writes models/best in this format)")
+        raise FileNotFoundError(
+            f"{src}/model_index.json missing: not a pipeline folder (run `dvc repro train`, "
+            "which writes models/best in this format)"
+        )
     pipe = DiffusionPipeline.from_pretrained(src)
     folder = src
     if out_dir is not None:
@@ -175,7 +221,8 @@ def export_model(model_dir: str | Path, out_dir: str | Path | None = None, repo_
 
             api = HfApi(token=token)
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model",
-                                   commit_message="facegen export: models/best")
+        commit = api.upload_folder(
+            repo_id=repo_id, folder_path=str(folder), repo_type="model", commit_message="facegen export: models/best"
+        )
         url = str(getattr(commit, "commit_url", commit))
     return {"folder": str(folder), "pipeline": type(pipe).__name__, "url": url}

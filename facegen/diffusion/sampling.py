@@ -44,8 +44,9 @@ Sampler = Literal["ddpm", "ddim", "dpm++"]
 SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpm++")
 
 
-def make_scheduler(scheduler_config: dict[str, Any], sampler: str, steps: int | None,
-                   timestep_spacing: str = "trailing") -> Any:
+def make_scheduler(
+    scheduler_config: dict[str, Any], sampler: str, steps: int | None, timestep_spacing: str = "trailing"
+) -> Any:
     """A diffusers scheduler for ``sampler`` built from the training DDPMScheduler config,
     with its timesteps set (``steps`` None = all ``num_train_timesteps``)."""
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
@@ -64,8 +65,13 @@ def make_scheduler(scheduler_config: dict[str, Any], sampler: str, steps: int | 
         # (its "thresholding", Lu et al. 2022 sec. 5) or x0 predictions at t ~ T explode
         clip = bool(config.get("clip_sample", True))
         scheduler = DPMSolverMultistepScheduler.from_config(
-            config, algorithm_type="dpmsolver++", solver_order=2, timestep_spacing=timestep_spacing,
-            thresholding=clip, sample_max_value=float(config.get("clip_sample_range", 1.0)))
+            config,
+            algorithm_type="dpmsolver++",
+            solver_order=2,
+            timestep_spacing=timestep_spacing,
+            thresholding=clip,
+            sample_max_value=float(config.get("clip_sample_range", 1.0)),
+        )
     else:
         raise ValueError(f"sample.sampler={sampler!r} is not one of {list(SAMPLERS)}")
     scheduler.set_timesteps(n)
@@ -98,8 +104,14 @@ def initial_noise(unet: UNet2DModel, seeds: Sequence[int], device: str = "cpu") 
     return _draw_noise(unet, _generators(seeds), device)
 
 
-def _denoise(unet: UNet2DModel, scheduler: Any, seeds: Sequence[int], device: str,
-             condition: np.ndarray | None = None, guidance: float = 1.0) -> torch.Tensor:
+def _denoise(
+    unet: UNet2DModel,
+    scheduler: Any,
+    seeds: Sequence[int],
+    device: str,
+    condition: np.ndarray | None = None,
+    guidance: float = 1.0,
+) -> torch.Tensor:
     """Run one batch of the reverse process; returns x0 of shape (B, C, H, W) in [-1, 1].
 
     ``condition``: the encoded (B, 2K) condition of a conditional model (None: unconditional)."""
@@ -120,8 +132,9 @@ def step_kwargs_for(scheduler: Any, gens: list[torch.Generator]) -> dict[str, An
     return kwargs
 
 
-def guided_output(unet: UNet2DModel, x: torch.Tensor, t: Any, cond: torch.Tensor | None,
-                  guidance: float) -> torch.Tensor:
+def guided_output(
+    unet: UNet2DModel, x: torch.Tensor, t: Any, cond: torch.Tensor | None, guidance: float
+) -> torch.Tensor:
     """The model output at ``(x, t)``: unconditional (``cond`` None), conditional, or guided (module doc)."""
     import torch
 
@@ -135,8 +148,15 @@ def guided_output(unet: UNet2DModel, x: torch.Tensor, t: Any, cond: torch.Tensor
     return out
 
 
-def run_steps(unet: UNet2DModel, scheduler: Any, x: torch.Tensor, timesteps: Any, step_kwargs: dict[str, Any],
-              cond: torch.Tensor | None = None, guidance: float = 1.0) -> torch.Tensor:
+def run_steps(
+    unet: UNet2DModel,
+    scheduler: Any,
+    x: torch.Tensor,
+    timesteps: Any,
+    step_kwargs: dict[str, Any],
+    cond: torch.Tensor | None = None,
+    guidance: float = 1.0,
+) -> torch.Tensor:
     """Denoise ``x`` through ``timesteps``; returns x0 (B, C, H, W) clamped to [-1, 1]."""
     for t in timesteps:
         model_in = scheduler.scale_model_input(x, t)
@@ -170,10 +190,19 @@ def encode_conditions(unet: UNet2DModel, conditions: Conditions, n: int) -> np.n
     return encode(unet.config, requests)
 
 
-def iter_batches(unet: UNet2DModel, scheduler_config: dict[str, Any], sampler: str, steps: int | None,
-                 seeds: Sequence[int], batch_size: int, device: str = "cpu",
-                 timestep_spacing: str = "trailing", progress: bool = True,
-                 conditions: Conditions = None, guidance: float = 1.0) -> Iterator[tuple[int, np.ndarray]]:
+def iter_batches(
+    unet: UNet2DModel,
+    scheduler_config: dict[str, Any],
+    sampler: str,
+    steps: int | None,
+    seeds: Sequence[int],
+    batch_size: int,
+    device: str = "cpu",
+    timestep_spacing: str = "trailing",
+    progress: bool = True,
+    conditions: Conditions = None,
+    guidance: float = 1.0,
+) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(offset, images)`` per batch: images (b, H, W, 3) uint8 for ``seeds[offset:offset+b]``.
 
     The last batch is padded with further seeds to ``batch_size`` (results discarded) so an
@@ -191,16 +220,20 @@ def iter_batches(unet: UNet2DModel, scheduler_config: dict[str, Any], sampler: s
     was_training = unet.training
     unet.eval()
     try:
-        bar = tqdm(total=len(seeds), desc=f"sample {sampler} {len(scheduler.timesteps)} steps",
-                   unit="img", disable=not progress)
+        bar = tqdm(
+            total=len(seeds),
+            desc=f"sample {sampler} {len(scheduler.timesteps)} steps",
+            unit="img",
+            disable=not progress,
+        )
         with torch.inference_mode(), bar:
             for offset in range(0, len(seeds), batch_size):
-                chunk = seeds[offset:offset + batch_size]
+                chunk = seeds[offset : offset + batch_size]
                 padded = chunk + [chunk[-1] + 1 + k for k in range(batch_size - len(chunk))]
                 scheduler = make_scheduler(scheduler_config, sampler, steps, timestep_spacing)  # fresh solver state
                 cond = None
                 if encoded is not None:
-                    cond = encoded[offset:offset + len(chunk)]
+                    cond = encoded[offset : offset + len(chunk)]
                     cond = np.concatenate([cond, np.repeat(cond[-1:], len(padded) - len(chunk), axis=0)])
                 images = to_uint8(_denoise(unet, scheduler, padded, device, cond, guidance))[: len(chunk)]
                 bar.update(len(chunk))
@@ -209,10 +242,19 @@ def iter_batches(unet: UNet2DModel, scheduler_config: dict[str, Any], sampler: s
         unet.train(was_training)
 
 
-def generate(unet: UNet2DModel, scheduler_config: dict[str, Any], sampler: str, steps: int | None,
-             seeds: Sequence[int], batch_size: int = 64, device: str = "cpu",
-             timestep_spacing: str = "trailing", progress: bool = True,
-             conditions: Conditions = None, guidance: float = 1.0) -> np.ndarray:
+def generate(
+    unet: UNet2DModel,
+    scheduler_config: dict[str, Any],
+    sampler: str,
+    steps: int | None,
+    seeds: Sequence[int],
+    batch_size: int = 64,
+    device: str = "cpu",
+    timestep_spacing: str = "trailing",
+    progress: bool = True,
+    conditions: Conditions = None,
+    guidance: float = 1.0,
+) -> np.ndarray:
     """Sample one image per seed: (N, H, W, 3) uint8. Stable API, also used for in-training FID.
 
     ``unet`` must already be on ``device``; ``scheduler_config`` is the training
@@ -222,13 +264,34 @@ def generate(unet: UNet2DModel, scheduler_config: dict[str, Any], sampler: str, 
     seeds = list(seeds)
     if not seeds:
         raise ValueError("generate() needs at least one seed")
-    parts = [images for _, images in iter_batches(unet, scheduler_config, sampler, steps, seeds, batch_size,
-                                                   device, timestep_spacing, progress, conditions, guidance)]
+    parts = [
+        images
+        for _, images in iter_batches(
+            unet,
+            scheduler_config,
+            sampler,
+            steps,
+            seeds,
+            batch_size,
+            device,
+            timestep_spacing,
+            progress,
+            conditions,
+            guidance,
+        )
+    ]
     return np.concatenate(parts, axis=0)
 
 
-def generate_from_noise(unet: UNet2DModel, scheduler_config: dict[str, Any], sampler: str, steps: int | None,
-                        noise: torch.Tensor, seeds: Sequence[int], timestep_spacing: str = "trailing") -> np.ndarray:
+def generate_from_noise(
+    unet: UNet2DModel,
+    scheduler_config: dict[str, Any],
+    sampler: str,
+    steps: int | None,
+    noise: torch.Tensor,
+    seeds: Sequence[int],
+    timestep_spacing: str = "trailing",
+) -> np.ndarray:
     """Sample from given initial noise (B, C, H, W) (e.g. a slerp of two seeds' noise): (B, H, W, 3) uint8.
 
     ``seeds`` (one per row) seed the ancestral sampler's per-step noise (``ddpm``; the

@@ -21,8 +21,8 @@ from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
 from facegen.common.atomic import write_bytes_atomic
-from facegen.download.fetch import FETCHED, FetchResult
 from facegen.common.images import sha256_file, sha256_hex
+from facegen.download.fetch import FETCHED, FetchResult
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class FetchCache:
     def close(self) -> None:
         self.db.close()
 
-    def __enter__(self) -> "FetchCache":
+    def __enter__(self) -> FetchCache:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -125,7 +125,16 @@ class FetchCache:
         if result.status == FETCHED:
             assert result.body is not None, "a fetched result carries its body"
             sha, size = self._write_blob(result.body), len(result.body)
-        rec = FetchRecord(result.url, result.status, result.http_status, result.content_type, result.final_url, sha, size, result.error)
+        rec = FetchRecord(
+            result.url,
+            result.status,
+            result.http_status,
+            result.content_type,
+            result.final_url,
+            sha,
+            size,
+            result.error,
+        )
         with self.db:
             self.db.execute(f"INSERT OR REPLACE INTO fetches VALUES ({','.join('?' * len(_FETCH_COLS))})", astuple(rec))
         return rec
@@ -142,13 +151,16 @@ class FetchCache:
     # analyses
     def put_analysis(self, rec: Analysis) -> None:
         with self.db:
-            self.db.execute(f"INSERT OR REPLACE INTO analyses VALUES ({','.join('?' * len(_ANALYSIS_COLS))})", astuple(rec))
+            self.db.execute(
+                f"INSERT OR REPLACE INTO analyses VALUES ({','.join('?' * len(_ANALYSIS_COLS))})", astuple(rec)
+            )
 
     def analyses(self, shas: Iterable[str], key: str) -> dict[str, Analysis]:
         """Stored analyses under ``key`` for those of ``shas`` that have one."""
         out: dict[str, Analysis] = {}
         for batch in _chunks(list(dict.fromkeys(shas))):
-            q = f"SELECT {','.join(_ANALYSIS_COLS)} FROM analyses WHERE key = ? AND sha256 IN ({','.join('?' * len(batch))})"
+            marks = ",".join("?" * len(batch))
+            q = f"SELECT {','.join(_ANALYSIS_COLS)} FROM analyses WHERE key = ? AND sha256 IN ({marks})"
             for row in self.db.execute(q, [key, *batch]):
                 out[row[0]] = Analysis(*row)
         return out

@@ -119,7 +119,9 @@ def url_host(url: str) -> str | None:
 
 def classify_exception(exc: requests.RequestException | urllib3.exceptions.HTTPError) -> str:
     """Map a requests or urllib3 exception to a fetch status."""
-    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)):
+    if isinstance(
+        exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)
+    ):
         return "invalid_url"
     if is_timeout(exc):
         return "timeout"
@@ -129,7 +131,12 @@ def classify_exception(exc: requests.RequestException | urllib3.exceptions.HTTPE
 
 
 def fetch_url(
-    session: requests.Session, url: str, gate: HostGate, timeout_s: float, max_bytes: int, body_deadline_s: float | None = None
+    session: requests.Session,
+    url: str,
+    gate: HostGate,
+    timeout_s: float,
+    max_bytes: int,
+    body_deadline_s: float | None = None,
 ) -> FetchResult:
     """GET ``url`` (streamed, at most ``max_bytes``) through ``gate``; never raises for network trouble.
 
@@ -153,7 +160,11 @@ def fetch_url(
         try:
             with session.get(url, stream=True, timeout=timeout_s) as resp:
                 gate.feedback(host, _throttled(resp))
-                meta = {"http_status": resp.status_code, "content_type": resp.headers.get("Content-Type"), "final_url": resp.url}
+                meta = {
+                    "http_status": resp.status_code,
+                    "content_type": resp.headers.get("Content-Type"),
+                    "final_url": resp.url,
+                }
                 if resp.status_code in (404, 410):
                     return done("http_404", error=f"HTTP {resp.status_code} {resp.reason}", **meta)
                 if not 200 <= resp.status_code < 300:

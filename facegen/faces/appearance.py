@@ -90,8 +90,12 @@ def colourfulness(image: np.ndarray) -> float:
     return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
 
 
-MEASURES = {"brightness": brightness, "top_brightness": top_brightness,
-            "background_brightness": background_brightness, "colourfulness": colourfulness}
+MEASURES = {
+    "brightness": brightness,
+    "top_brightness": top_brightness,
+    "background_brightness": background_brightness,
+    "colourfulness": colourfulness,
+}
 
 
 def measure(image: np.ndarray) -> dict[str, float]:

@@ -60,8 +60,11 @@ class FacesConfig:
             raise ValueError(f"faces.pad={self.pad} must be >= 0 (0 turns the padded pass off; 0.5 is the default)")
         if not 0.0 < self.min_score < 1.0:
             raise ValueError(f"faces.min_score={self.min_score} must be in (0, 1)")
-        validate(self, "faces", {"det_size": Range(32), "min_score": Range(0, 1, lo_open=True, hi_open=True),
-                                 "pad": NON_NEGATIVE})
+        validate(
+            self,
+            "faces",
+            {"det_size": Range(32), "min_score": Range(0, 1, lo_open=True, hi_open=True), "pad": NON_NEGATIVE},
+        )
 
 
 def box_area(bbox: Sequence[float]) -> float:
@@ -114,7 +117,7 @@ class Detection:
         }
 
     @classmethod
-    def from_record(cls, rec: dict) -> "Detection":
+    def from_record(cls, rec: dict) -> Detection:
         """Inverse of :meth:`to_record`."""
         return cls(
             bbox=tuple(float(v) for v in rec["bbox"]),  # type: ignore[arg-type]
@@ -151,11 +154,12 @@ class FaceDetector:
 
     def __post_init__(self) -> None:
         import onnxruntime  # heavy: imported only when a detector is built
-
         from insightface.model_zoo import model_zoo
 
         onnxruntime.set_default_logger_severity(3)
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in onnxruntime.get_available_providers()]
+        providers = [
+            p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in onnxruntime.get_available_providers()
+        ]
         size = (self.cfg.det_size, self.cfg.det_size)
         target = Path(self.cfg.model).expanduser()
         self._app = None
@@ -210,7 +214,11 @@ class FaceDetector:
         def run(img: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray]:
             b, k = det.detect(img, input_size=size)  # type: ignore[attr-defined]
             b = np.array(b, dtype=np.float32).reshape(-1, 5)
-            k = np.zeros((b.shape[0], 5, 2), np.float32) if k is None else np.array(k, dtype=np.float32).reshape(-1, 5, 2)
+            k = (
+                np.zeros((b.shape[0], 5, 2), np.float32)
+                if k is None
+                else np.array(k, dtype=np.float32).reshape(-1, 5, 2)
+            )
             b[:, :4] -= shift
             return b, k - shift
 
@@ -249,7 +257,11 @@ class FaceDetector:
                 for task, model in self._app.models.items():  # type: ignore[attr-defined]
                     if task != "detection":
                         model.get(image_bgr, face)
-                gender, age, pose = getattr(face, "gender", None), getattr(face, "age", None), getattr(face, "pose", None)
+                gender, age, pose = (
+                    getattr(face, "gender", None),
+                    getattr(face, "age", None),
+                    getattr(face, "pose", None),
+                )
             out.append(
                 Detection(
                     bbox=tuple(float(v) for v in boxes[i, :4]),  # type: ignore[arg-type]

@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
 from facegen.common.atomic import atomic_path
 from facegen.common.images import load_images
-
 from facegen.fid.inception import (  # noqa: F401  (re-exported: the public names of the extractor)
     INCEPTION_DIR_ENV,
     INCEPTION_FILE,
@@ -87,7 +88,7 @@ class OfflineExtractor:
         gen = torch.Generator().manual_seed(seed)
         widths = (3, 32, 48, self.dim)
         self.weights = []
-        for cin, cout in zip(widths[:-1], widths[1:]):
+        for cin, cout in itertools.pairwise(widths):
             w = torch.randn(cout, cin, 3, 3, generator=gen) * (2.0 / (cin * 9)) ** 0.5
             b = torch.randn(cout, generator=gen) * 0.1
             self.weights.append((w.to(device), b.to(device)))
@@ -145,7 +146,9 @@ def image_stats(images: np.ndarray, extractor: FeatureExtractor, batch_size: int
     return feature_stats(extract_features(images, extractor, batch_size))
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6) -> float:
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
+) -> float:
     """Fréchet distance of two Gaussians (Dowson & Landau 1982; FID, Heusel et al. 2017, eq. 6).
 
         d^2 = ||mu1 - mu2||^2 + Tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2))
@@ -157,7 +160,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
     sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
-        raise ValueError(f"stats of different extractors: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}")
+        raise ValueError(
+            f"stats of different extractors: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}"
+        )
     with warnings.catch_warnings():  # small sets give singular covariances: expected, handled below
         warnings.simplefilter("ignore", linalg.LinAlgWarning)
         covmean = linalg.sqrtm(sigma1 @ sigma2)
@@ -193,8 +198,9 @@ def frechet_distance_features(feats1: np.ndarray, feats2: np.ndarray) -> float:
     return float(max(0.0, diff @ diff + (a1 * a1).sum() + (a2 * a2).sum() - 2.0 * tr_covmean))
 
 
-def kernel_distance(feats1: np.ndarray, feats2: np.ndarray, num_subsets: int = 100,
-                    max_subset_size: int = 1000, seed: int = KID_SEED) -> tuple[float, float]:
+def kernel_distance(
+    feats1: np.ndarray, feats2: np.ndarray, num_subsets: int = 100, max_subset_size: int = 1000, seed: int = KID_SEED
+) -> tuple[float, float]:
     """KID (Bińkowski et al. 2018): (mean, std) over ``num_subsets`` unbiased MMD^2 estimates.
 
     Cubic polynomial kernel k(x, y) = (x.y / D + 1)^3 on subsets of m = min(N1, N2,

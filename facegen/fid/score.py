@@ -44,26 +44,44 @@ class FidConfig:
 class Scorer:
     """Scores uint8 sample sets (N, H, W, 3) against one reference set with one extractor."""
 
-    def __init__(self, extractor: fid.FeatureExtractor, reference: fid.Reference, batch_size: int = 64,
-                 kid_subsets: int = 100, kid_subset_size: int = 1000) -> None:
+    def __init__(
+        self,
+        extractor: fid.FeatureExtractor,
+        reference: fid.Reference,
+        batch_size: int = 64,
+        kid_subsets: int = 100,
+        kid_subset_size: int = 1000,
+    ) -> None:
         self.extractor, self.reference = extractor, reference
         self.batch_size, self.kid_subsets, self.kid_subset_size = batch_size, kid_subsets, kid_subset_size
         self.metric, self.kid = fid.metric_name(extractor.name), fid.kid_name(extractor.name)
 
     @classmethod
-    def for_split(cls, faces_parquet: str | Path, root: str | Path, image_size: int, extractor: str,
-                  device: Any, cache_dir: str | Path, batch_size: int = 64, kid_subsets: int = 100,
-                  kid_subset_size: int = 1000) -> "Scorer":
+    def for_split(
+        cls,
+        faces_parquet: str | Path,
+        root: str | Path,
+        image_size: int,
+        extractor: str,
+        device: Any,
+        cache_dir: str | Path,
+        batch_size: int = 64,
+        kid_subsets: int = 100,
+        kid_subset_size: int = 1000,
+    ) -> Scorer:
         """The scorer against the test split of ``faces_parquet`` at ``image_size`` px."""
         from facegen.train.data import load_split
 
         test = load_split(faces_parquet, "test", root, image_size)
         if len(test) < 2:
-            raise ValueError(f"{faces_parquet}: the test split has {len(test)} face(s); a score needs at least 2 "
-                             f"(raise align.test_fraction or crawl more posts)")
+            raise ValueError(
+                f"{faces_parquet}: the test split has {len(test)} face(s); a score needs at least 2 "
+                f"(raise align.test_fraction or crawl more posts)"
+            )
         ext = fid.get_extractor(extractor, device)
-        return cls(ext, fid.reference_features(test, ext, cache_dir, batch_size), batch_size, kid_subsets,
-                   kid_subset_size)
+        return cls(
+            ext, fid.reference_features(test, ext, cache_dir, batch_size), batch_size, kid_subsets, kid_subset_size
+        )
 
     @property
     def image_size(self) -> int:
@@ -73,13 +91,14 @@ class Scorer:
         """``{fid, kid, kid_std}`` (or the offline names) of ``samples`` uint8 (N, H, W, 3), N >= 2."""
         samples = fid.check_images(samples)
         if samples.shape[1:3] != (self.image_size, self.image_size):
-            raise ValueError(f"samples are {samples.shape[2]}x{samples.shape[1]} px, the reference "
-                             f"{self.reference.key} is {self.image_size} px: score at the model's image size")
+            raise ValueError(
+                f"samples are {samples.shape[2]}x{samples.shape[1]} px, the reference "
+                f"{self.reference.key} is {self.image_size} px: score at the model's image size"
+            )
         feats = fid.extract_features(samples, self.extractor, self.batch_size)
         ref = self.reference
         kid, kid_std = fid.kernel_distance(feats, ref.feats, self.kid_subsets, self.kid_subset_size)
-        return {self.metric: fid.frechet_distance_features(feats, ref.feats),
-                self.kid: kid, f"{self.kid}_std": kid_std}
+        return {self.metric: fid.frechet_distance_features(feats, ref.feats), self.kid: kid, f"{self.kid}_std": kid_std}
 
     def tags(self) -> dict[str, str]:
         """What scored: extractor, Inception source and sha256 (when Inception), reference key."""
@@ -94,13 +113,16 @@ def sample_paths(samples_dir: str | Path) -> list[Path]:
     """The numbered sample PNGs (00001.png, ...) of ``samples_dir``, in order."""
     paths = sorted(p for p in Path(samples_dir).glob("*.png") if p.stem.isdigit())
     if len(paths) < 2:
-        raise ValueError(f"{samples_dir}: found {len(paths)} sample image(s); a score needs at least 2 "
-                         f"(raise sample.num_images and rerun the sample stage)")
+        raise ValueError(
+            f"{samples_dir}: found {len(paths)} sample image(s); a score needs at least 2 "
+            f"(raise sample.num_images and rerun the sample stage)"
+        )
     return paths
 
 
-def score_samples(cfg: FidConfig, samples_dir: str | Path, faces_parquet: str | Path,
-                  cache_dir: str | Path, root: str | Path = ".") -> dict[str, Any]:
+def score_samples(
+    cfg: FidConfig, samples_dir: str | Path, faces_parquet: str | Path, cache_dir: str | Path, root: str | Path = "."
+) -> dict[str, Any]:
     """metrics/fid.json: ``{<fid>, <kid>, <kid>_std, num_samples, num_reference, image_size, ...tags}``.
 
     ``<fid>`` is ``fid`` or ``fd_offline`` (facegen.fid.features.metric_name); ``root`` is the
@@ -111,10 +133,24 @@ def score_samples(cfg: FidConfig, samples_dir: str | Path, faces_parquet: str | 
     from facegen.common.images import load_images
 
     samples = load_images(sample_paths(samples_dir))
-    scorer = Scorer.for_split(faces_parquet, root, samples.shape[1], cfg.extractor, resolve_device(cfg.device),
-                              cache_dir, cfg.batch_size, cfg.kid_subsets, cfg.kid_subset_size)
-    return {**scorer(samples), "num_samples": len(samples), "num_reference": len(scorer.reference.feats),
-            "image_size": scorer.image_size, **scorer.tags()}
+    scorer = Scorer.for_split(
+        faces_parquet,
+        root,
+        samples.shape[1],
+        cfg.extractor,
+        resolve_device(cfg.device),
+        cache_dir,
+        cfg.batch_size,
+        cfg.kid_subsets,
+        cfg.kid_subset_size,
+    )
+    return {
+        **scorer(samples),
+        "num_samples": len(samples),
+        "num_reference": len(scorer.reference.feats),
+        "image_size": scorer.image_size,
+        **scorer.tags(),
+    }
 
 
 def model_run(model_dir: str | Path) -> dict[str, Any] | None:

@@ -41,8 +41,9 @@ class ControlConfig:
 
     def __post_init__(self) -> None:
         if self.num_values < 2 or self.num_seeds < 1:
-            raise ValueError(f"control.num_values = {self.num_values} (>= 2) and control.num_seeds = "
-                             f"{self.num_seeds} (>= 1)")
+            raise ValueError(
+                f"control.num_values = {self.num_values} (>= 2) and control.num_seeds = {self.num_seeds} (>= 1)"
+            )
         if self.span <= 0:
             raise ValueError(f"control.span = {self.span}: must be > 0")
 
@@ -68,28 +69,60 @@ def scores(requested: np.ndarray, measured: np.ndarray) -> dict[str, float | Non
     with warnings.catch_warnings():  # a constant input is reported as None below
         warnings.simplefilter("ignore")
         rho, rho_means = spearmanr(flat_req, measured.ravel())[0], spearmanr(requested, means)[0]
-    out = {"spearman": rho, "spearman_of_means": rho_means,
-           "mae": np.abs(measured.ravel() - flat_req).mean(), "slope": np.polyfit(flat_req, measured.ravel(), 1)[0]}
+    out = {
+        "spearman": rho,
+        "spearman_of_means": rho_means,
+        "mae": np.abs(measured.ravel() - flat_req).mean(),
+        "slope": np.polyfit(flat_req, measured.ravel(), 1)[0],
+    }
     # a constant measurement has no rank correlation: null, not a made-up number
     return {k: float(v) if np.isfinite(v) else None for k, v in out.items()}
 
 
-def sweep(unet: Any, scheduler_config: dict[str, Any], name: str, values: np.ndarray, seeds: list[int],
-          sampler: str, steps: int | None, batch_size: int, device: str = "cpu", timestep_spacing: str = "trailing",
-          guidance: float = 1.0, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def sweep(
+    unet: Any,
+    scheduler_config: dict[str, Any],
+    name: str,
+    values: np.ndarray,
+    seeds: list[int],
+    sampler: str,
+    steps: int | None,
+    batch_size: int,
+    device: str = "cpu",
+    timestep_spacing: str = "trailing",
+    guidance: float = 1.0,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """Images (S, V, H, W, 3) uint8 (row = seed, column = value) and measured ``name`` (V, S)."""
     from facegen.diffusion.sampling import generate
 
     conditions = [{name: float(v)} for s in seeds for v in values]
     flat_seeds = [s for s in seeds for _ in values]
-    images = generate(unet, scheduler_config, sampler, steps, flat_seeds, batch_size, device, timestep_spacing,
-                      progress, conditions=conditions, guidance=guidance)
+    images = generate(
+        unet,
+        scheduler_config,
+        sampler,
+        steps,
+        flat_seeds,
+        batch_size,
+        device,
+        timestep_spacing,
+        progress,
+        conditions=conditions,
+        guidance=guidance,
+    )
     measured = measure_batch(images, name).reshape(len(seeds), len(values)).T
     return images.reshape(len(seeds), len(values), *images.shape[1:]), measured
 
 
-def run_control(model_dir: str | Path, sample_cfg: Any, cfg: ControlConfig, out_dir: str | Path,
-                metrics_path: str | Path, tracking_uri: str | None = None) -> dict[str, Any]:
+def run_control(
+    model_dir: str | Path,
+    sample_cfg: Any,
+    cfg: ControlConfig,
+    out_dir: str | Path,
+    metrics_path: str | Path,
+    tracking_uri: str | None = None,
+) -> dict[str, Any]:
     """The control stage: sweep every measurable conditioned attribute of ``models/best``.
 
     Writes ``out_dir/<attribute>.png`` (the sweep grid), ``out_dir/sweep.parquet`` (one row
@@ -114,20 +147,44 @@ def run_control(model_dir: str | Path, sample_cfg: Any, cfg: ControlConfig, out_
     for stale in out_dir.glob("*.png"):
         stale.unlink()
     seeds = [cfg.seed + r for r in range(cfg.num_seeds)]
-    result: dict[str, Any] = {"conditioned": conditioned, "not_measured": [n for n in conditioned if n not in MEASURES],
-                              "guidance": sample_cfg.guidance, "attributes": {}}
+    result: dict[str, Any] = {
+        "conditioned": conditioned,
+        "not_measured": [n for n in conditioned if n not in MEASURES],
+        "guidance": sample_cfg.guidance,
+        "attributes": {},
+    }
     rows = []
     for name in measurable:
         values = sweep_values(unet.config, name, cfg.num_values, cfg.span)
-        images, measured = sweep(unet, sched_config, name, values, seeds, sample_cfg.sampler, sample_cfg.steps,
-                                 sample_cfg.batch_size, device, sample_cfg.timestep_spacing, sample_cfg.guidance)
-        Image.fromarray(make_grid(images.reshape(-1, *images.shape[2:]), nrow=len(values))).save(out_dir / f"{name}.png")
-        result["attributes"][name] = {**scores(values, measured), "requested": values.round(3).tolist(),
-                                      "measured_mean": measured.mean(axis=1).round(3).tolist()}
-        rows += [{"attribute": name, "requested": float(v), "seed": s, "measured": float(measured[i, j])}
-                 for i, v in enumerate(values) for j, s in enumerate(seeds)]
+        images, measured = sweep(
+            unet,
+            sched_config,
+            name,
+            values,
+            seeds,
+            sample_cfg.sampler,
+            sample_cfg.steps,
+            sample_cfg.batch_size,
+            device,
+            sample_cfg.timestep_spacing,
+            sample_cfg.guidance,
+        )
+        Image.fromarray(make_grid(images.reshape(-1, *images.shape[2:]), nrow=len(values))).save(
+            out_dir / f"{name}.png"
+        )
+        result["attributes"][name] = {
+            **scores(values, measured),
+            "requested": values.round(3).tolist(),
+            "measured_mean": measured.mean(axis=1).round(3).tolist(),
+        }
+        rows += [
+            {"attribute": name, "requested": float(v), "seed": s, "measured": float(measured[i, j])}
+            for i, v in enumerate(values)
+            for j, s in enumerate(seeds)
+        ]
     pd.DataFrame(rows, columns=["attribute", "requested", "seed", "measured"]).to_parquet(
-        out_dir / "sweep.parquet", index=False)
+        out_dir / "sweep.parquet", index=False
+    )
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if tracking_uri is not None and result["attributes"]:
@@ -143,8 +200,12 @@ def _log_to_training_run(model_dir: Path, uri: str, result: dict[str, Any], out_
     best = json.loads((model_dir / BEST_FILE).read_text(encoding="utf-8"))
     train_cfg = json.loads((model_dir / TRAIN_CONFIG_FILE).read_text(encoding="utf-8"))
     tracker = Tracker(uri, train_cfg.get("experiment", "facegen"), "control", run_id=best.get("run_id"))
-    metrics = {f"control_{name}_{key}": value for name, s in result["attributes"].items()
-               for key, value in s.items() if isinstance(value, float)}
+    metrics = {
+        f"control_{name}_{key}": value
+        for name, s in result["attributes"].items()
+        for key, value in s.items()
+        if isinstance(value, float)
+    }
     tracker.log_metrics(metrics, int(best.get("epoch") or 0))
     tracker.log_artifacts(out_dir, "control")
     tracker.end("FINISHED")

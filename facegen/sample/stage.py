@@ -25,6 +25,7 @@ from facegen.common.device import resolve_device
 from facegen.common.images import make_grid
 from facegen.diffusion.sampling import Sampler, iter_batches, load_model
 
+
 @dataclass(frozen=True)
 class SampleConfig:
     """params.yaml ``sample``: which sampler, how many images, from which seed.
@@ -47,8 +48,11 @@ class SampleConfig:
     guidance: float = 1.0  # classifier-free guidance scale (1 = the plain conditional model)
 
     def __post_init__(self) -> None:
-        bad = {k: v for k, v in self.condition.items()
-               if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, (int, float))}
+        bad = {
+            k: v
+            for k, v in self.condition.items()
+            if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, (int, float))
+        }
         if bad:
             raise ValueError(f"sample.condition must map attribute names to numbers, got {bad}")
         if self.guidance < 0:
@@ -63,8 +67,17 @@ class SampleConfig:
             raise ValueError(f"sample.seed must be >= 0, got {self.seed}")
         if self.grid_images < 1:  # data/samples_grid.png is a declared DVC output
             raise ValueError(f"sample.grid_images must be >= 1, got {self.grid_images}")
-        validate(self, "sample", {"seed": NON_NEGATIVE, "num_images": AT_LEAST_ONE, "steps": AT_LEAST_ONE,
-                                  "batch_size": AT_LEAST_ONE, "grid_images": AT_LEAST_ONE})
+        validate(
+            self,
+            "sample",
+            {
+                "seed": NON_NEGATIVE,
+                "num_images": AT_LEAST_ONE,
+                "steps": AT_LEAST_ONE,
+                "batch_size": AT_LEAST_ONE,
+                "grid_images": AT_LEAST_ONE,
+            },
+        )
 
 
 def image_name(index: int) -> str:
@@ -94,8 +107,9 @@ def _save_png(image: np.ndarray, path: Path) -> None:
         Image.fromarray(image).save(tmp, format="PNG")
 
 
-def sample_to_dir(cfg: SampleConfig, model_dir: str | Path, out_dir: str | Path,
-                  grid_path: str | Path | None = None) -> dict[str, Any]:
+def sample_to_dir(
+    cfg: SampleConfig, model_dir: str | Path, out_dir: str | Path, grid_path: str | Path | None = None
+) -> dict[str, Any]:
     """Write ``cfg.num_images`` PNGs to ``out_dir`` (00001.png, ...) and an optional grid PNG.
 
     Resumable: ``out_dir/sample_config.json`` records the config and model; when it matches,
@@ -112,8 +126,12 @@ def sample_to_dir(cfg: SampleConfig, model_dir: str | Path, out_dir: str | Path,
     from facegen.diffusion.conditional import check_request, names
 
     request = check_request(unet.config, cfg.condition)  # before any old image is touched
-    record = {"config": _config_dict(cfg), "model": _model_fingerprint(Path(model_dir)),
-              "scheduler": cfg.sampler, "device": device}
+    record = {
+        "config": _config_dict(cfg),
+        "model": _model_fingerprint(Path(model_dir)),
+        "scheduler": cfg.sampler,
+        "device": device,
+    }
     record_path = out_dir / "sample_config.json"
     out_dir.mkdir(parents=True, exist_ok=True)
     old = _read_record(record_path)
@@ -137,9 +155,18 @@ def sample_to_dir(cfg: SampleConfig, model_dir: str | Path, out_dir: str | Path,
             stale.unlink()
     # todo is whole aligned batches (only the last may be short), so chunking it again by
     # batch_size reproduces each image's batch exactly
-    for offset, images in iter_batches(unet, sched_config, cfg.sampler, cfg.steps, [cfg.seed + i for i in todo],
-                                       cfg.batch_size, device, cfg.timestep_spacing,
-                                       conditions=request or None, guidance=cfg.guidance):
+    for offset, images in iter_batches(
+        unet,
+        sched_config,
+        cfg.sampler,
+        cfg.steps,
+        [cfg.seed + i for i in todo],
+        cfg.batch_size,
+        device,
+        cfg.timestep_spacing,
+        conditions=request or None,
+        guidance=cfg.guidance,
+    ):
         for k, img in enumerate(images):
             _save_png(img, out_dir / image_name(todo[offset + k]))
     write_requests(out_dir / "samples.parquet", cfg, names(unet.config))
@@ -166,8 +193,11 @@ def write_requests(path: Path, cfg: SampleConfig, attributes: list[str]) -> None
     each attribute of the model (NaN: not requested)."""
     import pandas as pd
 
-    rows = {"file": [image_name(i) for i in range(cfg.num_images)],
-            "seed": [cfg.seed + i for i in range(cfg.num_images)], "guidance": float(cfg.guidance)}
+    rows = {
+        "file": [image_name(i) for i in range(cfg.num_images)],
+        "seed": [cfg.seed + i for i in range(cfg.num_images)],
+        "guidance": float(cfg.guidance),
+    }
     table = pd.DataFrame(rows)
     for name in attributes:
         table[name] = float(cfg.condition.get(name, float("nan")))
@@ -185,8 +215,7 @@ def _same_images(old: dict[str, Any], new: dict[str, Any]) -> bool:
     """Whether two configs draw the same image for the same index (count and grid may differ)."""
     keys = ("seed", "sampler", "steps", "timestep_spacing", "batch_size")
     added = {"condition": {}, "guidance": 1.0}  # keys newer than some records: their defaults
-    return (all(old.get(k) == new.get(k) for k in keys)
-            and all(old.get(k, v) == new.get(k, v) for k, v in added.items()))
+    return all(old.get(k) == new.get(k) for k in keys) and all(old.get(k, v) == new.get(k, v) for k, v in added.items())
 
 
 def _model_fingerprint(model_dir: Path) -> str:

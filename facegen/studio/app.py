@@ -125,7 +125,6 @@ class State:
     rng: random.Random = field(default_factory=random.SystemRandom)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-
     async def run_job(self, request: Request, fn: Callable[[Job], Any], name: str) -> Any:
         """Run ``fn`` as a model job; cancel it when the client disconnects; errors -> HTTP errors."""
         try:
@@ -156,19 +155,28 @@ class State:
         if steps is None:
             steps = int(model.scheduler_config.get("num_train_timesteps", 1000))
         if steps > self.cfg.max_steps:
-            raise HTTPException(422, f"steps={steps} exceeds this studio's max_steps={self.cfg.max_steps} "
-                                     "(ask for fewer, or start it with --max-steps)")
+            raise HTTPException(
+                422,
+                f"steps={steps} exceeds this studio's max_steps={self.cfg.max_steps} "
+                "(ask for fewer, or start it with --max-steps)",
+            )
         names = {c["name"] for c in model.conditions}
         if req.condition or req.guidance is not None:
             if not names:
-                raise HTTPException(422, f"model {model.id} is unconditional: drop 'condition' and 'guidance' "
-                                         "(or load a model trained with train.condition)")
+                raise HTTPException(
+                    422,
+                    f"model {model.id} is unconditional: drop 'condition' and 'guidance' "
+                    "(or load a model trained with train.condition)",
+                )
             unknown = sorted(set(req.condition) - names)
             if unknown:
                 raise HTTPException(422, f"condition names {unknown} are not among the model's {sorted(names)}")
             if not conditional:
-                raise HTTPException(501, "this endpoint samples unconditionally: use /api/generate for a condition, "
-                                         "or omit 'condition' and 'guidance'")
+                raise HTTPException(
+                    501,
+                    "this endpoint samples unconditionally: use /api/generate for a condition, "
+                    "or omit 'condition' and 'guidance'",
+                )
             from facegen.diffusion.conditional import check_request
 
             try:
@@ -180,14 +188,24 @@ class State:
     def limit(self, n: int, what: str) -> None:
         """413 when a request asks for more than max_images images."""
         if n > self.cfg.max_images:
-            raise HTTPException(413, f"{what}={n} exceeds this studio's max_images={self.cfg.max_images} per request "
-                                     "(ask in several requests, or start it with --max-images)")
+            raise HTTPException(
+                413,
+                f"{what}={n} exceeds this studio's max_images={self.cfg.max_images} per request "
+                "(ask in several requests, or start it with --max-images)",
+            )
 
     def echo(self, model: LoadedModel, sampler: str, steps: int | None) -> dict[str, Any]:
         """The settings that reproduce an answer's images."""
-        return {"model": model.id, "run_id": model.run_id, "epoch": model.epoch, "sampler": sampler, "steps": steps,
-                "batch_size": self.sample.batch_size, "timestep_spacing": self.sample.timestep_spacing,
-                "size": model.size}
+        return {
+            "model": model.id,
+            "run_id": model.run_id,
+            "epoch": model.epoch,
+            "sampler": sampler,
+            "steps": steps,
+            "batch_size": self.sample.batch_size,
+            "timestep_spacing": self.sample.timestep_spacing,
+            "size": model.size,
+        }
 
     def get_detector(self) -> Any:
         """The face detector of params.yaml ``faces`` (or --detector), built on first use."""
@@ -212,6 +230,7 @@ class State:
 
         section = self.params.get("align")
         return from_dict(AlignConfig, section, "align") if section is not None else AlignConfig()
+
 
 def _sample_config(params: dict[str, Any]) -> SampleConfig:
     from facegen.common.config import from_dict
@@ -258,18 +277,31 @@ def _model_routes(app: FastAPI, state: State) -> None:
     @app.get("/api/model")
     async def get_model() -> dict[str, Any]:
         """The loaded model, the limits and the sample stage's defaults."""
-        return {**state.model.describe(), "samplers": list(SAMPLERS),
-                "defaults": {"sampler": state.sample.sampler, "steps": state.sample.steps,
-                             "batch_size": state.sample.batch_size, "seed": state.sample.seed},
-                "limits": {"max_images": cfg.max_images, "max_steps": cfg.max_steps,
-                           "max_upload_bytes": cfg.max_upload_bytes, "queue_size": cfg.queue_size}}
+        return {
+            **state.model.describe(),
+            "samplers": list(SAMPLERS),
+            "defaults": {
+                "sampler": state.sample.sampler,
+                "steps": state.sample.steps,
+                "batch_size": state.sample.batch_size,
+                "seed": state.sample.seed,
+            },
+            "limits": {
+                "max_images": cfg.max_images,
+                "max_steps": cfg.max_steps,
+                "max_upload_bytes": cfg.max_upload_bytes,
+                "queue_size": cfg.queue_size,
+            },
+        }
 
     @app.post("/api/model")
     async def set_model(req: ModelRequest, request: Request) -> dict[str, Any]:
         """Switch the generator to another checkpoint (404 when unknown)."""
+
         def work(job: Job) -> dict[str, Any]:
             state.model = state.catalog.load(req.id, state.device)
             return state.model.describe()
+
         return await state.run_job(request, work, f"load {req.id}")
 
     @app.post("/api/generate")
@@ -285,18 +317,35 @@ def _model_routes(app: FastAPI, state: State) -> None:
             from facegen.diffusion.sampling import iter_batches
 
             out: list[np.ndarray] = []
-            for _, images in iter_batches(model.unet, model.scheduler_config, sampler, steps, seeds,
-                                          state.sample.batch_size, state.device, state.sample.timestep_spacing,
-                                          progress=False, conditions=req.condition or None, guidance=guidance):
+            for _, images in iter_batches(
+                model.unet,
+                model.scheduler_config,
+                sampler,
+                steps,
+                seeds,
+                state.sample.batch_size,
+                state.device,
+                state.sample.timestep_spacing,
+                progress=False,
+                conditions=req.condition or None,
+                guidance=guidance,
+            ):
                 out.extend(images)
                 job.check()
             return out
-        images = await state.run_job(request, work, "generate")
-        return {"images": [editing.png_b64(im) for im in images], "seeds": seeds, **state.echo(model, sampler, steps),
-                "condition": dict(req.condition), "guidance": guidance if req.condition else None}
 
-    async def from_noise(request: Request, make_noise: Callable[[LoadedModel], Any], seeds: list[int],
-                         req: SampleSettings, name: str) -> dict[str, Any]:
+        images = await state.run_job(request, work, "generate")
+        return {
+            "images": [editing.png_b64(im) for im in images],
+            "seeds": seeds,
+            **state.echo(model, sampler, steps),
+            "condition": dict(req.condition),
+            "guidance": guidance if req.condition else None,
+        }
+
+    async def from_noise(
+        request: Request, make_noise: Callable[[LoadedModel], Any], seeds: list[int], req: SampleSettings, name: str
+    ) -> dict[str, Any]:
         model = state.model
         sampler, steps = state.settings(req, model)
 
@@ -305,8 +354,10 @@ def _model_routes(app: FastAPI, state: State) -> None:
 
             noise = make_noise(model)
             job.check()
-            return generate_from_noise(model.unet, model.scheduler_config, sampler, steps, noise, seeds,
-                                       state.sample.timestep_spacing)
+            return generate_from_noise(
+                model.unet, model.scheduler_config, sampler, steps, noise, seeds, state.sample.timestep_spacing
+            )
+
         images = await state.run_job(request, work, name)
         return {"images": [editing.png_b64(im) for im in images], **state.echo(model, sampler, steps)}
 
@@ -314,18 +365,26 @@ def _model_routes(app: FastAPI, state: State) -> None:
     async def interpolate(req: InterpolateRequest, request: Request) -> dict[str, Any]:
         """Frames of the slerp from seed_a's initial noise to seed_b's (both ends included)."""
         state.limit(req.frames, "frames")
-        out = await from_noise(request, lambda m: editing.interpolation_noise(m.unet, req.seed_a, req.seed_b,
-                                                                             req.frames, state.device),
-                               [req.seed_a] * req.frames, req, "interpolate")
+        out = await from_noise(
+            request,
+            lambda m: editing.interpolation_noise(m.unet, req.seed_a, req.seed_b, req.frames, state.device),
+            [req.seed_a] * req.frames,
+            req,
+            "interpolate",
+        )
         return {**out, "t": np.linspace(0.0, 1.0, req.frames).round(6).tolist()}
 
     @app.post("/api/variations")
     async def variations(req: VariationsRequest, request: Request) -> dict[str, Any]:
         """Faces near seed's: its noise moved ``amount`` towards seeds seed+1..seed+n."""
         state.limit(req.n, "n")
-        return await from_noise(request, lambda m: editing.variation_noise(m.unet, req.seed, req.n, req.amount,
-                                                                          state.device),
-                                [req.seed] * req.n, req, "variations")
+        return await from_noise(
+            request,
+            lambda m: editing.variation_noise(m.unet, req.seed, req.n, req.amount, state.device),
+            [req.seed] * req.n,
+            req,
+            "variations",
+        )
 
 
 def _edit_routes(app: FastAPI, state: State) -> None:
@@ -345,11 +404,17 @@ def _edit_routes(app: FastAPI, state: State) -> None:
         model = state.model
 
         def work(job: Job) -> tuple[np.ndarray, dict[str, Any]]:
-            return editing.prepare_upload(data, state.get_detector(), state.align_config(), cfg.max_upload_pixels,
-                                          cfg.max_upload_bytes)
+            return editing.prepare_upload(
+                data, state.get_detector(), state.align_config(), cfg.max_upload_pixels, cfg.max_upload_bytes
+            )
+
         face, det = await state.run_job(request, work, "upload")
-        return {"image": editing.png_b64(editing.resize_face(face, model.size)), "detection": det,
-                "aligned_size": int(face.shape[0]), "size": model.size}
+        return {
+            "image": editing.png_b64(editing.resize_face(face, model.size)),
+            "detection": det,
+            "aligned_size": int(face.shape[0]),
+            "size": model.size,
+        }
 
     @app.post("/api/edit")
     async def edit(req: EditRequest, request: Request) -> dict[str, Any]:
@@ -371,13 +436,36 @@ def _edit_routes(app: FastAPI, state: State) -> None:
 
             x0 = editing.to_tensor(face[None], state.device)
             if mask is None:
-                return editing.sdedit(model.unet, model.scheduler_config, sampler, steps, x0, strength=req.strength,
-                                      seed=req.seed, check=job.check)[0]
-            return editing.repaint(model.unet, model.scheduler_config, sampler, steps, x0, mask=torch.from_numpy(mask),
-                                   seed=req.seed, resample=req.resample, check=job.check)[0]
+                return editing.sdedit(
+                    model.unet,
+                    model.scheduler_config,
+                    sampler,
+                    steps,
+                    x0,
+                    strength=req.strength,
+                    seed=req.seed,
+                    check=job.check,
+                )[0]
+            return editing.repaint(
+                model.unet,
+                model.scheduler_config,
+                sampler,
+                steps,
+                x0,
+                mask=torch.from_numpy(mask),
+                seed=req.seed,
+                resample=req.resample,
+                check=job.check,
+            )[0]
+
         image = await state.run_job(request, work, req.mode)
-        return {"image": editing.png_b64(image), "mode": req.mode, "strength": req.strength, "seed": req.seed,
-                **state.echo(model, sampler, steps)}
+        return {
+            "image": editing.png_b64(image),
+            "mode": req.mode,
+            "strength": req.strength,
+            "seed": req.seed,
+            **state.echo(model, sampler, steps),
+        }
 
 
 def _run_routes(app: FastAPI, state: State) -> None:
@@ -387,8 +475,12 @@ def _run_routes(app: FastAPI, state: State) -> None:
     @app.get("/api/runs")
     async def runs() -> dict[str, Any]:
         """The experiment's runs from MLflow: curves, best epoch, sample grids, loadable checkpoints."""
-        return {"experiment": state.catalog.experiment, "tracking_uri": cfg.tracking_uri,
-                "runs": await asyncio.to_thread(state.catalog.runs), "current": state.model.id}
+        return {
+            "experiment": state.catalog.experiment,
+            "tracking_uri": cfg.tracking_uri,
+            "runs": await asyncio.to_thread(state.catalog.runs),
+            "current": state.model.id,
+        }
 
     @app.get("/api/runs/{run_id}/grid/{epoch}")
     async def grid(run_id: str, epoch: int) -> Response:
@@ -403,8 +495,13 @@ def _run_routes(app: FastAPI, state: State) -> None:
     async def status() -> dict[str, Any]:
         """The model job queue."""
         r = state.runner
-        return {"running": r.running.name if r.running else None, "waiting": r.waiting, "completed": r.completed,
-                "cancelled": r.cancelled, "queue_size": r.queue_size}
+        return {
+            "running": r.running.name if r.running else None,
+            "waiting": r.waiting,
+            "completed": r.completed,
+            "cancelled": r.cancelled,
+            "queue_size": r.queue_size,
+        }
 
 
 def _judge_routes(app: FastAPI, state: State) -> None:
@@ -437,13 +534,28 @@ def _judge_routes(app: FastAPI, state: State) -> None:
             def work(job: Job) -> np.ndarray:
                 from facegen.diffusion.sampling import generate as gen
 
-                return gen(model.unet, model.scheduler_config, sampler, steps, [seed], 1, state.device,
-                           state.sample.timestep_spacing, progress=False)[0]
+                return gen(
+                    model.unet,
+                    model.scheduler_config,
+                    sampler,
+                    steps,
+                    [seed],
+                    1,
+                    state.device,
+                    state.sample.timestep_spacing,
+                    progress=False,
+                )[0]
+
             image, item, truth = await state.run_job(request, work, "judge sample"), f"sample:{seed}", "fake"
         token = f"{state.rng.getrandbits(64):016x}"
         with state.lock:
-            state.pending[token] = {"item": item, "truth": truth, "model_id": model.id, "run_id": model.run_id,
-                                    "epoch": model.epoch}
+            state.pending[token] = {
+                "item": item,
+                "truth": truth,
+                "model_id": model.id,
+                "run_id": model.run_id,
+                "epoch": model.epoch,
+            }
             while len(state.pending) > 256:
                 state.pending.popitem(last=False)
         return {"token": token, "image": editing.png_b64(image), "size": model.size}
@@ -454,10 +566,12 @@ def _judge_routes(app: FastAPI, state: State) -> None:
         with state.lock:
             item = state.pending.pop(req.token, None)
         if item is None:
-            raise HTTPException(404, f"judge token {req.token!r} is unknown or already answered; "
-                                     "GET /api/judge/next for a new face")
-        state.store.add(item["model_id"], item["run_id"], item["epoch"], item=item["item"], truth=item["truth"],
-                        answer=req.answer)
+            raise HTTPException(
+                404, f"judge token {req.token!r} is unknown or already answered; GET /api/judge/next for a new face"
+            )
+        state.store.add(
+            item["model_id"], item["run_id"], item["epoch"], item=item["item"], truth=item["truth"], answer=req.answer
+        )
         summary = state.store.summary_of(item["model_id"], item["run_id"], item["epoch"])
         logged = False
         if item["run_id"] and cfg.tracking_uri:
@@ -468,8 +582,13 @@ def _judge_routes(app: FastAPI, state: State) -> None:
                 logged = True
             except MlflowException as exc:  # the run is not in this store: keep the judgement, say so
                 summary["mlflow_error"] = _clear(exc)
-        return {"correct": item["truth"] == req.answer, "truth": item["truth"], "item": item["item"],
-                "summary": summary, "logged_to_mlflow": logged}
+        return {
+            "correct": item["truth"] == req.answer,
+            "truth": item["truth"],
+            "item": item["item"],
+            "summary": summary,
+            "logged_to_mlflow": logged,
+        }
 
     @app.get("/api/judge/summary")
     async def judge_summary() -> dict[str, Any]:
@@ -489,10 +608,16 @@ def create_app(cfg: StudioConfig) -> FastAPI:
     catalog = Catalog(cfg.model if cfg.model.is_absolute() else root / cfg.model, cfg.tracking_uri, experiment)
     sample = _sample_config(params)
     device = resolve_device(cfg.device or sample.device)
-    state = State(cfg=cfg, sample=sample, device=device, catalog=catalog, model=catalog.load("best", device),
-                  runner=JobRunner(cfg.queue_size),
-                  store=JudgementStore(cfg.judgements if cfg.judgements.is_absolute() else root / cfg.judgements),
-                  params=params)
+    state = State(
+        cfg=cfg,
+        sample=sample,
+        device=device,
+        catalog=catalog,
+        model=catalog.load("best", device),
+        runner=JobRunner(cfg.queue_size),
+        store=JudgementStore(cfg.judgements if cfg.judgements.is_absolute() else root / cfg.judgements),
+        params=params,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -500,8 +625,14 @@ def create_app(cfg: StudioConfig) -> FastAPI:
         state.runner.close()
 
     # no /docs or /redoc: FastAPI's pages load their scripts from a CDN; /openapi.json stays
-    app = FastAPI(title="facegen studio", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Generate, explore, edit and judge faces of a trained facegen model (docs/studio.md).")
+    app = FastAPI(
+        title="facegen studio",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        description="Generate, explore, edit and judge faces of a trained facegen model (docs/studio.md).",
+    )
     app.state.studio = state
     app.add_exception_handler(RequestValidationError, _invalid)
     for add in (_model_routes, _edit_routes, _run_routes, _judge_routes):

@@ -67,8 +67,9 @@ def to_tensor(images: np.ndarray, device: str = "cpu") -> torch.Tensor:
     return (x / 127.5 - 1.0).to(device)
 
 
-def prepare_upload(data: bytes, detector: FaceDetector, align: AlignConfig, max_pixels: int,
-                   max_bytes: int) -> tuple[np.ndarray, dict[str, Any]]:
+def prepare_upload(
+    data: bytes, detector: FaceDetector, align: AlignConfig, max_pixels: int, max_bytes: int
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Decode, detect and align the largest face of an uploaded photo, as the pipeline does.
 
     Returns the aligned face (align.size, align.size, 3) uint8 and its detection record.
@@ -80,8 +81,10 @@ def prepare_upload(data: bytes, detector: FaceDetector, align: AlignConfig, max_
     decoded = decode_image(data, max_pixels=max_pixels, max_bytes=max_bytes)
     dets = detector.detect(np.ascontiguousarray(decoded.rgb[:, :, ::-1]))  # BGR, as download passes it
     if not dets:
-        raise NoFaceFound(f"no face found in the {decoded.width}x{decoded.height} {decoded.format} upload "
-                          "(try a photo where the face is larger, or draw on the canvas)")
+        raise NoFaceFound(
+            f"no face found in the {decoded.width}x{decoded.height} {decoded.format} upload "
+            "(try a photo where the face is larger, or draw on the canvas)"
+        )
     det = dets[0]
     aligned = align_face(decoded.rgb, np.asarray(det.kps), align)
     return aligned.image, det.to_record()
@@ -102,8 +105,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     return out.reshape(a.shape).to(a.dtype)
 
 
-def interpolation_noise(unet: UNet2DModel, seed_a: int, seed_b: int, frames: int,
-                        device: str = "cpu") -> torch.Tensor:
+def interpolation_noise(unet: UNet2DModel, seed_a: int, seed_b: int, frames: int, device: str = "cpu") -> torch.Tensor:
     """(frames, C, H, W): the slerp from seed_a's initial noise (frame 0) to seed_b's (last)."""
     import torch
 
@@ -112,14 +114,13 @@ def interpolation_noise(unet: UNet2DModel, seed_a: int, seed_b: int, frames: int
     return torch.cat([slerp(a, b, float(t)) for t in ts])
 
 
-def variation_noise(unet: UNet2DModel, seed: int, count: int, amount: float,
-                    device: str = "cpu") -> torch.Tensor:
+def variation_noise(unet: UNet2DModel, seed: int, count: int, amount: float, device: str = "cpu") -> torch.Tensor:
     """(count, C, H, W): seed's noise moved ``amount`` (0..1) of the way towards seed+1+k's noise."""
     import torch
 
     base = initial_noise(unet, [seed], device)
     others = initial_noise(unet, [seed + 1 + k for k in range(count)], device)
-    return torch.cat([slerp(base, others[k:k + 1], amount) for k in range(count)])
+    return torch.cat([slerp(base, others[k : k + 1], amount) for k in range(count)])
 
 
 def _model_step_kwargs(scheduler: Any, gen: torch.Generator) -> dict[str, Any]:
@@ -129,8 +130,17 @@ def _model_step_kwargs(scheduler: Any, gen: torch.Generator) -> dict[str, Any]:
     return kwargs
 
 
-def sdedit(unet: UNet2DModel, scheduler_config: dict[str, Any], sampler: str, steps: int,
-           x0: torch.Tensor, *, strength: float, seed: int, check: Check = lambda: None) -> np.ndarray:
+def sdedit(
+    unet: UNet2DModel,
+    scheduler_config: dict[str, Any],
+    sampler: str,
+    steps: int,
+    x0: torch.Tensor,
+    *,
+    strength: float,
+    seed: int,
+    check: Check = lambda: None,
+) -> np.ndarray:
     """Re-generate faces x0 (B, 3, H, W) in [-1, 1] from noise level ``strength`` in (0, 1].
 
     The sampler's last ``round(strength * steps)`` steps are run from x0 noised to the first
@@ -160,9 +170,18 @@ def sdedit(unet: UNet2DModel, scheduler_config: dict[str, Any], sampler: str, st
     return to_uint8(x.clamp(-1.0, 1.0))
 
 
-def repaint(unet: UNet2DModel, scheduler_config: dict[str, Any], sampler: str, steps: int,
-            x0: torch.Tensor, *, mask: torch.Tensor, seed: int, resample: int = 2,
-            check: Check = lambda: None) -> np.ndarray:
+def repaint(
+    unet: UNet2DModel,
+    scheduler_config: dict[str, Any],
+    sampler: str,
+    steps: int,
+    x0: torch.Tensor,
+    *,
+    mask: torch.Tensor,
+    seed: int,
+    resample: int = 2,
+    check: Check = lambda: None,
+) -> np.ndarray:
     """Repaint the masked region of x0 (B, 3, H, W); ``mask`` (B, 1, H, W) is 1 where to repaint.
 
     ``sampler`` is ``ddim`` or ``ddpm`` (step-wise stateless schedulers: a step can be
@@ -186,7 +205,7 @@ def repaint(unet: UNet2DModel, scheduler_config: dict[str, Any], sampler: str, s
         if t < 0:
             return x0
         a = float(abar[t])
-        return a ** 0.5 * x0 + (1.0 - a) ** 0.5 * randn()
+        return a**0.5 * x0 + (1.0 - a) ** 0.5 * randn()
 
     kwargs = _model_step_kwargs(scheduler, gen)
     ts = [int(t) for t in scheduler.timesteps]
@@ -201,6 +220,6 @@ def repaint(unet: UNet2DModel, scheduler_config: dict[str, Any], sampler: str, s
                 x = scheduler.step(out, t, x_in, **kwargs).prev_sample
                 if r + 1 < resample and prev >= 0:  # jump back prev -> t with fresh noise
                     ratio = float(abar[t] / abar[prev])
-                    x = ratio ** 0.5 * x + (1.0 - ratio) ** 0.5 * randn()
+                    x = ratio**0.5 * x + (1.0 - ratio) ** 0.5 * randn()
         x = mask * x + (1.0 - mask) * x0
     return to_uint8(x.clamp(-1.0, 1.0))

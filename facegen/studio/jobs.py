@@ -72,8 +72,10 @@ class JobRunner:
         job = Job(fn=fn, name=name)
         with self._lock:
             if self._waiting >= self.queue_size:
-                raise QueueFull(f"{self._waiting} model jobs are already waiting (queue_size={self.queue_size}); "
-                                "retry when the current ones finish")
+                raise QueueFull(
+                    f"{self._waiting} model jobs are already waiting (queue_size={self.queue_size}); "
+                    "retry when the current ones finish"
+                )
             self._waiting += 1
         self._queue.put(job)
         return job

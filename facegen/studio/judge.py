@@ -61,42 +61,71 @@ class JudgementStore:
 
         from facegen.common.atomic import atomic_path
 
-        schema = pa.schema([("timestamp", pa.float64()), ("model_id", pa.string()), ("run_id", pa.string()),
-                            ("epoch", pa.int64()), ("item", pa.string()), ("truth", pa.string()),
-                            ("answer", pa.string()), ("correct", pa.bool_())])
+        schema = pa.schema(
+            [
+                ("timestamp", pa.float64()),
+                ("model_id", pa.string()),
+                ("run_id", pa.string()),
+                ("epoch", pa.int64()),
+                ("item", pa.string()),
+                ("truth", pa.string()),
+                ("answer", pa.string()),
+                ("correct", pa.bool_()),
+            ]
+        )
         table = pa.Table.from_pylist(self.rows, schema=schema)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.path) as tmp:
             pq.write_table(table, tmp)
 
-    def add(self, model_id: str, run_id: str | None, epoch: int | None, *, item: str, truth: str,
-            answer: str) -> dict[str, Any]:
+    def add(
+        self, model_id: str, run_id: str | None, epoch: int | None, *, item: str, truth: str, answer: str
+    ) -> dict[str, Any]:
         """Record one judgement (truth/answer are ``real`` or ``fake``) and persist the table."""
         for name, value in (("truth", truth), ("answer", answer)):
             if value not in ("real", "fake"):
                 raise ValueError(f"{name}={value!r} must be 'real' or 'fake'")
-        row = {"timestamp": time.time(), "model_id": model_id, "run_id": run_id, "epoch": epoch, "item": item,
-               "truth": truth, "answer": answer, "correct": truth == answer}
+        row = {
+            "timestamp": time.time(),
+            "model_id": model_id,
+            "run_id": run_id,
+            "epoch": epoch,
+            "item": item,
+            "truth": truth,
+            "answer": answer,
+            "correct": truth == answer,
+        }
         with self._lock:
             self.rows.append(row)
             self._write()
         return row
 
-    def summary(self, model_id: str | None = None, run_id: str | None = None,
-                epoch: int | None = None) -> dict[str, Any]:
+    def summary(
+        self, model_id: str | None = None, run_id: str | None = None, epoch: int | None = None
+    ) -> dict[str, Any]:
         """Error rate and its Wilson 95% interval over the judgements of one model (all when None)."""
         with self._lock:
-            rows = [r for r in self.rows
-                    if (model_id is None or r["model_id"] == model_id)
-                    and (run_id is None or (r["run_id"] == run_id and r["epoch"] == epoch))]
+            rows = [
+                r
+                for r in self.rows
+                if (model_id is None or r["model_id"] == model_id)
+                and (run_id is None or (r["run_id"] == run_id and r["epoch"] == epoch))
+            ]
         n = len(rows)
         errors = sum(not r["correct"] for r in rows)
         fakes = [r for r in rows if r["truth"] == "fake"]
         fooled = sum(r["answer"] == "real" for r in fakes)
         low, high = wilson_interval(errors, n)
-        return {"n": n, "errors": errors, "error_rate": errors / n if n else None, "ci_low": low, "ci_high": high,
-                "n_fake": len(fakes), "fake_called_real": fooled,
-                "fake_error_rate": fooled / len(fakes) if fakes else None}
+        return {
+            "n": n,
+            "errors": errors,
+            "error_rate": errors / n if n else None,
+            "ci_low": low,
+            "ci_high": high,
+            "n_fake": len(fakes),
+            "fake_called_real": fooled,
+            "fake_error_rate": fooled / len(fakes) if fakes else None,
+        }
 
     def summary_of(self, model_id: str, run_id: str | None, epoch: int | None) -> dict[str, Any]:
         """The summary of one model: by MLflow run and epoch when it has one, else by checkpoint id."""

@@ -66,9 +66,16 @@ class LoadedModel:
 
     def describe(self) -> dict[str, Any]:
         """JSON summary for the page: id, size, run, epoch, conditions, training preset."""
-        return {"id": self.id, "path": str(self.path), "size": self.size, "run_id": self.run_id, "epoch": self.epoch,
-                "conditions": self.conditions, "preset": self.train_config.get("model"),
-                "num_train_timesteps": int(self.scheduler_config.get("num_train_timesteps", 1000))}
+        return {
+            "id": self.id,
+            "path": str(self.path),
+            "size": self.size,
+            "run_id": self.run_id,
+            "epoch": self.epoch,
+            "conditions": self.conditions,
+            "preset": self.train_config.get("model"),
+            "num_train_timesteps": int(self.scheduler_config.get("num_train_timesteps", 1000)),
+        }
 
 
 def load_dir(model_id: str, path: str | Path, device: str = "cpu") -> LoadedModel:
@@ -82,12 +89,14 @@ def load_dir(model_id: str, path: str | Path, device: str = "cpu") -> LoadedMode
         raise UnknownCheckpoint(str(exc)) from exc
     best_path = path / BEST_FILE
     best = json.loads(best_path.read_text(encoding="utf-8")) if best_path.is_file() else {}
-    return LoadedModel(model_id, path, unet.to(device).eval(), dict(scheduler.config), config,
-                       best.get("run_id"), best.get("epoch"))
+    return LoadedModel(
+        model_id, path, unet.to(device).eval(), dict(scheduler.config), config, best.get("run_id"), best.get("epoch")
+    )
 
 
-def load_epoch(model_id: str, best_dir: Path, epoch_dir: Path, *, run_id: str, epoch: int,
-               device: str = "cpu") -> LoadedModel:
+def load_epoch(
+    model_id: str, best_dir: Path, epoch_dir: Path, *, run_id: str, epoch: int, device: str = "cpu"
+) -> LoadedModel:
     """The EMA weights of one epoch checkpoint, in the architecture and schedule of the run's best folder."""
     from diffusers import DDPMScheduler, UNet2DModel
     from diffusers.training_utils import EMAModel
@@ -126,8 +135,9 @@ class Catalog:
         try:
             return self._client().get_run(run_id)
         except MlflowException as exc:
-            raise UnknownCheckpoint(f"run {run_id!r} is not in MLflow ({self.tracking_uri}); "
-                                    "GET /api/runs lists the known runs") from exc
+            raise UnknownCheckpoint(
+                f"run {run_id!r} is not in MLflow ({self.tracking_uri}); GET /api/runs lists the known runs"
+            ) from exc
 
     @staticmethod
     def _epochs_on_disk(best_dir: Path) -> list[int]:
@@ -143,8 +153,9 @@ class Catalog:
         run = self._run(parts[1])
         best_dir = Path(run.data.tags.get("best_checkpoint", ""))
         if not (best_dir / "unet").is_dir():
-            raise UnknownCheckpoint(f"run {parts[1]} has no model folder on this machine "
-                                    f"(tag best_checkpoint={str(best_dir)!r})")
+            raise UnknownCheckpoint(
+                f"run {parts[1]} has no model folder on this machine (tag best_checkpoint={str(best_dir)!r})"
+            )
         if len(parts) == 2:
             return load_dir(model_id, best_dir, device)
         try:
@@ -153,8 +164,10 @@ class Catalog:
             raise UnknownCheckpoint(f"checkpoint {model_id!r}: epoch {parts[3]!r} is not an integer") from exc
         epoch_dir = best_dir.parent / f"epoch_{epoch:05d}"
         if not (epoch_dir / "ema.pt").is_file():
-            raise UnknownCheckpoint(f"run {parts[1]} has no saved checkpoint of epoch {epoch}; "
-                                    f"saved epochs: {self._epochs_on_disk(best_dir)}")
+            raise UnknownCheckpoint(
+                f"run {parts[1]} has no saved checkpoint of epoch {epoch}; "
+                f"saved epochs: {self._epochs_on_disk(best_dir)}"
+            )
         return load_epoch(model_id, best_dir, epoch_dir, run_id=parts[1], epoch=epoch, device=device)
 
     def runs(self) -> list[dict[str, Any]]:
@@ -176,15 +189,23 @@ class Catalog:
                     curves[name] = [[int(m.step), float(m.value)] for m in sorted(history, key=lambda m: m.step)]
             best_dir = Path(tags.get("best_checkpoint", ""))
             loadable = (best_dir / "unet").is_dir()
-            out.append({
-                "run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
-                "metric": metric, "best_value": metrics.get(f"best_{metric}") if metric else None,
-                "best_epoch": int(metrics["best_epoch"]) if "best_epoch" in metrics else None,
-                "curves": curves, "grids": self.grid_epochs(run.info.run_id),
-                "checkpoints": ([f"run:{run.info.run_id}"] if loadable else [])
-                + [f"run:{run.info.run_id}:epoch:{e}" for e in (self._epochs_on_disk(best_dir) if loadable else [])],
-                "human_error_rate": metrics.get("human_error_rate"),
-            })
+            out.append(
+                {
+                    "run_id": run.info.run_id,
+                    "run_name": run.info.run_name,
+                    "status": run.info.status,
+                    "metric": metric,
+                    "best_value": metrics.get(f"best_{metric}") if metric else None,
+                    "best_epoch": int(metrics["best_epoch"]) if "best_epoch" in metrics else None,
+                    "curves": curves,
+                    "grids": self.grid_epochs(run.info.run_id),
+                    "checkpoints": ([f"run:{run.info.run_id}"] if loadable else [])
+                    + [
+                        f"run:{run.info.run_id}:epoch:{e}" for e in (self._epochs_on_disk(best_dir) if loadable else [])
+                    ],
+                    "human_error_rate": metrics.get("human_error_rate"),
+                }
+            )
         return out
 
     def grid_epochs(self, run_id: str) -> list[int]:

@@ -64,10 +64,15 @@ class TrainState:
     run_id: str | None = None
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "TrainState":
+    def from_json(cls, data: dict[str, Any]) -> TrainState:
         """The state part of a ``state.json`` (extra keys such as config and manifest are ignored)."""
-        return cls(epoch=int(data["epoch"]), step=int(data["step"]), history=list(data["history"]),
-                   best=data["best"], run_id=data["run_id"])
+        return cls(
+            epoch=int(data["epoch"]),
+            step=int(data["step"]),
+            history=list(data["history"]),
+            best=data["best"],
+            run_id=data["run_id"],
+        )
 
 
 def checkpoint_name(epoch: int) -> str:
@@ -149,8 +154,13 @@ def save_checkpoint(accelerator: Any, cfg: Any, state: TrainState, ema: Any, raw
         accelerator.wait_for_everyone()
         if main:
             torch.save(ema.state_dict(), tmp / EMA_FILE)
-            record = {**asdict(state), "config": to_dict(cfg), "num_processes": accelerator.num_processes,
-                      "param_checksum": float(sums[0]), "files": manifest(tmp)}
+            record = {
+                **asdict(state),
+                "config": to_dict(cfg),
+                "num_processes": accelerator.num_processes,
+                "param_checksum": float(sums[0]),
+                "files": manifest(tmp),
+            }
             (tmp / STATE_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
     except Exception as err:
         if not _is_disk_full(err):
@@ -162,7 +172,8 @@ def save_checkpoint(accelerator: Any, cfg: Any, state: TrainState, ema: Any, raw
             f"disk full while writing checkpoint {final} ({_free_space(run_dir)} free there; {type(err).__name__}: "
             f"{str(err)[:200]}). The partial folder was removed and the earlier checkpoints are intact "
             f"({', '.join(kept) or 'none yet'}): free space (or lower train.keep_checkpoints, or train with "
-            f"--models on a larger disk) and rerun to resume.") from err
+            f"--models on a larger disk) and rerun to resume.",
+        ) from err
     if main:
         if final.exists():
             shutil.rmtree(final)
@@ -230,8 +241,9 @@ def _load_one(accelerator: Any, ckpt: Path, ema: Any, raw_unet: Any) -> TrainSta
         raise CheckpointError(f"{ckpt}: cannot be loaded safely ({type(err).__name__}: {str(err)[:300]})") from err
     stored, actual = record.get("param_checksum"), param_checksum(raw_unet)
     if stored is not None and not math.isclose(actual, stored, rel_tol=1e-9, abs_tol=1e-9):
-        raise CheckpointError(f"{ckpt}: the loaded weights' checksum {actual!r} differs from the stored "
-                              f"{stored!r} (damaged model file)")
+        raise CheckpointError(
+            f"{ckpt}: the loaded weights' checksum {actual!r} differs from the stored {stored!r} (damaged model file)"
+        )
     return TrainState.from_json(record)
 
 
@@ -253,8 +265,10 @@ def resume(accelerator: Any, resume: str, run_dir: Path, ema: Any, raw_unet: Any
     else:
         path = Path(resume)
         if not (path / STATE_FILE).is_file():
-            raise ValueError(f"train.resume = {resume!r}: not a checkpoint folder with {STATE_FILE} "
-                             "(use 'auto', 'never' or a models/checkpoints/<run>/epoch_NNNNN path)")
+            raise ValueError(
+                f"train.resume = {resume!r}: not a checkpoint folder with {STATE_FILE} "
+                "(use 'auto', 'never' or a models/checkpoints/<run>/epoch_NNNNN path)"
+            )
         candidates = [path]
     problems: list[str] = []
     for ckpt in candidates:
@@ -270,7 +284,8 @@ def resume(accelerator: Any, resume: str, run_dir: Path, ema: Any, raw_unet: Any
             warnings.warn(f"skipping damaged checkpoint {ckpt}: {problems[-1]}", CheckpointWarning, stacklevel=2)
     raise CheckpointError(
         "no usable checkpoint to resume from:\n  " + "\n  ".join(problems) + "\nDelete the damaged folder(s) "
-        "(or set train.resume: never to start over, or a good folder path) and rerun.")
+        "(or set train.resume: never to start over, or a good folder path) and rerun."
+    )
 
 
 # ---------------------------------------------------------------------------------------------- lock
@@ -293,7 +308,8 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         raise CheckpointError(
             f"another training is running on {run_dir} (it holds {run_dir / LOCK_FILE}): two trainings of the "
             "same config and data would overwrite each other's checkpoints. Wait for it to finish or stop it, "
-            "or train with another --models folder.") from None
+            "or train with another --models folder."
+        ) from None
     try:
         yield
     finally:

@@ -60,13 +60,16 @@ def load_values(faces_parquet: str | Path, split: str, names: tuple[str, ...]) -
     numeric = sorted(c for c in table.columns if pd.api.types.is_numeric_dtype(table[c]) and c not in NOT_ATTRIBUTES)
     unknown = [n for n in names if n not in numeric]
     if unknown:
-        raise ValueError(f"train.condition: {unknown} not numeric attribute columns of {faces_parquet}; "
-                         f"choose from {numeric}")
+        raise ValueError(
+            f"train.condition: {unknown} not numeric attribute columns of {faces_parquet}; choose from {numeric}"
+        )
     values = rows[list(names)].astype("float64").to_numpy()
-    empty = [n for n, col in zip(names, values.T) if not np.isfinite(col).any()]
+    empty = [n for n, col in zip(names, values.T, strict=False) if not np.isfinite(col).any()]
     if empty:
-        raise ValueError(f"train.condition: {empty} are empty (null) for every {split} face of {faces_parquet} "
-                         "(docs/condition.md says when the face model gives them); drop them from train.condition")
+        raise ValueError(
+            f"train.condition: {empty} are empty (null) for every {split} face of {faces_parquet} "
+            "(docs/condition.md says when the face model gives them); drop them from train.condition"
+        )
     return np.where(np.isfinite(values), values, np.nan)
 
 
@@ -74,21 +77,26 @@ def fit_stats(values: np.ndarray, names: tuple[str, ...], margin: float) -> dict
     """Train-split statistics per attribute over the faces that have it: names, mean, std
     (1 when constant), min, max, count, and the margin of the allowed request range."""
     std = np.nanstd(values, axis=0)
-    return {"names": list(names), "mean": np.nanmean(values, axis=0).tolist(),
-            "std": np.where(std > 0, std, 1.0).tolist(), "min": np.nanmin(values, axis=0).tolist(),
-            "max": np.nanmax(values, axis=0).tolist(), "count": np.isfinite(values).sum(axis=0).tolist(),
-            "margin": float(margin)}
+    return {
+        "names": list(names),
+        "mean": np.nanmean(values, axis=0).tolist(),
+        "std": np.where(std > 0, std, 1.0).tolist(),
+        "min": np.nanmin(values, axis=0).tolist(),
+        "max": np.nanmax(values, axis=0).tolist(),
+        "count": np.isfinite(values).sum(axis=0).tolist(),
+        "margin": float(margin),
+    }
 
 
 @dataclass
 class ConditionData:
     """The normalised condition of every training face, on the training device."""
 
-    z: "torch.Tensor"  # (N, K) float32, NaN = missing
+    z: torch.Tensor  # (N, K) float32, NaN = missing
     stats: dict[str, Any]
     dropout: float
 
-    def batch(self, idx: "torch.Tensor", generator: "torch.Generator") -> dict[str, "torch.Tensor"]:
+    def batch(self, idx: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """``forward`` kwargs for the faces ``idx``: ``{"condition": (B, 2K)}`` with dropout drawn
         from ``generator`` (the step's generator, so a resumed run drops the same ones)."""
         import torch
@@ -103,7 +111,7 @@ class ConditionData:
         return {"condition": torch.cat([torch.where(flag, z, torch.zeros_like(z)), flag.to(z.dtype)], dim=1)}
 
 
-def prepare(cfg: Any, faces_parquet: str | Path, device: "torch.device | str") -> ConditionData | None:
+def prepare(cfg: Any, faces_parquet: str | Path, device: torch.device | str) -> ConditionData | None:
     """The training condition for ``cfg`` (a TrainConfig); None when ``train.condition`` is empty."""
     if not cfg.condition:
         return None
@@ -118,7 +126,8 @@ def prepare(cfg: Any, faces_parquet: str | Path, device: "torch.device | str") -
 
 def build_unet(cfg: Any, cond: ConditionData | None) -> Any:
     """The UNet to train: today's ``UNet2DModel`` (``cond`` None) or the conditioned one."""
-    from facegen.diffusion.model import build_unet as build_plain, unet_config
+    from facegen.diffusion.model import build_unet as build_plain
+    from facegen.diffusion.model import unet_config
 
     if cond is None:
         return build_plain(cfg.model, cfg.image_size, cfg.channels or None)

@@ -19,22 +19,57 @@ Preset = Literal["tiny", "faces32", "base", "ddpm64"]  # facegen.diffusion.model
 Extractor = Literal["inception", "offline"]  # facegen.fid.features.EXTRACTORS (a test checks they agree)
 
 # keys that change what the trained weights are (the rest, below, are operational)
-OPERATIONAL_KEYS = frozenset({
-    "resume", "experiment", "log_checkpoints", "keep_checkpoints", "checkpoint_every", "grid_size",
-    "fid_every", "fid_num_samples", "fid_batch_size", "kid_subsets", "kid_subset_size", "eval_steps", "data_device",
-})
+OPERATIONAL_KEYS = frozenset(
+    {
+        "resume",
+        "experiment",
+        "log_checkpoints",
+        "keep_checkpoints",
+        "checkpoint_every",
+        "grid_size",
+        "fid_every",
+        "fid_num_samples",
+        "fid_batch_size",
+        "kid_subsets",
+        "kid_subset_size",
+        "eval_steps",
+        "data_device",
+    }
+)
 
 _RANGES = {
-    "num_processes": AT_LEAST_ONE, "seed": NON_NEGATIVE, "channels": AT_LEAST_ONE, "image_size": Range(8), "epochs": AT_LEAST_ONE,
-    "batch_size": AT_LEAST_ONE, "grad_accum": AT_LEAST_ONE, "lr": Range(0, 1, lo_open=True),
-    "weight_decay": NON_NEGATIVE, "warmup_steps": NON_NEGATIVE, "clip_grad": NON_NEGATIVE,
-    "num_train_timesteps": Range(2), "beta_start": Range(0, 1, lo_open=True, hi_open=True),
-    "beta_end": Range(0, 1, lo_open=True, hi_open=True), "l1_weight": FRACTION, "min_snr_gamma": NON_NEGATIVE,
-    "ema_decay": FRACTION, "ema_start_step": NON_NEGATIVE, "ema_power": POSITIVE, "rotate_deg": Range(0, 180),
-    "color_jitter": FRACTION, "checkpoint_every": AT_LEAST_ONE, "keep_checkpoints": AT_LEAST_ONE,
-    "fid_every": NON_NEGATIVE, "fid_num_samples": Range(2), "fid_batch_size": AT_LEAST_ONE,
-    "eval_steps": AT_LEAST_ONE, "grid_size": AT_LEAST_ONE, "condition_dropout": FRACTION,
-    "condition_margin": NON_NEGATIVE, "kid_subsets": AT_LEAST_ONE, "kid_subset_size": Range(2),
+    "num_processes": AT_LEAST_ONE,
+    "seed": NON_NEGATIVE,
+    "channels": AT_LEAST_ONE,
+    "image_size": Range(8),
+    "epochs": AT_LEAST_ONE,
+    "batch_size": AT_LEAST_ONE,
+    "grad_accum": AT_LEAST_ONE,
+    "lr": Range(0, 1, lo_open=True),
+    "weight_decay": NON_NEGATIVE,
+    "warmup_steps": NON_NEGATIVE,
+    "clip_grad": NON_NEGATIVE,
+    "num_train_timesteps": Range(2),
+    "beta_start": Range(0, 1, lo_open=True, hi_open=True),
+    "beta_end": Range(0, 1, lo_open=True, hi_open=True),
+    "l1_weight": FRACTION,
+    "min_snr_gamma": NON_NEGATIVE,
+    "ema_decay": FRACTION,
+    "ema_start_step": NON_NEGATIVE,
+    "ema_power": POSITIVE,
+    "rotate_deg": Range(0, 180),
+    "color_jitter": FRACTION,
+    "checkpoint_every": AT_LEAST_ONE,
+    "keep_checkpoints": AT_LEAST_ONE,
+    "fid_every": NON_NEGATIVE,
+    "fid_num_samples": Range(2),
+    "fid_batch_size": AT_LEAST_ONE,
+    "eval_steps": AT_LEAST_ONE,
+    "grid_size": AT_LEAST_ONE,
+    "condition_dropout": FRACTION,
+    "condition_margin": NON_NEGATIVE,
+    "kid_subsets": AT_LEAST_ONE,
+    "kid_subset_size": Range(2),
 }
 
 
@@ -93,8 +128,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         validate(self, "train", _RANGES)
         if self.beta_start >= self.beta_end:
-            raise ValueError(f"train.beta_start = {self.beta_start} must be below train.beta_end = {self.beta_end} "
-                             "(noise grows along the schedule; the DDPM paper uses 1e-4 .. 0.02)")
+            raise ValueError(
+                f"train.beta_start = {self.beta_start} must be below train.beta_end = {self.beta_end} "
+                "(noise grows along the schedule; the DDPM paper uses 1e-4 .. 0.02)"
+            )
         if not self.experiment.strip():
             raise ValueError("train.experiment is empty: name the MLflow experiment (e.g. facegen)")
 

@@ -46,7 +46,9 @@ def load_split(
     paths = face_paths(faces_parquet, split, root)
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} face image(s) listed in {faces_parquet} are missing, e.g. {missing[0]}")
+        raise FileNotFoundError(
+            f"{len(missing)} face image(s) listed in {faces_parquet} are missing, e.g. {missing[0]}"
+        )
     if image_size is None:
         return load_images(tqdm(paths, desc=f"load {split} faces", leave=False))
     from PIL import Image
@@ -61,14 +63,14 @@ def load_split(
     return out
 
 
-def to_tensor(images: np.ndarray, device: "torch.device | str" = "cpu") -> "torch.Tensor":
+def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 (N, H, W, 3) numpy -> uint8 (N, 3, H, W) tensor on ``device``."""
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
 
 
-def pick_data_device(nbytes: int, device: "torch.device", mode: str, max_fraction: float = 0.25) -> "torch.device":
+def pick_data_device(nbytes: int, device: torch.device, mode: str, max_fraction: float = 0.25) -> torch.device:
     """Where to keep the dataset: ``cpu``, ``device``, or ``auto`` (the accelerator when the data
     takes at most ``max_fraction`` of its free memory)."""
     import torch
@@ -87,7 +89,7 @@ def pick_data_device(nbytes: int, device: "torch.device", mode: str, max_fractio
 
 def epoch_batches(
     n: int, batch_size: int, epoch: int, seed: int, rank: int = 0, world_size: int = 1
-) -> list["torch.Tensor"]:
+) -> list[torch.Tensor]:
     """This process's batches (index tensors) for one epoch.
 
     One permutation per (seed, epoch), split into ``world_size`` equal shards; each shard is
@@ -108,12 +110,12 @@ def epoch_batches(
 
 
 def augment(
-    images: "torch.Tensor",
-    generator: "torch.Generator",
+    images: torch.Tensor,
+    generator: torch.Generator,
     hflip: bool = True,
     rotate_deg: float = 0.0,
     color_jitter: float = 0.0,
-) -> "torch.Tensor":
+) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> float32 (B, 3, H, W) in [-1, 1], randomly augmented on its device.
 
     hflip: mirror half the images. rotate_deg: rotate by U(-r, r) degrees (reflection padding).

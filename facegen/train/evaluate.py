@@ -25,22 +25,40 @@ if TYPE_CHECKING:  # pragma: no cover
 class Evaluator:
     """Scores the EMA weights: ``run(ema) -> (scores, sample grid, eval UNet)``. Main process only."""
 
-    def __init__(self, cfg: "TrainConfig", noise_scheduler: Any, unet_config: Any, paths: "TrainPaths",
-                 device: Any) -> None:
+    def __init__(
+        self, cfg: TrainConfig, noise_scheduler: Any, unet_config: Any, paths: TrainPaths, device: Any
+    ) -> None:
         self.cfg, self.device, self.unet_config = cfg, device, unet_config
         self.noise_scheduler = noise_scheduler
-        self.scorer = Scorer.for_split(paths.faces, paths.root, cfg.image_size, cfg.fid_extractor, device,
-                                       paths.fid_cache, cfg.fid_batch_size, cfg.kid_subsets, cfg.kid_subset_size)
+        self.scorer = Scorer.for_split(
+            paths.faces,
+            paths.root,
+            cfg.image_size,
+            cfg.fid_extractor,
+            device,
+            paths.fid_cache,
+            cfg.fid_batch_size,
+            cfg.kid_subsets,
+            cfg.kid_subset_size,
+        )
 
     def samples(self, unet: Any) -> np.ndarray:
         """``fid_num_samples`` uint8 (N, H, W, 3) images from ``unet``, seeds seed..seed+N-1."""
         from facegen.diffusion.sampling import generate
 
         seeds = range(self.cfg.seed, self.cfg.seed + self.cfg.fid_num_samples)
-        return generate(unet, dict(self.noise_scheduler.config), "ddim", self.cfg.eval_steps, seeds,
-                        self.cfg.fid_batch_size, str(self.device), progress=False)
+        return generate(
+            unet,
+            dict(self.noise_scheduler.config),
+            "ddim",
+            self.cfg.eval_steps,
+            seeds,
+            self.cfg.fid_batch_size,
+            str(self.device),
+            progress=False,
+        )
 
-    def run(self, ema: Any) -> tuple[dict[str, float], "Image.Image", Any]:
+    def run(self, ema: Any) -> tuple[dict[str, float], Image.Image, Any]:
         """Copy the EMA weights into a fresh UNet, sample, return ({fid, kid, kid_std}, grid, that UNet on CPU)."""
         from PIL import Image
 

@@ -22,10 +22,11 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from facegen.common.config import to_dict
 from facegen.diffusion.model import count_parameters, save_model_dir, unet_from_ema
@@ -36,8 +37,15 @@ from facegen.train.checkpoint import TrainState, latest_checkpoint, resume, run_
 from facegen.train.config import TrainConfig, TrainPaths, run_key
 from facegen.train.data import augment, epoch_batches, load_split, pick_data_device, to_tensor
 from facegen.train.evaluate import Evaluator
-from facegen.train.tracking import (Tracker, git_commit, portable_path, repo_root, run_tags, tracking_uri,
-                                    write_epoch_files)
+from facegen.train.tracking import (
+    Tracker,
+    git_commit,
+    portable_path,
+    repo_root,
+    run_tags,
+    tracking_uri,
+    write_epoch_files,
+)
 
 __all__ = ["TrainConfig", "TrainPaths", "TrainState", "latest_checkpoint", "run_key", "train"]
 
@@ -72,9 +80,12 @@ class _Run:
     bar: Any = None  # one tqdm bar over the whole run (main process, terminal only)
 
 
-def train(cfg: TrainConfig, paths: TrainPaths = TrainPaths(),
-          on_step: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
+def train(
+    cfg: TrainConfig, paths: TrainPaths | None = None, on_step: Callable[[int, int, float], None] | None = None
+) -> dict[str, Any]:
     """Train per ``cfg``; return the summary also written to ``metrics/train.json``.
+
+    ``paths`` defaults to the contract paths (``TrainPaths()``).
 
     ``on_step(epoch, step, loss)`` is called after each optimizer step on every process
     (tests use it to record losses or to simulate a kill).
@@ -82,14 +93,20 @@ def train(cfg: TrainConfig, paths: TrainPaths = TrainPaths(),
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    paths = paths if paths is not None else TrainPaths()
+
     launched = os.environ.get("ACCELERATE_MIXED_PRECISION")  # `accelerate launch` flags / `accelerate config`
     accelerator = Accelerator(mixed_precision=None if launched else cfg.precision, step_scheduler_with_optimizer=False)
     if launched and launched != cfg.precision:
-        accelerator.print(f"precision {launched} from accelerate launch/config (train.precision {cfg.precision} ignored)")
+        accelerator.print(
+            f"precision {launched} from accelerate launch/config (train.precision {cfg.precision} ignored)"
+        )
     if cfg.num_processes > 1 and accelerator.num_processes != cfg.num_processes:
-        raise ValueError(f"train.num_processes = {cfg.num_processes} but {accelerator.num_processes} process(es) run: "
-                         "start the stage with `python stages/train.py` (it launches Accelerate) or `accelerate launch "
-                         f"--multi_gpu --num_processes {cfg.num_processes} stages/train.py` (ACCELERATE_USE_CPU=true on CPU)")
+        raise ValueError(
+            f"train.num_processes = {cfg.num_processes} but {accelerator.num_processes} process(es) run: "
+            "start the stage with `python stages/train.py` (it launches Accelerate) or `accelerate launch "
+            f"--multi_gpu --num_processes {cfg.num_processes} stages/train.py` (ACCELERATE_USE_CPU=true on CPU)"
+        )
     set_seed(cfg.seed)
     run = _build(cfg, paths, accelerator)
     main = accelerator.is_main_process
@@ -101,8 +118,14 @@ def train(cfg: TrainConfig, paths: TrainPaths = TrainPaths(),
             _open_tracking(run, state)
         from tqdm import tqdm
 
-        run.bar = tqdm(total=cfg.epochs * run.steps_per_epoch, initial=state.step, desc="train", unit="step",
-                       disable=not main or not sys.stderr.isatty(), dynamic_ncols=True)
+        run.bar = tqdm(
+            total=cfg.epochs * run.steps_per_epoch,
+            initial=state.step,
+            desc="train",
+            unit="step",
+            disable=not main or not sys.stderr.isatty(),
+            dynamic_ncols=True,
+        )
         try:
             for epoch in range(state.epoch + 1, cfg.epochs + 1):
                 row = _train_epoch(run, state, epoch, on_step)
@@ -115,7 +138,9 @@ def train(cfg: TrainConfig, paths: TrainPaths = TrainPaths(),
                     scored = f" {run.metric} {row[run.metric]:.4f}" if run.metric in row else ""
                     (run.bar.write if not run.bar.disable else print)(
                         f"epoch {epoch}/{cfg.epochs} loss {row['loss']:.4f} lr {row['lr']:.2e} "
-                        f"{row['images_per_s']:.0f} img/s{scored}", file=sys.stderr)
+                        f"{row['images_per_s']:.0f} img/s{scored}",
+                        file=sys.stderr,
+                    )
             run.bar.close()
         except BaseException as err:
             run.bar.close()
@@ -145,48 +170,93 @@ def _build(cfg: TrainConfig, paths: TrainPaths, accelerator: Any) -> _Run:
     unet = conditioning.build_unet(cfg, cond)
     if cfg.channels_last:
         unet = unet.to(memory_format=torch.channels_last)
-    noise_sched = make_noise_scheduler(cfg.schedule, cfg.num_train_timesteps, cfg.prediction, cfg.beta_start, cfg.beta_end)
+    noise_sched = make_noise_scheduler(
+        cfg.schedule, cfg.num_train_timesteps, cfg.prediction, cfg.beta_start, cfg.beta_end
+    )
     micro_per_epoch = len(epoch_batches(len(data), cfg.batch_size, 0, cfg.seed, rank, world))
     steps_per_epoch = micro_per_epoch // cfg.grad_accum
     if steps_per_epoch < 1:
         raise ValueError(f"train.grad_accum = {cfg.grad_accum} exceeds the {micro_per_epoch} batches per epoch")
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                  fused=device.type == "cuda")
+    optimizer = torch.optim.AdamW(
+        unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
+    )
     lr_sched = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.epochs * steps_per_epoch)
     unet, optimizer, lr_sched = accelerator.prepare(unet, optimizer, lr_sched)
     raw_unet = accelerator.unwrap_model(unet)
-    ema = EMAModel(raw_unet.parameters(), decay=cfg.ema_decay, update_after_step=cfg.ema_start_step,
-                   use_ema_warmup=cfg.ema_warmup, power=cfg.ema_power) if accelerator.is_main_process else None
-    return _Run(cfg=cfg, paths=paths, accelerator=accelerator, key=key,
-                run_dir=Path(paths.checkpoints or Path(paths.models) / "checkpoints") / key, data_hash=data_hash, data=data, unet=unet,
-                forward=torch.compile(unet) if cfg.compile else unet, raw_unet=raw_unet, optimizer=optimizer,
-                lr_sched=lr_sched, ema=ema, noise_sched=noise_sched, steps_per_epoch=steps_per_epoch,
-                metric=fid.metric_name(cfg.fid_extractor), cond=cond)
+    ema = (
+        EMAModel(
+            raw_unet.parameters(),
+            decay=cfg.ema_decay,
+            update_after_step=cfg.ema_start_step,
+            use_ema_warmup=cfg.ema_warmup,
+            power=cfg.ema_power,
+        )
+        if accelerator.is_main_process
+        else None
+    )
+    return _Run(
+        cfg=cfg,
+        paths=paths,
+        accelerator=accelerator,
+        key=key,
+        run_dir=Path(paths.checkpoints or Path(paths.models) / "checkpoints") / key,
+        data_hash=data_hash,
+        data=data,
+        unet=unet,
+        forward=torch.compile(unet) if cfg.compile else unet,
+        raw_unet=raw_unet,
+        optimizer=optimizer,
+        lr_sched=lr_sched,
+        ema=ema,
+        noise_sched=noise_sched,
+        steps_per_epoch=steps_per_epoch,
+        metric=fid.metric_name(cfg.fid_extractor),
+        cond=cond,
+    )
 
 
 def _open_tracking(run: _Run, state: TrainState) -> None:
     """Main process: open (or continue) the MLflow run, log params and tags, set up evaluation."""
     cfg, paths = run.cfg, run.paths
     uri = paths.tracking_uri or tracking_uri(paths.root)
-    run.tracker = Tracker(uri, cfg.experiment, f"{cfg.model}-{run.key}", paths.artifact_root, state.run_id,
-                          tags={"metric": run.metric, "data_hash": run.data_hash, **run_tags(paths.root),
-                                "best_checkpoint": portable_path(run.run_dir / "best", repo_root(paths.root))},
-                          run_key=run.key)
+    run.tracker = Tracker(
+        uri,
+        cfg.experiment,
+        f"{cfg.model}-{run.key}",
+        paths.artifact_root,
+        state.run_id,
+        tags={
+            "metric": run.metric,
+            "data_hash": run.data_hash,
+            **run_tags(paths.root),
+            "best_checkpoint": portable_path(run.run_dir / "best", repo_root(paths.root)),
+        },
+        run_key=run.key,
+    )
     state.run_id = run.tracker.run_id
-    run.tracker.log_params({**to_dict(cfg), "git_commit": git_commit(paths.root), "data_hash": run.data_hash,
-                            "run_key": run.key, "num_train_images": len(run.data),
-                            "num_processes": run.accelerator.num_processes,
-                            "num_parameters": count_parameters(run.raw_unet)})
+    run.tracker.log_params(
+        {
+            **to_dict(cfg),
+            "git_commit": git_commit(paths.root),
+            "data_hash": run.data_hash,
+            "run_key": run.key,
+            "num_train_images": len(run.data),
+            "num_processes": run.accelerator.num_processes,
+            "num_parameters": count_parameters(run.raw_unet),
+        }
+    )
     run.tracker.log_dataset(paths.faces, "train", run.data_hash)
     if cfg.fid_every:
         run.evaluator = Evaluator(cfg, run.noise_sched, run.raw_unet.config, paths, run.accelerator.device)
         run.tracker.set_tags(run.evaluator.scorer.tags())
 
 
-def _train_epoch(run: _Run, state: TrainState, epoch: int,
-                 on_step: Callable[[int, int, float], None] | None) -> dict[str, Any]:
+def _train_epoch(
+    run: _Run, state: TrainState, epoch: int, on_step: Callable[[int, int, float], None] | None
+) -> dict[str, Any]:
     """One epoch of optimizer steps on every process; returns the epoch's row (loss, lr, speed)."""
     import torch
+
     cfg, accelerator, sched = run.cfg, run.accelerator, run.noise_sched
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     run.unet.train()
@@ -198,8 +268,13 @@ def _train_epoch(run: _Run, state: TrainState, epoch: int,
         total = torch.zeros((), device=device)
         for micro in range(cfg.grad_accum):
             idx = batches[(step - 1) % run.steps_per_epoch * cfg.grad_accum + micro]
-            x0 = augment(run.data[idx.to(run.data.device)].to(device, non_blocking=True), gen,
-                         cfg.hflip, cfg.rotate_deg, cfg.color_jitter)
+            x0 = augment(
+                run.data[idx.to(run.data.device)].to(device, non_blocking=True),
+                gen,
+                cfg.hflip,
+                cfg.rotate_deg,
+                cfg.color_jitter,
+            )
             if cfg.channels_last:
                 x0 = x0.contiguous(memory_format=torch.channels_last)
             xt, noise, t = noisy_batch(sched, x0, gen)
@@ -214,7 +289,8 @@ def _train_epoch(run: _Run, state: TrainState, epoch: int,
         if not math.isfinite(step_loss):
             raise FloatingPointError(
                 f"loss is {step_loss} at epoch {epoch}, step {step}: training diverged. Lower train.lr "
-                f"(now {cfg.lr}), set train.clip_grad (now {cfg.clip_grad}) or use train.precision: no")
+                f"(now {cfg.lr}), set train.clip_grad (now {cfg.clip_grad}) or use train.precision: no"
+            )
         if cfg.clip_grad > 0:
             accelerator.clip_grad_norm_(run.unet.parameters(), cfg.clip_grad)
         run.optimizer.step()
@@ -231,9 +307,14 @@ def _train_epoch(run: _Run, state: TrainState, epoch: int,
     seconds = time.perf_counter() - start
     state.epoch = epoch
     images = run.steps_per_epoch * cfg.grad_accum * cfg.batch_size * world
-    return {"epoch": epoch, "step": state.step, "loss": sum(losses) / len(losses),
-            "lr": run.lr_sched.get_last_lr()[0], "seconds": round(seconds, 3),
-            "images_per_s": round(images / seconds, 2)}
+    return {
+        "epoch": epoch,
+        "step": state.step,
+        "loss": sum(losses) / len(losses),
+        "lr": run.lr_sched.get_last_lr()[0],
+        "seconds": round(seconds, 3),
+        "images_per_s": round(images / seconds, 2),
+    }
 
 
 def _evaluate(run: _Run, state: TrainState, row: dict[str, Any]) -> Any:
@@ -247,8 +328,14 @@ def _evaluate(run: _Run, state: TrainState, row: dict[str, Any]) -> Any:
         value = scores[run.metric]
         row.update(scores)  # fid, kid, kid_std (or the offline names)
         if state.best is None or value < state.best["value"]:
-            state.best = {"epoch": epoch, "metric": run.metric, "value": value, "run_id": state.run_id,
-                          "data_hash": run.data_hash, "num_train_images": len(run.data)}
+            state.best = {
+                "epoch": epoch,
+                "metric": run.metric,
+                "value": value,
+                "run_id": state.run_id,
+                "data_hash": run.data_hash,
+                "num_train_images": len(run.data),
+            }
             save_model_dir(run.run_dir / "best", eval_unet, run.noise_sched, to_dict(cfg), state.best)
     state.history.append(row)
     return grid
@@ -278,8 +365,9 @@ def _finish(run: _Run, state: TrainState) -> dict[str, Any]:
     best_dir = Path(paths.models) / "best"
     if state.best is None:  # no evaluation configured: the last epoch's EMA weights
         state.best = {"epoch": state.epoch, "metric": None, "value": None, "run_id": state.run_id}
-        save_model_dir(run.run_dir / "best", unet_from_ema(run.ema, run.raw_unet.config), run.noise_sched,
-                       to_dict(cfg), state.best)
+        save_model_dir(
+            run.run_dir / "best", unet_from_ema(run.ema, run.raw_unet.config), run.noise_sched, to_dict(cfg), state.best
+        )
     _publish(run.run_dir / "best", best_dir)
     grids = Path(paths.metrics) / "grids"
     if (run.run_dir / "grids").is_dir():
@@ -287,10 +375,17 @@ def _finish(run: _Run, state: TrainState) -> dict[str, Any]:
     elif grids.exists():
         shutil.rmtree(grids)
     history, metric = state.history, run.metric
-    summary = {"metric": metric, "best_epoch": state.best["epoch"], f"best_{metric}": state.best["value"],
-               "epochs": state.epoch, "steps": state.step, "final_loss": history[-1]["loss"] if history else None,
-               "images_per_s": round(sum(r["images_per_s"] for r in history) / max(1, len(history)), 2),
-               "run_id": state.run_id, "run_key": run.key}
+    summary = {
+        "metric": metric,
+        "best_epoch": state.best["epoch"],
+        f"best_{metric}": state.best["value"],
+        "epochs": state.epoch,
+        "steps": state.step,
+        "final_loss": history[-1]["loss"] if history else None,
+        "images_per_s": round(sum(r["images_per_s"] for r in history) / max(1, len(history)), 2),
+        "run_id": state.run_id,
+        "run_key": run.key,
+    }
     write_epoch_files(history, summary, paths.metrics, metric)
     run.tracker.log_artifacts(best_dir, "best")
     run.tracker.log_model(best_dir, step=state.best["epoch"])

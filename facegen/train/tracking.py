@@ -22,13 +22,21 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from facegen.common.redact import mask_uri
 
 EPOCH_COLUMNS = ("epoch", "step", "loss", "lr", "images_per_s", "seconds")
-SCORE_COLUMNS = ("fid", "kid", "kid_std", "fd_offline", "kid_offline", "kid_offline_std")  # always written (empty when not scored): stable plot keys
+SCORE_COLUMNS = (
+    "fid",
+    "kid",
+    "kid_std",
+    "fd_offline",
+    "kid_offline",
+    "kid_offline_std",
+)  # always written (empty when not scored): stable plot keys
 ROOT_TAG = "facegen.repo_root"  # experiment tag: the root the embedded store's paths were made under
 RUN_KEY_TAG = "facegen.run_key"
 
@@ -62,8 +70,11 @@ def run_tags(root: str | Path) -> dict[str, str]:
     run``, the DVC experiment name and baseline revision (DVC's ``DVC_EXP_*`` variables)."""
     commit = git_commit(root)
     tags = {"git_commit": commit, "mlflow.source.git.commit": commit}
-    for env, tag in (("DVC_EXP_NAME", "dvc.exp_name"), ("DVC_EXP_BASELINE_REV", "dvc.baseline_rev"),
-                     ("DVC_STAGE", "dvc.stage")):
+    for env, tag in (
+        ("DVC_EXP_NAME", "dvc.exp_name"),
+        ("DVC_EXP_BASELINE_REV", "dvc.baseline_rev"),
+        ("DVC_STAGE", "dvc.stage"),
+    ):
         if os.environ.get(env):
             tags[tag] = os.environ[env]
     return tags
@@ -79,7 +90,7 @@ def portable_path(path: str | Path, root: str | Path) -> str:
 
 
 def _sqlite_file(uri: str) -> Path | None:
-    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
 
 
 def relocate_store(uri: str, root: str | Path) -> int:
@@ -102,19 +113,24 @@ def relocate_store(uri: str, root: str | Path) -> int:
                 continue
             old_uri, new_uri = Path(old).as_uri(), root.as_uri()
             tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            for table, column, key in (("experiments", "artifact_location", "experiment_id"),
-                                       ("runs", "artifact_uri", "experiment_id"),
-                                       ("logged_models", "artifact_location", "experiment_id")):  # MLflow 3 models
+            for table, column, key in (
+                ("experiments", "artifact_location", "experiment_id"),
+                ("runs", "artifact_uri", "experiment_id"),
+                ("logged_models", "artifact_location", "experiment_id"),
+            ):  # MLflow 3 models
                 if table not in tables:
                     continue
                 for prefix_old, prefix_new in ((old_uri, new_uri), (old, str(root))):
                     cur = con.execute(
                         f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
                         f"WHERE {key} = ? AND substr({column}, 1, ?) = ?",
-                        (prefix_new, len(prefix_old) + 1, exp_id, len(prefix_old), prefix_old))
+                        (prefix_new, len(prefix_old) + 1, exp_id, len(prefix_old), prefix_old),
+                    )
                     changed += cur.rowcount
-            con.execute("UPDATE experiment_tags SET value = ? WHERE experiment_id = ? AND key = ?",
-                        (str(root), exp_id, ROOT_TAG))
+            con.execute(
+                "UPDATE experiment_tags SET value = ? WHERE experiment_id = ? AND key = ?",
+                (str(root), exp_id, ROOT_TAG),
+            )
         con.commit()
     finally:
         con.close()
@@ -141,9 +157,18 @@ class Tracker:
     module docstring. ``offline`` is True while the store is unreachable.
     """
 
-    def __init__(self, uri: str, experiment: str, run_name: str, artifact_root: Path | None = None,
-                 run_id: str | None = None, tags: dict[str, Any] | None = None, run_key: str | None = None,
-                 retries: int = 3, backoff_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        run_name: str,
+        artifact_root: Path | None = None,
+        run_id: str | None = None,
+        tags: dict[str, Any] | None = None,
+        run_key: str | None = None,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+    ) -> None:
         import mlflow
 
         self.mlflow, self.uri, self.retries, self.backoff_s = mlflow, uri, retries, backoff_s
@@ -160,8 +185,15 @@ class Tracker:
             tags[RUN_KEY_TAG] = run_key
         self._call("open the run", lambda: self._open(experiment, run_name, artifact_root, run_id, tags, run_key))
 
-    def _open(self, experiment: str, run_name: str, artifact_root: Path | None, run_id: str | None,
-              tags: dict[str, str], run_key: str | None) -> None:
+    def _open(
+        self,
+        experiment: str,
+        run_name: str,
+        artifact_root: Path | None,
+        run_id: str | None,
+        tags: dict[str, str],
+        run_key: str | None,
+    ) -> None:
         from mlflow.exceptions import MlflowException
 
         if artifact_root is not None:
@@ -171,12 +203,16 @@ class Tracker:
             try:
                 run = self.client.get_run(run_id)
             except MlflowException:
-                print(f"MLflow run {run_id} of the checkpoint is not in {mask_uri(self.uri)}; logging the resumed run as a new run",
-                      file=sys.stderr)
+                print(
+                    f"MLflow run {run_id} of the checkpoint is not in {mask_uri(self.uri)}; "
+                    "logging the resumed run as a new run",
+                    file=sys.stderr,
+                )
                 run_id = None
         if run_id is None:
-            run = self.client.create_run(self.experiment_id, run_name=run_name,
-                                         tags={"mlflow.runName": run_name, **tags})
+            run = self.client.create_run(
+                self.experiment_id, run_name=run_name, tags={"mlflow.runName": run_name, **tags}
+            )
         else:
             self.client.update_run(run_id, status="RUNNING")
             for key, value in tags.items():
@@ -190,8 +226,9 @@ class Tracker:
 
     def _close_orphans(self, run_key: str) -> None:
         """Mark RUNNING runs of ``run_key`` other than this one KILLED (a kill -9 leaves them open)."""
-        orphans = self.client.search_runs([self.experiment_id], f"tags.`{RUN_KEY_TAG}` = '{run_key}' "
-                                          "and attributes.status = 'RUNNING'")
+        orphans = self.client.search_runs(
+            [self.experiment_id], f"tags.`{RUN_KEY_TAG}` = '{run_key}' and attributes.status = 'RUNNING'"
+        )
         for run in orphans:
             if run.info.run_id != self.run_id:
                 self.client.set_tag(run.info.run_id, "facegen.superseded_by", self.run_id)
@@ -223,12 +260,15 @@ class Tracker:
                     call()
                     break
                 # any store failure (sqlite locked/readonly, HTTP, disk): degrade, warn, keep the record
-                except Exception as err:  # noqa: BLE001
+                except Exception as err:
                     if attempt == self.retries - 1:
                         if not self.warned:
-                            print(f"warning: MLflow ({mask_uri(self.uri)}) failed to {name}: {type(err).__name__}: "
-                                  f"{mask_uri(str(err))}; "
-                                  "training goes on, records are buffered and retried", file=sys.stderr)
+                            print(
+                                f"warning: MLflow ({mask_uri(self.uri)}) failed to {name}: {type(err).__name__}: "
+                                f"{mask_uri(str(err))}; "
+                                "training goes on, records are buffered and retried",
+                                file=sys.stderr,
+                            )
                             self.warned = True
                         return False
                     time.sleep(self.backoff_s * 2**attempt)
@@ -245,8 +285,11 @@ class Tracker:
             from mlflow.entities import Param
 
             existing = self.client.get_run(self.run_id).data.params
-            new = [Param(k, json.dumps(v) if isinstance(v, (list, tuple, dict)) else str(v))
-                   for k, v in params.items() if k not in existing]
+            new = [
+                Param(k, json.dumps(v) if isinstance(v, (list, tuple, dict)) else str(v))
+                for k, v in params.items()
+                if k not in existing
+            ]
             if new:
                 self.client.log_batch(self.run_id, params=new)
 
@@ -274,10 +317,14 @@ class Tracker:
         self._call(f"log the epoch {epoch} grid", log)
 
     def log_image(self, image: Any, artifact_file: str) -> None:
-        self._call(f"log {artifact_file}", lambda: self.client.log_image(self.run_id, image, artifact_file=artifact_file))
+        self._call(
+            f"log {artifact_file}", lambda: self.client.log_image(self.run_id, image, artifact_file=artifact_file)
+        )
 
     def log_artifacts(self, local_dir: str | Path, artifact_path: str) -> None:
-        self._call(f"log {artifact_path}", lambda: self.client.log_artifacts(self.run_id, str(local_dir), artifact_path))
+        self._call(
+            f"log {artifact_path}", lambda: self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+        )
 
     def log_dataset(self, faces_table: str | Path, split: str, digest: str, context: str = "training") -> None:
         """The faces of ``split`` (rows of the faces table) as an MLflow dataset input of the run."""
@@ -288,8 +335,9 @@ class Tracker:
 
             table = pd.read_parquet(faces_table)
             rows = table[(table["status"] == "ok") & (table["split"] == split)].reset_index(drop=True)
-            dataset = self.mlflow.data.from_pandas(rows, source=str(faces_table), name=f"faces-{split}",
-                                                   digest=digest[:36])
+            dataset = self.mlflow.data.from_pandas(
+                rows, source=str(faces_table), name=f"faces-{split}", digest=digest[:36]
+            )
             tag = InputTag("mlflow.data.context", context)
             self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), [tag])])
 
@@ -313,16 +361,20 @@ class Tracker:
         self._call(f"close the run as {status}", lambda: self.client.set_terminated(self.run_id, status))
         if self.pending:
             lost = ", ".join(name for name, _ in self.pending)
-            print(f"warning: MLflow ({mask_uri(self.uri)}) unreachable at the end of the run; not logged: {lost}. "
-                  "Checkpoints and metrics/ files are complete.", file=sys.stderr)
+            print(
+                f"warning: MLflow ({mask_uri(self.uri)}) unreachable at the end of the run; not logged: {lost}. "
+                "Checkpoints and metrics/ files are complete.",
+                file=sys.stderr,
+            )
 
 
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def write_epoch_files(history: list[dict[str, Any]], summary: dict[str, Any], metrics_dir: str | Path,
-                      metric: str) -> None:
+def write_epoch_files(
+    history: list[dict[str, Any]], summary: dict[str, Any], metrics_dir: str | Path, metric: str
+) -> None:
     """``metrics/train.json`` (the summary's finite numbers only: stable keys for ``dvc metrics``)
     and ``metrics/train_epochs.csv`` (one row per epoch for ``dvc plots``; every score column of
     :data:`SCORE_COLUMNS` is present, empty for epochs without that score)."""
@@ -378,16 +430,18 @@ def best_runs(uri: str, experiment: str, all_runs: bool = False, root: str | Pat
         name = tags.get("metric")
         if not name or f"best_{name}" not in metrics:
             continue
-        results.append({
-            "run_id": run.info.run_id,
-            "run_name": run.info.run_name,
-            "status": run.info.status,
-            "metric": name,
-            "value": metrics[f"best_{name}"],
-            "epoch": int(metrics["best_epoch"]),
-            "checkpoint": resolve_checkpoint(tags.get("best_checkpoint", ""), root, run.info.run_id),
-            "dvc_exp_name": tags.get("dvc.exp_name", ""),
-        })
+        results.append(
+            {
+                "run_id": run.info.run_id,
+                "run_name": run.info.run_name,
+                "status": run.info.status,
+                "metric": name,
+                "value": metrics[f"best_{name}"],
+                "epoch": int(metrics["best_epoch"]),
+                "checkpoint": resolve_checkpoint(tags.get("best_checkpoint", ""), root, run.info.run_id),
+                "dvc_exp_name": tags.get("dvc.exp_name", ""),
+            }
+        )
         if not all_runs:
             break
     return results

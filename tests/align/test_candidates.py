@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
-from facegen.align.geometry import AlignConfig
 from facegen.align.candidates import ImageTask, process_image
+from facegen.align.geometry import AlignConfig
 from facegen.faces.detect import Detection
 
 
@@ -46,7 +45,9 @@ def test_image_level_failures_keep_one_row_with_the_reason(tmp_path) -> None:
     blank = tmp_path / "blank.png"
     Image.new("RGB", (30, 20), (9, 9, 9)).save(blank)
     for detections in ("[]", None):
-        (row,) = process_image(ImageTask("02" * 32, "M.2.A.2", str(blank), detections, 30, 20), AlignConfig(), str(tmp_path))
+        (row,) = process_image(
+            ImageTask("02" * 32, "M.2.A.2", str(blank), detections, 30, 20), AlignConfig(), str(tmp_path)
+        )
         assert row["status"] == "no_face"
     assert not list(tmp_path.glob("*_none.png"))
 
@@ -57,7 +58,9 @@ def test_malformed_detections_and_coincident_eyes_are_reasons_not_crashes(tmp_pa
     path = tmp_path / "img.png"
     Image.new("RGB", (200, 200), (120, 120, 120)).save(path)
     for bad in ("not json", '{"bbox": 1}', '[{"kps": [[1, 2]]}]'):
-        (row,) = process_image(ImageTask("03" * 32, "M.3.A.3", str(path), bad, None, None), AlignConfig(), str(tmp_path))
+        (row,) = process_image(
+            ImageTask("03" * 32, "M.3.A.3", str(path), bad, None, None), AlignConfig(), str(tmp_path)
+        )
         assert row["status"] == "bad_detections" and row["error"]
     flat = Detection(bbox=(50.0, 50.0, 150.0, 150.0), score=0.9, kps=((100.0, 90.0),) * 2 + ((100.0, 110.0),) * 3)
     task = ImageTask("04" * 32, "M.3.A.3", str(path), json.dumps([flat.to_record()]), 200, 200)
@@ -80,9 +83,8 @@ def test_coincident_eyes_never_pass_even_with_every_threshold_open(tmp_path) -> 
 
 
 def test_crop_past_the_photo_is_accepted_with_its_fraction_recorded(tmp_path, faces_dir, scrfd_model) -> None:
-    from PIL import Image
-
     import wild_faces as w
+    from PIL import Image
 
     photo = w.read_image(faces_dir / "wild" / w.BIDEN)
     kps = np.asarray(w.detect(scrfd_model, faces_dir / "wild" / w.BIDEN)[0].kps)

@@ -7,8 +7,8 @@ import io
 import numpy as np
 import pytest
 
-from facegen.align.geometry import AlignConfig, align_face
 from facegen.align.dedupe import UnionFind, near_duplicate_groups, near_duplicate_pairs, phash_hex
+from facegen.align.geometry import AlignConfig, align_face
 
 
 def test_union_find_joins_chains_and_lists_groups_in_order() -> None:
@@ -46,9 +46,8 @@ def test_groups_keep_the_largest_face_through_chains() -> None:
 
 
 def test_resized_and_reencoded_photo_is_a_near_duplicate_and_other_people_are_not(faces_dir, scrfd_model) -> None:
-    from PIL import Image
-
     import wild_faces as w
+    from PIL import Image
 
     cfg = AlignConfig()
 

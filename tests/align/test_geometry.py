@@ -25,7 +25,7 @@ def dotted_image(kps: np.ndarray, shape: tuple[int, int] = (400, 400)) -> np.nda
     image = np.full((*shape, 3), 90, np.uint8)
     yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
     colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255)]
-    for (x, y), colour in zip(kps, colours):
+    for (x, y), colour in zip(kps, colours, strict=False):
         image[(xx - x) ** 2 + (yy - y) ** 2 <= 36] = colour
     return image
 
@@ -52,7 +52,7 @@ def test_mapped_keypoints_land_on_the_warped_pixels(interpolation: str) -> None:
     kps = rotate(UPRIGHT, 33.0)
     aligned = align_face(dotted_image(kps), kps, AlignConfig(size=128, interpolation=interpolation))
     expected = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255)]
-    for (x, y), colour in zip(aligned.kps, expected):
+    for (x, y), colour in zip(aligned.kps, expected, strict=False):
         pixel = aligned.image[int(round(y)), int(round(x))].astype(int)
         assert np.abs(pixel - colour).max() < 40, (x, y, pixel, colour)
     # and the matrix maps the source keypoints to the same place
@@ -87,13 +87,13 @@ def test_crop_outside_fraction_counts_the_part_beyond_the_border() -> None:
 
 
 def test_config_names_bad_values() -> None:
-    with pytest.raises(ValueError, match="align.interpolation"):
+    with pytest.raises(ValueError, match=r"align.interpolation"):
         from_dict(AlignConfig, {"interpolation": "bicubic"}, "align")
-    with pytest.raises(ValueError, match="align.faces_per_image"):
+    with pytest.raises(ValueError, match=r"align.faces_per_image"):
         from_dict(AlignConfig, {"faces_per_image": "two"}, "align")
     with pytest.raises(ValueError, match="margn"):
         from_dict(AlignConfig, {"margn": 1.5}, "align")
-    with pytest.raises(ValueError, match="align.test_fraction=1.0"):
+    with pytest.raises(ValueError, match=r"align.test_fraction=1.0"):
         AlignConfig(test_fraction=1.0)
     with pytest.raises(ValueError, match="eye keypoints coincide"):
         align_face(np.zeros((10, 10, 3), np.uint8), np.zeros((5, 2)), AlignConfig())
@@ -128,7 +128,7 @@ def test_real_faces_come_out_level_and_consistently_framed(faces_dir, scrfd_mode
     # the face sits where the mapped keypoints say, at the same scale for every photo
     assert np.abs(kps - aligned.kps).max() < 0.05 * cfg.size
     assert np.hypot(*eyes) == pytest.approx(0.3125 * cfg.size, rel=0.12)  # 128 / (1.6 * 2.0) = 40 px
-    x1, y1, x2, y2 = det.bbox
+    x1, _y1, x2, _y2 = det.bbox
     assert 0.45 * cfg.size < x2 - x1 < 0.7 * cfg.size
 
 
@@ -174,8 +174,12 @@ def test_crop_past_the_photo_is_filled_without_a_mirror_seam(faces_dir, scrfd_mo
     dist = outside_distance(aligned.matrix, cfg.size, w, h)
     edge, inside, beyond = np.abs(dist) < 1.5, (dist < -4) & (dist > -12), (dist > 3) & (dist < 12)
     # what a plain mirror (reflection only) and a constant border would give
-    mirror = cv2.warpAffine(photo, aligned.matrix, (cfg.size,) * 2, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-    constant = cv2.warpAffine(photo, aligned.matrix, (cfg.size,) * 2, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    mirror = cv2.warpAffine(
+        photo, aligned.matrix, (cfg.size,) * 2, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
+    )
+    constant = cv2.warpAffine(
+        photo, aligned.matrix, (cfg.size,) * 2, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+    )
     assert _gradient_energy(constant, edge) > 10 * _gradient_energy(constant, inside)  # the measure sees a hard seam
     # filled: the photo's edge is smoother than the photo near it, and the mirrored copy is gone
     assert _gradient_energy(aligned.image, edge) < 0.5 * _gradient_energy(aligned.image, inside)
@@ -190,9 +194,9 @@ def test_crop_past_the_photo_is_filled_without_a_mirror_seam(faces_dir, scrfd_mo
 
 
 def test_fill_settings_are_checked() -> None:
-    with pytest.raises(ValueError, match="align.fill_blur_outer=0.01"):
+    with pytest.raises(ValueError, match=r"align.fill_blur_outer=0.01"):
         AlignConfig(fill_blur_outer=0.01)
-    with pytest.raises(ValueError, match="align.max_crop_outside=1.5"):
+    with pytest.raises(ValueError, match=r"align.max_crop_outside=1.5"):
         AlignConfig(max_crop_outside=1.5)
-    with pytest.raises(ValueError, match="align.fill_ramp=0"):
+    with pytest.raises(ValueError, match=r"align.fill_ramp=0"):
         AlignConfig(fill_ramp=0)

@@ -8,7 +8,15 @@ import pytest
 from PIL import Image
 
 from facegen.align.preview import (
-    CAPTION_H, TITLE_H, accepted_caption, caption, pick_accepted, pick_rejected, save_preview, sheet, yield_titles,
+    CAPTION_H,
+    TITLE_H,
+    accepted_caption,
+    caption,
+    pick_accepted,
+    pick_rejected,
+    save_preview,
+    sheet,
+    yield_titles,
 )
 
 
@@ -85,8 +93,17 @@ def test_faces_past_the_edge_get_a_quarter_of_the_accepted_tiles_and_their_fract
 
 
 def test_sheet_titles_carry_the_yield() -> None:
-    stats = {"ok": 3, "candidates": 10, "yield": {"photos": 9, "photos_with_face": 8, "faces_accepted_per_photo": 0.3333,
-             "accepted_outside": 2, "rejected": {"blurry": 4, "no_face": 1, "crop_outside_image": 2, "eyes_occluded": 0}}}
+    stats = {
+        "ok": 3,
+        "candidates": 10,
+        "yield": {
+            "photos": 9,
+            "photos_with_face": 8,
+            "faces_accepted_per_photo": 0.3333,
+            "accepted_outside": 2,
+            "rejected": {"blurry": 4, "no_face": 1, "crop_outside_image": 2, "eyes_occluded": 0},
+        },
+    }
     top, bottom = yield_titles(stats, 3, 5)
     assert top == "accepted: 3 of 3 faces from 9 photos (8 with a face, 0.33 per photo; 2 reach past the edge)"
     assert bottom == "rejected: 5 of 7 candidates: blurry 4, crop_outside_image 2, no_face 1"

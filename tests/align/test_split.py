@@ -49,5 +49,5 @@ def test_edge_cases_keep_both_sides_usable() -> None:
     # links through posts without faces still join the posts around them
     split = assign_split(faces_of({"a": 1, "b": 1, "c": 1, "d": 1}), [["a", "x"], ["x", "b"]], 0.5, 7)
     assert split["a_0"] == split["b_0"]
-    with pytest.raises(ValueError, match="test_fraction=1.5"):
+    with pytest.raises(ValueError, match=r"test_fraction=1.5"):
         assign_split(one_group, [], 1.5, 0)

@@ -19,10 +19,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from facegen.align.geometry import AlignConfig
 from facegen.align.candidates import face_id
-from facegen.faces.detect import Detection
+from facegen.align.geometry import AlignConfig
 from facegen.align.stage import COLUMNS, STATUSES, build_faceset
+from facegen.faces.detect import Detection
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -120,7 +120,7 @@ def test_stage_end_to_end_on_real_photos(tiny_repo) -> None:
     table = pd.read_parquet(root / "data" / "faces.parquet")
     assert tuple(table.columns) == COLUMNS
     assert table["face_id"].tolist() == sorted(table["face_id"])
-    status = dict(zip(table["sha256"], table["status"]))
+    status = dict(zip(table["sha256"], table["status"], strict=False))
     expected = {
         w.EXIF_ROTATED: "ok",
         w.WEBP: "ok",
@@ -155,7 +155,12 @@ def test_stage_end_to_end_on_real_photos(tiny_repo) -> None:
     metrics = json.loads((root / "metrics" / "align.json").read_text())
     assert metrics["ok"] == 7 and metrics["train"] + metrics["test"] == 7 and metrics["candidates"] == 15
     got = metrics["yield"]
-    assert (got["photos"], got["photos_with_face"], got["photos_with_accepted_face"], got["faces_accepted"]) == (15, 13, 7, 7)
+    assert (got["photos"], got["photos_with_face"], got["photos_with_accepted_face"], got["faces_accepted"]) == (
+        15,
+        13,
+        7,
+        7,
+    )
     assert got["faces_accepted_per_photo"] == round(7 / 15, 4)
     assert got["rejected"] == {s: int(sum(v == s for v in expected.values())) for s in STATUSES if s != "ok"}
     assert json.loads((root / "data" / "faces_config.json").read_text())["size"] == 64
@@ -178,7 +183,9 @@ def test_missing_columns_and_paths_are_named(tmp_path) -> None:
     no_path = bad.assign(detections="[]", path=None)
     with pytest.raises(ValueError, match="status ok but no image path"):
         build_faceset(no_path, tmp_path, tmp_path / "faces", AlignConfig(workers=1), progress=False)
-    empty = build_faceset(bad.iloc[:0].assign(detections=[]), tmp_path, tmp_path / "faces", AlignConfig(workers=1), False)
+    empty = build_faceset(
+        bad.iloc[:0].assign(detections=[]), tmp_path, tmp_path / "faces", AlignConfig(workers=1), False
+    )
     assert empty.empty and tuple(empty.columns) == COLUMNS
 
 

@@ -15,10 +15,10 @@ import pytest
 import requests
 import yaml
 
-from facegen.crawl import ptt
-from facegen.demo.board import Board, BoardSpec, Fault, serve
 from facegen.common.config import from_dict
+from facegen.crawl import ptt
 from facegen.crawl.crawler import CrawlConfig, CrawlError, crawl, write_outputs
+from facegen.demo.board import Board, BoardSpec, Fault, serve
 
 pytestmark = pytest.mark.network
 REPO = Path(__file__).resolve().parents[2]
@@ -32,8 +32,17 @@ def small() -> Iterator:
 
 
 def _cfg(server, start: str, end: str, **kw) -> CrawlConfig:
-    return CrawlConfig(**{"base_url": server.url, "start_date": start, "end_date": end, "delay_s": 0, "backoff_s": 0.01,
-                          "retries": 2, **kw})
+    return CrawlConfig(
+        **{
+            "base_url": server.url,
+            "start_date": start,
+            "end_date": end,
+            "delay_s": 0,
+            "backoff_s": 0.01,
+            "retries": 2,
+            **kw,
+        }
+    )
 
 
 def expected(board: Board, base: str, cfg: CrawlConfig) -> tuple[list[str], list[tuple[str, str, str]]]:
@@ -66,14 +75,24 @@ def test_two_days_exact_posts_links_and_counts(small, tmp_path: Path) -> None:
     # entries 10..29: announcement (11), deleted (22) and a 404 article (23) are not kept
     assert (len(result.posts), dict(result.skipped)) == (17, {"announcement": 1, "deleted": 1, "http_404": 1})
     missing = small.board.slots[23]
-    assert result.failed == [{"post_id": missing.post_id, "url": f"{small.url}/bbs/Beauty/{missing.post_id}.html", "reason": "http_404"}]
+    assert result.failed == [
+        {"post_id": missing.post_id, "url": f"{small.url}/bbs/Beauty/{missing.post_id}.html", "reason": "http_404"}
+    ]
     assert result.summary()["links_by_source"] == {"body": 57, "push": 6}
     first = result.posts[0]
     slot = small.board.slots[10]
     assert first == {
-        "post_id": slot.post_id, "board": "Beauty", "url": f"{small.url}/bbs/Beauty/{slot.post_id}.html",
-        "title": slot.title, "category": slot.category, "author": slot.author, "posted_at": ptt.post_time(slot.post_id),
-        "push_count": 0, "n_pushes": first["n_pushes"], "n_links": 4, "index_page": 1,
+        "post_id": slot.post_id,
+        "board": "Beauty",
+        "url": f"{small.url}/bbs/Beauty/{slot.post_id}.html",
+        "title": slot.title,
+        "category": slot.category,
+        "author": slot.author,
+        "posted_at": ptt.post_time(slot.post_id),
+        "push_count": 0,
+        "n_pushes": first["n_pushes"],
+        "n_links": 4,
+        "index_page": 1,
     }
     assert first["posted_at"].isoformat() == "2024-01-02T00:59:59+08:00"
     # one request per article (the 404 one included), index pages: newest + search + walk
@@ -100,7 +119,9 @@ def test_keyword_and_category_filters(small, tmp_path: Path) -> None:
     assert by_kw.skipped["keyword"] == len(small.board.live_posts()) - len(kept)
     by_cat = crawl(_cfg(small, "2024-01-01", "2024-01-06", categories=("帥哥",)), tmp_path, progress=False)
     assert {p["category"] for p in by_cat.posts} == {"帥哥"}
-    assert by_cat.skipped["category"] == sum(1 for s in small.board.slots if s.kind in ("post", "missing") and s.category != "帥哥")
+    assert by_cat.skipped["category"] == sum(
+        1 for s in small.board.slots if s.kind in ("post", "missing") and s.category != "帥哥"
+    )
     assert by_cat.requests["article"] == 0  # every article was cached by the keyword crawl
 
 
@@ -121,7 +142,9 @@ def test_binary_search_on_a_2000_page_board(tmp_path: Path) -> None:
             # newest page + a binary search + the walk (whose first page the search already fetched)
             assert result.requests["index"] <= 1 + math.ceil(math.log2(2000)) + len(walked)
             assert result.requests["index"] == big.requests_to("/bbs/Beauty/index")
-            assert result.requests["article"] == big.requests_to("/bbs/Beauty/M.") == len(ids) + result.skipped["http_404"]
+            assert (
+                result.requests["article"] == big.requests_to("/bbs/Beauty/M.") == len(ids) + result.skipped["http_404"]
+            )
 
 
 def test_429_with_retry_after_then_200(small, tmp_path: Path) -> None:
@@ -144,7 +167,10 @@ def test_5xx_backoff_timeout_and_404_are_recorded_not_fatal(small, tmp_path: Pat
     result = crawl(cfg, tmp_path, progress=False)
     kept = [p["post_id"] for p in result.posts]
     assert flaky.post_id in kept and dead.post_id not in kept and slow.post_id not in kept
-    assert {(f["post_id"], f["reason"]) for f in result.failed} == {(dead.post_id, "http_503"), (slow.post_id, "timeout")}
+    assert {(f["post_id"], f["reason"]) for f in result.failed} == {
+        (dead.post_id, "http_503"),
+        (slow.post_id, "timeout"),
+    }
     assert len(kept) == len(live) - 2
     # failures are not cached: the next run fetches exactly those two again and keeps them
     again = crawl(cfg, tmp_path, progress=False)
@@ -174,20 +200,20 @@ def test_no_cookie_means_the_gate_and_a_clear_error(small, tmp_path: Path) -> No
 
 
 def test_wrong_board_is_a_clear_error(small, tmp_path: Path) -> None:
-    with pytest.raises(CrawlError, match="HTTP 404: check crawl.base_url and crawl.board='Nope'"):
+    with pytest.raises(CrawlError, match=r"HTTP 404: check crawl.base_url and crawl.board='Nope'"):
         crawl(_cfg(small, "2024-01-01", "2024-01-01", board="Nope"), tmp_path, progress=False)
 
 
 def test_config_errors_name_the_key() -> None:
-    with pytest.raises(ValueError, match="crawl.start_date='2024-13-01' is not a date"):
+    with pytest.raises(ValueError, match=r"crawl.start_date='2024-13-01' is not a date"):
         CrawlConfig(start_date="2024-13-01")
-    with pytest.raises(ValueError, match="crawl.end_date='20241231' is not a date: write it as YYYY-MM-DD"):
+    with pytest.raises(ValueError, match=r"crawl.end_date='20241231' is not a date: write it as YYYY-MM-DD"):
         CrawlConfig(end_date="20241231")
-    with pytest.raises(ValueError, match="crawl.start_date=2024-02-01 is after crawl.end_date=2024-01-31"):
+    with pytest.raises(ValueError, match=r"crawl.start_date=2024-02-01 is after crawl.end_date=2024-01-31"):
         CrawlConfig(start_date="2024-02-01", end_date="2024-01-31")
-    with pytest.raises(ValueError, match="crawl.base_url='www.ptt.cc'"):
+    with pytest.raises(ValueError, match=r"crawl.base_url='www.ptt.cc'"):
         CrawlConfig(base_url="www.ptt.cc")
-    with pytest.raises(ValueError, match="unknown key.*keyword\\b"):
+    with pytest.raises(ValueError, match=r"unknown key.*keyword\b"):
         from_dict(CrawlConfig, {"keyword": ["正妹"]}, "crawl")
     cfg = from_dict(CrawlConfig, yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))["crawl"], "crawl")
     assert cfg.window == (1704038400, 1735660800)  # 2024-01-01 00:00 .. 2025-01-01 00:00 Taipei
@@ -202,14 +228,27 @@ def test_empty_range_writes_typed_empty_tables(small, tmp_path: Path) -> None:
 
 
 def test_stage_end_to_end(small, tmp_path: Path) -> None:
-    params = {"crawl": {"base_url": small.url, "board": "Beauty", "start_date": "2024-01-04", "end_date": "2024-01-04",
-                        "keywords": [], "delay_s": 0.0}}
+    params = {
+        "crawl": {
+            "base_url": small.url,
+            "board": "Beauty",
+            "start_date": "2024-01-04",
+            "end_date": "2024-01-04",
+            "keywords": [],
+            "delay_s": 0.0,
+        }
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
     small.reset_hits()
 
     def run() -> str:
-        proc = subprocess.run([sys.executable, str(REPO / "stages" / "crawl.py")], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "stages" / "crawl.py")],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 0, proc.stderr
         return proc.stdout
 
@@ -227,7 +266,9 @@ def test_stage_end_to_end(small, tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "metrics" / "crawl.json").read_text(encoding="utf-8"))
     assert (summary["posts_kept"], summary["skipped"], summary["links"]) == (9, {"deleted": 1}, len(links))
     assert json.loads((tmp_path / "data" / "crawl_config.json").read_text())["start_date"] == "2024-01-04"
-    assert out.startswith("crawl Beauty 2024-01-04..2024-01-04: pages 2-3 of 3; posts kept 9 of 10 (skipped: deleted=1)")
+    assert out.startswith(
+        "crawl Beauty 2024-01-04..2024-01-04: pages 2-3 of 3; posts kept 9 of 10 (skipped: deleted=1)"
+    )
     articles = small.requests_to("/bbs/Beauty/M.")
     assert articles == 9
     assert "requests index=" in run() and small.requests_to("/bbs/Beauty/M.") == articles  # second run: cache only
@@ -239,8 +280,8 @@ def test_refused_connection_is_connection_error_not_timeout() -> None:
 
     import requests
 
-    from facegen.crawl.crawler import failure_reason
     from facegen.common.http import HttpConfig, make_session
+    from facegen.crawl.crawler import failure_reason
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

@@ -34,8 +34,10 @@ def _board_routes(srv: LocalServer) -> tuple[list[str], dict[str, Route]]:
     """Every index page and article of a small board as routes; returns the live post ids too."""
     board = build_board(BoardSpec(posts=12, seed=0, extras=False))
     base = srv.url("")
-    html = {f"/bbs/Beauty/{name}": render_index(board, name, base)
-            for name in ["index.html", *(f"index{n}.html" for n in range(1, board.pages + 1))]}
+    html = {
+        f"/bbs/Beauty/{name}": render_index(board, name, base)
+        for name in ["index.html", *(f"index{n}.html" for n in range(1, board.pages + 1))]
+    }
     posts = [s.post_id for s in board.live_posts()]
     html |= {f"/bbs/Beauty/{pid}.html": render_article(board, f"{pid}.html", base) for pid in posts}
     return posts, {path: Route(text.encode(), "text/html; charset=utf-8") for path, text in html.items() if text}
@@ -50,8 +52,16 @@ def test_endless_bomb_and_dripping_articles_fail_alone_bounded(tmp_path: Path) -
         routes[f"/bbs/Beauty/{bomb}.html"] = Route(_gzip_bomb(BOMB_INFLATED), "text/html", encoding="gzip")
         routes[f"/bbs/Beauty/{drip}.html"] = Route(b"<html>" + b" " * 600, "text/html", drip_s=0.05)
         srv.routes.update(routes)
-        cfg = CrawlConfig(base_url=srv.url(""), start_date="2024-01-01", end_date="2024-12-31", delay_s=0.0,
-                          retries=0, timeout_s=5.0, max_bytes=MAX_BYTES, body_deadline_s=1.0)
+        cfg = CrawlConfig(
+            base_url=srv.url(""),
+            start_date="2024-01-01",
+            end_date="2024-12-31",
+            delay_s=0.0,
+            retries=0,
+            timeout_s=5.0,
+            max_bytes=MAX_BYTES,
+            body_deadline_s=1.0,
+        )
         tracemalloc.start()
         t0 = time.monotonic()
         result = crawl(cfg, tmp_path / "cache", progress=False)

@@ -16,16 +16,27 @@ def _page(ptt_pages_dir: Path, name: str) -> str:
 
 # ------------------------------------------------------------------ real index pages
 
+
 def test_stock_index_2024_with_moderator_deletions(ptt_pages_dir: Path) -> None:
     page = ptt.parse_index(_page(ptt_pages_dir, "dividendLeap_Stock_index6964_2024-02-29.html"))
     assert (page.prev_page, page.next_page, page.number) == (6963, 6965, 6964)
     assert len(page.entries) == 20 and page.listed == page.entries
     assert [i for i, e in enumerate(page.entries) if e.deleted] == [0, 3, 6]
     deleted = page.entries[0]
-    assert (deleted.title, deleted.author, deleted.push_count, deleted.href) == ("(已被laptic刪除) <JerryHu> 1-4-2 4-2-1", "-", 16, None)
+    assert (deleted.title, deleted.author, deleted.push_count, deleted.href) == (
+        "(已被laptic刪除) <JerryHu> 1-4-2 4-2-1",
+        "-",
+        16,
+        None,
+    )
     e = page.entries[1]
     assert (e.post_id, e.href, e.title, e.author, e.date, e.push_count) == (
-        "M.1709190964.A.2F6", "/bbs/Stock/M.1709190964.A.2F6.html", "[情報] 113/02/29 櫃買法人及個股買賣超", "q8977452", "2/29", 19
+        "M.1709190964.A.2F6",
+        "/bbs/Stock/M.1709190964.A.2F6.html",
+        "[情報] 113/02/29 櫃買法人及個股買賣超",
+        "q8977452",
+        "2/29",
+        19,
     )
     boom = [e for e in page.entries if e.push == "爆"]
     assert [(e.post_id, e.push_count) for e in boom] == [("M.1709199572.A.715", 100)]
@@ -35,7 +46,9 @@ def test_stock_index_2024_with_moderator_deletions(ptt_pages_dir: Path) -> None:
 def test_stock_index_2024_author_deleted_entry(ptt_pages_dir: Path) -> None:
     page = ptt.parse_index(_page(ptt_pages_dir, "dividendLeap_Stock_index6965_2024-02-29.html"))
     assert page.number == 6965
-    assert [(i, e.title, e.push) for i, e in enumerate(page.entries) if e.deleted] == [(8, "(本文已被刪除) [pqpqpqpq]", "")]
+    assert [(i, e.title, e.push) for i, e in enumerate(page.entries) if e.deleted] == [
+        (8, "(本文已被刪除) [pqpqpqpq]", "")
+    ]
     assert page.entries[0].post_id == "M.1709207019.A.650" and page.entries[19].post_id == "M.1709216280.A.1B1"
 
 
@@ -43,12 +56,17 @@ def test_stock_newest_page_separator_and_pinned(ptt_pages_dir: Path) -> None:
     page = ptt.parse_index(_page(ptt_pages_dir, "dividendLeap_Stock_index_newest_2024-02-29.html"))
     assert (page.prev_page, page.next_page, page.number) == (6965, None, 6966)
     assert [e.post_id for e in page.listed] == [
-        "M.1709218755.A.02E", "M.1709218876.A.B93", "M.1709219116.A.A75", "M.1709219216.A.243",
+        "M.1709218755.A.02E",
+        "M.1709218876.A.B93",
+        "M.1709219116.A.A75",
+        "M.1709219216.A.243",
     ]
-    assert [e.title for e in page.listed][0] == "[新聞] Fake Title HIHI"
+    assert next(e.title for e in page.listed) == "[新聞] Fake Title HIHI"
     pinned = [e for e in page.entries if e.pinned]
     assert [(e.post_id, e.mark, e.push_count) for e in pinned] == [
-        ("M.1667716869.A.C66", "!", 0), ("M.1707982684.A.D43", "!", 0), ("M.1709186402.A.B86", "", 100),
+        ("M.1667716869.A.C66", "!", 0),
+        ("M.1707982684.A.D43", "!", 0),
+        ("M.1709186402.A.B86", "", 100),
     ]
     assert [ptt.is_announcement(e.title) for e in pinned] == [True, True, False]
 
@@ -58,7 +76,12 @@ def test_lol_index_2018_older_child_order(ptt_pages_dir: Path) -> None:
     assert page.number == 9852
     (e,) = page.listed
     assert (e.post_id, e.title, e.author, e.date, e.push_count, e.mark) == (
-        "M.1516285019.A.BCE", "[外絮] JTeam FB", "Andy7577272", "1/18", 2, ""
+        "M.1516285019.A.BCE",
+        "[外絮] JTeam FB",
+        "Andy7577272",
+        "1/18",
+        2,
+        "",
     )
     assert [(p.post_id, p.mark, p.push_count) for p in page.entries if p.pinned] == [("M.1512746508.A.54D", "M", 100)]
 
@@ -67,7 +90,12 @@ def test_lol_index_2016_pull_right_paging(ptt_pages_dir: Path) -> None:
     page = ptt.parse_index(_page(ptt_pages_dir, "pttifierLib_LoL_index_2016_hand-edited.html"))
     assert (page.prev_page, page.next_page, page.number) == (4380, 4382, 4381)
     assert [e.post_id for e in page.listed] == [
-        "M.1457622048.A.D80", "M.1457622048.A.Z80", "M.1457622282.A.D4F", None, "M.1457622407.A.C98", "M.1457622551.A.650",
+        "M.1457622048.A.D80",
+        "M.1457622048.A.Z80",
+        "M.1457622282.A.D4F",
+        None,
+        "M.1457622407.A.C98",
+        "M.1457622551.A.650",
     ]
     assert page.listed[3].title == "(本文已被刪除) [asdxxg5]"
     assert [e.author for e in page.listed[:2]] == ["[彩券]", "[彩券]"]
@@ -83,6 +111,7 @@ def test_allpost_index_2020(ptt_pages_dir: Path) -> None:
 
 
 # ------------------------------------------------------------------ real article pages
+
 
 def test_go_article_2020(ptt_pages_dir: Path) -> None:
     a = ptt.parse_article(_page(ptt_pages_dir, "pttsnitch_GO_article_M.1597603762.A.135_2020.html"))
@@ -114,15 +143,20 @@ def test_gossiping_article_2016_quoted_links_and_pushes(ptt_pages_dir: Path) -> 
 
 # ------------------------------------------------------------------ Beauty markup variants
 
+
 def _r_ent(nrec: str, title_html: str, author: str, date: str, mark: str = "", order_2016: bool = False) -> str:
     nrec_html = f'<span class="hl f3">{nrec}</span>' if nrec else ""
     if order_2016:  # 2016: nrec, mark, title, meta(date, author)
-        return (f'<div class="r-ent"><div class="nrec">{nrec_html}</div><div class="mark">{mark}</div>'
-                f'<div class="title">{title_html}</div><div class="meta"><div class="date">{date}</div>'
-                f'<div class="author">{author}</div></div></div>')
-    return (f'<div class="r-ent"><div class="nrec">{nrec_html}</div><div class="title">{title_html}</div>'
-            f'<div class="meta"><div class="author">{author}</div><div class="article-menu"></div>'
-            f'<div class="date">{date}</div><div class="mark">{mark}</div></div></div>')
+        return (
+            f'<div class="r-ent"><div class="nrec">{nrec_html}</div><div class="mark">{mark}</div>'
+            f'<div class="title">{title_html}</div><div class="meta"><div class="date">{date}</div>'
+            f'<div class="author">{author}</div></div></div>'
+        )
+    return (
+        f'<div class="r-ent"><div class="nrec">{nrec_html}</div><div class="title">{title_html}</div>'
+        f'<div class="meta"><div class="author">{author}</div><div class="article-menu"></div>'
+        f'<div class="date">{date}</div><div class="mark">{mark}</div></div></div>'
+    )
 
 
 BEAUTY_2016 = (
@@ -130,10 +164,21 @@ BEAUTY_2016 = (
     '<a class="btn wide" href="/bbs/Beauty/index1999.html">&lsaquo; 上頁</a>'
     '<a class="btn wide" href="/bbs/Beauty/index2001.html">下頁 &rsaquo;</a></div>'
     '<div class="r-list-container bbs-screen">'
-    + _r_ent("X1", '<a href="/bbs/Beauty/M.1451606400.A.001.html">[正妹] 新年快樂</a>', "alice", " 1/01", order_2016=True)
-    + _r_ent("XX", '<a href="/bbs/Beauty/M.1451606500.A.0FF.html">Re: [神人] 這是誰</a>', "bob", " 1/01", "M", order_2016=True)
+    + _r_ent(
+        "X1", '<a href="/bbs/Beauty/M.1451606400.A.001.html">[正妹] 新年快樂</a>', "alice", " 1/01", order_2016=True
+    )
+    + _r_ent(
+        "XX",
+        '<a href="/bbs/Beauty/M.1451606500.A.0FF.html">Re: [神人] 這是誰</a>',
+        "bob",
+        " 1/01",
+        "M",
+        order_2016=True,
+    )
     + _r_ent("", "(本文已被刪除) [carol]", "-", " 1/01", order_2016=True)
-    + _r_ent("爆", '<a href="/bbs/Beauty/M.1451606600.A.A0B.html">Fw: [公告] 板規</a>', "mod", " 1/01", "!", order_2016=True)
+    + _r_ent(
+        "爆", '<a href="/bbs/Beauty/M.1451606600.A.A0B.html">Fw: [公告] 板規</a>', "mod", " 1/01", "!", order_2016=True
+    )
     + "</div></body></html>"
 )
 
@@ -155,8 +200,10 @@ def test_beauty_index_2016_variant() -> None:
     page = ptt.parse_index(BEAUTY_2016)
     assert page.number == 2000
     assert [(e.post_id, e.push_count, e.author, e.mark) for e in page.entries] == [
-        ("M.1451606400.A.001", -10, "alice", ""), ("M.1451606500.A.0FF", -100, "bob", "M"),
-        (None, 0, "-", ""), ("M.1451606600.A.A0B", 100, "mod", "!"),
+        ("M.1451606400.A.001", -10, "alice", ""),
+        ("M.1451606500.A.0FF", -100, "bob", "M"),
+        (None, 0, "-", ""),
+        ("M.1451606600.A.A0B", 100, "mod", "!"),
     ]
     assert [ptt.category(e.title) for e in page.entries] == ["正妹", "神人", "", "公告"]
     assert [ptt.is_announcement(e.title) for e in page.entries] == [False, False, False, True]
@@ -167,7 +214,11 @@ def test_beauty_index_2016_variant() -> None:
 def test_beauty_index_2024_variant() -> None:
     page = ptt.parse_index(BEAUTY_2024)
     assert (page.number, page.next_page) == (4000, None)
-    assert [(e.post_id, e.push_count) for e in page.listed] == [("M.1704040318.A.E87", 9), ("M.1704040999.A.1C2", -90), (None, 0)]
+    assert [(e.post_id, e.push_count) for e in page.listed] == [
+        ("M.1704040318.A.E87", 9),
+        ("M.1704040999.A.1C2", -90),
+        (None, 0),
+    ]
     assert [e.post_id for e in page.entries if e.pinned] == ["M.1700000000.A.AAA"]
 
 
@@ -198,7 +249,10 @@ def test_beauty_article_image_links() -> None:
     a = ptt.parse_article(BEAUTY_ARTICLE)
     assert (a.author_id, a.board, a.title) == ("dave", "Beauty", "[正妹] 跨年")
     assert a.header_time == ptt.post_time("M.1704040318.A.E87") == datetime(2024, 1, 1, 0, 31, 58, tzinfo=ptt.TAIPEI)
-    assert [(p.tag, p.userid, p.ipdatetime) for p in a.pushes] == [("推", "fan1", "1.2.3.4 01/01 00:35"), ("→", "fan2", "01/01 00:36")]
+    assert [(p.tag, p.userid, p.ipdatetime) for p in a.pushes] == [
+        ("推", "fan1", "1.2.3.4 01/01 00:35"),
+        ("→", "fan2", "01/01 00:36"),
+    ]
     # previews (<img>) are never links; albums, galleries and web pages are not images; the
     # imgur link repeated in a push is kept once, from the body; links after 發信站 are ignored
     assert ptt.image_links(a) == [
@@ -210,8 +264,10 @@ def test_beauty_article_image_links() -> None:
 
 
 def test_article_without_header_lines() -> None:
-    html = ('<div id="main-content">沒有標頭 <a href="https://i.imgur.com/NoHead1.jpg">x</a>\n--\n'
-            '<span class="f2">※ 發信站: 批踢踢實業坊(ptt.cc)\n</span></div>')
+    html = (
+        '<div id="main-content">沒有標頭 <a href="https://i.imgur.com/NoHead1.jpg">x</a>\n--\n'
+        '<span class="f2">※ 發信站: 批踢踢實業坊(ptt.cc)\n</span></div>'
+    )
     a = ptt.parse_article(html)
     assert (a.author, a.title, a.time, a.header_time, a.pushes) == ("", "", "", None, ())
     assert a.body_links == ("https://i.imgur.com/NoHead1.jpg",)
@@ -239,7 +295,9 @@ def test_normalise_image_url(url: str, expected: str | None) -> None:
     assert ptt.normalise_image_url(url) == expected
 
 
-@pytest.mark.parametrize(("text", "value"), [("", 0), ("1", 1), ("99", 99), ("爆", 100), ("X1", -10), ("X9", -90), ("XX", -100)])
+@pytest.mark.parametrize(
+    ("text", "value"), [("", 0), ("1", 1), ("99", 99), ("爆", 100), ("X1", -10), ("X9", -90), ("XX", -100)]
+)
 def test_parse_push_count(text: str, value: int) -> None:
     assert ptt.parse_push_count(text) == value
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,7 +37,10 @@ def test_board_is_deterministic() -> None:
     # 45 entries, 10 a day from 2024-01-01: the fifth day holds the last five
     assert (a.pages, a.dates) == (3, ("2024-01-01", "2024-01-05"))
     assert [s.kind for s in a.slots].count("deleted") == 3  # entries 5, 22, 39
-    assert [(s.index, s.kind) for s in a.slots if s.kind in ("announcement", "missing")] == [(11, "announcement"), (23, "missing")]
+    assert [(s.index, s.kind) for s in a.slots if s.kind in ("announcement", "missing")] == [
+        (11, "announcement"),
+        (23, "missing"),
+    ]
     times = [s.ts for s in a.slots]
     assert times == sorted(times)
 
@@ -63,7 +65,12 @@ def test_index_paging_and_newest_page(server) -> None:
     assert ptt.is_announcement(pinned[0].title) and pinned[1].post_id == board.slots[0].post_id
     deleted = [e for e in first.entries if e.deleted]
     assert [e.title for e in deleted] == [board.slots[5].title] == ["(本文已被刪除) [user308]"]
-    for path in ("/bbs/Beauty/index0.html", "/bbs/Beauty/index4.html", "/bbs/Beauty/index01.html", "/bbs/Other/index.html"):
+    for path in (
+        "/bbs/Beauty/index0.html",
+        "/bbs/Beauty/index4.html",
+        "/bbs/Beauty/index01.html",
+        "/bbs/Other/index.html",
+    ):
         assert _get(server, path).status_code == 404, path
 
 
@@ -87,7 +94,7 @@ def test_article_links_previews_and_404(server) -> None:
     assert (a.author_id, a.title, a.board) == (post.author, post.title, "Beauty")
     assert a.header_time.timestamp() == post.ts
     names = [board.images[(post.first_image + j) % len(board.images)].name for j in range(2)]
-    assert a.body_links == tuple(f"{server.url}/img/{n}" for n in names) + ("https://www.instagram.com/p/B00004/",)
+    assert a.body_links == (*tuple(f"{server.url}/img/{n}" for n in names), "https://www.instagram.com/p/B00004/")
     assert ptt.image_links(a) == [(f"{server.url}/img/{n}", "body", f"{server.url}/img/{n}") for n in names]
     assert "/preview/" in _get(server, f"/bbs/Beauty/{post.post_id}.html").text  # previews exist but are no links
     missing = next(s for s in board.slots if s.kind == "missing")
@@ -148,7 +155,8 @@ def test_faults_and_hits(server) -> None:
 def test_cli_serves_until_stopped() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "facegen.demo.board", "--posts", "25", "--port", "0", "--seed", "1"],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         lines = [proc.stdout.readline() for _ in range(2)]

@@ -15,7 +15,10 @@ def test_overrides_point_the_pipeline_at_the_board_and_keep_strings_strings(tmp_
     with demo.start_board(demo.board_spec(None, posts=12), port=0) as server:
         overrides = demo.demo_overrides(server, shared, inception=False)
         first, last = server.board.dates
-        assert overrides["crawl.base_url"] == server.url and (overrides["crawl.start_date"], overrides["crawl.end_date"]) == (first, last)
+        assert overrides["crawl.base_url"] == server.url and (
+            overrides["crawl.start_date"],
+            overrides["crawl.end_date"],
+        ) == (first, last)
         assert overrides["faces.model"] == str((shared / "models" / "scrfd_500m_bnkps.onnx").resolve())
         assert overrides["download.allow_private_hosts"] == [server.url.split("//")[1]]  # its own loopback host:port
         assert overrides["fid.extractor"] == overrides["train.fid_extractor"] == "offline"
@@ -25,7 +28,14 @@ def test_overrides_point_the_pipeline_at_the_board_and_keep_strings_strings(tmp_
         with urllib.request.urlopen(f"{server.url}/img/0000.jpg") as resp:
             assert resp.read(2) == b"\xff\xd8"  # a JPEG: the board serves the images it posts
     args = demo.set_args({"crawl.start_date": "2024-01-01", "train.channels": [16, 32], "train.log_checkpoints": False})
-    assert args == ["-S", 'crawl.start_date="2024-01-01"', "-S", "train.channels=[16, 32]", "-S", "train.log_checkpoints=false"]
+    assert args == [
+        "-S",
+        'crawl.start_date="2024-01-01"',
+        "-S",
+        "train.channels=[16, 32]",
+        "-S",
+        "train.log_checkpoints=false",
+    ]
 
 
 def test_inception_weights_switch_the_metric(tmp_path, monkeypatch):
@@ -40,7 +50,10 @@ def test_inception_weights_switch_the_metric(tmp_path, monkeypatch):
     with demo.start_board(demo.board_spec(None, posts=3), port=0) as server:
         overrides = demo.demo_overrides(server, tmp_path / "no-shared", inception=True)
     assert overrides["fid.extractor"] == overrides["train.fid_extractor"] == "inception"
-    assert (overrides["train.fid_every"], overrides["train.fid_num_samples"]) == (demo.INCEPTION_EVERY, demo.INCEPTION_SAMPLES)
+    assert (overrides["train.fid_every"], overrides["train.fid_num_samples"]) == (
+        demo.INCEPTION_EVERY,
+        demo.INCEPTION_SAMPLES,
+    )
     assert overrides["train.epochs"] // overrides["train.fid_every"] >= 2  # several scored epochs
     assert "faces.model" not in overrides  # no local detector: params.yaml's buffalo_l (downloaded)
 

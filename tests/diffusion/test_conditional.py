@@ -14,8 +14,14 @@ from facegen.diffusion.model import build_unet, load_model_dir, save_model_dir, 
 from facegen.diffusion.noise import make_noise_scheduler
 from facegen.faces.appearance import measure_batch
 
-STATS = {"names": ["brightness", "yaw"], "mean": [120.0, 0.0], "std": [30.0, 10.0], "min": [50.0, -40.0],
-         "max": [200.0, 40.0], "margin": 0.25}
+STATS = {
+    "names": ["brightness", "yaw"],
+    "mean": [120.0, 0.0],
+    "std": [30.0, 10.0],
+    "min": [50.0, -40.0],
+    "max": [200.0, 40.0],
+    "margin": 0.25,
+}
 
 
 def _model(seed: int = 0):
@@ -72,11 +78,27 @@ def test_request_errors_name_the_problem_and_the_way_out():
     with pytest.raises(ValueError, match=r"this model is unconditional .*train.condition"):
         conditional.check_request(plain.config, {"brightness": 120})
     with pytest.raises(ValueError, match="this model is unconditional"):
-        sampling.generate(plain, dict(make_noise_scheduler().config), "ddim", 2, [0], 1, progress=False,
-                          conditions={"brightness": 120.0})
+        sampling.generate(
+            plain,
+            dict(make_noise_scheduler().config),
+            "ddim",
+            2,
+            [0],
+            1,
+            progress=False,
+            conditions={"brightness": 120.0},
+        )
     with pytest.raises(ValueError, match="got 1 conditions for 2 seeds"):
-        sampling.generate(unet, dict(make_noise_scheduler().config), "ddim", 2, [0, 1], 2, progress=False,
-                          conditions=[{"brightness": 120.0}])
+        sampling.generate(
+            unet,
+            dict(make_noise_scheduler().config),
+            "ddim",
+            2,
+            [0, 1],
+            2,
+            progress=False,
+            conditions=[{"brightness": 120.0}],
+        )
 
 
 def _reference_unconditional(unet, config, sampler, steps, seeds):
@@ -102,8 +124,9 @@ def test_unconditional_path_is_bit_identical_to_the_plain_loop(sampler):
     got = sampling.generate(unet, config, sampler, steps, [3, 4, 5], batch_size=3, progress=False)
     np.testing.assert_array_equal(got, _reference_unconditional(unet, config, sampler, steps, [3, 4, 5]))
     # an empty request on an unconditional model is the same unconditional run
-    np.testing.assert_array_equal(got, sampling.generate(unet, config, sampler, steps, [3, 4, 5], 3, progress=False,
-                                                         conditions={}, guidance=3.0))
+    np.testing.assert_array_equal(
+        got, sampling.generate(unet, config, sampler, steps, [3, 4, 5], 3, progress=False, conditions={}, guidance=3.0)
+    )
 
 
 def test_guidance_with_an_all_dropped_condition_is_unconditional_sampling():
@@ -111,8 +134,9 @@ def test_guidance_with_an_all_dropped_condition_is_unconditional_sampling():
     plain = sampling.generate(unet, config, "ddim", 8, range(6), 6, progress=False)
     guided = sampling.generate(unet, config, "ddim", 8, range(6), 6, progress=False, conditions={}, guidance=3.0)
     np.testing.assert_array_equal(plain, guided)
-    asked = sampling.generate(unet, config, "ddim", 8, range(6), 6, progress=False,
-                              conditions={"brightness": 200.0}, guidance=3.0)
+    asked = sampling.generate(
+        unet, config, "ddim", 8, range(6), 6, progress=False, conditions={"brightness": 200.0}, guidance=3.0
+    )
     assert not np.array_equal(plain, asked)
 
 

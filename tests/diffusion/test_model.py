@@ -60,7 +60,7 @@ def test_model_dir_round_trip(tmp_path):
     unet2, sched2, cfg = model.load_model_dir(tmp_path / "best")
     assert cfg == {"lr": 0.001}
     assert sched2.config.num_train_timesteps == 100 and sched2.config.beta_schedule == "squaredcos_cap_v2"
-    for a, b in zip(unet.parameters(), unet2.parameters()):
+    for a, b in zip(unet.parameters(), unet2.parameters(), strict=False):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     with pytest.raises(FileNotFoundError, match="dvc repro train"):
         model.load_model_dir(tmp_path / "nothing")
@@ -79,6 +79,6 @@ def test_unet_from_ema_holds_the_shadow_weights_not_the_live_ones():
         for p in unet.parameters():
             p.add_(1.0)
     copy = model.unet_from_ema(ema, unet.config)
-    for live, shadow, got in zip(unet.parameters(), ema.shadow_params, copy.parameters()):
+    for live, shadow, got in zip(unet.parameters(), ema.shadow_params, copy.parameters(), strict=False):
         torch.testing.assert_close(got, shadow, rtol=0, atol=0)
         assert not torch.equal(got, live)

@@ -20,11 +20,14 @@ def test_cosine_schedule_is_diffusers_squaredcos():
     assert len(s.betas) == 100 and s.alphas_cumprod[0] > 0.99
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"schedule": "sigmoid"}, "train.schedule = 'sigmoid'"),
-    ({"prediction": "sample"}, "train.prediction = 'sample'"),
-    ({"num_train_timesteps": 1}, "num_train_timesteps = 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"schedule": "sigmoid"}, "train.schedule = 'sigmoid'"),
+        ({"prediction": "sample"}, "train.prediction = 'sample'"),
+        ({"num_train_timesteps": 1}, "num_train_timesteps = 1"),
+    ],
+)
 def test_bad_schedule_settings_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         diffusion.make_noise_scheduler(**kwargs)
@@ -32,7 +35,11 @@ def test_bad_schedule_settings_are_named(kwargs, match):
 
 def _batch():
     g = torch.Generator().manual_seed(0)
-    return torch.rand(4, 3, 8, 8, generator=g) * 2 - 1, torch.randn(4, 3, 8, 8, generator=g), torch.tensor([0, 10, 500, 999])
+    return (
+        torch.rand(4, 3, 8, 8, generator=g) * 2 - 1,
+        torch.randn(4, 3, 8, 8, generator=g),
+        torch.tensor([0, 10, 500, 999]),
+    )
 
 
 def test_v_target_is_salimans_ho():
@@ -76,5 +83,5 @@ def test_losses_match_their_formulas():
     assert mix.item() == pytest.approx((2.25 + 0.15625) / 2)
     weighted = diffusion.diffusion_loss(pred, target, "mse", weights=torch.tensor([0.0, 2.0]))
     assert weighted.item() == pytest.approx((0 + 2 * 0.125) / 2)
-    with pytest.raises(ValueError, match="train.loss = 'huber'"):
+    with pytest.raises(ValueError, match=r"train.loss = 'huber'"):
         diffusion.diffusion_loss(pred, target, "huber")

@@ -12,8 +12,15 @@ from facegen.diffusion.model import build_unet, load_model_dir, save_model_dir
 from facegen.diffusion.noise import make_noise_scheduler
 from facegen.diffusion.sampling import generate
 
-BEST = {"epoch": 7, "metric": "fid", "value": 41.25, "kid": 0.0125, "run_id": "abc123", "data_hash": "d" * 64,
-        "num_train_images": 65}
+BEST = {
+    "epoch": 7,
+    "metric": "fid",
+    "value": 41.25,
+    "kid": 0.0125,
+    "run_id": "abc123",
+    "data_hash": "d" * 64,
+    "num_train_images": 65,
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +42,17 @@ def test_diffusers_loads_the_folder_and_samples_like_the_sample_stage(model_dir)
     assert isinstance(pipe, DDPMPipeline) and isinstance(pipe.scheduler, DPMSolverMultistepScheduler)
     cfg = pipe.scheduler.config
     assert (cfg.timestep_spacing, cfg.algorithm_type, cfg.solver_order, cfg.thresholding) == (
-        "trailing", "dpmsolver++", 2, True)
+        "trailing",
+        "dpmsolver++",
+        2,
+        True,
+    )
     assert (cfg.num_train_timesteps, cfg.prediction_type) == (100, "v_prediction")
     import torch
 
-    out = pipe(batch_size=1, num_inference_steps=5, generator=torch.Generator("cpu").manual_seed(3),
-               output_type="np").images
+    out = pipe(
+        batch_size=1, num_inference_steps=5, generator=torch.Generator("cpu").manual_seed(3), output_type="np"
+    ).images
     ours = generate(*_loaded(model_dir), "dpm++", 5, [3], 1, progress=False)
     assert np.abs(np.round(out[0] * 255).astype(int) - ours[0].astype(int)).max() <= 1
 
@@ -59,7 +71,7 @@ def test_training_schedule_kept_apart_and_model_card(model_dir):
     card = (model_dir / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: diffusers\npipeline_tag: unconditional-image-generation\n")
     assert "| fid | 41.2500 |" in card and "| kid | 0.0125 |" in card and "d" * 64 in card
-    assert "Epoch 7 of 9" in card and '| lr | 0.002 |' in card and "65 images" in card
+    assert "Epoch 7 of 9" in card and "| lr | 0.002 |" in card and "65 images" in card
 
 
 class RecordingHub:
@@ -74,8 +86,9 @@ class RecordingHub:
     def upload_folder(self, **kw):
         from pathlib import Path
 
-        files = sorted(p.relative_to(kw["folder_path"]).as_posix() for p in Path(kw["folder_path"]).rglob("*")
-                       if p.is_file())
+        files = sorted(
+            p.relative_to(kw["folder_path"]).as_posix() for p in Path(kw["folder_path"]).rglob("*") if p.is_file()
+        )
         self.calls.append(("upload_folder", kw["repo_id"], files))
         return "https://huggingface.co/me/faces/commit/1"
 
@@ -83,16 +96,23 @@ class RecordingHub:
 def test_export_copies_checks_and_pushes(model_dir, tmp_path):
     hub = RecordingHub()
     result = pipeline.export_model(model_dir, tmp_path / "out", "me/faces", private=True, api=hub)
-    assert result == {"folder": str(tmp_path / "out"), "pipeline": "DDPMPipeline",
-                      "url": "https://huggingface.co/me/faces/commit/1"}
+    assert result == {
+        "folder": str(tmp_path / "out"),
+        "pipeline": "DDPMPipeline",
+        "url": "https://huggingface.co/me/faces/commit/1",
+    }
     assert hub.calls[0] == ("create_repo", "me/faces", {"private": True, "exist_ok": True, "repo_type": "model"})
-    kind, repo, files = hub.calls[1]
-    assert kind == "upload_folder" and {"model_index.json", "README.md", "unet/config.json",
-                                        "scheduler/scheduler_config.json"} <= set(files)
+    kind, _repo, files = hub.calls[1]
+    assert kind == "upload_folder" and {
+        "model_index.json",
+        "README.md",
+        "unet/config.json",
+        "scheduler/scheduler_config.json",
+    } <= set(files)
     with pytest.raises(FileExistsError, match="exists; choose a new --out"):
         pipeline.export_model(model_dir, tmp_path / "out")
     (tmp_path / "old").mkdir()
-    with pytest.raises(FileNotFoundError, match="model_index.json missing"):
+    with pytest.raises(FileNotFoundError, match=r"model_index.json missing"):
         pipeline.export_model(tmp_path / "old")
 
 
@@ -126,7 +146,7 @@ def test_export_drives_the_real_hub_client_up_to_the_upload(model_dir):
             pipeline.export_model(model_dir, repo_id="me/faces", private=True, api=api)
     finally:
         server.shutdown()
-    (path, body, auth), = seen
+    ((path, body, auth),) = seen
     assert path == "/api/repos/create" and auth == "Bearer hf_test"
     assert (body["name"], body["organization"], body.get("type", "model")) == ("faces", "me", "model")
     assert body.get("private") is True or body.get("visibility") == "private"

@@ -45,7 +45,9 @@ def test_fd_of_a_set_with_itself_is_zero_and_grows_with_noise():
 
 def test_frechet_distance_of_known_gaussians():
     # 1-D: (m1-m2)^2 + s1 + s2 - 2 sqrt(s1 s2) = 4 + 4 + 1 - 2*2 = 5
-    assert fid.frechet_distance(np.array([0.0]), np.array([[4.0]]), np.array([2.0]), np.array([[1.0]])) == pytest.approx(5.0)
+    assert fid.frechet_distance(
+        np.array([0.0]), np.array([[4.0]]), np.array([2.0]), np.array([[1.0]])
+    ) == pytest.approx(5.0)
     with pytest.raises(ValueError, match="different extractors"):
         fid.frechet_distance(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
 
@@ -142,5 +144,5 @@ def test_kid_names_follow_the_fd_names():
 
 
 def test_unknown_extractor_is_a_clear_error():
-    with pytest.raises(ValueError, match="'clip'.*inception"):
+    with pytest.raises(ValueError, match=r"'clip'.*inception"):
         fid.get_extractor("clip")

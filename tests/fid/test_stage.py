@@ -45,8 +45,9 @@ def _samples(root: Path, images: np.ndarray) -> Path:
 
 def _run(root: Path, params: str) -> subprocess.CompletedProcess:
     (root / "params.yaml").write_text(params, encoding="utf-8")
-    return subprocess.run([sys.executable, str(REPO / "stages" / "fid.py")], cwd=root,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(REPO / "stages" / "fid.py")], cwd=root, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_stage_scores_samples_against_the_test_split_only(tmp_path):
@@ -56,8 +57,16 @@ def test_stage_scores_samples_against_the_test_split_only(tmp_path):
     proc = _run(tmp_path, "fid:\n  extractor: offline\n  batch_size: 3\n  device: cpu\n")
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((tmp_path / "metrics" / "fid.json").read_text())
-    assert set(metrics) == {"fd_offline", "kid_offline", "kid_offline_std", "num_samples", "num_reference",
-                            "image_size", "fid_extractor", "fid_reference"}  # never called "fid" / "kid"
+    assert set(metrics) == {
+        "fd_offline",
+        "kid_offline",
+        "kid_offline_std",
+        "num_samples",
+        "num_reference",
+        "image_size",
+        "fid_extractor",
+        "fid_reference",
+    }  # never called "fid" / "kid"
     assert metrics["num_samples"] == 4 and metrics["num_reference"] == 5 and metrics["image_size"] == 16
     ext = fid.get_extractor("offline")
     feats, ref = fid.extract_features(samples, ext), fid.extract_features(test_faces, ext)
@@ -74,17 +83,22 @@ def test_stage_scores_samples_against_the_test_split_only(tmp_path):
 def test_samples_equal_to_the_test_split_score_zero(tmp_path):
     test_faces = _faces(tmp_path)
     _samples(tmp_path, test_faces)
-    metrics = score_samples(FidConfig(extractor="offline", device="cpu"), tmp_path / "data" / "samples",
-                            tmp_path / "data" / "faces.parquet", tmp_path / "cache", root=tmp_path)
+    metrics = score_samples(
+        FidConfig(extractor="offline", device="cpu"),
+        tmp_path / "data" / "samples",
+        tmp_path / "data" / "faces.parquet",
+        tmp_path / "cache",
+        root=tmp_path,
+    )
     assert metrics["fd_offline"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_too_few_samples_and_bad_extractor_are_clear_errors(tmp_path):
     _faces(tmp_path)
     _samples(tmp_path, np.zeros((1, 16, 16, 3), np.uint8))
-    with pytest.raises(ValueError, match="found 1 sample image.*sample.num_images"):
+    with pytest.raises(ValueError, match=r"found 1 sample image.*sample.num_images"):
         sample_paths(tmp_path / "data" / "samples")
-    with pytest.raises(ValueError, match="fid.extractor='vgg'"):
+    with pytest.raises(ValueError, match=r"fid.extractor='vgg'"):
         FidConfig(extractor="vgg")
     proc = _run(tmp_path, "fid:\n  extractor: offline\n  typo: 1\n")
     assert proc.returncode != 0 and "typo" in proc.stderr

@@ -19,15 +19,24 @@ from facegen.sample.stage import SampleConfig, sample_to_dir
 
 def test_scores_are_exact_on_known_measurements():
     s = control.scores(np.array([1.0, 2.0, 3.0]), np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]))
-    assert s == {"spearman": pytest.approx(1.0), "spearman_of_means": pytest.approx(1.0), "mae": 0.0,
-                 "slope": pytest.approx(1.0)}
+    assert s == {
+        "spearman": pytest.approx(1.0),
+        "spearman_of_means": pytest.approx(1.0),
+        "mae": 0.0,
+        "slope": pytest.approx(1.0),
+    }
     flat = control.scores(np.array([1.0, 2.0, 3.0]), np.full((3, 2), 5.0))
     assert flat["spearman"] is None and flat["mae"] == pytest.approx(3.0)
 
 
 def test_sweep_values_span_and_clip():
-    cfg = {"condition_names": ["brightness"], "condition_mean": [100.0], "condition_std": [20.0],
-           "condition_min": [80.0], "condition_max": [200.0]}
+    cfg = {
+        "condition_names": ["brightness"],
+        "condition_mean": [100.0],
+        "condition_std": [20.0],
+        "condition_min": [80.0],
+        "condition_max": [200.0],
+    }
     np.testing.assert_allclose(control.sweep_values(cfg, "brightness", 5, 1.5), np.linspace(80.0, 130.0, 5))
 
 
@@ -36,8 +45,9 @@ def toy_dir(tmp_path):
     unet, config, _ = toy_model()
     from diffusers import DDPMScheduler
 
-    best = save_model_dir(tmp_path / "best", unet, DDPMScheduler.from_config(config), {"experiment": "test"},
-                          {"epoch": 1, "run_id": None})
+    best = save_model_dir(
+        tmp_path / "best", unet, DDPMScheduler.from_config(config), {"experiment": "test"}, {"epoch": 1, "run_id": None}
+    )
     return best
 
 
@@ -45,8 +55,13 @@ FAST = SampleConfig(num_images=4, sampler="ddim", steps=10, batch_size=8, device
 
 
 def test_control_stage_measures_the_toy_model(tmp_path, toy_dir):
-    result = control.run_control(toy_dir, FAST, control.ControlConfig(num_values=5, num_seeds=4),
-                                 tmp_path / "control", tmp_path / "metrics" / "control.json")
+    result = control.run_control(
+        toy_dir,
+        FAST,
+        control.ControlConfig(num_values=5, num_seeds=4),
+        tmp_path / "control",
+        tmp_path / "metrics" / "control.json",
+    )
     scores = result["attributes"]["brightness"]
     assert scores["spearman"] >= 0.9 and scores["spearman_of_means"] == pytest.approx(1.0)
     assert json.loads((tmp_path / "metrics" / "control.json").read_text())["attributes"]["brightness"] == scores
@@ -84,12 +99,29 @@ def test_control_stage_entry_point(tmp_path, toy_dir):
 
     repo = Path(__file__).resolve().parents[2]
     params = tmp_path / "params.yaml"
-    params.write_text("sample:\n  sampler: ddim\n  steps: 8\n  batch_size: 8\n  device: cpu\n"
-                      "control:\n  num_values: 3\n  num_seeds: 2\n", encoding="utf-8")
-    out = subprocess.run([sys.executable, str(repo / "stages" / "control.py"), "--params", str(params),
-                          "--model-dir", str(toy_dir), "--out-dir", str(tmp_path / "control"),
-                          "--metrics", str(tmp_path / "control.json"), "--no-mlflow"],
-                         capture_output=True, text=True, cwd=tmp_path)
+    params.write_text(
+        "sample:\n  sampler: ddim\n  steps: 8\n  batch_size: 8\n  device: cpu\n"
+        "control:\n  num_values: 3\n  num_seeds: 2\n",
+        encoding="utf-8",
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(repo / "stages" / "control.py"),
+            "--params",
+            str(params),
+            "--model-dir",
+            str(toy_dir),
+            "--out-dir",
+            str(tmp_path / "control"),
+            "--metrics",
+            str(tmp_path / "control.json"),
+            "--no-mlflow",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
-    assert "control: {\"brightness\"" in out.stdout
+    assert 'control: {"brightness"' in out.stdout
     assert json.loads((tmp_path / "control.json").read_text())["attributes"]["brightness"]["requested"][0] < 100

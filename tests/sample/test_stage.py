@@ -14,9 +14,9 @@ from PIL import Image
 
 from facegen.common import images as image_utils
 from facegen.diffusion import sampling
-from facegen.sample import stage as sample
-from facegen.diffusion.noise import make_noise_scheduler
 from facegen.diffusion.model import build_unet, save_model_dir
+from facegen.diffusion.noise import make_noise_scheduler
+from facegen.sample import stage as sample
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = {"ddpm": 8, "ddim": 5, "dpm++": 5}  # few steps: these tests are about seeds, not quality
@@ -39,7 +39,9 @@ def model_dir(tmp_path, tiny):
 def test_same_seed_same_image_and_more_images_keep_the_first(tiny, sampler):
     unet, cfg = tiny
     three = sampling.generate(unet, cfg, sampler, FAST[sampler], seeds=[10, 11, 12], batch_size=2, progress=False)
-    five = sampling.generate(unet, cfg, sampler, FAST[sampler], seeds=[10, 11, 12, 13, 14], batch_size=2, progress=False)
+    five = sampling.generate(
+        unet, cfg, sampler, FAST[sampler], seeds=[10, 11, 12, 13, 14], batch_size=2, progress=False
+    )
     assert three.shape == (3, 16, 16, 3) and three.dtype == np.uint8
     np.testing.assert_array_equal(three, five[:3])
     # the same seed in another position of another request is the same image
@@ -51,7 +53,7 @@ def test_same_seed_same_image_and_more_images_keep_the_first(tiny, sampler):
 
 def test_ddpm_is_ancestral_other_samplers_are_deterministic_given_the_start(tiny):
     """DDPM draws fresh noise per step from the image's generator; DDIM(eta 0)/DPM++ only the start."""
-    unet, cfg = tiny
+    _unet, cfg = tiny
     sched = sampling.make_scheduler(cfg, "ddpm", None)
     assert len(sched.timesteps) == 1000 and int(sched.timesteps[0]) == 999
     assert len(sampling.make_scheduler(cfg, "dpm++", 25).timesteps) == 25
@@ -74,9 +76,9 @@ def test_bad_sampler_and_steps_are_clear_errors(tiny):
         sampling.make_scheduler(cfg, "euler", 10)
     with pytest.raises(ValueError, match=r"sample.steps=2000 .* num_train_timesteps=1000"):
         sampling.make_scheduler(cfg, "ddim", 2000)
-    with pytest.raises(ValueError, match="sample.steps must be >= 1"):
+    with pytest.raises(ValueError, match=r"sample.steps must be >= 1"):
         sample.SampleConfig(steps=0)
-    with pytest.raises(ValueError, match="sample.num_images must be >= 1"):
+    with pytest.raises(ValueError, match=r"sample.num_images must be >= 1"):
         sample.SampleConfig(num_images=0)
 
 
@@ -92,15 +94,19 @@ def test_make_grid_places_each_image():
 
 def _run_stage(cwd: Path, params: str) -> str:
     (cwd / "params.yaml").write_text(params, encoding="utf-8")
-    proc = subprocess.run([sys.executable, str(REPO / "stages" / "sample.py")], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "sample.py")], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
 
 @pytest.mark.slow
 def test_stage_writes_numbered_pngs_and_resumes(tmp_path, model_dir, tiny):
-    params = "sample:\n  seed: 7\n  num_images: {n}\n  sampler: ddim\n  steps: 4\n  batch_size: 2\n  device: cpu\n  grid_images: 4\n"
+    params = (
+        "sample:\n  seed: 7\n  num_images: {n}\n  sampler: ddim\n  steps: 4\n  batch_size: 2\n"
+        "  device: cpu\n  grid_images: 4\n"
+    )
     out = _run_stage(tmp_path, params.format(n=3))
     assert "3 images (3 drawn) with ddim 4 steps on cpu" in out
     samples = tmp_path / "data" / "samples"
@@ -131,8 +137,9 @@ def test_stage_writes_numbered_pngs_and_resumes(tmp_path, model_dir, tiny):
 
 def test_stage_without_a_model_says_what_to_run(tmp_path):
     (tmp_path / "params.yaml").write_text("sample:\n  device: cpu\n", encoding="utf-8")
-    proc = subprocess.run([sys.executable, str(REPO / "stages" / "sample.py")], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "sample.py")], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode != 0
     assert "models/best" in proc.stderr and "dvc repro train" in proc.stderr
 
@@ -143,8 +150,8 @@ def test_fast_sampler_scores_close_to_1000_step_ddpm():
     steps score no worse than the 1000-step ancestral sampler in offline FD (an undertrained
     model's ancestral chain accumulates error, so they often score better), and all score far
     from uniform noise. A sampler that mis-reads the schedule lands near or above noise."""
-    from facegen.fid.features import frechet_distance, get_extractor, image_stats
     from facegen.demo.toydata import fit_toy_unet, gradient_discs
+    from facegen.fid.features import frechet_distance, get_extractor, image_stats
 
     unet, noise_sched = fit_toy_unet(gradient_discs(2048, seed=0), steps=300)
     extractor = get_extractor("offline")
@@ -183,7 +190,7 @@ def test_damaged_pngs_are_redrawn_on_resume(tmp_path, model_dir):
     third.write_bytes(bytes(data))
     assert not sample.is_good_image(out / "00001.png", 16) and not sample.is_good_image(third, 16)
     assert sample.sample_to_dir(cfg, model_dir, out, tmp_path / "grid.png")["num_drawn"] == 4  # both batches
-    for before, after in zip(good, _pixels(out)):
+    for before, after in zip(good, _pixels(out), strict=False):
         np.testing.assert_array_equal(before, after)
     assert not sample.is_good_image(out / "00002.png", 32)  # the wrong size is bad too
 
@@ -203,7 +210,11 @@ def test_a_failed_write_leaves_no_partial_png(tmp_path, model_dir, monkeypatch):
     monkeypatch.setattr(Image.Image, "save", full_disk)
     with pytest.raises(OSError, match="No space left"):
         sample.sample_to_dir(cfg, model_dir, out)
-    assert sorted(p.name for p in out.iterdir()) == ["00001.png", "00002.png", "sample_config.json"]  # no temp, no 00003
+    assert sorted(p.name for p in out.iterdir()) == [
+        "00001.png",
+        "00002.png",
+        "sample_config.json",
+    ]  # no temp, no 00003
     monkeypatch.setattr(Image.Image, "save", real_save)
     assert sample.sample_to_dir(cfg, model_dir, out)["num_drawn"] == 2  # only the unfinished batch
     assert all(sample.is_good_image(out / sample.image_name(i), 16) for i in range(4))

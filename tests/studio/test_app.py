@@ -82,13 +82,18 @@ def test_sdedit_and_repaint_keep_size_and_repaint_keeps_unmasked_pixels(client):
     r = client.post("/api/edit", json={"image": png_bytes(face), "mode": "sdedit", "strength": 0.5, "seed": 1})
     assert r.status_code == 200, r.text
     out = decode(r.json()["image"])
-    again = decode(client.post("/api/edit", json={"image": png_bytes(face), "mode": "sdedit", "strength": 0.5,
-                                                  "seed": 1}).json()["image"])
+    again = decode(
+        client.post("/api/edit", json={"image": png_bytes(face), "mode": "sdedit", "strength": 0.5, "seed": 1}).json()[
+            "image"
+        ]
+    )
     assert out.shape == (16, 16, 3) and np.array_equal(out, again) and not np.array_equal(out, face)
     mask = np.zeros((16, 16, 3), np.uint8)
     mask[4:12, 4:12] = 255
-    r = client.post("/api/edit", json={"image": png_bytes(face), "mode": "repaint", "mask": png_bytes(mask),
-                                       "sampler": "dpm++", "resample": 2})
+    r = client.post(
+        "/api/edit",
+        json={"image": png_bytes(face), "mode": "repaint", "mask": png_bytes(mask), "sampler": "dpm++", "resample": 2},
+    )
     assert r.status_code == 200, r.text
     assert r.json()["sampler"] == "ddim"  # RePaint jumps back: not with a multistep solver
     out = decode(r.json()["image"])
@@ -97,22 +102,25 @@ def test_sdedit_and_repaint_keep_size_and_repaint_keeps_unmasked_pixels(client):
     assert not np.array_equal(out[~keep], face[~keep])
 
 
-@pytest.mark.parametrize(("path", "body", "status", "message"), [
-    ("/api/generate", {"n": 100000}, 413, "n=100000 exceeds this studio's max_images=64"),
-    ("/api/interpolate", {"frames": 65}, 413, "frames=65 exceeds"),
-    ("/api/generate", {"n": 2, "steps": 5000}, 422, "steps=5000 exceeds this studio's max_steps=250"),
-    ("/api/generate", {"n": "many"}, 422, "n: Input should be a valid integer"),
-    ("/api/generate", {"n": 0}, 422, "n: Input should be greater than or equal to 1"),
-    ("/api/generate", {"sampler": "euler"}, 422, "sampler: Input should be 'ddpm', 'ddim' or 'dpm++'"),
-    ("/api/generate", {"condition": {"yaw": 10}}, 422, "model best is unconditional"),
-    ("/api/model", {"id": "run:0123abcd"}, 404, "run '0123abcd': no MLflow store configured"),
-    ("/api/model", {"id": "checkpoint-7"}, 404, "use 'best', 'run:<run_id>' or 'run:<run_id>:epoch:<N>'"),
-    ("/api/edit", {"image": "%%%"}, 422, "image is not valid base64"),
-    ("/api/edit", {"image": base64.b64encode(b"<html>no</html>").decode()}, 422, "image: markup"),
-    ("/api/edit", {"image": png_bytes(np.zeros((16, 16, 3), np.uint8)), "mode": "repaint"}, 422, "needs a 'mask'"),
-    ("/api/judge", {"token": "nope", "answer": "real"}, 404, "judge token 'nope' is unknown"),
-    ("/api/judge", {"token": "nope", "answer": "maybe"}, 422, "answer: Input should be 'real' or 'fake'"),
-])
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"),
+    [
+        ("/api/generate", {"n": 100000}, 413, "n=100000 exceeds this studio's max_images=64"),
+        ("/api/interpolate", {"frames": 65}, 413, "frames=65 exceeds"),
+        ("/api/generate", {"n": 2, "steps": 5000}, 422, "steps=5000 exceeds this studio's max_steps=250"),
+        ("/api/generate", {"n": "many"}, 422, "n: Input should be a valid integer"),
+        ("/api/generate", {"n": 0}, 422, "n: Input should be greater than or equal to 1"),
+        ("/api/generate", {"sampler": "euler"}, 422, "sampler: Input should be 'ddpm', 'ddim' or 'dpm++'"),
+        ("/api/generate", {"condition": {"yaw": 10}}, 422, "model best is unconditional"),
+        ("/api/model", {"id": "run:0123abcd"}, 404, "run '0123abcd': no MLflow store configured"),
+        ("/api/model", {"id": "checkpoint-7"}, 404, "use 'best', 'run:<run_id>' or 'run:<run_id>:epoch:<N>'"),
+        ("/api/edit", {"image": "%%%"}, 422, "image is not valid base64"),
+        ("/api/edit", {"image": base64.b64encode(b"<html>no</html>").decode()}, 422, "image: markup"),
+        ("/api/edit", {"image": png_bytes(np.zeros((16, 16, 3), np.uint8)), "mode": "repaint"}, 422, "needs a 'mask'"),
+        ("/api/judge", {"token": "nope", "answer": "real"}, 404, "judge token 'nope' is unknown"),
+        ("/api/judge", {"token": "nope", "answer": "maybe"}, 422, "answer: Input should be 'real' or 'fake'"),
+    ],
+)
 def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_serving(client, path, body, status, message):
     r = client.post(path, json=body)
     assert r.status_code == status, r.text
@@ -172,20 +180,34 @@ def test_conditional_model_shows_its_conditions_and_samples_them(repo):
     sched = make_noise_scheduler()
     save_model_dir(repo / "cond", unet, sched, {"model": "tiny", "condition": ["brightness"]})
     with TestClient(create_app(StudioConfig(root=repo, model=repo / "cond"))) as c:
-        assert c.get("/api/model").json()["conditions"] == [{"name": "brightness", "min": 40.0, "max": 200.0,
-                                                             "default": 120.0}]
+        assert c.get("/api/model").json()["conditions"] == [
+            {"name": "brightness", "min": 40.0, "max": 200.0, "default": 120.0}
+        ]
         r = c.post("/api/generate", json={"n": 1, "condition": {"hair": 1}})
         assert r.status_code == 422 and "['hair'] are not among the model's ['brightness']" in r.json()["detail"]
         r = c.post("/api/generate", json={"n": 1, "condition": {"brightness": 900}})
         assert r.status_code == 422 and "brightness" in r.json()["detail"]
-        r = c.post("/api/generate", json={"n": 2, "seed": 3, "steps": 4, "sampler": "ddim",
-                                          "condition": {"brightness": 150}, "guidance": 2})
+        r = c.post(
+            "/api/generate",
+            json={"n": 2, "seed": 3, "steps": 4, "sampler": "ddim", "condition": {"brightness": 150}, "guidance": 2},
+        )
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["condition"] == {"brightness": 150} and body["guidance"] == 2
         cfg = c.app.state.studio.sample
-        expected = generate(unet, dict(sched.config), "ddim", 4, [3, 4], cfg.batch_size, "cpu", cfg.timestep_spacing,
-                            progress=False, conditions={"brightness": 150}, guidance=2.0)
+        expected = generate(
+            unet,
+            dict(sched.config),
+            "ddim",
+            4,
+            [3, 4],
+            cfg.batch_size,
+            "cpu",
+            cfg.timestep_spacing,
+            progress=False,
+            conditions={"brightness": 150},
+            guidance=2.0,
+        )
         np.testing.assert_array_equal(np.stack([decode(b) for b in body["images"]]), expected)
         assert c.post("/api/generate", json={"n": 1}).status_code == 200
 
@@ -195,9 +217,19 @@ def test_a_disconnected_client_cancels_its_job(repo):
     app = create_app(StudioConfig(root=repo, max_steps=1000))
     runner = app.state.studio.runner
     body = json.dumps({"n": 64, "steps": 1000, "sampler": "ddim"}).encode()
-    scope = {"type": "http", "method": "POST", "path": "/api/generate", "raw_path": b"/api/generate",
-             "query_string": b"", "headers": [(b"content-type", b"application/json")], "http_version": "1.1",
-             "scheme": "http", "server": ("test", 80), "client": ("test", 1), "root_path": ""}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/generate",
+        "raw_path": b"/api/generate",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("test", 80),
+        "client": ("test", 1),
+        "root_path": "",
+    }
     messages = [{"type": "http.request", "body": body, "more_body": False}]
     sent = []
 
@@ -221,4 +253,3 @@ def test_cli_studio_parser_and_a_missing_model(tmp_path, capsys):
     assert (args.host, args.port, args.command) == ("127.0.0.1", 9999, "studio")
     assert cli.main(["studio", "--model", str(tmp_path / "none"), "--root", str(tmp_path)]) == 2
     assert "no trained model at" in capsys.readouterr().err
-

@@ -17,9 +17,11 @@ DRIVER = shutil.which("chromedriver")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.network,
-    pytest.mark.skipif(CHROMIUM is None or DRIVER is None,
-                       reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; "
-                              ".ci/run installs them)"),
+    pytest.mark.skipif(
+        CHROMIUM is None or DRIVER is None,
+        reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; "
+        ".ci/run installs them)",
+    ),
 ]
 
 

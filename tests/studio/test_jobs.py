@@ -23,6 +23,7 @@ def test_jobs_run_one_at_a_time_in_order_and_errors_reach_the_caller():
             with lock:
                 active[0] -= 1
             return k * k
+
         return fn
 
     jobs = [runner.submit(work(k)) for k in range(5)]

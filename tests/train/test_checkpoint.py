@@ -20,9 +20,21 @@ from facegen.train.checkpoint import CheckpointError, CheckpointWarning, DiskFul
 from facegen.train.config import TrainConfig, TrainPaths
 from facegen.train.loop import train
 
-CFG = TrainConfig(model="tiny", channels=(8, 16), image_size=32, batch_size=8, lr=2e-3, warmup_steps=2,
-                  precision="no", channels_last=False, fid_every=0, checkpoint_every=1, log_checkpoints=False,
-                  experiment="test", epochs=2)  # 32 faces: 4 steps per epoch
+CFG = TrainConfig(
+    model="tiny",
+    channels=(8, 16),
+    image_size=32,
+    batch_size=8,
+    lr=2e-3,
+    warmup_steps=2,
+    precision="no",
+    channels_last=False,
+    fid_every=0,
+    checkpoint_every=1,
+    log_checkpoints=False,
+    experiment="test",
+    epochs=2,
+)  # 32 faces: 4 steps per epoch
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +43,15 @@ def store(tmp_path_factory) -> str:
 
 
 def _paths(root: Path, store: str) -> TrainPaths:
-    return TrainPaths(faces=root / "data" / "faces.parquet", root=root, models=root / "models",
-                      metrics=root / "metrics", fid_cache=root / "cache", tracking_uri=store,
-                      artifact_root=root / "mlruns")
+    return TrainPaths(
+        faces=root / "data" / "faces.parquet",
+        root=root,
+        models=root / "models",
+        metrics=root / "metrics",
+        fid_cache=root / "cache",
+        tracking_uri=store,
+        artifact_root=root / "mlruns",
+    )
 
 
 def _run(root: Path, store: str, cfg: TrainConfig = CFG) -> dict[int, float]:
@@ -69,8 +87,11 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_previous_one(trained, t
     root, run_dir = _copy(trained, tmp_path)
     model = run_dir / "epoch_00002" / "model.safetensors"
     model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
-    with pytest.warns(CheckpointWarning, match=r"skipping damaged checkpoint .*epoch_00002: .*model\.safetensors has "
-                                               r"\d+ bytes, \d+ were written"):
+    with pytest.warns(
+        CheckpointWarning,
+        match=r"skipping damaged checkpoint .*epoch_00002: .*model\.safetensors has "
+        r"\d+ bytes, \d+ were written",
+    ):
         losses = _run(root, store)
     assert sorted(losses) == [5, 6, 7, 8]  # epoch 2 replayed from epoch 1's checkpoint
     assert [losses[s] for s in range(5, 9)] == [trained[1][s] for s in range(5, 9)]  # bit-exact
@@ -111,7 +132,7 @@ def test_no_good_checkpoint_is_an_error_naming_each_folder(trained, tmp_path, st
     assert "epoch_00001: unreadable state.json" in text and "epoch_00002: unreadable state.json" in text
     assert "train.resume: never" in text
     explicit = dataclasses.replace(CFG, resume=str(run_dir / "epoch_00001"))
-    with pytest.raises(CheckpointError, match="epoch_00001: unreadable state.json"):
+    with pytest.raises(CheckpointError, match=r"epoch_00001: unreadable state.json"):
         _run(root, store, explicit)
 
 
@@ -125,8 +146,9 @@ class _Payload:
         return exec, (f"open({str(self.marker)!r}, 'w').write('ran')",)
 
 
-@pytest.mark.parametrize("name", ["model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl",
-                                  "ema.pt"])
+@pytest.mark.parametrize(
+    "name", ["model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl", "ema.pt"]
+)
 def test_a_crafted_pickle_in_any_checkpoint_file_never_runs(trained, tmp_path, store, name):
     root, run_dir = _copy(trained, tmp_path)
     folder = run_dir / "epoch_00002"
@@ -139,7 +161,7 @@ def test_a_crafted_pickle_in_any_checkpoint_file_never_runs(trained, tmp_path, s
     state = json.loads((folder / "state.json").read_text())
     state["files"] = ckpt_mod.manifest(folder)  # the attacker controls the whole folder
     (folder / "state.json").write_text(json.dumps(state))
-    with pytest.raises(CheckpointError, match=rf"epoch_00002: cannot be loaded safely"):
+    with pytest.raises(CheckpointError, match=r"epoch_00002: cannot be loaded safely"):
         _run(root, store, dataclasses.replace(CFG, resume=str(folder)))
     assert not marker.exists()
     with pytest.warns(CheckpointWarning, match="epoch_00002"):  # auto: skipped for the good epoch 1
@@ -150,9 +172,18 @@ def test_a_crafted_pickle_in_any_checkpoint_file_never_runs(trained, tmp_path, s
 def test_a_second_trainer_on_the_same_folder_refuses(trained, tmp_path, store):
     root, run_dir = _copy(trained, tmp_path)
     ready = tmp_path / "ready"
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from filelock import FileLock; lock = FileLock(sys.argv[1]); lock.acquire(); "
-        "open(sys.argv[2], 'w').close(); time.sleep(120)"), str(run_dir / "train.lock"), str(ready)])
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from filelock import FileLock; lock = FileLock(sys.argv[1]); lock.acquire(); "
+                "open(sys.argv[2], 'w').close(); time.sleep(120)"
+            ),
+            str(run_dir / "train.lock"),
+            str(ready),
+        ]
+    )
     try:
         deadline = time.monotonic() + 60
         while not ready.exists():
@@ -167,10 +198,13 @@ def test_a_second_trainer_on_the_same_folder_refuses(trained, tmp_path, store):
         pass
 
 
-@pytest.mark.parametrize("error", [
-    RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4736 vs 4624"),
-    OSError(errno.ENOSPC, "No space left on device"),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4736 vs 4624"),
+        OSError(errno.ENOSPC, "No space left on device"),
+    ],
+)
 def test_disk_full_during_a_checkpoint_names_the_folder_and_free_space(trained, tmp_path, store, monkeypatch, error):
     root, run_dir = _copy(trained, tmp_path)
     shutil.rmtree(run_dir / "epoch_00002")
@@ -179,8 +213,11 @@ def test_disk_full_during_a_checkpoint_names_the_folder_and_free_space(trained, 
         raise error
 
     monkeypatch.setattr(torch, "save", full)
-    with pytest.raises(DiskFullError, match=r"disk full while writing checkpoint .*epoch_00002 \(\d+\.\d MiB free "
-                                            r"there.*earlier checkpoints are intact \(epoch_00001\)") as err:
+    with pytest.raises(
+        DiskFullError,
+        match=r"disk full while writing checkpoint .*epoch_00002 \(\d+\.\d MiB free "
+        r"there.*earlier checkpoints are intact \(epoch_00001\)",
+    ) as err:
         _run(root, store)
     assert err.value.errno == errno.ENOSPC
     assert sorted(p.name for p in run_dir.iterdir() if "epoch" in p.name) == ["epoch_00001"]  # no partial folder

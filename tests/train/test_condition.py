@@ -59,9 +59,9 @@ def test_dropout_drops_whole_conditions_and_missing_values():
 
 
 def test_config_errors():
-    with pytest.raises(ValueError, match="horizontal flip negates.*train.hflip: false"):
+    with pytest.raises(ValueError, match=r"horizontal flip negates.*train.hflip: false"):
         condition.check_config(("yaw",), 0.1, 0.25, True, 0.0)
-    with pytest.raises(ValueError, match="colour jitter changes.*train.color_jitter: 0"):
+    with pytest.raises(ValueError, match=r"colour jitter changes.*train.color_jitter: 0"):
         condition.check_config(("brightness",), 0.1, 0.25, False, 0.1)
     with pytest.raises(ValueError, match=r"train.condition_dropout = 1.0"):
         condition.check_config(("brightness",), 1.0, 0.25, True, 0.0)
@@ -89,12 +89,30 @@ def test_unconditional_config_is_todays_run():
 
 def test_conditioned_training_run_saves_a_conditioned_model(tmp_path):
     table, expected = _table(tmp_path)
-    cfg = TrainConfig(model="tiny", channels=(8, 16), image_size=32, batch_size=8, lr=2e-3, warmup_steps=1,
-                      epochs=2, fid_every=0, checkpoint_every=2, log_checkpoints=False, experiment="test",
-                      condition=("brightness",), condition_dropout=0.2)
-    paths = TrainPaths(faces=table, root=tmp_path, models=tmp_path / "models", metrics=tmp_path / "metrics",
-                       fid_cache=tmp_path / "cache", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-                       artifact_root=tmp_path / "mlruns")
+    cfg = TrainConfig(
+        model="tiny",
+        channels=(8, 16),
+        image_size=32,
+        batch_size=8,
+        lr=2e-3,
+        warmup_steps=1,
+        epochs=2,
+        fid_every=0,
+        checkpoint_every=2,
+        log_checkpoints=False,
+        experiment="test",
+        condition=("brightness",),
+        condition_dropout=0.2,
+    )
+    paths = TrainPaths(
+        faces=table,
+        root=tmp_path,
+        models=tmp_path / "models",
+        metrics=tmp_path / "metrics",
+        fid_cache=tmp_path / "cache",
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        artifact_root=tmp_path / "mlruns",
+    )
     summary = train(cfg, paths)
     assert summary["steps"] == 4
     unet, _, saved_cfg = load_model_dir(tmp_path / "models" / "best")

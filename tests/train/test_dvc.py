@@ -17,9 +17,25 @@ from tiny_faces import random_faces, write_faceset
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-TRAIN = dict(model="tiny", channels=[8, 16], image_size=32, batch_size=8, lr=2e-3, warmup_steps=2, epochs=2,
-             fid_every=1, fid_num_samples=8, fid_batch_size=8, fid_extractor="offline", eval_steps=2, grid_size=4,
-             checkpoint_every=1, log_checkpoints=False, experiment="test-dvc", precision="no")
+TRAIN = dict(
+    model="tiny",
+    channels=[8, 16],
+    image_size=32,
+    batch_size=8,
+    lr=2e-3,
+    warmup_steps=2,
+    epochs=2,
+    fid_every=1,
+    fid_num_samples=8,
+    fid_batch_size=8,
+    fid_extractor="offline",
+    eval_steps=2,
+    grid_size=4,
+    checkpoint_every=1,
+    log_checkpoints=False,
+    experiment="test-dvc",
+    precision="no",
+)
 
 
 def _sh(root: Path, *cmd: str, ok: bool = True) -> subprocess.CompletedProcess:
@@ -65,7 +81,10 @@ def repo(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_first_run_outputs_progress_and_plots(repo):
     log = (repo / "repro.log").read_text()
-    assert [line.split(" loss")[0] for line in log.splitlines() if line.startswith("epoch ")] == ["epoch 1/2", "epoch 2/2"]
+    assert [line.split(" loss")[0] for line in log.splitlines() if line.startswith("epoch ")] == [
+        "epoch 1/2",
+        "epoch 2/2",
+    ]
     assert "it/s" not in log and "step/s" not in log  # no progress bars off a terminal
     assert len(_checkpoints(repo)) == 2 and not (repo / "models" / "checkpoints").exists()
     assert (repo / "models" / "best" / "model_index.json").is_file()

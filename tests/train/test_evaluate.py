@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from facegen.fid.score import FidConfig, score_samples
-from facegen.train.evaluate import Evaluator
 from facegen.train.config import TrainConfig, TrainPaths
+from facegen.train.evaluate import Evaluator
 
 
 def _faces(root, n_test=5, n_train=3, size=16):
@@ -34,21 +34,26 @@ def test_epoch_scores_equal_the_fid_stage_at_the_models_image_size(tmp_path):
     (tmp_path / "samples").mkdir()
     for i, img in enumerate(samples):
         Image.fromarray(img).save(tmp_path / "samples" / f"{i + 1:05d}.png")
-    stage = score_samples(FidConfig(extractor="offline", batch_size=3, device="cpu", kid_subsets=7, kid_subset_size=4),
-                          tmp_path / "samples", paths.faces, paths.fid_cache, tmp_path)
+    stage = score_samples(
+        FidConfig(extractor="offline", batch_size=3, device="cpu", kid_subsets=7, kid_subset_size=4),
+        tmp_path / "samples",
+        paths.faces,
+        paths.fid_cache,
+        tmp_path,
+    )
     assert set(epoch) == {"fd_offline", "kid_offline", "kid_offline_std"}
     for key, value in epoch.items():
         assert stage[key] == pytest.approx(value, rel=1e-6)
     assert stage["fid_reference"] == scorer.reference.key and stage["image_size"] == 8
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 1  # one cached reference for both
-    with pytest.raises(ValueError, match="samples are 16x16 px.*8 px"):
+    with pytest.raises(ValueError, match=r"samples are 16x16 px.*8 px"):
         scorer(np.zeros((2, 16, 16, 3), np.uint8))
 
 
 def test_kid_settings_are_validated():
-    with pytest.raises(ValueError, match="train.kid_subset_size = 1 is out of range: valid values are >= 2"):
+    with pytest.raises(ValueError, match=r"train.kid_subset_size = 1 is out of range: valid values are >= 2"):
         TrainConfig(kid_subset_size=1)
-    with pytest.raises(ValueError, match="train.kid_subsets = 0 is out of range"):
+    with pytest.raises(ValueError, match=r"train.kid_subsets = 0 is out of range"):
         TrainConfig(kid_subsets=0)
-    with pytest.raises(ValueError, match="fid.kid_subsets = 0 is out of range: valid values are >= 1"):
+    with pytest.raises(ValueError, match=r"fid.kid_subsets = 0 is out of range: valid values are >= 1"):
         FidConfig(kid_subsets=0)

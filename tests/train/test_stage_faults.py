@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,19 +17,40 @@ from tiny_faces import random_faces, write_faceset
 from facegen.train.loop import TrainConfig, TrainPaths, train
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = dict(model="tiny", channels=(8, 16), image_size=32, batch_size=8, lr=2e-3, warmup_steps=2,
-            fid_every=0, checkpoint_every=1, log_checkpoints=False, experiment="faults")
+TINY = dict(
+    model="tiny",
+    channels=(8, 16),
+    image_size=32,
+    batch_size=8,
+    lr=2e-3,
+    warmup_steps=2,
+    fid_every=0,
+    checkpoint_every=1,
+    log_checkpoints=False,
+    experiment="faults",
+)
 
 
 def _paths(root: Path, uri: str) -> TrainPaths:
-    return TrainPaths(faces=root / "data" / "faces.parquet", root=root, models=root / "models",
-                      metrics=root / "metrics", fid_cache=root / "cache", tracking_uri=uri,
-                      artifact_root=root / "mlruns", checkpoints=root / "cache" / "checkpoints")
+    return TrainPaths(
+        faces=root / "data" / "faces.parquet",
+        root=root,
+        models=root / "models",
+        metrics=root / "metrics",
+        fid_cache=root / "cache",
+        tracking_uri=uri,
+        artifact_root=root / "mlruns",
+        checkpoints=root / "cache" / "checkpoints",
+    )
 
 
 def _env(root: Path) -> dict[str, str]:
-    return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": str(REPO)}
+    return {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(REPO),
+    }
 
 
 def _params(root: Path, **overrides) -> None:
@@ -70,8 +90,13 @@ def test_sigterm_marks_the_run_killed(tmp_path):
 
     write_faceset(tmp_path, random_faces(32, 32, 0), random_faces(8, 32, 1))
     _params(tmp_path, epochs=500)
-    proc = subprocess.Popen([sys.executable, str(REPO / "stages" / "train.py")], cwd=tmp_path, env=_env(tmp_path),
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "stages" / "train.py")],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for line in proc.stderr:  # wait for the first epoch
         if line.startswith("epoch 1/500"):
             break
@@ -86,8 +111,14 @@ def test_sigterm_marks_the_run_killed(tmp_path):
 def test_num_processes_launches_accelerate_from_the_stage_script(tmp_path):
     write_faceset(tmp_path, random_faces(32, 32, 0), random_faces(8, 32, 1))
     _params(tmp_path, epochs=1, num_processes=2)
-    proc = subprocess.run([sys.executable, str(REPO / "stages" / "train.py")], cwd=tmp_path, env=_env(tmp_path),
-                          capture_output=True, text=True, timeout=300)  # what `dvc repro` runs
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "train.py")],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # what `dvc repro` runs
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "train: launching 2 processes" in proc.stderr and proc.stderr.count("epoch 1/1 loss") == 1
     (run_dir,) = (tmp_path / "cache" / "checkpoints").iterdir()
@@ -100,9 +131,25 @@ def test_a_launcher_running_fewer_processes_fails_loudly(tmp_path):
     write_faceset(tmp_path, random_faces(16, 32, 0), random_faces(8, 32, 1))
     _params(tmp_path, epochs=1, num_processes=2)
     accelerate = Path(sys.executable).with_name("accelerate")
-    proc = subprocess.run([str(accelerate), "launch", "--num_processes", "1", "--cpu", "--mixed_precision", "no",
-                           "--dynamo_backend", "no", str(REPO / "stages" / "train.py")],
-                          cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            str(accelerate),
+            "launch",
+            "--num_processes",
+            "1",
+            "--cpu",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            str(REPO / "stages" / "train.py"),
+        ],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     assert "train: error: train.num_processes = 2 but 1 process(es) run" in proc.stderr
     assert not (tmp_path / "cache" / "checkpoints").exists()

@@ -32,16 +32,37 @@ def test_git_commit_outside_a_checkout_is_unknown(tmp_path):
 
 
 def test_epoch_files_hold_numbers_and_stable_columns(tmp_path):
-    history = [{"epoch": 1, "step": 4, "loss": 0.5, "lr": 1e-3, "images_per_s": 10.0, "seconds": 3.2},
-               {"epoch": 2, "step": 8, "loss": 0.4, "lr": 5e-4, "images_per_s": 11.0, "seconds": 2.9, "fid": 42.5}]
-    summary = {"best_fid": 42.5, "best_epoch": 2, "metric": "fid", "run_id": "abc", "final_loss": None,
-               "nan": float("nan"), "flag": True}
+    history = [
+        {"epoch": 1, "step": 4, "loss": 0.5, "lr": 1e-3, "images_per_s": 10.0, "seconds": 3.2},
+        {"epoch": 2, "step": 8, "loss": 0.4, "lr": 5e-4, "images_per_s": 11.0, "seconds": 2.9, "fid": 42.5},
+    ]
+    summary = {
+        "best_fid": 42.5,
+        "best_epoch": 2,
+        "metric": "fid",
+        "run_id": "abc",
+        "final_loss": None,
+        "nan": float("nan"),
+        "flag": True,
+    }
     tracking.write_epoch_files(history, summary, tmp_path, "fid")
     assert json.loads((tmp_path / "train.json").read_text()) == {"best_fid": 42.5, "best_epoch": 2}
     with (tmp_path / "train_epochs.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["epoch", "step", "loss", "lr", "images_per_s", "seconds", "fid", "kid", "kid_std",
-                             "fd_offline", "kid_offline", "kid_offline_std"]
+    assert list(rows[0]) == [
+        "epoch",
+        "step",
+        "loss",
+        "lr",
+        "images_per_s",
+        "seconds",
+        "fid",
+        "kid",
+        "kid_std",
+        "fd_offline",
+        "kid_offline",
+        "kid_offline_std",
+    ]
     assert rows[0]["fid"] == "" and rows[1]["fid"] == "42.5" and rows[1]["loss"] == "0.4" and rows[1]["kid"] == ""
 
 
@@ -68,9 +89,16 @@ def test_tracker_records_params_metrics_per_epoch(two_runs):
 def test_best_runs_latest_and_all(two_runs):
     uri, first, second, root = two_runs
     (latest,) = tracking.best_runs(uri, "exp", root=root)
-    assert latest == {"run_id": second, "run_name": "second", "status": "FINISHED", "metric": "fd_offline",
-                      "value": 5.5, "epoch": 2, "checkpoint": str(root / "cache/checkpoints/k2/best"),
-                      "dvc_exp_name": ""}
+    assert latest == {
+        "run_id": second,
+        "run_name": "second",
+        "status": "FINISHED",
+        "metric": "fd_offline",
+        "value": 5.5,
+        "epoch": 2,
+        "checkpoint": str(root / "cache/checkpoints/k2/best"),
+        "dvc_exp_name": "",
+    }
     every = tracking.best_runs(uri, "exp", all_runs=True, root=root)
     assert [(r["run_id"], r["epoch"], r["value"]) for r in every] == [(second, 2, 5.5), (first, 2, 7.0)]
     assert every[1]["checkpoint"] == f"runs:/{first}/best"  # its folder is gone: the MLflow copy
@@ -121,7 +149,10 @@ def test_resume_logs_no_step_twice_and_kill_orphans_are_closed(two_runs):
         resumed.log_metrics({"loss": 10.0 + epoch}, epoch)
     resumed.end()
     assert [(m.step, m.value) for m in client.get_metric_history(fresh.run_id, "loss")] == [
-        (1, 11.0), (2, 12.0), (3, 13.0)]
+        (1, 11.0),
+        (2, 12.0),
+        (3, 13.0),
+    ]
     assert client.get_run(fresh.run_id).info.status == "FINISHED"
 
 
@@ -173,7 +204,7 @@ def test_a_moved_store_writes_into_its_new_tree(tmp_path):
     old = client.get_run(t.run_id)
     assert old.info.artifact_uri.startswith((copy / "mlruns").as_uri())
     local = client.download_artifacts(t.run_id, "note.txt", str(tmp_path))
-    assert open(local).read() == "hi"
+    assert Path(local).read_text() == "hi"
     assert tracking.relocate_store(new_uri, copy) == 0  # already at home
 
 
