@@ -240,7 +240,7 @@ def align_face(image: np.ndarray, kps: np.ndarray, cfg: AlignConfig, feather: bo
     center, side, angle, face_size = crop_geometry(kps, cfg)
     side_px = max(1, int(round(side)))
     k = side_px / side  # ~1: makes the native crop a whole number of pixels
-    rot = cv2.getRotationMatrix2D((float(center[0]), float(center[1])), angle, k)
+    rot = np.asarray(cv2.getRotationMatrix2D((float(center[0]), float(center[1])), angle, k), np.float64)
     rot[:, 2] += (side_px - 1) / 2.0 - center  # crop centre -> native crop centre
     crop = cv2.warpAffine(
         np.ascontiguousarray(image), rot, (side_px, side_px), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101

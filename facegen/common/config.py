@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import functools
 import json
 import math
 import types
@@ -75,9 +74,14 @@ AT_LEAST_ONE = Range(1)  # >= 1
 FRACTION = Range(0, 1)  # [0, 1]
 
 
-@functools.cache
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    """The resolved field annotations of a config class (computed once per class)."""
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
 
 
 def _choices(annotation: Any) -> tuple[Any, ...] | None:

@@ -326,7 +326,10 @@ def _walk(index: BoardIndex, cfg: CrawlConfig, result: CrawlResult, progress: bo
             if entry.deleted:
                 deleted.append(last_ts)
                 continue
-            ts = last_ts = entry.timestamp
+            ts = entry.timestamp
+            if ts is None or entry.post_id is None:  # a live entry without an article link: nothing to fetch
+                continue
+            last_ts = ts
             if not start_ts <= ts < end_ts or entry.post_id in seen:
                 continue
             seen.add(entry.post_id)

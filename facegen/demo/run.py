@@ -33,7 +33,7 @@ from facegen.demo.board import BoardServer, BoardSpec, serve
 SHARED_ENV = "FACEGEN_SHARED"  # where ../shared lives when it is not beside the repository
 DEMO_PORT = 8765  # preferred: the same URL each run lets `dvc exp run` skip unchanged stages
 DETECTOR = Path("models") / "scrfd_500m_bnkps.onnx"
-BOARD = {"images_per_post": 3, "posts_per_day": 10, "seed": 0, "extras": True}
+BOARD: dict[str, Any] = {"images_per_post": 3, "posts_per_day": 10, "seed": 0, "extras": True}
 BOARD_POSTS = 40  # index entries: ~35 live posts carry the ~110 photos
 DRAWN_IMAGES = 120  # without ../shared/faces: faces drawn by the board
 

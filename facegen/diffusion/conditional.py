@@ -69,8 +69,10 @@ def model_class() -> Any:
             self.condition_embedding = torch.nn.Sequential(
                 torch.nn.Linear(2 * k, dim), torch.nn.SiLU(), torch.nn.Linear(dim, dim)
             )
-            torch.nn.init.zeros_(self.condition_embedding[2].weight)
-            torch.nn.init.zeros_(self.condition_embedding[2].bias)
+            last = self.condition_embedding[2]
+            assert isinstance(last, torch.nn.Linear)
+            torch.nn.init.zeros_(last.weight)
+            torch.nn.init.zeros_(last.bias)
 
         @staticmethod
         def _get_init_keys(input_class: Any) -> set[str]:

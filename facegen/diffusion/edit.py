@@ -109,7 +109,7 @@ def sdedit(
     size = unet.config.sample_size
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     if image.shape[:2] != (h, w):
-        image = np.asarray(Image.fromarray(image).resize((w, h), Image.BICUBIC))
+        image = np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BICUBIC))
     encoded = encode_conditions(unet, dict(condition or {}), 1)
     scheduler = make_scheduler(scheduler_config, "ddim", steps)
     start = int(round(strength * len(scheduler.timesteps)))

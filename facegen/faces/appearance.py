@@ -66,19 +66,19 @@ def luma(image: np.ndarray) -> np.ndarray:
 def brightness(image: np.ndarray) -> float:
     """Mean luma of the face region, 0..255."""
     y = luma(image)
-    return float(y[_region(*y.shape, FACE_REGION)].mean())
+    return float(y[_region(y.shape[0], y.shape[1], FACE_REGION)].mean())
 
 
 def top_brightness(image: np.ndarray) -> float:
     """Mean luma of the top (hair) region, 0..255."""
     y = luma(image)
-    return float(y[_region(*y.shape, TOP_REGION)].mean())
+    return float(y[_region(y.shape[0], y.shape[1], TOP_REGION)].mean())
 
 
 def background_brightness(image: np.ndarray) -> float:
     """Mean luma of the two background strips beside the head, 0..255."""
     y = luma(image)
-    parts = [y[_region(*y.shape, r)] for r in BACKGROUND_REGIONS]
+    parts = [y[_region(y.shape[0], y.shape[1], r)] for r in BACKGROUND_REGIONS]
     return float(np.concatenate([p.ravel() for p in parts]).mean())
 
 

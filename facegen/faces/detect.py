@@ -80,7 +80,7 @@ def box_iou(box: Sequence[float] | np.ndarray, boxes: np.ndarray) -> np.ndarray:
     iw = np.clip(np.minimum(b[2], bs[:, 2]) - np.maximum(b[0], bs[:, 0]), 0, None)
     ih = np.clip(np.minimum(b[3], bs[:, 3]) - np.maximum(b[1], bs[:, 1]), 0, None)
     inter = iw * ih
-    union = box_area(b) + np.clip(bs[:, 2] - bs[:, 0], 0, None) * np.clip(bs[:, 3] - bs[:, 1], 0, None) - inter
+    union = box_area(b.tolist()) + np.clip(bs[:, 2] - bs[:, 0], 0, None) * np.clip(bs[:, 3] - bs[:, 1], 0, None) - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 

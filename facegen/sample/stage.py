@@ -126,7 +126,7 @@ def sample_to_dir(
     from facegen.diffusion.conditional import check_request, names
 
     request = check_request(unet.config, cfg.condition)  # before any old image is touched
-    record = {
+    record: dict[str, Any] = {
         "config": _config_dict(cfg),
         "model": _model_fingerprint(Path(model_dir)),
         "scheduler": cfg.sampler,
@@ -143,8 +143,8 @@ def sample_to_dir(
             if any(not is_good_image(out_dir / image_name(i), size) for i in chunk):
                 todo += chunk
     else:
-        for old in out_dir.glob("*.png"):
-            old.unlink()
+        for png in out_dir.glob("*.png"):
+            png.unlink()
         todo = list(range(cfg.num_images))
     write_bytes_atomic(record_path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
     for leftover in out_dir.iterdir():  # temp files of a killed run

@@ -55,10 +55,10 @@ def load_split(
 
     out = np.empty((len(paths), image_size, image_size, 3), np.uint8)
     for i, p in enumerate(tqdm(paths, desc=f"load {split} faces", leave=False)):
-        with Image.open(p) as im:
-            im = im.convert("RGB")
+        with Image.open(p) as src:
+            im = src.convert("RGB")
             if im.size != (image_size, image_size):
-                im = im.resize((image_size, image_size), Image.BICUBIC)
+                im = im.resize((image_size, image_size), Image.Resampling.BICUBIC)
             out[i] = np.asarray(im)
     return out
 

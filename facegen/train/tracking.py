@@ -348,7 +348,10 @@ class Tracker:
         registered as ``register_as`` when given."""
         from facegen.diffusion.pipeline import log_mlflow_model
 
-        self._call("log the model", lambda: log_mlflow_model(self.uri, self.run_id, model_dir, register_as, step))
+        run_id = self.run_id
+        if run_id is None:  # the store was never reached: nothing to attach the model to
+            return
+        self._call("log the model", lambda: log_mlflow_model(self.uri, run_id, model_dir, register_as, step))
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         self._call("set tags", lambda: [self.client.set_tag(self.run_id, k, str(v)) for k, v in tags.items()])
