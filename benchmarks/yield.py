@@ -15,7 +15,9 @@ Reported per setting: links kept and statuses (download), faces accepted and rej
 reason (align), per folder; end-to-end download links/s; detector ms per image and the share
 of images that needed the padded pass; accepted faces at several ``max_crop_outside`` values
 (the measurement the default was chosen from); whether every wild photo accepted before is
-still accepted; false positives on non-face images (synthetic patterns and face-free crops
+still accepted; the deliberately blurred wild photo's download status; the largest face's
+sharpness at several ``download.sharpness_size`` values (what ``blur_threshold`` was chosen
+from, after only); false positives on non-face images (synthetic patterns and face-free crops
 of the wild photos) for both detector settings.
 
 Writes benchmarks/results/yield.json. Run: ``nice -n 10 .venv/bin/python benchmarks/yield.py``.
@@ -221,6 +223,8 @@ def plot(results: dict, path: Path) -> None:
         at = results["after"]["by_folder"][folder]["accepted_at_max_crop_outside"]
         left.plot([float(k) for k in at], list(at.values()), marker="o", label=folder)
     left.axvline(results["after"]["align"]["max_crop_outside"], color="gray", linestyle="--", label="chosen")
+    target = 0.85 * results["after"]["by_folder"]["portraits"]["photos"]
+    left.axhline(target, color="tab:red", linestyle=":", label="85% of portraits (issue 13)")
     left.set(xlabel="align.max_crop_outside", ylabel="faces accepted", title="accepted vs crop past the edge")
     left.legend()
     labels, x = [], 0
