@@ -125,7 +125,8 @@ def main() -> None:
         os.environ["ACCELERATE_USE_CPU"] = "true"
     cfg = TrainConfig(model=args.preset, image_size=args.image_size, batch_size=args.batch_size, epochs=args.epochs,
                       fid_every=0, checkpoint_every=args.epochs, log_checkpoints=False, warmup_steps=10,
-                      experiment="benchmark", resume="never", fid_extractor="offline")
+                      experiment="benchmark", resume="never", fid_extractor="offline", precision="no",
+                      channels_last=False)
     variants = {
         "fp32": {},
         "bf16": {"precision": "bf16"},

@@ -1,9 +1,14 @@
 """The ``facegen`` command (``[project.scripts]``): questions about finished work, no browser.
 
-    facegen best [--experiment NAME] [--all] [--tracking-uri URI] [--json]
+    facegen best [--experiment NAME] [--all] [--tracking-uri URI] [--json] [--register NAME]
+    facegen export [--model models/best] [--out DIR] [--push-to-hub REPO_ID [--private]]
+    facegen studio [--host 127.0.0.1] [--port 8765] [--model models/best]
 
-prints, for the latest run (or every run) of an MLflow experiment: run id, best epoch, its FID
-(or offline FD, named as such) and the folder holding that epoch's EMA weights.
+``best`` prints, for the latest run (or every run) of an MLflow experiment (default: params.yaml's
+``train.experiment``): run id, best epoch, its FID (or offline FD, named as such) and an existing
+folder (or MLflow URI) holding that epoch's model; ``--register`` adds that run's logged model to
+the MLflow model registry. ``export`` checks that a model folder loads as a diffusers pipeline,
+copies it and/or uploads it to the Hugging Face Hub (token: ``$HF_TOKEN`` or ``huggingface-cli login``).
 """
 
 from __future__ import annotations
@@ -16,42 +21,132 @@ from pathlib import Path
 from facegen.common.redact import mask_uri
 from facegen.train.tracking import best_runs, repo_root, tracking_uri
 
+DEFAULT_EXPERIMENT = "facegen"
+
 
 def _say(text: str, err: bool = False) -> None:
     """Print with credentials masked (a tracking URI's password never reaches the terminal)."""
     print(mask_uri(text), file=sys.stderr if err else sys.stdout)
 
 
+def params_experiment(root: str | Path) -> str:
+    """``train.experiment`` of ``<root>/params.yaml`` (``facegen`` when absent)."""
+    import yaml
+
+    path = Path(root) / "params.yaml"
+    if not path.is_file():
+        return DEFAULT_EXPERIMENT
+    params = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return str((params.get("train") or {}).get("experiment") or DEFAULT_EXPERIMENT)
+
+
 def _best(args: argparse.Namespace) -> int:
-    uri = args.tracking_uri or tracking_uri(repo_root("."))
+    root = repo_root(".")
+    uri = args.tracking_uri or tracking_uri(root)
+    experiment = args.experiment or params_experiment(root)
     try:
-        rows = best_runs(uri, args.experiment, all_runs=args.all)
+        rows = best_runs(uri, experiment, all_runs=args.all, root=root)
     except ValueError as err:
         _say(f"facegen best: {err}", err=True)
         return 2
     if not rows:
-        _say(f"facegen best: no evaluated run in experiment {args.experiment!r} ({uri})", err=True)
+        _say(f"facegen best: no evaluated run in experiment {experiment!r} ({uri})", err=True)
         return 1
+    if args.register:
+        from facegen.diffusion.pipeline import register_model
+
+        try:
+            version = register_model(rows[0]["run_id"], args.register, uri)
+        except ValueError as err:
+            _say(f"facegen best: {err}", err=True)
+            return 2
+        rows[0]["registered"] = f"{version.name} v{version.version}"
     if args.json:
         _say(json.dumps(rows if args.all else rows[0], indent=2))
         return 0
     for row in rows:
-        _say(f"run {row['run_id']} ({row['run_name']}, {row['status']}): best epoch {row['epoch']} "
+        exp = f", dvc exp {row['dvc_exp_name']}" if row.get("dvc_exp_name") else ""
+        _say(f"run {row['run_id']} ({row['run_name']}, {row['status']}{exp}): best epoch {row['epoch']} "
               f"{row['metric']} {row['value']:.4f} checkpoint {row['checkpoint']}")
+    if args.register:
+        print(f"registered as {rows[0]['registered']}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from facegen.diffusion.pipeline import export_model
+
+    try:
+        result = export_model(args.model, args.out, args.push_to_hub, private=args.private)
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        _say(f"facegen export: {err}", err=True)
+        return 2
+    where = f"pushed to {result['url']}" if result["url"] else f"folder {result['folder']}"
+    print(f"{result['pipeline']} from {args.model}: {where}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facegen", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+
     best = sub.add_parser("best", help="which epoch of the latest (or every) training run was best")
-    best.add_argument("--experiment", default="facegen", help="MLflow experiment (params.yaml train.experiment)")
+    best.add_argument("--experiment", default=None, help="MLflow experiment (default: params.yaml train.experiment)")
     best.add_argument("--all", action="store_true", help="every run of the experiment, newest first")
     best.add_argument("--tracking-uri", default=None,
                       help=f"default: $MLFLOW_TRACKING_URI or sqlite:///<repo>/mlflow.db (here {Path.cwd()})")
     best.add_argument("--json", action="store_true", help="machine-readable output")
+    best.add_argument("--register", metavar="NAME", default=None,
+                      help="register the latest run's MLflow model under NAME in the model registry")
     best.set_defaults(func=_best)
+
+    export = sub.add_parser("export", help="check models/best as a diffusers pipeline; copy it or push it to the Hub")
+    export.add_argument("--model", default="models/best", help="pipeline folder (default models/best)")
+    export.add_argument("--out", default=None, help="copy the folder here (must not exist)")
+    export.add_argument("--push-to-hub", metavar="REPO_ID", default=None,
+                        help="upload to this Hugging Face Hub model repository (e.g. you/facegen-ddpm)")
+    export.add_argument("--private", action="store_true", help="create the Hub repository private")
+    export.set_defaults(func=_export)
+    _add_studio(sub)
     return parser
+
+
+def _studio(args: argparse.Namespace) -> int:
+    from facegen.studio.app import StudioConfig, create_app
+    from facegen.studio.models import UnknownCheckpoint
+
+    import uvicorn
+
+    root = Path(args.root)
+    overrides = {k: getattr(args, k) for k in ("max_images", "max_steps", "max_upload_bytes", "queue_size",
+                                               "experiment", "detector", "device") if getattr(args, k) is not None}
+    try:
+        cfg = StudioConfig(model=Path(args.model), root=root,
+                           tracking_uri=args.tracking_uri or tracking_uri(repo_root(root)), **overrides)
+        app = create_app(cfg)
+    except (UnknownCheckpoint, ValueError) as err:
+        _say(f"facegen studio: {err}", err=True)
+        return 2
+    _say(f"facegen studio: model {app.state.studio.model.path} on http://{args.host}:{args.port}/")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _add_studio(sub: argparse._SubParsersAction) -> None:
+    studio = sub.add_parser("studio", help="local web app: generate, explore, edit, browse runs, judge (docs/studio.md)")
+    studio.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
+    studio.add_argument("--port", type=int, default=8765)
+    studio.add_argument("--model", default="models/best", help="a models/best-layout folder (default models/best)")
+    studio.add_argument("--root", default=".", help="repository root: params.yaml, data/ (default .)")
+    studio.add_argument("--tracking-uri", default=None, help="MLflow store (default: as `facegen best`)")
+    studio.add_argument("--experiment", default=None, help="MLflow experiment (default params.yaml train.experiment)")
+    studio.add_argument("--detector", default=None, help="face detector for uploads (default params.yaml faces.model)")
+    studio.add_argument("--device", default=None, help="torch device (default cpu)")
+    studio.add_argument("--max-images", type=int, default=None, help="images per request (default 64)")
+    studio.add_argument("--max-steps", type=int, default=None, help="denoising steps per request (default 250)")
+    studio.add_argument("--max-upload-bytes", type=int, default=None, help="upload size limit (default 10 MB)")
+    studio.add_argument("--queue-size", type=int, default=None, help="model jobs waiting at most (default 4)")
+    studio.set_defaults(func=_studio)
 
 
 def main(argv: list[str] | None = None) -> int:

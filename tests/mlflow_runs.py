@@ -5,8 +5,8 @@ from __future__ import annotations
 from facegen.train import tracking
 
 
-def log_run(uri: str, name: str, values: dict[int, float], checkpoint: str) -> str:
-    t = tracking.Tracker(uri, "exp", name)
+def log_run(uri: str, name: str, values: dict[int, float], checkpoint: str, experiment: str = "exp") -> str:
+    t = tracking.Tracker(uri, experiment, name)
     t.log_params({"lr": 0.001, "channels": [8, 16]})
     t.set_tags({"metric": "fd_offline", "best_checkpoint": checkpoint})
     best = None

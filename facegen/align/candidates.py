@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from facegen.faces import attributes
+from facegen.faces import appearance, attributes
 from facegen.align.geometry import AlignConfig, align_face
 from facegen.common.atomic import atomic_path
 from facegen.faces.detect import Detection, box_area
@@ -107,6 +107,7 @@ def measure_face(image: np.ndarray, gray: np.ndarray, det: Detection, cfg: Align
         "face_area": box_area(det.bbox),
         "gender": det.gender,
         "age": det.age,
+        **appearance.model_attributes(det.pose),
     }
     return row, aligned
 
@@ -148,6 +149,7 @@ def process_image(task: ImageTask, cfg: AlignConfig, faces_dir: str) -> list[dic
             face = align_face(image, np.asarray(det.kps), cfg).image if cfg.feather else aligned.image
             save_png(face, Path(faces_dir) / f"{row['face_id']}.png")
             row["phash"] = phash_hex(face, cfg.dedupe_hash_size)
+            row.update(appearance.measure(face))  # on the stored face, as training sees it
         rows.append(row)
     return rows
 

@@ -37,6 +37,8 @@ from typing import Literal
 
 import numpy as np
 
+from facegen.common.config import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, Range, validate
+
 Interpolation = Literal["area", "linear", "cubic", "lanczos", "nearest"]
 FACE_SIZE_EYES = 2.0  # F >= 2.0 x eye distance
 FACE_SIZE_MOUTH = 1.8  # F >= 1.8 x eye-line-to-mouth distance
@@ -69,7 +71,7 @@ class AlignConfig:
     dedupe_max_distance: int = 6  # Hamming distance <= this: near-duplicates
     test_fraction: float = 0.1
     seed: int = 0
-    workers: int = 1  # processes; 1 = in the calling process
+    workers: int = 2  # processes; 1 = in the calling process
     preview_max: int = 64  # tiles per contact sheet
 
     def __post_init__(self) -> None:
@@ -90,6 +92,14 @@ class AlignConfig:
             raise ValueError(f"align.workers={self.workers} must be >= 1")
         if self.dedupe_hash_size < 2:
             raise ValueError(f"align.dedupe_hash_size={self.dedupe_hash_size} must be >= 2")
+        validate(self, "align", {
+            "size": Range(8), "margin": POSITIVE, "feather_radius": POSITIVE, "feather_sigma": POSITIVE,
+            "feather_fill": Range(0, 255), "min_face_size": NON_NEGATIVE, "min_eye_distance": NON_NEGATIVE,
+            "max_abs_yaw": Range(0, 180), "max_crop_outside": FRACTION, "min_eye_brightness": Range(0, 255),
+            "eye_patch": POSITIVE, "min_sharpness": NON_NEGATIVE, "dedupe_hash_size": Range(2),
+            "dedupe_max_distance": NON_NEGATIVE, "test_fraction": Range(0, 1, hi_open=True), "seed": NON_NEGATIVE,
+            "workers": AT_LEAST_ONE, "preview_max": AT_LEAST_ONE,
+        })
 
 
 @dataclass(frozen=True)

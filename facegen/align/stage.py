@@ -94,6 +94,9 @@ SCHEMA = {
     "kps": "list<list<float64>>", "roll": "float64", "yaw": "float64", "eye_distance": "float64",
     "eye_brightness": "float64", "sharpness": "float64", "face_area": "float64", "crop_outside": "float64",
     "gender": "int8", "age": "int16", "phash": "string", "duplicate_of": "string", "error": "string",
+    # facegen.faces.appearance: measured on the stored face (ok rows), and the face model's (null without it)
+    "brightness": "float64", "top_brightness": "float64", "background_brightness": "float64",
+    "colourfulness": "float64", "pitch": "float64", "eyes_open": "float64", "mouth_open": "float64",
 }  # fmt: skip
 COLUMNS = tuple(SCHEMA)
 

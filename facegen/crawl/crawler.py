@@ -32,6 +32,7 @@ import urllib3
 
 from facegen.crawl import ptt
 from facegen.common.atomic import atomic_path, write_bytes_atomic
+from facegen.common.config import NON_NEGATIVE, POSITIVE, validate
 from facegen.common.http import (
     BlockedHostError, BodyLimitError, DestinationPolicy, HttpConfig, host_port, is_timeout, make_session, read_body,
 )
@@ -71,12 +72,8 @@ class CrawlConfig:
             raise ValueError(f"crawl.start_date={self.start_date} is after crawl.end_date={self.end_date}")
         if urlsplit(self.base_url).scheme not in ("http", "https"):
             raise ValueError(f"crawl.base_url={self.base_url!r} must start with http:// or https://")
-        for key in ("delay_s", "timeout_s", "backoff_s", "retries"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"crawl.{key}={getattr(self, key)} must be >= 0")
-        for key in ("max_bytes", "body_deadline_s"):
-            if not getattr(self, key) > 0:
-                raise ValueError(f"crawl.{key}={getattr(self, key)} must be > 0")
+        validate(self, "crawl", {"delay_s": NON_NEGATIVE, "timeout_s": POSITIVE, "backoff_s": NON_NEGATIVE,
+                                 "retries": NON_NEGATIVE, "max_bytes": POSITIVE, "body_deadline_s": POSITIVE})
 
     @property
     def window(self) -> tuple[int, int]:

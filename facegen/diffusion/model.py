@@ -2,16 +2,23 @@
 
 Presets
 - ``tiny``: channels (16, 32), one layer per block, no attention; CPU demos and tests.
+- ``faces32``: channels (32, 64, 128), one layer per block, no attention (2.5M parameters):
+  the CPU recipe at 32 px; its FID per CPU-minute beat ``tiny`` (docs/quality.md).
 - ``base``: channels (64, 128, 192, 256), self-attention at the two lowest resolutions.
 - ``ddpm64``: the earlier course project's widths 128-256-384-512 with self-attention at
   32, 16 and 8 px of a 64 px input (and in the 8 px bottleneck), two layers per block.
 
-``models/best/`` (read by the sample and fid stages)::
+``models/best/`` (read by the sample and fid stages) is a diffusers ``DDPMPipeline`` folder:
+``DiffusionPipeline.from_pretrained("models/best")`` loads it and samples as the sample stage's
+defaults do (DPM-Solver++ 2M, trailing timesteps; pass ``num_inference_steps=25``)::
 
+    models/best/model_index.json    DDPMPipeline: unet + scheduler
     models/best/unet/               UNet2DModel.save_pretrained (EMA weights of the best epoch)
-    models/best/scheduler/          DDPMScheduler.save_pretrained (the training noise schedule)
+    models/best/scheduler/          the sampling scheduler (DPMSolverMultistepScheduler config)
+    models/best/noise_scheduler/    DDPMScheduler.save_pretrained (the training noise schedule)
     models/best/train_config.json   the resolved ``train`` config of the run
-    models/best/best.json           epoch, metric name and value, MLflow run id
+    models/best/best.json           epoch, metric name and value, MLflow run id, data hash
+    models/best/README.md           model card (scores, data hash, params; see diffusion/pipeline.py)
 
 torch and diffusers are imported inside the functions (no heavy work at import).
 """
@@ -37,6 +44,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "norm_num_groups": 8,
         "add_attention": False,
     },
+    "faces32": {
+        "block_out_channels": (32, 64, 128),
+        "layers_per_block": 1,
+        "down_block_types": (_DOWN, _DOWN, _DOWN),
+        "up_block_types": (_UP, _UP, _UP),
+        "norm_num_groups": 8,
+        "add_attention": False,
+    },
     "base": {
         "block_out_channels": (64, 128, 192, 256),
         "layers_per_block": 2,
@@ -57,6 +72,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 UNET_DIR = "unet"
 SCHEDULER_DIR = "scheduler"
+NOISE_SCHEDULER_DIR = "noise_scheduler"
 TRAIN_CONFIG_FILE = "train_config.json"
 BEST_FILE = "best.json"
 
@@ -102,9 +118,9 @@ def count_parameters(model: Any) -> int:
 def unet_from_ema(ema: Any, unet_config: Any) -> "UNet2DModel":
     """A fresh UNet built from ``unet_config`` holding the EMA weights of ``ema`` (a diffusers
     ``EMAModel``): what evaluation scores and ``models/best/`` saves."""
-    from diffusers import UNet2DModel
+    from facegen.diffusion.conditional import unet_class
 
-    unet = UNet2DModel.from_config(unet_config)
+    unet = unet_class(unet_config).from_config(unet_config)  # a conditioned UNet stays conditioned
     ema.copy_to(unet.parameters())
     return unet
 
@@ -116,28 +132,39 @@ def save_model_dir(
     train_config: dict[str, Any],
     best: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the ``models/best/`` layout (see module docstring) into ``out_dir``."""
+    """Write the ``models/best/`` layout (see module docstring) into ``out_dir``.
+
+    ``best`` (epoch, metric, value, run_id, and optionally data_hash, kid, ...) feeds best.json
+    and the model card.
+    """
+    from facegen.diffusion.pipeline import write_pipeline_files
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     unet.save_pretrained(out / UNET_DIR)
-    scheduler.save_pretrained(out / SCHEDULER_DIR)
+    scheduler.save_pretrained(out / NOISE_SCHEDULER_DIR)
     (out / TRAIN_CONFIG_FILE).write_text(json.dumps(train_config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if best is not None:
         (out / BEST_FILE).write_text(json.dumps(best, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_pipeline_files(out, dict(scheduler.config), train_config, best or {})
     return out
 
 
 def load_model_dir(model_dir: str | Path) -> tuple["UNet2DModel", "DDPMScheduler", dict[str, Any]]:
     """Load ``(unet, noise_scheduler, train_config)`` from a ``models/best/`` folder."""
-    from diffusers import DDPMScheduler, UNet2DModel
+    from diffusers import DDPMScheduler
+
+    from facegen.diffusion.conditional import unet_class
 
     root = Path(model_dir)
     if not (root / UNET_DIR).is_dir():
         raise FileNotFoundError(
             f"no trained model at {root}: expected {root / UNET_DIR}/ (run `dvc repro train` first)"
         )
-    unet = UNet2DModel.from_pretrained(root / UNET_DIR)
-    scheduler = DDPMScheduler.from_pretrained(root / SCHEDULER_DIR)
+    unet_dir = root / UNET_DIR
+    unet = unet_class(json.loads((unet_dir / "config.json").read_text(encoding="utf-8"))).from_pretrained(unet_dir)
+    noise_dir = root / NOISE_SCHEDULER_DIR  # older folders kept the training schedule in scheduler/
+    scheduler = DDPMScheduler.from_pretrained(noise_dir if noise_dir.is_dir() else root / SCHEDULER_DIR)
     config_path = root / TRAIN_CONFIG_FILE
     config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
     return unet, scheduler, config

@@ -17,11 +17,20 @@ the first ones. Batches are fixed chunks of the seed list and the last chunk is 
 full batch (the padding images are discarded), so every image is computed in a batch of
 the same size whatever ``num_images`` is. (Batch size itself may change the last bit of a
 CPU convolution, so ``batch_size`` is part of what fixes an image.)
+
+Conditional models (:mod:`facegen.diffusion.conditional`) take ``conditions``: one
+``{attribute: value in its own units}`` for all images or one per seed (any subset of the
+model's attributes; the rest are dropped), and ``guidance``, the classifier-free guidance
+scale w (Ho & Salimans 2022, eq. 6): ``out = out_uncond + w (out_cond - out_uncond)``, the
+unconditional output being the fully dropped condition. w = 1 is the plain conditional
+model (one forward pass), w = 0 the unconditional one; otherwise two passes of the same
+batch (not one doubled batch, so an all-dropped request gives exactly the unguided result).
+Without ``conditions`` the loop is exactly the unconditional one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -69,26 +78,69 @@ def _generators(seeds: Sequence[int]) -> list[torch.Generator]:
     return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
 
 
-def _denoise(unet: UNet2DModel, scheduler: Any, seeds: Sequence[int], device: str) -> torch.Tensor:
-    """Run one batch of the reverse process; returns x0 of shape (B, C, H, W) in [-1, 1]."""
+Conditions = Mapping[str, float] | Sequence[Mapping[str, float] | None] | None
+
+
+def _draw_noise(unet: UNet2DModel, gens: list[torch.Generator], device: str) -> torch.Tensor:
+    """Initial noise (B, C, H, W), one CPU generator per image (the device never changes the draw)."""
     import torch
     from diffusers.utils.torch_utils import randn_tensor
 
-    gens = _generators(seeds)
     size = unet.config.sample_size
     h, w = (size, size) if isinstance(size, int) else tuple(size)
-    shape = (len(seeds), unet.config.in_channels, h, w)
+    shape = (len(gens), unet.config.in_channels, h, w)
     dtype = next(unet.parameters()).dtype
-    # per-image noise: one CPU generator per image, so the device never changes the draw
-    x = randn_tensor(shape, generator=gens if len(gens) > 1 else gens[0], device=torch.device(device), dtype=dtype)
-    x = x * scheduler.init_noise_sigma
-    step_kwargs: dict[str, Any] = {"generator": gens if len(gens) > 1 else gens[0]}
+    return randn_tensor(shape, generator=gens if len(gens) > 1 else gens[0], device=torch.device(device), dtype=dtype)
+
+
+def initial_noise(unet: UNet2DModel, seeds: Sequence[int], device: str = "cpu") -> torch.Tensor:
+    """The initial noise x_T (B, C, H, W) that :func:`generate` starts image ``seeds[i]`` from."""
+    return _draw_noise(unet, _generators(seeds), device)
+
+
+def _denoise(unet: UNet2DModel, scheduler: Any, seeds: Sequence[int], device: str,
+             condition: np.ndarray | None = None, guidance: float = 1.0) -> torch.Tensor:
+    """Run one batch of the reverse process; returns x0 of shape (B, C, H, W) in [-1, 1].
+
+    ``condition``: the encoded (B, 2K) condition of a conditional model (None: unconditional)."""
+    import torch
+
+    gens = _generators(seeds)
+    x = _draw_noise(unet, gens, device) * scheduler.init_noise_sigma
+    cond = None if condition is None else torch.as_tensor(condition, device=torch.device(device))
+    return run_steps(unet, scheduler, x, scheduler.timesteps, step_kwargs_for(scheduler, gens), cond, guidance)
+
+
+def step_kwargs_for(scheduler: Any, gens: list[torch.Generator]) -> dict[str, Any]:
+    """``scheduler.step`` keyword arguments: the per-image generators (ancestral noise) and, for
+    DDIM, eps re-derived from the clipped x0 so the step stays consistent with the clipping."""
+    kwargs: dict[str, Any] = {"generator": gens if len(gens) > 1 else gens[0]}
     if type(scheduler).__name__ == "DDIMScheduler":
-        # eps re-derived from the clipped x0, so the step stays consistent with the clipping
-        step_kwargs["use_clipped_model_output"] = True
-    for t in scheduler.timesteps:
+        kwargs["use_clipped_model_output"] = True
+    return kwargs
+
+
+def guided_output(unet: UNet2DModel, x: torch.Tensor, t: Any, cond: torch.Tensor | None,
+                  guidance: float) -> torch.Tensor:
+    """The model output at ``(x, t)``: unconditional (``cond`` None), conditional, or guided (module doc)."""
+    import torch
+
+    if cond is None:
+        return unet(x, t).sample
+    if guidance == 1.0:
+        return unet(x, t, condition=cond).sample
+    out = unet(x, t, condition=torch.zeros_like(cond)).sample
+    if guidance != 0.0:
+        out = out + guidance * (unet(x, t, condition=cond).sample - out)
+    return out
+
+
+def run_steps(unet: UNet2DModel, scheduler: Any, x: torch.Tensor, timesteps: Any, step_kwargs: dict[str, Any],
+              cond: torch.Tensor | None = None, guidance: float = 1.0) -> torch.Tensor:
+    """Denoise ``x`` through ``timesteps``; returns x0 (B, C, H, W) clamped to [-1, 1]."""
+    for t in timesteps:
         model_in = scheduler.scale_model_input(x, t)
-        out = unet(model_in, t).sample
+        out = guided_output(unet, model_in, t, cond, guidance)
         x = scheduler.step(out, t, x, **step_kwargs).prev_sample
     return x.clamp(-1.0, 1.0)
 
@@ -101,13 +153,32 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return x.to("cpu", dtype=torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
+def encode_conditions(unet: UNet2DModel, conditions: Conditions, n: int) -> np.ndarray | None:
+    """Validate and encode ``conditions`` for ``n`` images: (n, 2K) float32, or None when the
+    model is unconditional and nothing is requested (or the request is None)."""
+    from facegen.diffusion.conditional import check_request, encode, is_conditional
+
+    if conditions is None:
+        return None
+    requests = [conditions] * n if isinstance(conditions, Mapping) else list(conditions)
+    if len(requests) != n:
+        raise ValueError(f"got {len(requests)} conditions for {n} seeds: give one per seed or one mapping for all")
+    if not is_conditional(unet.config):
+        for request in requests:
+            check_request(unet.config, request)  # raises for any requested value
+        return None
+    return encode(unet.config, requests)
+
+
 def iter_batches(unet: UNet2DModel, scheduler_config: dict[str, Any], sampler: str, steps: int | None,
                  seeds: Sequence[int], batch_size: int, device: str = "cpu",
-                 timestep_spacing: str = "trailing", progress: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+                 timestep_spacing: str = "trailing", progress: bool = True,
+                 conditions: Conditions = None, guidance: float = 1.0) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(offset, images)`` per batch: images (b, H, W, 3) uint8 for ``seeds[offset:offset+b]``.
 
     The last batch is padded with further seeds to ``batch_size`` (results discarded) so an
-    image's batch never depends on how many images were asked for.
+    image's batch never depends on how many images were asked for. ``conditions`` and
+    ``guidance``: see the module docstring.
     """
     import torch
     from tqdm.auto import tqdm
@@ -115,6 +186,7 @@ def iter_batches(unet: UNet2DModel, scheduler_config: dict[str, Any], sampler: s
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     seeds = [int(s) for s in seeds]
+    encoded = encode_conditions(unet, conditions, len(seeds))
     scheduler = make_scheduler(scheduler_config, sampler, steps, timestep_spacing)
     was_training = unet.training
     unet.eval()
@@ -126,7 +198,11 @@ def iter_batches(unet: UNet2DModel, scheduler_config: dict[str, Any], sampler: s
                 chunk = seeds[offset:offset + batch_size]
                 padded = chunk + [chunk[-1] + 1 + k for k in range(batch_size - len(chunk))]
                 scheduler = make_scheduler(scheduler_config, sampler, steps, timestep_spacing)  # fresh solver state
-                images = to_uint8(_denoise(unet, scheduler, padded, device))[: len(chunk)]
+                cond = None
+                if encoded is not None:
+                    cond = encoded[offset:offset + len(chunk)]
+                    cond = np.concatenate([cond, np.repeat(cond[-1:], len(padded) - len(chunk), axis=0)])
+                images = to_uint8(_denoise(unet, scheduler, padded, device, cond, guidance))[: len(chunk)]
                 bar.update(len(chunk))
                 yield offset, images
     finally:
@@ -135,18 +211,48 @@ def iter_batches(unet: UNet2DModel, scheduler_config: dict[str, Any], sampler: s
 
 def generate(unet: UNet2DModel, scheduler_config: dict[str, Any], sampler: str, steps: int | None,
              seeds: Sequence[int], batch_size: int = 64, device: str = "cpu",
-             timestep_spacing: str = "trailing", progress: bool = True) -> np.ndarray:
+             timestep_spacing: str = "trailing", progress: bool = True,
+             conditions: Conditions = None, guidance: float = 1.0) -> np.ndarray:
     """Sample one image per seed: (N, H, W, 3) uint8. Stable API, also used for in-training FID.
 
     ``unet`` must already be on ``device``; ``scheduler_config`` is the training
     ``DDPMScheduler.config`` (a dict); ``steps`` None = the full training schedule.
+    ``conditions`` (one mapping, or one per seed) and ``guidance``: see the module docstring.
     """
     seeds = list(seeds)
     if not seeds:
         raise ValueError("generate() needs at least one seed")
     parts = [images for _, images in iter_batches(unet, scheduler_config, sampler, steps, seeds, batch_size,
-                                                   device, timestep_spacing, progress)]
+                                                   device, timestep_spacing, progress, conditions, guidance)]
     return np.concatenate(parts, axis=0)
+
+
+def generate_from_noise(unet: UNet2DModel, scheduler_config: dict[str, Any], sampler: str, steps: int | None,
+                        noise: torch.Tensor, seeds: Sequence[int], timestep_spacing: str = "trailing") -> np.ndarray:
+    """Sample from given initial noise (B, C, H, W) (e.g. a slerp of two seeds' noise): (B, H, W, 3) uint8.
+
+    ``seeds`` (one per row) seed the ancestral sampler's per-step noise (``ddpm``; the
+    deterministic samplers draw nothing after the start). ``noise`` must be on the UNet's
+    device; with ``initial_noise(unet, seeds)`` as ``noise`` and one batch this equals
+    :func:`generate` of the same seeds and batch size.
+    """
+    import torch
+
+    seeds = [int(s) for s in seeds]
+    if noise.ndim != 4 or noise.shape[0] != len(seeds):
+        raise ValueError(f"noise of shape {tuple(noise.shape)} needs one seed per row, got {len(seeds)} seeds")
+    gens = _generators(seeds)
+    for gen in gens:  # advance each generator past its initial draw, as in generate()
+        torch.randn(noise.shape[1:], generator=gen)
+    scheduler = make_scheduler(scheduler_config, sampler, steps, timestep_spacing)
+    was_training = unet.training
+    unet.eval()
+    try:
+        with torch.inference_mode():
+            x = noise * scheduler.init_noise_sigma
+            return to_uint8(run_steps(unet, scheduler, x, scheduler.timesteps, step_kwargs_for(scheduler, gens)))
+    finally:
+        unet.train(was_training)
 
 
 def load_model(model_dir: str | Path, device: str = "cpu") -> tuple[UNet2DModel, dict[str, Any]]:

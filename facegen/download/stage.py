@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from facegen.common.atomic import atomic_path, is_temp_name
-from facegen.common.config import to_dict
+from facegen.common.config import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, to_dict, validate
 from facegen.faces.detect import Detection, FacesConfig, box_area
 from facegen.download.fetch import FETCHED, TRANSIENT_FAILURES, FetchResult, HostGate, fetch_url
 from facegen.download.cache import Analysis, FetchCache, FetchRecord
@@ -86,28 +86,16 @@ class DownloadConfig:
             object.__setattr__(self, "allow_private_hosts", allowed_hosts(self.allow_private_hosts))
         except ValueError as err:
             raise ValueError(f"download.{err}") from None
-        checks = {
-            "min_face_area": 0.0 <= self.min_face_area <= 1.0,
-            "blur_threshold": self.blur_threshold >= 0.0,
-            "sharpness_size": self.sharpness_size >= 0,
-            "min_side": self.min_side >= 1,
-            "max_pixels": self.max_pixels >= 1,
-            "max_bytes": self.max_bytes >= 1,
-            "workers": self.workers >= 1,
-            "per_host": self.per_host >= 1,
-            "host_delay_s": self.host_delay_s >= 0.0,
-            "detect_workers": self.detect_workers >= 1,
-            "timeout_s": self.timeout_s > 0.0,
-            "body_deadline_s": self.body_deadline_s > 0.0,
-            "retries": self.retries >= 0,
-            "backoff_s": self.backoff_s >= 0.0,
-        }
         for size in self.placeholder_sizes:
             if not _SIZE_RE.fullmatch(size):
                 raise ValueError(f"download.placeholder_sizes: {size!r} is not WIDTHxHEIGHT (e.g. '161x81')")
-        for key, good in checks.items():
-            if not good:
-                raise ValueError(f"download.{key}={getattr(self, key)!r} is out of range (see docs/download.md)")
+        validate(self, "download", {
+            "min_face_area": FRACTION, "blur_threshold": NON_NEGATIVE, "sharpness_size": NON_NEGATIVE,
+            "min_side": AT_LEAST_ONE, "max_pixels": AT_LEAST_ONE, "max_bytes": AT_LEAST_ONE, "workers": AT_LEAST_ONE,
+            "per_host": AT_LEAST_ONE, "host_delay_s": NON_NEGATIVE, "detect_workers": AT_LEAST_ONE,
+            "timeout_s": POSITIVE, "body_deadline_s": POSITIVE, "retries": NON_NEGATIVE, "backoff_s": NON_NEGATIVE,
+            "backoff_max_s": NON_NEGATIVE,
+        })
 
     def http(self) -> HttpConfig:
         return HttpConfig(

@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facegen.common.config import NON_NEGATIVE, Range, validate
+
 INSIGHTFACE_ROOT = Path("~/.insightface").expanduser()
 PAD_FILL = 127  # gray of the padded canvas: no edges, no texture, nothing face-like
 MERGE_IOU = 0.4  # a pass-2 box overlapping a pass-1 box this much is the same face (SCRFD's NMS threshold)
@@ -58,6 +60,8 @@ class FacesConfig:
             raise ValueError(f"faces.pad={self.pad} must be >= 0 (0 turns the padded pass off; 0.5 is the default)")
         if not 0.0 < self.min_score < 1.0:
             raise ValueError(f"faces.min_score={self.min_score} must be in (0, 1)")
+        validate(self, "faces", {"det_size": Range(32), "min_score": Range(0, 1, lo_open=True, hi_open=True),
+                                 "pad": NON_NEGATIVE})
 
 
 def box_area(bbox: Sequence[float]) -> float:

@@ -1,19 +1,26 @@
 """The sample stage: draw ``sample.num_images`` PNGs from ``models/best`` with per-image seeds.
 
 Image ``i`` (0-based) is ``data/samples/{i+1:05d}.png`` drawn with seed ``sample.seed + i`` by
-:mod:`facegen.diffusion.sampling`; the run is resumable (only missing images are drawn) and
-records its config and model fingerprint in ``sample_config.json``.
+:mod:`facegen.diffusion.sampling`; the run is resumable (only missing or damaged images are
+drawn) and records its config and model fingerprint in ``sample_config.json``. Every file is
+written atomically (temp file + rename), so a kill or a full disk never leaves a partial PNG
+under a real name; on resume each kept PNG is decoded and checked, and a bad one is redrawn. A conditional model
+(docs/condition.md) draws every image with ``sample.condition`` at guidance scale
+``sample.guidance``; ``samples.parquet`` beside the PNGs records each image's seed and the
+requested condition (NaN: that attribute unconditioned).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from facegen.common.atomic import atomic_path, is_temp_name, write_bytes_atomic
+from facegen.common.config import AT_LEAST_ONE, NON_NEGATIVE, validate
 from facegen.common.device import resolve_device
 from facegen.common.images import make_grid
 from facegen.diffusion.sampling import Sampler, iter_batches, load_model
@@ -36,8 +43,16 @@ class SampleConfig:
     batch_size: int = 64
     device: str = "auto"
     grid_images: int = 64
+    condition: dict[str, float] = field(default_factory=dict)  # {attribute: value in its units}; {} = none
+    guidance: float = 1.0  # classifier-free guidance scale (1 = the plain conditional model)
 
     def __post_init__(self) -> None:
+        bad = {k: v for k, v in self.condition.items()
+               if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, (int, float))}
+        if bad:
+            raise ValueError(f"sample.condition must map attribute names to numbers, got {bad}")
+        if self.guidance < 0:
+            raise ValueError(f"sample.guidance must be >= 0 (1 = no guidance), got {self.guidance}")
         if self.num_images < 1:
             raise ValueError(f"sample.num_images must be >= 1, got {self.num_images}")
         if self.batch_size < 1:
@@ -48,6 +63,8 @@ class SampleConfig:
             raise ValueError(f"sample.seed must be >= 0, got {self.seed}")
         if self.grid_images < 1:  # data/samples_grid.png is a declared DVC output
             raise ValueError(f"sample.grid_images must be >= 1, got {self.grid_images}")
+        validate(self, "sample", {"seed": NON_NEGATIVE, "num_images": AT_LEAST_ONE, "steps": AT_LEAST_ONE,
+                                  "batch_size": AT_LEAST_ONE, "grid_images": AT_LEAST_ONE})
 
 
 def image_name(index: int) -> str:
@@ -55,52 +72,107 @@ def image_name(index: int) -> str:
     return f"{index + 1:05d}.png"
 
 
+def is_good_image(path: Path, size: int | tuple[int, int]) -> bool:
+    """Whether ``path`` is a complete RGB PNG of ``size`` (side, or (width, height)): CRCs and full decode."""
+    from PIL import Image, UnidentifiedImageError
+
+    want = (size, size) if isinstance(size, int) else tuple(size)
+    try:
+        with Image.open(path) as im:
+            im.verify()  # chunk CRCs: catches bit flips PIL would otherwise decode silently
+        with Image.open(path) as im:
+            im.load()  # catches truncation
+            return im.format == "PNG" and im.mode == "RGB" and im.size == want
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        return False
+
+
+def _save_png(image: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+
+
 def sample_to_dir(cfg: SampleConfig, model_dir: str | Path, out_dir: str | Path,
                   grid_path: str | Path | None = None) -> dict[str, Any]:
     """Write ``cfg.num_images`` PNGs to ``out_dir`` (00001.png, ...) and an optional grid PNG.
 
     Resumable: ``out_dir/sample_config.json`` records the config and model; when it matches,
-    images already on disk are kept and only the missing ones are drawn (per-image seeds make
-    that exact). Otherwise old PNGs are removed first. Returns the run record.
+    images already on disk that decode as complete PNGs of the model's size are kept and only
+    the missing or damaged ones are drawn (per-image seeds make that exact). Otherwise old PNGs
+    are removed first. Returns the run record.
     """
     from PIL import Image
 
     out_dir = Path(out_dir)
     device = resolve_device(cfg.device)
     unet, sched_config = load_model(model_dir, device)
+    size = unet.config.sample_size
+    from facegen.diffusion.conditional import check_request, names
+
+    request = check_request(unet.config, cfg.condition)  # before any old image is touched
     record = {"config": _config_dict(cfg), "model": _model_fingerprint(Path(model_dir)),
               "scheduler": cfg.sampler, "device": device}
     record_path = out_dir / "sample_config.json"
     out_dir.mkdir(parents=True, exist_ok=True)
-    old = json.loads(record_path.read_text()) if record_path.is_file() else None
+    old = _read_record(record_path)
     if old is not None and old.get("model") == record["model"] and _same_images(old["config"], record["config"]):
         # redo whole batches that miss an image, so each image keeps its batch layout
         todo = []
         for start in range(0, cfg.num_images, cfg.batch_size):
             chunk = list(range(start, min(start + cfg.batch_size, cfg.num_images)))
-            if any(not (out_dir / image_name(i)).is_file() for i in chunk):
+            if any(not is_good_image(out_dir / image_name(i), size) for i in chunk):
                 todo += chunk
     else:
         for old in out_dir.glob("*.png"):
             old.unlink()
         todo = list(range(cfg.num_images))
-    record_path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_bytes_atomic(record_path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+    for leftover in out_dir.iterdir():  # temp files of a killed run
+        if is_temp_name(leftover.name):
+            leftover.unlink()
     for stale in out_dir.glob("*.png"):  # fewer images than last time
         if stale.stem.isdigit() and int(stale.stem) > cfg.num_images:
             stale.unlink()
     # todo is whole aligned batches (only the last may be short), so chunking it again by
     # batch_size reproduces each image's batch exactly
     for offset, images in iter_batches(unet, sched_config, cfg.sampler, cfg.steps, [cfg.seed + i for i in todo],
-                                       cfg.batch_size, device, cfg.timestep_spacing):
+                                       cfg.batch_size, device, cfg.timestep_spacing,
+                                       conditions=request or None, guidance=cfg.guidance):
         for k, img in enumerate(images):
-            Image.fromarray(img).save(out_dir / image_name(todo[offset + k]))
+            _save_png(img, out_dir / image_name(todo[offset + k]))
+    write_requests(out_dir / "samples.parquet", cfg, names(unet.config))
     if grid_path is not None:
         n = min(cfg.grid_images, cfg.num_images)
         tiles = np.stack([np.asarray(Image.open(out_dir / image_name(i)).convert("RGB")) for i in range(n)])
         Path(grid_path).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(make_grid(tiles)).save(grid_path)
+        _save_png(make_grid(tiles), Path(grid_path))
     record["num_drawn"] = len(todo)
     return record
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    """The previous run's record, or None when absent or unreadable (then every image is redrawn)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("config"), dict) else None
+
+
+def write_requests(path: Path, cfg: SampleConfig, attributes: list[str]) -> None:
+    """``samples.parquet``: one row per image: file, seed, guidance and the requested value of
+    each attribute of the model (NaN: not requested)."""
+    import pandas as pd
+
+    rows = {"file": [image_name(i) for i in range(cfg.num_images)],
+            "seed": [cfg.seed + i for i in range(cfg.num_images)], "guidance": float(cfg.guidance)}
+    table = pd.DataFrame(rows)
+    for name in attributes:
+        table[name] = float(cfg.condition.get(name, float("nan")))
+    with atomic_path(path) as tmp:
+        table.to_parquet(tmp, index=False)
 
 
 def _config_dict(cfg: SampleConfig) -> dict[str, Any]:
@@ -112,7 +184,9 @@ def _config_dict(cfg: SampleConfig) -> dict[str, Any]:
 def _same_images(old: dict[str, Any], new: dict[str, Any]) -> bool:
     """Whether two configs draw the same image for the same index (count and grid may differ)."""
     keys = ("seed", "sampler", "steps", "timestep_spacing", "batch_size")
-    return all(old.get(k) == new.get(k) for k in keys)
+    added = {"condition": {}, "guidance": 1.0}  # keys newer than some records: their defaults
+    return (all(old.get(k) == new.get(k) for k in keys)
+            and all(old.get(k, v) == new.get(k, v) for k, v in added.items()))
 
 
 def _model_fingerprint(model_dir: Path) -> str:

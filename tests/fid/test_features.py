@@ -73,7 +73,7 @@ def test_reference_stats_are_computed_once_and_reused(tmp_path):
     mu, sigma = fid.reference_stats(images, ext, tmp_path, batch_size=4)
     assert ext.calls == 3
     cached = list(tmp_path.glob("offline-*.npz"))
-    assert [p.name for p in cached] == [f"offline-{fid.content_hash(images)[:16]}.npz"]
+    assert [p.name for p in cached] == [f"offline-32px-{fid.content_hash(images)[:16]}.npz"]
     mu2, sigma2 = fid.reference_stats(images, ext, tmp_path, batch_size=4)
     assert ext.calls == 3  # served from the cache file
     np.testing.assert_array_equal(mu, mu2)
@@ -96,11 +96,49 @@ def test_reference_stats_from_paths_match_the_array(tmp_path):
     np.testing.assert_allclose(mu_p, mu_a)
 
 
-def test_missing_inception_weights_name_the_file_and_the_way_out(tmp_path):
-    with pytest.raises(fid.InceptionWeightsMissingError) as err:
-        fid.get_extractor("inception", weights_dir=tmp_path, allow_download=False)
-    msg = str(err.value)
-    assert fid.INCEPTION_FILE in msg and str(tmp_path) in msg and "offline" in msg and "fd_offline" in msg
+def test_reference_key_names_extractor_resolution_and_content(tmp_path):
+    ext = fid.OfflineExtractor()
+    images = _images(4, 5, size=16)
+    ref = fid.reference_features(images, ext, tmp_path)
+    assert ref.key == f"offline-16px-{fid.content_hash(images)[:16]}" and ref.feats.shape == (4, 64)
+    np.testing.assert_array_equal(ref.mu, ref.feats.mean(axis=0))
+    cached = fid.reference_features(images, ext, tmp_path)  # read back: features too (KID needs them)
+    np.testing.assert_array_equal(cached.feats, ref.feats)
+
+
+def test_kid_matches_clean_fid_and_is_about_zero_for_a_set_with_itself():
+    from cleanfid.fid import kernel_distance as clean_kid
+
+    rng = np.random.default_rng(0)  # non-negative features, like Inception's pool features
+    a, b = rng.uniform(0, 1, size=(200, 64)), rng.uniform(0.1, 1.1, size=(150, 64))
+    mean, std = fid.kernel_distance(a, b, num_subsets=10, max_subset_size=100, seed=3)
+    np.random.seed(3)  # clean-fid draws from numpy's global generator, in the same order
+    assert mean == pytest.approx(clean_kid(a, b, num_subsets=10, max_subset_size=100), rel=1e-12)
+    assert std > 0 and fid.kernel_distance(a, b, 10, 100, seed=3) == (mean, std)
+    same, same_std = fid.kernel_distance(a, a, num_subsets=10)
+    # every subset is all of a: 2 (mean off-diagonal k - mean diagonal k) / m, about 0 at m = 200
+    assert abs(same) < 0.06 * mean and same_std == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="m=1"):
+        fid.kernel_distance(a[:1], b)
+
+
+@pytest.mark.parametrize("n1, n2", [(20, 30), (5, 5), (90, 80)])  # fewer and more features than D = 64
+def test_fid_from_features_equals_clean_fids_sqrtm_formula(n1, n2):
+    from cleanfid.fid import frechet_distance as clean_fd
+
+    rng = np.random.default_rng(n1)
+    a, b = rng.gamma(1.0, 0.3, (n1, 64)), rng.gamma(1.0, 0.3, (n2, 64)) + 0.05
+    mu1, s1 = fid.feature_stats(a)
+    mu2, s2 = fid.feature_stats(b)
+    expected = float(clean_fd(mu1, s1, mu2, s2))
+    assert fid.frechet_distance_features(a, b) == pytest.approx(expected, rel=1e-6)
+    assert fid.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-6)
+    assert fid.frechet_distance_features(a, a) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_kid_names_follow_the_fd_names():
+    assert (fid.kid_name("inception"), fid.kid_name("offline")) == ("kid", "kid_offline")
+    assert (fid.kid_of("fid"), fid.kid_of("fd_offline")) == ("kid", "kid_offline")
 
 
 def test_unknown_extractor_is_a_clear_error():

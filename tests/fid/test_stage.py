@@ -56,13 +56,19 @@ def test_stage_scores_samples_against_the_test_split_only(tmp_path):
     proc = _run(tmp_path, "fid:\n  extractor: offline\n  batch_size: 3\n  device: cpu\n")
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((tmp_path / "metrics" / "fid.json").read_text())
-    assert set(metrics) == {"fd_offline", "num_samples", "num_reference"}  # never called "fid"
-    assert metrics["num_samples"] == 4 and metrics["num_reference"] == 5
+    assert set(metrics) == {"fd_offline", "kid_offline", "kid_offline_std", "num_samples", "num_reference",
+                            "image_size", "fid_extractor", "fid_reference"}  # never called "fid" / "kid"
+    assert metrics["num_samples"] == 4 and metrics["num_reference"] == 5 and metrics["image_size"] == 16
     ext = fid.get_extractor("offline")
-    expected = fid.frechet_distance(*fid.image_stats(samples, ext), *fid.image_stats(test_faces, ext))
+    feats, ref = fid.extract_features(samples, ext), fid.extract_features(test_faces, ext)
+    expected = fid.frechet_distance(*fid.feature_stats(feats), *fid.feature_stats(ref))
     assert metrics["fd_offline"] == pytest.approx(expected, rel=1e-6)  # batch size moves the last float bits
-    # the reference stats were cached by content hash, for the next run and for train
-    assert len(list((tmp_path / "cache" / "fid").glob("offline-*.npz"))) == 1
+    kid, kid_std = fid.kernel_distance(feats, ref, 100, 1000)
+    assert (metrics["kid_offline"], metrics["kid_offline_std"]) == pytest.approx((kid, kid_std), rel=1e-6)
+    # the reference features were cached by extractor, resolution and content, for the next run and for train
+    cached = list((tmp_path / "cache" / "fid").glob("offline-16px-*.npz"))
+    assert [p.stem for p in cached] == [metrics["fid_reference"]]
+    assert "MLflow" not in proc.stdout  # no models/best: nothing to log to
 
 
 def test_samples_equal_to_the_test_split_score_zero(tmp_path):
@@ -82,3 +88,30 @@ def test_too_few_samples_and_bad_extractor_are_clear_errors(tmp_path):
         FidConfig(extractor="vgg")
     proc = _run(tmp_path, "fid:\n  extractor: offline\n  typo: 1\n")
     assert proc.returncode != 0 and "typo" in proc.stderr
+
+
+def test_stage_logs_its_score_to_the_run_of_the_scored_model(tmp_path):
+    import mlflow
+
+    _faces(tmp_path)
+    samples = np.random.default_rng(2).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    _samples(tmp_path, samples)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("t", artifact_location=str(tmp_path / "mlruns"))
+    run_id = client.create_run(exp).info.run_id
+    client.set_terminated(run_id)
+    (tmp_path / "models" / "best").mkdir(parents=True)
+    (tmp_path / "models" / "best" / "best.json").write_text(json.dumps({"epoch": 3, "run_id": run_id}))
+    proc = _run(tmp_path, "fid:\n  extractor: offline\n  device: cpu\n")
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((tmp_path / "metrics" / "fid.json").read_text())
+    assert metrics["run_id"] == run_id
+    run = client.get_run(run_id)
+    assert run.data.metrics["sample_fd_offline"] == metrics["fd_offline"]
+    assert run.data.metrics["sample_kid_offline"] == metrics["kid_offline"]
+    assert run.data.metrics["sample_num_samples"] == 3 and run.data.tags["fid_reference"] == metrics["fid_reference"]
+    # a run that is not in the store: the score stays in metrics/fid.json, the stage still succeeds
+    (tmp_path / "models" / "best" / "best.json").write_text(json.dumps({"epoch": 3, "run_id": "0" * 32}))
+    proc = _run(tmp_path, "fid:\n  extractor: offline\n  device: cpu\n")
+    assert proc.returncode == 0 and "is not in" in proc.stdout, proc.stderr

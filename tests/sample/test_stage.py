@@ -161,3 +161,49 @@ def test_fast_sampler_scores_close_to_1000_step_ddpm():
     assert fd_ddpm < 0.6 * fd_noise, (fd_ddpm, fd_noise)
     for fast in (fd_dpm, fd_ddim):
         assert fast < 0.6 * fd_noise and fast < fd_ddpm + 0.1 * fd_noise, (fast, fd_ddpm, fd_noise)
+
+
+SMALL = dict(seed=7, num_images=4, sampler="ddim", steps=2, batch_size=2, device="cpu", grid_images=4)
+
+
+def _pixels(folder: Path) -> list[np.ndarray]:
+    return [np.asarray(Image.open(folder / sample.image_name(i))) for i in range(4)]
+
+
+def test_damaged_pngs_are_redrawn_on_resume(tmp_path, model_dir):
+    out = tmp_path / "samples"
+    cfg = sample.SampleConfig(**SMALL)
+    assert sample.sample_to_dir(cfg, model_dir, out)["num_drawn"] == 4
+    good = _pixels(out)
+    assert sample.sample_to_dir(cfg, model_dir, out)["num_drawn"] == 0  # intact: nothing redrawn
+    (out / "00001.png").write_bytes(b"")  # what a full disk left behind
+    third = out / "00003.png"
+    data = bytearray(third.read_bytes())
+    data[data.index(b"IDAT") + 6] ^= 0x01  # a bit flip inside the image data, same size
+    third.write_bytes(bytes(data))
+    assert not sample.is_good_image(out / "00001.png", 16) and not sample.is_good_image(third, 16)
+    assert sample.sample_to_dir(cfg, model_dir, out, tmp_path / "grid.png")["num_drawn"] == 4  # both batches
+    for before, after in zip(good, _pixels(out)):
+        np.testing.assert_array_equal(before, after)
+    assert not sample.is_good_image(out / "00002.png", 32)  # the wrong size is bad too
+
+
+def test_a_failed_write_leaves_no_partial_png(tmp_path, model_dir, monkeypatch):
+    out = tmp_path / "samples"
+    cfg = sample.SampleConfig(**SMALL)
+    real_save, calls = Image.Image.save, {"n": 0}
+
+    def full_disk(self, fp, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            Path(fp).write_bytes(b"\x89PNG partial")
+            raise OSError(28, "No space left on device")
+        return real_save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        sample.sample_to_dir(cfg, model_dir, out)
+    assert sorted(p.name for p in out.iterdir()) == ["00001.png", "00002.png", "sample_config.json"]  # no temp, no 00003
+    monkeypatch.setattr(Image.Image, "save", real_save)
+    assert sample.sample_to_dir(cfg, model_dir, out)["num_drawn"] == 2  # only the unfinished batch
+    assert all(sample.is_good_image(out / sample.image_name(i), 16) for i in range(4))

@@ -15,10 +15,13 @@ from tiny_faces import portrait_faces, random_faces, write_faceset
 
 from facegen.train import loop as train_mod
 from facegen.diffusion.model import load_model_dir
-from facegen.train.loop import TrainConfig, TrainPaths, latest_checkpoint, train
+from facegen.train.checkpoint import latest_checkpoint, resume
+from facegen.train.config import TrainConfig, TrainPaths
+from facegen.train.loop import train
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = dict(model="tiny", channels=(8, 16), image_size=32, batch_size=8, lr=2e-3, warmup_steps=2,
+TINY = dict(model="tiny", channels=(8, 16), image_size=32, batch_size=8, lr=2e-3, warmup_steps=2, precision="no",
+            channels_last=False,
             fid_every=0, checkpoint_every=1, log_checkpoints=False, experiment="test")
 
 
@@ -74,12 +77,12 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path, store):
     assert latest_checkpoint(run_dir).name == "epoch_00001"
     run_id = json.loads((run_dir / "epoch_00001" / "state.json").read_text())["run_id"]
     resumed = _run(killed_root, cfg, store)
-    assert json.loads((killed_root / "metrics" / "train.json").read_text())["run_id"] == run_id  # same MLflow run
+    assert json.loads((killed_root / "models" / "best" / "best.json").read_text())["run_id"] == run_id  # same MLflow run
     assert sorted(resumed) == list(range(5, 13))  # continues at epoch 2, step 5
     assert [resumed[s] for s in range(5, 13)] == [full[s] for s in range(5, 13)]  # bit-exact
-    a = torch.load(run_dir / "epoch_00003" / "ema.pt", weights_only=False)["shadow_params"]
+    a = torch.load(run_dir / "epoch_00003" / "ema.pt", weights_only=True)["shadow_params"]
     b = torch.load(next((tmp_path / "full/models/checkpoints").iterdir()) / "epoch_00003" / "ema.pt",
-                   weights_only=False)["shadow_params"]
+                   weights_only=True)["shadow_params"]
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     state = json.loads((run_dir / "epoch_00003" / "state.json").read_text())
     assert state["epoch"] == 3 and state["step"] == 12 and [r["epoch"] for r in state["history"]] == [1, 2, 3]
@@ -127,13 +130,25 @@ def test_config_errors_name_the_key():
     with pytest.raises(ValueError, match="train.epochs = 0"):
         TrainConfig(epochs=0)
     with pytest.raises(ValueError, match="train.resume = 'latest'"):
-        train_mod._resume_from(TrainConfig(resume="latest"), Path("."))
+        resume(None, "latest", Path("."), None, None)
 
 
 def _stage_params(root: Path, **overrides) -> None:
     train = {**TINY, "channels": [8, 16], "epochs": 2, "fid_every": 1, "fid_num_samples": 8, "fid_batch_size": 8,
              "fid_extractor": "offline", "eval_steps": 2, "grid_size": 4, "log_checkpoints": True, **overrides}
     (root / "params.yaml").write_text(yaml.safe_dump({"train": train}))
+
+
+def test_a_misspelled_choice_fails_at_load_before_any_mlflow_run(tmp_path):
+    write_faceset(tmp_path, random_faces(16, 32, 0), random_faces(8, 32, 1))
+    _stage_params(tmp_path, loss="msee")
+    store = tmp_path / "mlflow.db"
+    proc = subprocess.run([sys.executable, str(REPO / "stages" / "train.py")], cwd=tmp_path,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "train.loss: 'msee' is not one of ['mse', 'l1_l2']" in proc.stderr
+    assert not store.exists() and not (tmp_path / "models").exists()  # no MLflow store, run or checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -156,11 +171,12 @@ def test_stage_writes_the_contract_outputs(stage_run):
     assert (best / "unet" / "config.json").is_file() and (best / "scheduler" / "scheduler_config.json").is_file()
     assert json.loads((best / "train_config.json").read_text())["fid_extractor"] == "offline"
     summary = json.loads((root / "metrics" / "train.json").read_text())
-    assert summary["metric"] == "fd_offline" and summary["epochs"] == 2 and summary["steps"] == 4
+    assert "metric" not in summary and summary["epochs"] == 2 and summary["steps"] == 4  # numbers only
     assert summary["best_epoch"] in (1, 2) and summary["best_fd_offline"] > 0 and "best_fid" not in summary
     assert json.loads((best / "best.json").read_text())["epoch"] == summary["best_epoch"]
     rows = (root / "metrics" / "train_epochs.csv").read_text().splitlines()
-    assert rows[0] == "epoch,step,loss,lr,images_per_s,seconds,fd_offline" and len(rows) == 3
+    assert rows[0] == ("epoch,step,loss,lr,images_per_s,seconds,fid,kid,kid_std,fd_offline,kid_offline,kid_offline_std")
+    assert len(rows) == 3
     assert len(list((root / "cache" / "fid").glob("offline-*.npz"))) == 1  # reference stats computed once
 
 
@@ -171,7 +187,7 @@ def test_stage_mlflow_run_has_epochs_best_and_artifacts(stage_run):
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{stage_run / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
     assert run.info.status == "FINISHED" and run.data.tags["metric"] == "fd_offline"
-    for name in ("loss", "lr", "fd_offline"):
+    for name in ("loss", "lr", "fd_offline", "kid_offline", "kid_offline_std"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == [1, 2]
     assert "fid" not in run.data.metrics
     assert run.data.metrics["best_epoch"] in (1, 2) and "best_fd_offline" in run.data.metrics
@@ -197,7 +213,7 @@ def test_ddp_two_cpu_processes_save_one_consistent_checkpoint(tmp_path):
                            str(REPO / "stages" / "train.py")], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (run_dir,) = (tmp_path / "models" / "checkpoints").iterdir()
+    (run_dir,) = (tmp_path / "cache" / "checkpoints").iterdir()  # the stage keeps them outside DVC outs
     (ckpt,) = run_dir.glob("epoch_*")
     state = json.loads((ckpt / "state.json").read_text())
     assert state["num_processes"] == 2

@@ -1,0 +1,125 @@
+"""The train stage's config (params.yaml ``train``), its paths, and the checkpoint folder key.
+
+Defaults equal params.yaml (tests/common/test_config.py checks it); choices are ``Literal``
+and numbers carry ranges, so a bad value fails when the config is built, before a run opens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from facegen.common.config import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, Range, to_dict, validate
+from facegen.diffusion.noise import LossKind, Prediction, Schedule
+
+Preset = Literal["tiny", "faces32", "base", "ddpm64"]  # facegen.diffusion.model.PRESETS (a test checks they agree)
+Extractor = Literal["inception", "offline"]  # facegen.fid.features.EXTRACTORS (a test checks they agree)
+
+# keys that change what the trained weights are (the rest, below, are operational)
+OPERATIONAL_KEYS = frozenset({
+    "resume", "experiment", "log_checkpoints", "keep_checkpoints", "checkpoint_every", "grid_size",
+    "fid_every", "fid_num_samples", "fid_batch_size", "kid_subsets", "kid_subset_size", "eval_steps", "data_device",
+})
+
+_RANGES = {
+    "num_processes": AT_LEAST_ONE, "seed": NON_NEGATIVE, "channels": AT_LEAST_ONE, "image_size": Range(8), "epochs": AT_LEAST_ONE,
+    "batch_size": AT_LEAST_ONE, "grad_accum": AT_LEAST_ONE, "lr": Range(0, 1, lo_open=True),
+    "weight_decay": NON_NEGATIVE, "warmup_steps": NON_NEGATIVE, "clip_grad": NON_NEGATIVE,
+    "num_train_timesteps": Range(2), "beta_start": Range(0, 1, lo_open=True, hi_open=True),
+    "beta_end": Range(0, 1, lo_open=True, hi_open=True), "l1_weight": FRACTION, "min_snr_gamma": NON_NEGATIVE,
+    "ema_decay": FRACTION, "ema_start_step": NON_NEGATIVE, "ema_power": POSITIVE, "rotate_deg": Range(0, 180),
+    "color_jitter": FRACTION, "checkpoint_every": AT_LEAST_ONE, "keep_checkpoints": AT_LEAST_ONE,
+    "fid_every": NON_NEGATIVE, "fid_num_samples": Range(2), "fid_batch_size": AT_LEAST_ONE,
+    "eval_steps": AT_LEAST_ONE, "grid_size": AT_LEAST_ONE, "condition_dropout": FRACTION,
+    "condition_margin": NON_NEGATIVE, "kid_subsets": AT_LEAST_ONE, "kid_subset_size": Range(2),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """params.yaml ``train`` (see docs/train.md for each key)."""
+
+    seed: int = 0
+    model: Preset = "ddpm64"
+    channels: tuple[int, ...] = ()
+    image_size: int = 64
+    epochs: int = 160
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    clip_grad: float = 1.0
+    precision: Literal["no", "bf16", "fp16"] = "bf16"
+    schedule: Schedule = "linear"
+    num_train_timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    prediction: Prediction = "epsilon"
+    loss: LossKind = "mse"
+    l1_weight: float = 0.25
+    min_snr_gamma: float = 0.0
+    ema_decay: float = 0.998
+    ema_start_step: int = 0
+    ema_warmup: bool = False
+    ema_power: float = 0.6667
+    hflip: bool = True
+    rotate_deg: float = 0.0
+    color_jitter: float = 0.0
+    data_device: Literal["auto", "cpu", "device"] = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    checkpoint_every: int = 5
+    keep_checkpoints: int = 2
+    log_checkpoints: bool = True
+    fid_every: int = 5
+    fid_num_samples: int = 1000
+    fid_extractor: Extractor = "inception"
+    fid_batch_size: int = 100
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    eval_steps: int = 25
+    grid_size: int = 16
+    experiment: str = "facegen"
+    resume: str = "auto"
+    num_processes: int = 1
+    condition: tuple[str, ...] = ()  # faces.parquet attribute columns (facegen.train.condition); () = unconditional
+    condition_dropout: float = 0.1
+    condition_margin: float = 0.25
+
+    def __post_init__(self) -> None:
+        validate(self, "train", _RANGES)
+        if self.beta_start >= self.beta_end:
+            raise ValueError(f"train.beta_start = {self.beta_start} must be below train.beta_end = {self.beta_end} "
+                             "(noise grows along the schedule; the DDPM paper uses 1e-4 .. 0.02)")
+        if not self.experiment.strip():
+            raise ValueError("train.experiment is empty: name the MLflow experiment (e.g. facegen)")
+
+
+@dataclass(frozen=True)
+class TrainPaths:
+    """Where the trainer reads and writes (stage arguments; contract defaults)."""
+
+    faces: Path = Path("data/faces.parquet")
+    root: Path = Path(".")
+    models: Path = Path("models")
+    metrics: Path = Path("metrics")
+    fid_cache: Path = Path("cache/fid")
+    tracking_uri: str | None = None
+    artifact_root: Path | None = None
+    checkpoints: Path | None = None  # default <models>/checkpoints; the stage uses <repo>/cache/checkpoints
+
+
+def run_key(cfg: TrainConfig, data_hash: str) -> str:
+    """Checkpoint folder name: hash of the settings that change the trained weights, and of the data.
+
+    Operational keys (:data:`OPERATIONAL_KEYS`: logging, evaluation cadence, retention, resume)
+    are left out, so changing one resumes the run instead of silently restarting it.
+    """
+    from facegen.train.condition import key_settings
+
+    settings = key_settings({k: v for k, v in to_dict(cfg).items() if k not in OPERATIONAL_KEYS})
+    return hashlib.sha256(json.dumps([settings, data_hash], sort_keys=True).encode()).hexdigest()[:12]

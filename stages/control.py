@@ -1,0 +1,37 @@
+"""DVC stage `control`: how well a conditional models/best follows requested attribute values.
+
+Reads params.yaml `control` (the sweep) and the `sample` sampler keys; writes data/control/
+(<attribute>.png sweep grids: requested values across, seeds down; sweep.parquet) and
+metrics/control.json, and logs the scores to the model's MLflow run. An unconditional model
+writes metrics with no attributes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from facegen.common.config import load_section
+from facegen.sample.control import ControlConfig, run_control
+from facegen.sample.stage import SampleConfig
+from facegen.train.tracking import repo_root, tracking_uri
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--model-dir", default="models/best")
+    parser.add_argument("--out-dir", default="data/control")
+    parser.add_argument("--metrics", default="metrics/control.json")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log to the model's MLflow run")
+    args = parser.parse_args(argv)
+    cfg = load_section(ControlConfig, "control", args.params)
+    sample_cfg = load_section(SampleConfig, "sample", args.params)
+    uri = None if args.no_mlflow else tracking_uri(repo_root("."))
+    result = run_control(args.model_dir, sample_cfg, cfg, args.out_dir, args.metrics, uri)
+    print("control: " + json.dumps({k: {m: v[m] for m in ("spearman", "mae")} for k, v in result["attributes"].items()})
+          if result["attributes"] else f"control: nothing to sweep (conditioned on {result['conditioned']})")
+
+
+if __name__ == "__main__":
+    main()
