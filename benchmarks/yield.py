@@ -5,8 +5,9 @@ s per request) and run through the real download stage (``run_download``: fetch,
 SCRFD, sharpness, decide) and then the real align stage (``build_faceset``), twice, back to
 back on the same machine:
 
-- ``before``: one detector pass on the photo (``faces.pad: 0``), ``align.max_crop_outside: 0.1``
-  (the settings before issue 13);
+- ``before``: one detector pass on the photo (``faces.pad: 0``), ``align.max_crop_outside: 0.1``,
+  face sharpness at ``download.sharpness_size: 256`` against ``blur_threshold: 60`` (the settings
+  before issue 13);
 - ``after``: the params.yaml defaults (padded second pass, FFHQ-style fill, the chosen
   ``max_crop_outside``).
 
@@ -14,7 +15,9 @@ Reported per setting: links kept and statuses (download), faces accepted and rej
 reason (align), per folder; end-to-end download links/s; detector ms per image and the share
 of images that needed the padded pass; accepted faces at several ``max_crop_outside`` values
 (the measurement the default was chosen from); whether every wild photo accepted before is
-still accepted; false positives on non-face images (synthetic patterns and face-free crops
+still accepted; the deliberately blurred wild photo's download status; the largest face's
+sharpness at several ``download.sharpness_size`` values (what ``blur_threshold`` was chosen
+from, after only); false positives on non-face images (synthetic patterns and face-free crops
 of the wild photos) for both detector settings.
 
 Writes benchmarks/results/yield.json. Run: ``nice -n 10 .venv/bin/python benchmarks/yield.py``.
@@ -48,6 +51,7 @@ from facegen.download.stage import DownloadConfig, run_download  # noqa: E402
 from facegen.faces.detect import FaceDetector, FacesConfig  # noqa: E402
 
 THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+BLURRED = "insightface__inspireface_bulk_blur.jpg"  # wild/: deliberately blurred (SOURCES.md), must stay out
 
 
 class Timed:
@@ -106,7 +110,33 @@ def replace_detector(detector: FaceDetector, pad: float) -> FaceDetector:
     return _DETECTORS[key]
 
 
-def run_setting(items: list[tuple[str, Path]], faces: FacesConfig, align: AlignConfig, cfg: DownloadConfig, latency: float) -> dict:
+SWEEP_SIZES = (0, 48, 64, 80, 96, 128, 256)  # download.sharpness_size candidates (0: native)
+
+
+def sharpness_by_size(table: pd.DataFrame) -> dict:
+    """The largest face's sharpness at each candidate ``sharpness_size``: the blurred photo, the other
+    wild faces and the portraits (what ``blur_threshold`` must separate), from the stored detections."""
+    from facegen.faces.quality import region_sharpness
+
+    scores: dict[int, dict[str, list[float]]] = {s: {"blurred": [], "wild": [], "portraits": []} for s in SWEEP_SIZES}
+    for _, row in table[table["n_faces"].fillna(0) > 0].iterrows():
+        image = read_image(row["source"])
+        bbox = json.loads(row["detections"])[0]["bbox"]
+        group = "blurred" if row["source"].endswith(BLURRED) else row["folder"]
+        for size in SWEEP_SIZES:
+            scores[size][group].append(region_sharpness(image, bbox, size))
+    out = {}
+    for size, s in scores.items():
+        b, w, p = s["blurred"][0] if s["blurred"] else None, np.array(s["wild"]), np.array(s["portraits"])
+        out[str(size)] = {"blurred": round(b, 1) if b is not None else None, "wild_min": round(float(w.min()), 1),
+                          "wild_p5": round(float(np.percentile(w, 5)), 1),
+                          "portraits_p1_p5_p50": [round(float(np.percentile(p, q)), 1) for q in (1, 5, 50)],
+                          "portraits_at_or_below_blurred": int((p <= b).sum()) if b is not None else None}  # fmt: skip
+    return out
+
+
+def run_setting(items: list[tuple[str, Path]], faces: FacesConfig, align: AlignConfig, cfg: DownloadConfig, latency: float,
+                sweep: bool = False) -> dict:
     """Download then align every photo; counts, speeds, and the ok face ids per photo."""
     routes = {f"/{i:05d}{p.suffix.lower()}": Route(p.read_bytes()) for i, (_, p) in enumerate(items)}
     folder_of = {}
@@ -133,6 +163,7 @@ def run_setting(items: list[tuple[str, Path]], faces: FacesConfig, align: AlignC
     sha_source = dict(zip(table["sha256"], table["source"]))
     out: dict = {
         "faces": {"pad": faces.pad, "pad_always": faces.pad_always, "det_size": faces.det_size},
+        "sharpness": {"sharpness_size": cfg.sharpness_size, "blur_threshold": cfg.blur_threshold},
         "align": {"max_crop_outside": align.max_crop_outside},
         "download": {"links": len(table), "seconds": round(wall, 2), "links_per_s": round(len(table) / wall, 2),
                      "detect_ms_per_image": round(1000 * timed.seconds / max(1, timed.calls), 1),
@@ -158,6 +189,10 @@ def run_setting(items: list[tuple[str, Path]], faces: FacesConfig, align: AlignC
             "level_eyes": int(sum(abs(k[1][1] - k[0][1]) < 1.0 for k in _aligned_kps(ok, align))),
             "accepted_at_max_crop_outside": {str(th): int(((o["status"] == "ok") & (o["crop_outside"] <= th)).sum()) for th in THRESHOLDS},
         }  # fmt: skip
+    blurred = table[table["source"].str.endswith(BLURRED)]  # the deliberately blurred wild photo (absent in a --limit subset)
+    out["blurred_photo"] = {"file": BLURRED, "status": blurred["status"].iloc[0], "sharpness": round(float(blurred["sharpness"].iloc[0]), 1)} if len(blurred) else None
+    if sweep:
+        out["sharpness_by_size"] = sharpness_by_size(table)
     out["_ok_sources"] = sorted({sha_source[s] for s in faces_tab.loc[faces_tab["status"] == "ok", "sha256"]})
     return out
 
@@ -188,6 +223,8 @@ def plot(results: dict, path: Path) -> None:
         at = results["after"]["by_folder"][folder]["accepted_at_max_crop_outside"]
         left.plot([float(k) for k in at], list(at.values()), marker="o", label=folder)
     left.axvline(results["after"]["align"]["max_crop_outside"], color="gray", linestyle="--", label="chosen")
+    target = 0.85 * results["after"]["by_folder"]["portraits"]["photos"]
+    left.axhline(target, color="tab:red", linestyle=":", label="85% of portraits (issue 13)")
     left.set(xlabel="align.max_crop_outside", ylabel="faces accepted", title="accepted vs crop past the edge")
     left.legend()
     labels, x = [], 0
@@ -222,8 +259,8 @@ def main() -> None:
     align_after = replace(load_section(AlignConfig, "align", REPO / "params.yaml"), workers=2)
     download = replace(load_section(DownloadConfig, "download", REPO / "params.yaml"), host_delay_s=0.0, timeout_s=10.0, retries=0)
     settings = {
-        "before": (replace(faces_after, pad=0.0), replace(align_after, max_crop_outside=0.1)),
-        "after": (faces_after, align_after),
+        "before": (replace(faces_after, pad=0.0), replace(align_after, max_crop_outside=0.1), replace(download, sharpness_size=256, blur_threshold=60.0)),
+        "after": (faces_after, align_after, download),
     }
     results: dict = {
         "machine": {"cpus": os.cpu_count(), "gpu": None, "python": platform.python_version(), "platform": platform.platform(),
@@ -231,8 +268,8 @@ def main() -> None:
         "setup": {"photos": len(items), "latency_s": args.latency, "download_workers": download.workers,
                   "detect_workers": download.detect_workers, "note": "before and after run back to back on the same shared 2-core machine"},
     }  # fmt: skip
-    for name, (faces, align) in settings.items():
-        res = run_setting(items, faces, align, download, args.latency)
+    for name, (faces, align, dl) in settings.items():
+        res = run_setting(items, faces, align, dl, args.latency, sweep=name == "after")
         results[name] = res
         print(name, json.dumps({k: v for k, v in res.items() if not k.startswith("_")}, indent=1))
     before_ok = set(results["before"].pop("_ok_sources"))

@@ -60,8 +60,8 @@ class DownloadConfig:
     """params.yaml ``download``: politeness, safety caps and the face filter thresholds."""
 
     min_face_area: float = 0.015  # largest face box area / image area, to keep
-    blur_threshold: float = 60.0  # Laplacian variance of the largest face region, to keep
-    sharpness_size: int = 256  # face crops larger than this (px, long side) are shrunk before measuring
+    blur_threshold: float = 130.0  # Laplacian variance of the largest face region (at sharpness_size), to keep
+    sharpness_size: int = 64  # face crops larger than this (px, long side) are shrunk before measuring: align.size
     min_side: int = 64  # shorter image side (px) below which an image is too_small
     max_pixels: int = 50_000_000  # decode cap (decompression bombs): width * height
     max_bytes: int = 20_000_000  # body size cap

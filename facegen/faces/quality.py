@@ -66,7 +66,9 @@ def region_sharpness(image: np.ndarray, bbox: Sequence[float], max_side: int = 0
     The Laplacian variance of the same face falls as its pixel size grows (detail spreads over
     more pixels), so a 900 px sharp face can score below a 90 px one. With ``max_side`` > 0 the
     crop is first shrunk (area interpolation, never enlarged) so its longer side is at most
-    ``max_side``, which puts big and small faces on a comparable scale.
+    ``max_side``, which puts big and small faces on a comparable scale. The download stage uses
+    the aligned output's side (``align.size``), so the score is the detail the model trains on:
+    an upscaled low-resolution crop is soft at its native size but not at 64 px.
     """
     crop = crop_box(image, bbox)
     longest = max(crop.shape[:2]) if crop.size else 0

@@ -325,6 +325,29 @@ def test_crash_and_restart_gives_the_same_table_without_refetching(site, faces_c
     assert [Path(p).name for p in resumed.path.dropna()] == [Path(p).name for p in table.path.dropna()]
 
 
+SOFT_PORTRAIT = "facemaskdet__1_0_aidai_0017.jpg"  # 160x151 upscaled crop: soft at native size, fine at 64 px
+
+
+def test_sharpness_at_the_training_size_keeps_soft_portraits_and_rejects_the_blurred_photo(faces_dir, faces_cfg):
+    """At the defaults (face shrunk to align.size) an upscaled portrait is kept and the deliberately
+    blurred photo is not; at the old scale (256 px, threshold 60) the portrait was blurry."""
+    from facegen.download.stage import analyse
+    from facegen.faces.detect import FaceDetector
+
+    detector = FaceDetector(faces_cfg)
+    fetch = FetchRecord("http://h/a.jpg", "fetched", 200, "image/jpeg", "http://h/a.jpg", "ab" * 32, 10, None)
+    old = DownloadConfig(sharpness_size=256, blur_threshold=60.0)
+    portrait = (faces_dir / "portraits" / SOFT_PORTRAIT).read_bytes()
+    blurred = (faces_dir / "wild" / WILD["blur"]).read_bytes()
+    now = {name: analyse(data, detector, DownloadConfig(), "k") for name, data in (("portrait", portrait), ("blurred", blurred))}
+    assert (DownloadConfig().sharpness_size, DownloadConfig().blur_threshold) == (64, 130.0)
+    assert decide(fetch, now["portrait"], DownloadConfig()) == ("ok", None)
+    assert decide(fetch, now["blurred"], DownloadConfig())[0] == "blurry"
+    assert now["blurred"].sharpness < DownloadConfig().blur_threshold / 1.5 < now["portrait"].sharpness / 2  # margins both ways
+    assert decide(fetch, analyse(portrait, detector, old, "k"), old)[0] == "blurry"
+    assert decide(fetch, analyse(blurred, detector, old, "k"), old)[0] == "blurry"
+
+
 def test_decide_orders_the_filters():
     ok_fetch = FetchRecord("http://h/a.jpg", "fetched", 200, "image/jpeg", "http://h/a.jpg", "ab" * 32, 10, None)
     det = {"bbox": [0, 0, 30, 30], "kps": [[0, 0]] * 5, "score": 0.9, "gender": None, "age": None, "pose": None}
