@@ -20,6 +20,9 @@ demo: $(STAMP)
 	$(PY) -m facegen.demo
 
 test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 clean-venv:

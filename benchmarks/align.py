@@ -84,9 +84,16 @@ def prepare(folder: str, root: Path, cache: Path, copies: int = 1) -> pd.DataFra
         sha = hashlib.sha256(data).hexdigest()
         ext = path.suffix[1:].lower()
         (raw / f"{sha}.{ext}").write_bytes(data)
-        rows.append({"post_id": f"M.{1700000000 + i // 4}.A.{i:04X}", "url": f"https://i.imgur.com/{i}.{ext}",
-                     "status": "ok" if cached[key] else "no_face", "sha256": sha, "path": f"data/raw/{sha}.{ext}",
-                     "detections": json.dumps(cached[key])})  # fmt: skip
+        rows.append(
+            {
+                "post_id": f"M.{1700000000 + i // 4}.A.{i:04X}",
+                "url": f"https://i.imgur.com/{i}.{ext}",
+                "status": "ok" if cached[key] else "no_face",
+                "sha256": sha,
+                "path": f"data/raw/{sha}.{ext}",
+                "detections": json.dumps(cached[key]),
+            }
+        )
     cache.mkdir(parents=True, exist_ok=True)
     cache_file.write_text(json.dumps(cached))
     downloads = pd.DataFrame(rows)
@@ -119,9 +126,15 @@ def bench_set(downloads: pd.DataFrame, root: Path, repeat: int) -> dict:
     assert table is not None
     runs = []
     for workers, (wall, cpu) in sorted(best.items()):
-        runs.append({"workers": workers, "seconds": round(wall, 3), "cpu_seconds": round(cpu, 3),
-                     "faces_per_s": round(len(table) / wall, 1),
-                     "cpu_ms_per_face": round(1000 * cpu / max(1, len(table)), 2)})  # fmt: skip
+        runs.append(
+            {
+                "workers": workers,
+                "seconds": round(wall, 3),
+                "cpu_seconds": round(cpu, 3),
+                "faces_per_s": round(len(table) / wall, 1),
+                "cpu_ms_per_face": round(1000 * cpu / max(1, len(table)), 2),
+            }
+        )
     return {
         "images": int((downloads["status"] == "ok").sum()),
         "candidate_faces": len(table),
@@ -154,9 +167,11 @@ def main() -> None:
             res = bench_set(downloads, root, args.repeat)
         results["sets"][name] = res
         for r in res["runs"]:
-            print(f"{name}: {r['workers']} worker(s): {res['candidate_faces']} faces from {res['images']} images "
-                  f"in {r['seconds']} s = {r['faces_per_s']} faces/s, {r['cpu_ms_per_face']} CPU ms/face "
-                  f"({res['ok_faces']} ok)")  # fmt: skip
+            print(
+                f"{name}: {r['workers']} worker(s): {res['candidate_faces']} faces from {res['images']} images "
+                f"in {r['seconds']} s = {r['faces_per_s']} faces/s, {r['cpu_ms_per_face']} CPU ms/face "
+                f"({res['ok_faces']} ok)"
+            )
         print(f"{name}: 1 -> 2 workers speedup x{res['speedup_2_workers']}")
     results["machine"]["load_avg_at_end"] = [round(v, 2) for v in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -87,10 +87,13 @@ def pipeline(
         refilter = time.perf_counter() - t
         assert len(again) == len(links) and sum(srv.hits.values()) == len(links)
     return {
-        "links": len(links), "seconds": round(wall, 3), "links_per_s": round(len(links) / wall, 1),
-        "statuses": table.status.value_counts().to_dict(), "refilter_seconds": round(refilter, 3),
+        "links": len(links),
+        "seconds": round(wall, 3),
+        "links_per_s": round(len(links) / wall, 1),
+        "statuses": table.status.value_counts().to_dict(),
+        "refilter_seconds": round(refilter, 3),
         "refilter_links_per_s": round(len(links) / refilter, 1),
-    }  # fmt: skip
+    }
 
 
 def face_filter(wild: Path, faces: FacesConfig, cfg: DownloadConfig) -> dict:
@@ -116,13 +119,16 @@ def face_filter(wild: Path, faces: FacesConfig, cfg: DownloadConfig) -> dict:
     wall = time.perf_counter() - t0
     n = len(files)
     return {
-        "det_size": faces.det_size, "images": n, "with_face": n_face, "images_per_s": round(n / wall, 1),
+        "det_size": faces.det_size,
+        "images": n,
+        "with_face": n_face,
+        "images_per_s": round(n / wall, 1),
         "ms_per_image": {
             "decode": round(1000 * t_dec / n, 1),
             "detect": round(1000 * t_det / n, 1),
             "sharpness": round(1000 * t_sharp / n, 2),
         },
-    }  # fmt: skip
+    }
 
 
 def padding(routes: dict[str, Route], latency: float, cfg: DownloadConfig, faces: FacesConfig, repeats: int) -> dict:
@@ -183,12 +189,13 @@ def main() -> None:
             "platform": platform.platform(),
         },
         "setup": {
-            "latency_s": args.latency, "workers": args.workers,
+            "latency_s": args.latency,
+            "workers": args.workers,
             "network_served": f"{len(small)} shared/faces/portraits JPEGs (~150 px)",
             "end_to_end_served": f"{len(routes)} links: shared/faces/wild JPEGs ({len(photos)}) cycled, distinct bytes",
         },
         "loadavg_before": os.getloadavg(),
-    }  # fmt: skip
+    }
     if args.padding_only:
         results["padding"] = padding(routes, args.latency, replace(cfg, detect_workers=2), faces, args.repeats)
         results["loadavg_after"] = os.getloadavg()

@@ -26,8 +26,8 @@ Writes benchmarks/results/yield.json. Run: ``nice -n 10 .venv/bin/python benchma
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -79,7 +79,9 @@ def non_face_images(shared: Path, detector: FaceDetector) -> list[np.ndarray]:
     for size in ((300, 400), (640, 480), (150, 150)):
         h, w = size
         y = np.linspace(0, 1, h)[:, None, None]
-        images.append(((np.array([90, 150, 230]) * (1 - y) + np.array([200, 220, 255]) * y) * np.ones((1, w, 1))).astype(np.uint8))
+        images.append(
+            ((np.array([90, 150, 230]) * (1 - y) + np.array([200, 220, 255]) * y) * np.ones((1, w, 1))).astype(np.uint8)
+        )
         images.append(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
         yy, xx = np.mgrid[:h, :w]
         images.append(np.repeat((((yy // 16 + xx // 16) % 2) * 255).astype(np.uint8)[:, :, None], 3, axis=2))
@@ -89,12 +91,24 @@ def non_face_images(shared: Path, detector: FaceDetector) -> list[np.ndarray]:
         h, w = bgr.shape[:2]
         boxes = [d.bbox for d in replace_detector(detector, 0.0).detect(bgr)] + [d.bbox for d in detector.detect(bgr)]
         # the four quarters and the half-strips without any part of a face box (with a margin)
-        for x1, y1, x2, y2 in ((0, 0, w // 2, h // 2), (w // 2, 0, w, h // 2), (0, h // 2, w // 2, h), (w // 2, h // 2, w, h),
-                               (0, 0, w // 3, h), (2 * w // 3, 0, w, h), (0, 2 * h // 3, w, h)):  # fmt: skip
+        for x1, y1, x2, y2 in (
+            (0, 0, w // 2, h // 2),
+            (w // 2, 0, w, h // 2),
+            (0, h // 2, w // 2, h),
+            (w // 2, h // 2, w, h),
+            (0, 0, w // 3, h),
+            (2 * w // 3, 0, w, h),
+            (0, 2 * h // 3, w, h),
+        ):
             if min(x2 - x1, y2 - y1) < 64:
                 continue
-            clear = all(bx2 + 0.2 * (bx2 - bx1) < x1 or bx1 - 0.2 * (bx2 - bx1) > x2 or by2 + 0.2 * (by2 - by1) < y1 or by1 - 0.2 * (by2 - by1) > y2
-                        for bx1, by1, bx2, by2 in boxes)  # fmt: skip
+            clear = all(
+                bx2 + 0.2 * (bx2 - bx1) < x1
+                or bx1 - 0.2 * (bx2 - bx1) > x2
+                or by2 + 0.2 * (by2 - by1) < y1
+                or by1 - 0.2 * (by2 - by1) > y2
+                for bx1, by1, bx2, by2 in boxes
+            )
             if clear:
                 images.append(np.ascontiguousarray(bgr[y1:y2, x1:x2]))
     return images
@@ -128,23 +142,37 @@ def sharpness_by_size(table: pd.DataFrame) -> dict:
     out = {}
     for size, s in scores.items():
         b, w, p = s["blurred"][0] if s["blurred"] else None, np.array(s["wild"]), np.array(s["portraits"])
-        out[str(size)] = {"blurred": round(b, 1) if b is not None else None, "wild_min": round(float(w.min()), 1),
-                          "wild_p5": round(float(np.percentile(w, 5)), 1),
-                          "portraits_p1_p5_p50": [round(float(np.percentile(p, q)), 1) for q in (1, 5, 50)],
-                          "portraits_at_or_below_blurred": int((p <= b).sum()) if b is not None else None}  # fmt: skip
+        out[str(size)] = {
+            "blurred": round(b, 1) if b is not None else None,
+            "wild_min": round(float(w.min()), 1),
+            "wild_p5": round(float(np.percentile(w, 5)), 1),
+            "portraits_p1_p5_p50": [round(float(np.percentile(p, q)), 1) for q in (1, 5, 50)],
+            "portraits_at_or_below_blurred": int((p <= b).sum()) if b is not None else None,
+        }
     return out
 
 
-def run_setting(items: list[tuple[str, Path]], faces: FacesConfig, align: AlignConfig, cfg: DownloadConfig, latency: float,
-                sweep: bool = False) -> dict:
+def run_setting(
+    items: list[tuple[str, Path]],
+    faces: FacesConfig,
+    align: AlignConfig,
+    cfg: DownloadConfig,
+    latency: float,
+    sweep: bool = False,
+) -> dict:
     """Download then align every photo; counts, speeds, and the ok face ids per photo."""
     routes = {f"/{i:05d}{p.suffix.lower()}": Route(p.read_bytes()) for i, (_, p) in enumerate(items)}
     folder_of = {}
     with LocalServer(routes, latency_s=latency) as srv, tempfile.TemporaryDirectory() as tmp:
         urls = [srv.url(path) for path in routes]
-        folder_of = dict(zip(urls, (f for f, _ in items)))
-        links = pd.DataFrame({"post_id": [f"M.{1700000000 + i}.A.{i:04X}" for i in range(len(urls))], "url": urls,
-                              "source": [str(p) for _, p in items]})  # fmt: skip
+        folder_of = dict(zip(urls, (f for f, _ in items), strict=False))
+        links = pd.DataFrame(
+            {
+                "post_id": [f"M.{1700000000 + i}.A.{i:04X}" for i in range(len(urls))],
+                "url": urls,
+                "source": [str(p) for _, p in items],
+            }
+        )
         cfg = replace(cfg, allow_private_hosts=(srv.url("").split("//")[1],))  # the local server, past the SSRF guard
         timed = Timed(FaceDetector(faces))
         timed.inner.detect(np.zeros((64, 64, 3), np.uint8))  # warm-up
@@ -159,18 +187,23 @@ def run_setting(items: list[tuple[str, Path]], faces: FacesConfig, align: AlignC
         faces_open = build_faceset(table, root, root / "data" / "faces_open", open_, progress=False)
         faces_tab = build_faceset(table, root, root / "data" / "faces", align, progress=False)
         align_s = time.perf_counter() - t
-    sha_folder = dict(zip(table["sha256"], table["folder"]))
-    sha_source = dict(zip(table["sha256"], table["source"]))
+    sha_folder = dict(zip(table["sha256"], table["folder"], strict=False))
+    sha_source = dict(zip(table["sha256"], table["source"], strict=False))
     out: dict = {
         "faces": {"pad": faces.pad, "pad_always": faces.pad_always, "det_size": faces.det_size},
         "sharpness": {"sharpness_size": cfg.sharpness_size, "blur_threshold": cfg.blur_threshold},
         "align": {"max_crop_outside": align.max_crop_outside},
-        "download": {"links": len(table), "seconds": round(wall, 2), "links_per_s": round(len(table) / wall, 2),
-                     "detect_ms_per_image": round(1000 * timed.seconds / max(1, timed.calls), 1),
-                     "images_detected": timed.calls, "padded_pass_share": round(timed.inner.padded / max(1, timed.inner.images), 3)},
+        "download": {
+            "links": len(table),
+            "seconds": round(wall, 2),
+            "links_per_s": round(len(table) / wall, 2),
+            "detect_ms_per_image": round(1000 * timed.seconds / max(1, timed.calls), 1),
+            "images_detected": timed.calls,
+            "padded_pass_share": round(timed.inner.padded / max(1, timed.inner.images), 3),
+        },
         "align_seconds_two_runs": round(align_s, 2),
         "by_folder": {},
-    }  # fmt: skip
+    }
     for folder in ("wild", "portraits"):
         t = table[table["folder"] == folder]
         f = faces_tab[faces_tab["sha256"].map(sha_folder) == folder]
@@ -187,10 +220,22 @@ def run_setting(items: list[tuple[str, Path]], faces: FacesConfig, align: AlignC
             "accepted_outside_fraction_mean": round(float(ok["crop_outside"].mean()), 4) if len(ok) else None,
             "accepted_with_outside": int((ok["crop_outside"] > 0).sum()),
             "level_eyes": int(sum(abs(k[1][1] - k[0][1]) < 1.0 for k in _aligned_kps(ok, align))),
-            "accepted_at_max_crop_outside": {str(th): int(((o["status"] == "ok") & (o["crop_outside"] <= th)).sum()) for th in THRESHOLDS},
-        }  # fmt: skip
-    blurred = table[table["source"].str.endswith(BLURRED)]  # the deliberately blurred wild photo (absent in a --limit subset)
-    out["blurred_photo"] = {"file": BLURRED, "status": blurred["status"].iloc[0], "sharpness": round(float(blurred["sharpness"].iloc[0]), 1)} if len(blurred) else None
+            "accepted_at_max_crop_outside": {
+                str(th): int(((o["status"] == "ok") & (o["crop_outside"] <= th)).sum()) for th in THRESHOLDS
+            },
+        }
+    blurred = table[
+        table["source"].str.endswith(BLURRED)
+    ]  # the deliberately blurred wild photo (absent in a --limit subset)
+    out["blurred_photo"] = (
+        {
+            "file": BLURRED,
+            "status": blurred["status"].iloc[0],
+            "sharpness": round(float(blurred["sharpness"].iloc[0]), 1),
+        }
+        if len(blurred)
+        else None
+    )
     if sweep:
         out["sharpness_by_size"] = sharpness_by_size(table)
     out["_ok_sources"] = sorted({sha_source[s] for s in faces_tab.loc[faces_tab["status"] == "ok", "sha256"]})
@@ -257,17 +302,33 @@ def main() -> None:
     model = str(shared / "models" / "scrfd_500m_bnkps.onnx")
     faces_after = replace(load_section(FacesConfig, "faces", REPO / "params.yaml"), model=model)
     align_after = replace(load_section(AlignConfig, "align", REPO / "params.yaml"), workers=2)
-    download = replace(load_section(DownloadConfig, "download", REPO / "params.yaml"), host_delay_s=0.0, timeout_s=10.0, retries=0)
+    download = replace(
+        load_section(DownloadConfig, "download", REPO / "params.yaml"), host_delay_s=0.0, timeout_s=10.0, retries=0
+    )
     settings = {
-        "before": (replace(faces_after, pad=0.0), replace(align_after, max_crop_outside=0.1), replace(download, sharpness_size=256, blur_threshold=60.0)),
+        "before": (
+            replace(faces_after, pad=0.0),
+            replace(align_after, max_crop_outside=0.1),
+            replace(download, sharpness_size=256, blur_threshold=60.0),
+        ),
         "after": (faces_after, align_after, download),
     }
     results: dict = {
-        "machine": {"cpus": os.cpu_count(), "gpu": None, "python": platform.python_version(), "platform": platform.platform(),
-                    "loadavg_before": [round(v, 2) for v in os.getloadavg()]},
-        "setup": {"photos": len(items), "latency_s": args.latency, "download_workers": download.workers,
-                  "detect_workers": download.detect_workers, "note": "before and after run back to back on the same shared 2-core machine"},
-    }  # fmt: skip
+        "machine": {
+            "cpus": os.cpu_count(),
+            "gpu": None,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "loadavg_before": [round(v, 2) for v in os.getloadavg()],
+        },
+        "setup": {
+            "photos": len(items),
+            "latency_s": args.latency,
+            "download_workers": download.workers,
+            "detect_workers": download.detect_workers,
+            "note": "before and after run back to back on the same shared 2-core machine",
+        },
+    }
     for name, (faces, align, dl) in settings.items():
         res = run_setting(items, faces, align, dl, args.latency, sweep=name == "after")
         results[name] = res
@@ -275,8 +336,11 @@ def main() -> None:
     before_ok = set(results["before"].pop("_ok_sources"))
     after_ok = set(results["after"].pop("_ok_sources"))
     wild_before = {s for s in before_ok if "/wild/" in s}
-    results["wild_accepted_before_kept_after"] = {"before": len(wild_before), "kept": len(wild_before & after_ok),
-                                                  "lost": sorted(Path(s).name for s in wild_before - after_ok)}  # fmt: skip
+    results["wild_accepted_before_kept_after"] = {
+        "before": len(wild_before),
+        "kept": len(wild_before & after_ok),
+        "lost": sorted(Path(s).name for s in wild_before - after_ok),
+    }
     det_after = FaceDetector(faces_after)
     nonface = non_face_images(shared, det_after)
     results["non_face_images"] = {
@@ -288,10 +352,16 @@ def main() -> None:
     results["done_when"] = {
         "portraits_detected": round(p["with_face"] / p["photos"], 4),
         "portraits_accepted": round(p["faces_accepted"] / p["photos"], 4),
-        "download_rate_after_over_before": round(results["after"]["download"]["links_per_s"] / results["before"]["download"]["links_per_s"], 3),
-    }  # fmt: skip
+        "download_rate_after_over_before": round(
+            results["after"]["download"]["links_per_s"] / results["before"]["download"]["links_per_s"], 3
+        ),
+    }
     results["machine"]["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
-    print(json.dumps({k: results[k] for k in ("wild_accepted_before_kept_after", "non_face_images", "done_when")}, indent=1))
+    print(
+        json.dumps(
+            {k: results[k] for k in ("wild_accepted_before_kept_after", "non_face_images", "done_when")}, indent=1
+        )
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     plot(results, Path(args.out).with_suffix(".png"))

@@ -25,8 +25,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     cfg = load_section(AlignConfig, "align", args.params)
-    table = run_align(args.downloads, args.root, args.faces, args.table, args.preview, args.metrics, cfg,
-                      progress=not args.no_progress)  # fmt: skip
+    table = run_align(
+        args.downloads,
+        args.root,
+        args.faces,
+        args.table,
+        args.preview,
+        args.metrics,
+        cfg,
+        progress=not args.no_progress,
+    )
     counts = table["status"].value_counts().to_dict()
     print(f"align: {counts.get('ok', 0)} faces of {len(table)} candidates; {dict(sorted(counts.items()))}")
 

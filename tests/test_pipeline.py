@@ -1,6 +1,7 @@
 """End to end: the README's main command (`python -m facegen.demo`) runs crawl -> download ->
-align -> train -> sample -> fid through DVC in a copy of this repository; a second `dvc repro`
-does nothing; a train param change reruns only train, sample and fid; `dvc exp show` compares."""
+align -> train -> sample -> fid (and the controllability sweep, control) through DVC in a copy of
+this repository; a second `dvc repro` does nothing; a train param change reruns only train and the
+stages after it; `dvc exp show` compares."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 from facegen.demo import run as demo
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("crawl", "download", "align", "train", "sample", "fid")
+STAGES = ("crawl", "download", "align", "train", "sample", "fid", "control")
 
 
 def _copy_repo(dest: Path) -> Path:
@@ -135,7 +136,7 @@ def test_demo_runs_every_stage_and_reports_the_best_epoch(demo_run):
 
 @pytest.mark.slow
 @pytest.mark.network
-def test_repro_is_a_noop_then_a_train_param_reruns_only_train_sample_fid(demo_run):
+def test_repro_is_a_noop_then_a_train_param_reruns_only_train_and_after(demo_run):
     repo, env, _ = demo_run
     out = _dvc(repo, env, "repro")
     assert "Data and pipelines are up to date." in out and _ran(out) == set()
@@ -147,7 +148,7 @@ def test_repro_is_a_noop_then_a_train_param_reruns_only_train_sample_fid(demo_ru
     assert set(status) == {"train"}  # sample and fid follow once train's outputs change
 
     out = _dvc(repo, env, "exp", "run", "-S", "train.lr=0.0005")
-    assert _ran(out) == {"train", "sample", "fid"}
+    assert _ran(out) == {"train", "sample", "fid", "control"}
     assert "Stage 'crawl' didn't change" in out and "Stage 'align' didn't change" in out
 
     shown = json.loads(_dvc(repo, env, "exp", "show", "--json"))

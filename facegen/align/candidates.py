@@ -58,8 +58,13 @@ def save_png(image: np.ndarray, path: Path) -> None:
 
 
 def _base_row(task: ImageTask, index: int, status: str) -> dict[str, Any]:
-    return {"face_id": face_id(task.sha256, index), "sha256": task.sha256, "post_id": task.post_id,
-            "face_index": index, "status": status}  # fmt: skip
+    return {
+        "face_id": face_id(task.sha256, index),
+        "sha256": task.sha256,
+        "post_id": task.post_id,
+        "face_index": index,
+        "status": status,
+    }
 
 
 def _detections(task: ImageTask) -> list[Detection]:

@@ -129,9 +129,11 @@ def accepted_caption(row: pd.Series) -> str:
 def yield_titles(stats: dict, shown_ok: int, shown_rejected: int) -> tuple[str, str]:
     """The two panel titles from the align summary: the yield above, rejections by reason below."""
     y = stats["yield"]
-    top = (f"accepted: {shown_ok} of {stats['ok']} faces from {y['photos']} photos "
-           f"({y['photos_with_face']} with a face, {y['faces_accepted_per_photo']:.2f} per photo; "
-           f"{y['accepted_outside']} reach past the edge)")  # fmt: skip
+    top = (
+        f"accepted: {shown_ok} of {stats['ok']} faces from {y['photos']} photos "
+        f"({y['photos_with_face']} with a face, {y['faces_accepted_per_photo']:.2f} per photo; "
+        f"{y['accepted_outside']} reach past the edge)"
+    )
     reasons = sorted(((n, r) for r, n in y["rejected"].items() if n), reverse=True)
     bottom = f"rejected: {shown_rejected} of {stats['candidates'] - stats['ok']} candidates: " + ", ".join(
         f"{r} {n}" for n, r in reasons

@@ -91,15 +91,37 @@ def check_sources(tasks: list[ImageTask]) -> None:
 
 # faces.parquet columns and their Arrow types (pyarrow imported only when writing)
 SCHEMA = {
-    "face_id": "string", "path": "string", "sha256": "string", "post_id": "string", "face_index": "int32",
-    "status": "string", "split": "string", "det_score": "float64", "bbox": "list<float64>",
-    "kps": "list<list<float64>>", "roll": "float64", "yaw": "float64", "eye_distance": "float64",
-    "eye_brightness": "float64", "sharpness": "float64", "face_area": "float64", "crop_outside": "float64",
-    "gender": "int8", "age": "int16", "phash": "string", "duplicate_of": "string", "error": "string",
+    "face_id": "string",
+    "path": "string",
+    "sha256": "string",
+    "post_id": "string",
+    "face_index": "int32",
+    "status": "string",
+    "split": "string",
+    "det_score": "float64",
+    "bbox": "list<float64>",
+    "kps": "list<list<float64>>",
+    "roll": "float64",
+    "yaw": "float64",
+    "eye_distance": "float64",
+    "eye_brightness": "float64",
+    "sharpness": "float64",
+    "face_area": "float64",
+    "crop_outside": "float64",
+    "gender": "int8",
+    "age": "int16",
+    "phash": "string",
+    "duplicate_of": "string",
+    "error": "string",
     # facegen.faces.appearance: measured on the stored face (ok rows), and the face model's (null without it)
-    "brightness": "float64", "top_brightness": "float64", "background_brightness": "float64",
-    "colourfulness": "float64", "pitch": "float64", "eyes_open": "float64", "mouth_open": "float64",
-}  # fmt: skip
+    "brightness": "float64",
+    "top_brightness": "float64",
+    "background_brightness": "float64",
+    "colourfulness": "float64",
+    "pitch": "float64",
+    "eyes_open": "float64",
+    "mouth_open": "float64",
+}
 COLUMNS = tuple(SCHEMA)
 
 
@@ -174,9 +196,20 @@ def write_table(table: pd.DataFrame, path: Path) -> None:
 
 # every status a candidate can end with (facegen.align.candidates, then near_duplicate here)
 STATUSES = (
-    "ok", "unreadable", "size_mismatch", "bad_detections", "no_face", "kps_outside_image", "face_too_small",
-    "eyes_too_close", "extreme_yaw", "crop_outside_image", "eyes_occluded", "blurry", "near_duplicate",
-)  # fmt: skip
+    "ok",
+    "unreadable",
+    "size_mismatch",
+    "bad_detections",
+    "no_face",
+    "kps_outside_image",
+    "face_too_small",
+    "eyes_too_close",
+    "extreme_yaw",
+    "crop_outside_image",
+    "eyes_occluded",
+    "blurry",
+    "near_duplicate",
+)
 
 
 def summary(table: pd.DataFrame) -> dict[str, Any]:

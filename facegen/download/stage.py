@@ -35,21 +35,34 @@ import pandas as pd
 
 from facegen.common.atomic import atomic_path, is_temp_name
 from facegen.common.config import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, to_dict, validate
-from facegen.faces.detect import Detection, FacesConfig, box_area
-from facegen.download.fetch import FETCHED, TRANSIENT_FAILURES, FetchResult, HostGate, fetch_url
-from facegen.download.cache import Analysis, FetchCache, FetchRecord
 from facegen.common.http import DestinationPolicy, HttpConfig, allowed_hosts, make_session
 from facegen.common.images import ImageRejected, decode_image, sha256_file, sha256_hex
+from facegen.download.cache import Analysis, FetchCache, FetchRecord
+from facegen.download.fetch import FETCHED, TRANSIENT_FAILURES, FetchResult, HostGate, fetch_url
+from facegen.faces.detect import Detection, FacesConfig, box_area
 from facegen.faces.quality import region_sharpness
 
 log = logging.getLogger(__name__)
 
 # Every link ends with exactly one of these (docs/download.md explains each).
 STATUSES = (
-    "ok", "duplicate", "invalid_url", "http_404", "http_error", "timeout", "connection_error",
-    "too_large", "blocked_host", "not_an_image", "corrupt", "placeholder", "too_small", "no_face", "face_too_small",
+    "ok",
+    "duplicate",
+    "invalid_url",
+    "http_404",
+    "http_error",
+    "timeout",
+    "connection_error",
+    "too_large",
+    "blocked_host",
+    "not_an_image",
+    "corrupt",
+    "placeholder",
+    "too_small",
+    "no_face",
+    "face_too_small",
     "blurry",
-)  # fmt: skip
+)
 _SIZE_RE = re.compile(r"[1-9][0-9]*x[1-9][0-9]*")
 _KEPT_NAME = re.compile(r"[0-9a-f]{64}\.[a-z]+")
 _ANALYSIS_VERSION = 1  # bump when analyse() changes meaning, so cached analyses are redone
@@ -89,19 +102,37 @@ class DownloadConfig:
         for size in self.placeholder_sizes:
             if not _SIZE_RE.fullmatch(size):
                 raise ValueError(f"download.placeholder_sizes: {size!r} is not WIDTHxHEIGHT (e.g. '161x81')")
-        validate(self, "download", {
-            "min_face_area": FRACTION, "blur_threshold": NON_NEGATIVE, "sharpness_size": NON_NEGATIVE,
-            "min_side": AT_LEAST_ONE, "max_pixels": AT_LEAST_ONE, "max_bytes": AT_LEAST_ONE, "workers": AT_LEAST_ONE,
-            "per_host": AT_LEAST_ONE, "host_delay_s": NON_NEGATIVE, "detect_workers": AT_LEAST_ONE,
-            "timeout_s": POSITIVE, "body_deadline_s": POSITIVE, "retries": NON_NEGATIVE, "backoff_s": NON_NEGATIVE,
-            "backoff_max_s": NON_NEGATIVE,
-        })
+        validate(
+            self,
+            "download",
+            {
+                "min_face_area": FRACTION,
+                "blur_threshold": NON_NEGATIVE,
+                "sharpness_size": NON_NEGATIVE,
+                "min_side": AT_LEAST_ONE,
+                "max_pixels": AT_LEAST_ONE,
+                "max_bytes": AT_LEAST_ONE,
+                "workers": AT_LEAST_ONE,
+                "per_host": AT_LEAST_ONE,
+                "host_delay_s": NON_NEGATIVE,
+                "detect_workers": AT_LEAST_ONE,
+                "timeout_s": POSITIVE,
+                "body_deadline_s": POSITIVE,
+                "retries": NON_NEGATIVE,
+                "backoff_s": NON_NEGATIVE,
+                "backoff_max_s": NON_NEGATIVE,
+            },
+        )
 
     def http(self) -> HttpConfig:
         return HttpConfig(
-            user_agent=self.user_agent, timeout_s=self.timeout_s, retries=self.retries, backoff_s=self.backoff_s,
-            backoff_max_s=self.backoff_max_s, pool_size=self.workers,
-        )  # fmt: skip
+            user_agent=self.user_agent,
+            timeout_s=self.timeout_s,
+            retries=self.retries,
+            backoff_s=self.backoff_s,
+            backoff_max_s=self.backoff_max_s,
+            pool_size=self.workers,
+        )
 
     def policy(self) -> DestinationPolicy:
         """Links come from strangers' posts: no private, loopback or link-local destinations (SSRF)."""
@@ -110,7 +141,12 @@ class DownloadConfig:
 
 def analysis_key(cfg: DownloadConfig, faces: FacesConfig) -> str:
     """What an analysis depends on (detector, decode cap, sharpness scale): cached analyses are per key."""
-    basis = {"v": _ANALYSIS_VERSION, "faces": to_dict(faces), "max_pixels": cfg.max_pixels, "sharpness_size": cfg.sharpness_size}
+    basis = {
+        "v": _ANALYSIS_VERSION,
+        "faces": to_dict(faces),
+        "max_pixels": cfg.max_pixels,
+        "sharpness_size": cfg.sharpness_size,
+    }
     return sha256_hex(json.dumps(basis, sort_keys=True).encode())[:16]
 
 
@@ -130,9 +166,18 @@ def analyse(data: bytes, detector: Detector, cfg: DownloadConfig, key: str) -> A
     dets = detector.detect(np.ascontiguousarray(img.rgb[:, :, ::-1]))  # BGR, as insightface expects
     sharp = region_sharpness(img.rgb, dets[0].bbox, cfg.sharpness_size) if dets else None
     return Analysis(
-        sha, key, "decoded", None, img.format, img.ext, img.width, img.height, img.n_frames,
-        json.dumps([d.to_record() for d in dets]), sharp,
-    )  # fmt: skip
+        sha,
+        key,
+        "decoded",
+        None,
+        img.format,
+        img.ext,
+        img.width,
+        img.height,
+        img.n_frames,
+        json.dumps([d.to_record() for d in dets]),
+        sharp,
+    )
 
 
 def decide(fetch: FetchRecord | None, an: Analysis | None, cfg: DownloadConfig) -> tuple[str, str | None]:
@@ -171,16 +216,22 @@ def _face_fraction(det: dict, width: int, height: int) -> float:
 Hook = Callable[[str, str], None]  # (kind "fetch" | "analysis", url or sha256), after each record is persisted
 
 
-def _progress_bar(total: int, enabled: bool):  # noqa: ANN202 - tqdm type
+def _progress_bar(total: int, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="download", unit="link", disable=not enabled, dynamic_ncols=True)
 
 
 def fetch_and_analyse(
-    urls: list[str], cfg: DownloadConfig, faces: FacesConfig, cache: FetchCache, *,
-    detector: Detector | None = None, after_persist: Hook | None = None, progress: bool = True,
-) -> None:  # fmt: skip
+    urls: list[str],
+    cfg: DownloadConfig,
+    faces: FacesConfig,
+    cache: FetchCache,
+    *,
+    detector: Detector | None = None,
+    after_persist: Hook | None = None,
+    progress: bool = True,
+) -> None:
     """Fetch every URL not yet in ``cache`` and analyse every fetched body not yet analysed.
 
     The progress bar counts links fetched, with live counts of each link's (provisional) status.
@@ -191,8 +242,13 @@ def fetch_and_analyse(
     key = analysis_key(cfg, faces)
     known = cache.fetches(urls)
     # blocked_host is asked again each run (one DNS lookup): allow_private_hosts may have changed
-    todo = [u for u in dict.fromkeys(urls) if u not in known or known[u].status == "blocked_host"
-            or (cfg.retry_failed and known[u].status in TRANSIENT_FAILURES)]
+    todo = [
+        u
+        for u in dict.fromkeys(urls)
+        if u not in known
+        or known[u].status == "blocked_host"
+        or (cfg.retry_failed and known[u].status in TRANSIENT_FAILURES)
+    ]
     have = {r.sha256 for r in known.values() if r.sha256}
     analysed = set(cache.analyses(have, key))
     to_analyse = sorted(have - analysed)
@@ -212,7 +268,9 @@ def fetch_and_analyse(
                 from facegen.faces.detect import FaceDetector
 
                 holder[0] = FaceDetector(faces)
-        return analyse(cache.read_blob(sha) if data is None else data, holder[0], cfg, key)
+            det = holder[0]
+        assert det is not None
+        return analyse(cache.read_blob(sha) if data is None else data, det, cfg, key)
 
     pending: dict[Future, str] = {}
     next_cached, next_url = iter(to_analyse), iter(todo)
@@ -234,7 +292,9 @@ def fetch_and_analyse(
                 if url is None:
                     exhausted = True
                     break
-                pending[fetch_pool.submit(fetch_url, session, url, gate, cfg.timeout_s, cfg.max_bytes, cfg.body_deadline_s)] = "fetch"
+                pending[
+                    fetch_pool.submit(fetch_url, session, url, gate, cfg.timeout_s, cfg.max_bytes, cfg.body_deadline_s)
+                ] = "fetch"
                 n_fetch += 1
             if not pending:
                 break
@@ -271,7 +331,9 @@ def fetch_and_analyse(
         session.close()
 
 
-def build_table(links: pd.DataFrame, cfg: DownloadConfig, faces: FacesConfig, cache: FetchCache, out_dir: Path) -> pd.DataFrame:
+def build_table(
+    links: pd.DataFrame, cfg: DownloadConfig, faces: FacesConfig, cache: FetchCache, out_dir: Path
+) -> pd.DataFrame:
     """One row per link (in ``links`` order) from the cache alone: status, image facts, detections.
 
     Content dedupe: the first link (in order) with a given sha256 decides that content's fate;
@@ -299,32 +361,58 @@ def build_table(links: pd.DataFrame, cfg: DownloadConfig, faces: FacesConfig, ca
                 status, error = ("duplicate", None) if first == "ok" else (first, first_err)
             else:
                 first_url[sha], first_status[sha] = url, (status, error)
-        decoded = an is not None and an.status == "decoded"
-        dets = json.loads(an.detections) if decoded and an.detections else []
+        decoded = an if an is not None and an.status == "decoded" else None
+        dets = json.loads(decoded.detections) if decoded is not None and decoded.detections else []
         rows.append(
             {
-                "post_id": rec_in.post_id, "url": url, "source": getattr(rec_in, "source", None), "status": status, "sha256": sha,
+                "post_id": rec_in.post_id,
+                "url": url,
+                "source": getattr(rec_in, "source", None),
+                "status": status,
+                "sha256": sha,
                 "path": (out_dir / f"{sha}.{an.ext}").as_posix() if status == "ok" and an else None,
-                "format": an.format if decoded else None, "width": an.width if decoded else None,
-                "height": an.height if decoded else None, "bytes": f.size if f is not None else None,
-                "sharpness": an.sharpness if decoded else None, "n_faces": len(dets) if decoded else None,
-                "face_area": _face_fraction(dets[0], an.width, an.height) if dets else None,
-                "error": error, "duplicate_of": dup_of, "detections": an.detections if decoded else None,
+                "format": decoded.format if decoded else None,
+                "width": decoded.width if decoded else None,
+                "height": decoded.height if decoded else None,
+                "bytes": f.size if f is not None else None,
+                "sharpness": decoded.sharpness if decoded else None,
+                "n_faces": len(dets) if decoded else None,
+                "face_area": _face_fraction(dets[0], int(decoded.width), int(decoded.height))
+                if decoded is not None and dets and decoded.width and decoded.height
+                else None,
+                "error": error,
+                "duplicate_of": dup_of,
+                "detections": decoded.detections if decoded else None,
                 "http_status": f.http_status if f is not None else None,
                 "final_url": f.final_url if f is not None else None,
                 "content_type": f.content_type if f is not None else None,
             }
-        )  # fmt: skip
+        )
     df = pd.DataFrame(rows, columns=list(_COLUMNS))
     return df.astype(_COLUMNS)
 
 
 _COLUMNS = {
-    "post_id": "string", "url": "string", "source": "string", "status": "string", "sha256": "string", "path": "string",
-    "format": "string", "width": "Int64", "height": "Int64", "bytes": "Int64", "sharpness": "Float64",
-    "n_faces": "Int64", "face_area": "Float64", "error": "string", "duplicate_of": "string",
-    "detections": "string", "http_status": "Int64", "final_url": "string", "content_type": "string",
-}  # fmt: skip
+    "post_id": "string",
+    "url": "string",
+    "source": "string",
+    "status": "string",
+    "sha256": "string",
+    "path": "string",
+    "format": "string",
+    "width": "Int64",
+    "height": "Int64",
+    "bytes": "Int64",
+    "sharpness": "Float64",
+    "n_faces": "Int64",
+    "face_area": "Float64",
+    "error": "string",
+    "duplicate_of": "string",
+    "detections": "string",
+    "http_status": "Int64",
+    "final_url": "string",
+    "content_type": "string",
+}
 
 
 def export_kept(table: pd.DataFrame, cache: FetchCache, out_dir: Path) -> None:
@@ -334,7 +422,12 @@ def export_kept(table: pd.DataFrame, cache: FetchCache, out_dir: Path) -> None:
     file damaged or replaced since); the cached blob is checked before it is copied.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    keep = {Path(p).name: s for p, s in zip(table.loc[table.status == "ok", "path"], table.loc[table.status == "ok", "sha256"])}
+    keep = {
+        Path(p).name: s
+        for p, s in zip(
+            table.loc[table.status == "ok", "path"], table.loc[table.status == "ok", "sha256"], strict=False
+        )
+    }
     for old in out_dir.iterdir():  # only files this stage names (<sha256>.<ext>) or left half-written
         if old.is_file() and old.name not in keep and (_KEPT_NAME.fullmatch(old.name) or is_temp_name(old.name)):
             old.unlink()
@@ -344,9 +437,11 @@ def export_kept(table: pd.DataFrame, cache: FetchCache, out_dir: Path) -> None:
         if dest.is_file() and dest.stat().st_size == src.stat().st_size and sha256_file(dest) == sha:
             continue
         if sha256_file(src) != sha:
-            raise RuntimeError(f"download cache blob {src} does not hold the bytes of sha256 {sha}: the cache "
-                               f"{cache.root} is damaged; delete that folder and rerun the download stage "
-                               "(everything is fetched again)")
+            raise RuntimeError(
+                f"download cache blob {src} does not hold the bytes of sha256 {sha}: the cache "
+                f"{cache.root} is damaged; delete that folder and rerun the download stage "
+                "(everything is fetched again)"
+            )
         with atomic_path(dest) as tmp:
             shutil.copyfile(src, tmp)
 
@@ -359,9 +454,16 @@ def write_parquet(table: pd.DataFrame, path: Path) -> None:
 
 
 def run_download(
-    links: pd.DataFrame, cfg: DownloadConfig, faces: FacesConfig, out_dir: Path, cache_dir: Path, *,
-    detector: Detector | None = None, after_persist: Hook | None = None, progress: bool = True,
-) -> pd.DataFrame:  # fmt: skip
+    links: pd.DataFrame,
+    cfg: DownloadConfig,
+    faces: FacesConfig,
+    out_dir: Path,
+    cache_dir: Path,
+    *,
+    detector: Detector | None = None,
+    after_persist: Hook | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Fetch, analyse, decide and export: the whole stage except reading params and writing Parquet."""
     missing = [c for c in ("post_id", "url") if c not in links.columns]
     if missing:
@@ -369,7 +471,9 @@ def run_download(
     links = links.reset_index(drop=True)
     links["url"] = links["url"].map(lambda u: u if isinstance(u, str) else "")  # a missing URL is invalid_url
     with FetchCache(cache_dir) as cache:
-        fetch_and_analyse(links["url"].tolist(), cfg, faces, cache, detector=detector, after_persist=after_persist, progress=progress)
+        fetch_and_analyse(
+            links["url"].tolist(), cfg, faces, cache, detector=detector, after_persist=after_persist, progress=progress
+        )
         table = build_table(links, cfg, faces, cache, out_dir)
         export_kept(table, cache, out_dir)
     return table

@@ -232,8 +232,11 @@ class FaceDetector:
         canvas = cv2.copyMakeBorder(image_bgr, m, m, m, m, cv2.BORDER_CONSTANT, value=(PAD_FILL,) * 3)
         pboxes, pkpss = run(canvas, m)
         # a face pass 1 found keeps pass 1's detection; pass 2 adds only the faces it missed
-        new = [i for i in range(pboxes.shape[0])
-               if boxes.shape[0] == 0 or box_iou(pboxes[i, :4], boxes[:, :4]).max() < MERGE_IOU]  # fmt: skip
+        new = [
+            i
+            for i in range(pboxes.shape[0])
+            if boxes.shape[0] == 0 or box_iou(pboxes[i, :4], boxes[:, :4]).max() < MERGE_IOU
+        ]
         allb, allk = np.vstack([boxes, pboxes[new]]), np.vstack([kpss, pkpss[new]])
         order = np.argsort(-allb[:, 4], kind="stable")
         allb, allk = allb[order], allk[order]

@@ -57,7 +57,7 @@ def crop_box(image: np.ndarray, bbox: Sequence[float]) -> np.ndarray:
     x1, y1, x2, y2 = (float(v) for v in bbox)
     left, top = max(0, int(np.floor(x1))), max(0, int(np.floor(y1)))
     right, bottom = min(w, int(np.ceil(x2))), min(h, int(np.ceil(y2)))
-    return image[top:max(top, bottom), left:max(left, right)]
+    return image[top : max(top, bottom), left : max(left, right)]
 
 
 def region_sharpness(image: np.ndarray, bbox: Sequence[float], max_side: int = 0) -> float:

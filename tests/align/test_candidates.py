@@ -16,8 +16,14 @@ def test_checks_run_in_order_and_every_face_of_a_group_photo_is_a_candidate(tmp_
 
     path = faces_dir / "wild" / "insightface__t1.jpg"
     dets = w.detect(scrfd_model, path)
-    task = ImageTask(sha256="ab" * 32, post_id="M.1.A.1", source=str(path), detections=w.detections_json(dets),
-                     width=None, height=None)  # fmt: skip
+    task = ImageTask(
+        sha256="ab" * 32,
+        post_id="M.1.A.1",
+        source=str(path),
+        detections=w.detections_json(dets),
+        width=None,
+        height=None,
+    )
     rows = process_image(task, AlignConfig(faces_per_image="all", workers=1), str(tmp_path))
     assert [r["face_index"] for r in rows] == list(range(len(dets))) and len(dets) == 6
     assert [r["face_id"] for r in rows] == [f"{'ab' * 8}_{i:02d}" for i in range(6)]
@@ -25,8 +31,7 @@ def test_checks_run_in_order_and_every_face_of_a_group_photo_is_a_candidate(tmp_
     # a big box with eyes 10 px apart: eyes_too_close (after face_too_small passed)
     big = dets[0]
     mid = np.mean(big.kps[:2], axis=0)
-    close = Detection(bbox=big.bbox, score=big.score,
-                      kps=((mid[0] - 5, mid[1]), (mid[0] + 5, mid[1]), *big.kps[2:]))  # fmt: skip
+    close = Detection(bbox=big.bbox, score=big.score, kps=((mid[0] - 5, mid[1]), (mid[0] + 5, mid[1]), *big.kps[2:]))
     task = ImageTask("cd" * 32, "M.1.A.1", str(path), w.detections_json([close]), None, None)
     assert process_image(task, AlignConfig(workers=1), str(tmp_path))[0]["status"] == "eyes_too_close"
     # the recorded size disagrees with the file: the detections cannot be trusted
@@ -73,8 +78,14 @@ def test_coincident_eyes_never_pass_even_with_every_threshold_open(tmp_path) -> 
 
     path = tmp_path / "img.png"
     Image.new("RGB", (200, 200), (120, 120, 120)).save(path)
-    open_cfg = AlignConfig(min_face_size=0.0, min_eye_distance=0.0, max_abs_yaw=90.0, max_crop_outside=1.0,
-                           min_eye_brightness=0.0, min_sharpness=0.0)  # fmt: skip
+    open_cfg = AlignConfig(
+        min_face_size=0.0,
+        min_eye_distance=0.0,
+        max_abs_yaw=90.0,
+        max_crop_outside=1.0,
+        min_eye_brightness=0.0,
+        min_sharpness=0.0,
+    )
     flat = Detection(bbox=(50.0, 50.0, 150.0, 150.0), score=0.9, kps=((100.0, 90.0),) * 2 + ((100.0, 110.0),) * 3)
     task = ImageTask("05" * 32, "M.3.A.3", str(path), json.dumps([flat.to_record()]), 200, 200)
     (row,) = process_image(task, open_cfg, str(tmp_path))
@@ -106,15 +117,20 @@ def test_tight_portraits_are_accepted_with_level_eyes(tmp_path, faces_dir, scrfd
 
     from facegen.align.geometry import align_face
 
-    names = ("dlib__johns_John_Salley_000179_02159509.jpg", "dlib__johns_John_Savage_000274_01099061.jpg",
-             "dlib__johns_John_Simm_000305_00470717.jpg", "facemaskdet__1_0_anhu_0202.jpg")  # fmt: skip
+    names = (
+        "dlib__johns_John_Salley_000179_02159509.jpg",
+        "dlib__johns_John_Savage_000274_01099061.jpg",
+        "dlib__johns_John_Simm_000305_00470717.jpg",
+        "facemaskdet__1_0_anhu_0202.jpg",
+    )
     cfg = AlignConfig()
     for i, name in enumerate(names):
         path = faces_dir / "portraits" / name
         dets = w.detect(scrfd_model, path)
         assert len(dets) == 1, name
-        (row,) = process_image(ImageTask(f"{i:02d}" * 32, "M.5.A.5", str(path), w.detections_json(dets), None, None),
-                               cfg, str(tmp_path))  # fmt: skip
+        (row,) = process_image(
+            ImageTask(f"{i:02d}" * 32, "M.5.A.5", str(path), w.detections_json(dets), None, None), cfg, str(tmp_path)
+        )
         assert row["status"] == "ok", (name, row["status"], row["crop_outside"], row["sharpness"])
         assert row["crop_outside"] > 0  # a tight crop: the 1.6x frame reaches past the photo
         aligned = align_face(w.read_image(path), np.asarray(dets[0].kps), cfg)

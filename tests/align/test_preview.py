@@ -49,8 +49,17 @@ def test_preview_is_deterministic(tmp_path) -> None:
 
 
 def table() -> pd.DataFrame:
-    rows = [("f01", "ok"), ("f02", "ok"), ("f03", "ok"), ("f04", "blurry"), ("f05", "blurry"), ("f06", "blurry"),
-            ("f07", "extreme_yaw"), ("f08", "near_duplicate"), ("f09", "ok")]  # fmt: skip
+    rows = [
+        ("f01", "ok"),
+        ("f02", "ok"),
+        ("f03", "ok"),
+        ("f04", "blurry"),
+        ("f05", "blurry"),
+        ("f06", "blurry"),
+        ("f07", "extreme_yaw"),
+        ("f08", "near_duplicate"),
+        ("f09", "ok"),
+    ]
     t = pd.DataFrame(rows, columns=["face_id", "status"])
     t["sharpness"] = [500.0, 400, 300, 12.4, 40, 55, 300, 300, 200]
     t["yaw"] = [0.0, 0, 0, 0, 0, 0, -61.6, 0, 0]

@@ -27,15 +27,34 @@ from facegen.faces.detect import Detection
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _add(rows: list[dict], raw: Path, post: str, data: bytes, ext: str, dets: list[Detection] | None,
-         status: str = "ok", size: tuple[int, int] | None = None) -> str:  # fmt: skip
+def _add(
+    rows: list[dict],
+    raw: Path,
+    post: str,
+    data: bytes,
+    ext: str,
+    dets: list[Detection] | None,
+    status: str = "ok",
+    size: tuple[int, int] | None = None,
+) -> str:
     sha = hashlib.sha256(data).hexdigest()
     (raw / f"{sha}.{ext}").write_bytes(data)
-    rows.append({"post_id": post, "url": f"https://i.imgur.com/{len(rows)}.{ext}", "status": status, "sha256": sha,
-                 "path": f"data/raw/{sha}.{ext}", "width": None if size is None else size[0],
-                 "height": None if size is None else size[1], "sharpness": 100.0, "n_faces": len(dets or []),
-                 "error": None, "duplicate_of": None,
-                 "detections": None if dets is None else json.dumps([d.to_record() for d in dets])})  # fmt: skip
+    rows.append(
+        {
+            "post_id": post,
+            "url": f"https://i.imgur.com/{len(rows)}.{ext}",
+            "status": status,
+            "sha256": sha,
+            "path": f"data/raw/{sha}.{ext}",
+            "width": None if size is None else size[0],
+            "height": None if size is None else size[1],
+            "sharpness": 100.0,
+            "n_faces": len(dets or []),
+            "error": None,
+            "duplicate_of": None,
+            "detections": None if dets is None else json.dumps([d.to_record() for d in dets]),
+        }
+    )
     return sha
 
 
@@ -61,8 +80,15 @@ def tiny_repo(tmp_path_factory, faces_dir, scrfd_model) -> tuple[Path, dict[str,
     def real(post: str, name: str) -> None:
         path = faces_dir / "wild" / name
         rgb = w.read_image(path)
-        sha[name] = _add(rows, raw, post, path.read_bytes(), path.suffix[1:], w.detect(scrfd_model, path),
-                         size=(rgb.shape[1], rgb.shape[0]))  # fmt: skip
+        sha[name] = _add(
+            rows,
+            raw,
+            post,
+            path.read_bytes(),
+            path.suffix[1:],
+            w.detect(scrfd_model, path),
+            size=(rgb.shape[1], rgb.shape[0]),
+        )
 
     real("M.1700000001.A.001", w.EXIF_ROTATED)
     real("M.1700000001.A.001", w.WEBP)
@@ -78,8 +104,17 @@ def tiny_repo(tmp_path_factory, faces_dir, scrfd_model) -> tuple[Path, dict[str,
     # the FRONTAL file again in another post: download marked it a duplicate
     dup = dict(rows[-2], post_id="M.1700000010.A.010", url="https://imgur.com/x.jpg", status="duplicate")
     rows.append(dup)
-    rows.append({**rows[0], "post_id": "M.1700000012.A.012", "url": "https://x/404", "status": "http_404",
-                 "sha256": None, "path": None, "detections": None})  # fmt: skip
+    rows.append(
+        {
+            **rows[0],
+            "post_id": "M.1700000012.A.012",
+            "url": "https://x/404",
+            "status": "http_404",
+            "sha256": None,
+            "path": None,
+            "detections": None,
+        }
+    )
     sha["corrupt"] = _add(rows, raw, "M.1700000011.A.011", b"\xff\xd8\xff\xe0 truncated jpeg", "jpg", [])
     sha["blank"] = _add(rows, raw, "M.1700000014.A.014", _png(np.full((80, 90, 3), 200, np.uint8)), "png", [])
     # sunglasses: the frontal photo with both eye patches painted black, same detections
@@ -100,8 +135,14 @@ def tiny_repo(tmp_path_factory, faces_dir, scrfd_model) -> tuple[Path, dict[str,
 
 
 def run_stage(root: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "stages" / "align.py"), "--no-progress"], cwd=root,
-                          capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(REPO / "stages" / "align.py"), "--no-progress"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
 
 
 def snapshot(root: Path) -> dict[str, bytes]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from facegen.download.fetch import FetchResult
-from facegen.download.cache import Analysis, FetchCache
 from facegen.common.images import sha256_hex
+from facegen.download.cache import Analysis, FetchCache
+from facegen.download.fetch import FetchResult
 
 
 def test_records_and_blobs_survive_reopening(tmp_path):
@@ -22,7 +22,7 @@ def test_records_and_blobs_survive_reopening(tmp_path):
         assert got["http://h/c.jpg"].sha256 == rec.sha256
         assert cache.read_blob(rec.sha256) == body
         assert cache.blob_path(rec.sha256) == tmp_path / "blobs" / rec.sha256[:2] / rec.sha256
-        assert list(cache.analyses([rec.sha256], "k1").values())[0].width == 10
+        assert next(iter(cache.analyses([rec.sha256], "k1").values())).width == 10
         assert cache.analyses([rec.sha256], "k2") == {}  # other detector/settings: not analysed
     blobs = [p for p in (tmp_path / "blobs").rglob("*") if p.is_file()]
     assert blobs == [tmp_path / "blobs" / rec.sha256[:2] / rec.sha256]  # stored once, no temp files left

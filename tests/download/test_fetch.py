@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
 import pytest
 import requests
-
-from facegen.download.fetch import HostGate, classify_exception, fetch_url, url_host
-from facegen.common.http import HttpConfig, make_session
 from localserver import LocalServer, Route
+
+from facegen.common.http import HttpConfig, make_session
+from facegen.download.fetch import HostGate, classify_exception, fetch_url, url_host
 
 
 def test_host_gate_limits_concurrency_and_spaces_starts():
@@ -28,14 +29,16 @@ def test_host_gate_limits_concurrency_and_spaces_starts():
             with lock:
                 active[0] -= 1
 
-    threads = [threading.Thread(target=job, args=("a",)) for _ in range(6)] + [threading.Thread(target=job, args=("b",))]
+    threads = [threading.Thread(target=job, args=("a",)) for _ in range(6)] + [
+        threading.Thread(target=job, args=("b",))
+    ]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     a = sorted(t for h, t in starts if h == "a")
     assert len(a) == 6 and len(starts) == 7
-    assert all(later - earlier >= 0.045 for earlier, later in zip(a, a[1:]))  # 50 ms apart per host
+    assert all(later - earlier >= 0.045 for earlier, later in itertools.pairwise(a))  # 50 ms apart per host
     b = next(t for h, t in starts if h == "b")
     assert b - a[0] < 0.04  # another host is not held back by host a
     assert peak[0] <= 3  # two for host a, one for host b

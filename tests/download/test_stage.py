@@ -22,13 +22,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from localserver import LocalServer, Route
 from PIL import Image
 
+from facegen.common.images import read_image, sha256_hex
+from facegen.download.cache import Analysis, FetchRecord
 from facegen.download.stage import STATUSES, DownloadConfig, decide, run_download
 from facegen.faces.detect import Detection, FacesConfig
-from facegen.download.cache import Analysis, FetchRecord
-from facegen.common.images import read_image, sha256_hex
-from localserver import LocalServer, Route
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.network
@@ -45,6 +45,7 @@ WILD = {
 
 def bomb_png(side: int = 30_000) -> bytes:
     """A valid side x side 1-bit gray PNG of one colour: ~100 kB on disk, 900 Mpx decoded."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -146,8 +147,16 @@ def faces_cfg(scrfd_model: Path) -> FacesConfig:
 
 # fast network settings for tests: one retry, short timeout, no politeness delay; the local
 # server (and the refused port 1) are on loopback, which the SSRF guard refuses unless listed
-CFG = DownloadConfig(timeout_s=0.5, retries=1, backoff_s=0.01, host_delay_s=0.0, workers=8, per_host=8,
-                     placeholder_urls=("/removed.png",), allow_private_hosts=("127.0.0.1",))
+CFG = DownloadConfig(
+    timeout_s=0.5,
+    retries=1,
+    backoff_s=0.01,
+    host_delay_s=0.0,
+    workers=8,
+    per_host=8,
+    placeholder_urls=("/removed.png",),
+    allow_private_hosts=("127.0.0.1",),
+)
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +174,7 @@ def test_every_link_gets_its_exact_status(site, full_run):
     assert table["url"].tolist() == links["url"].tolist()
     assert table["post_id"].tolist() == links["post_id"].tolist()
     assert table["source"].tolist() == links["source"].tolist()
-    got = dict(zip(range(len(table)), table["status"]))
+    got = dict(zip(range(len(table)), table["status"], strict=False))
     assert [got[i] for i in range(len(table))] == statuses
     assert set(table["status"]) <= set(STATUSES)
 
@@ -175,7 +184,7 @@ def test_kept_images_are_exactly_the_good_ones(site, full_run):
     table, root, _ = full_run
     ok = table[table.status == "ok"]
     assert [u.rsplit("/", 1)[1] for u in ok.url] == ["face.jpg", "exif.jpg", "anim.gif", "photo.webp", "busy.jpg"]
-    names = [f"{sha}.{ext}" for sha, ext in zip(ok.sha256, ["jpg", "jpg", "gif", "webp", "jpg"])]
+    names = [f"{sha}.{ext}" for sha, ext in zip(ok.sha256, ["jpg", "jpg", "gif", "webp", "jpg"], strict=False)]
     assert sorted(p.name for p in (root / "raw").iterdir()) == sorted(names)
     assert ok["path"].tolist() == [(root / "raw" / n).as_posix() for n in names]
     assert (root / "raw" / f"{sha256_hex(raw['face'])}.jpg").read_bytes() == raw["face"]  # original bytes
@@ -234,7 +243,7 @@ def test_requests_made_once_except_retries(full_run):
 
 
 def test_rerun_refilters_from_cache_without_network_or_detector(site, faces_cfg, full_run):
-    srv, links, statuses, _ = site
+    srv, links, _statuses, _ = site
     table, root, _ = full_run
 
     class NoDetector:
@@ -245,7 +254,9 @@ def test_rerun_refilters_from_cache_without_network_or_detector(site, faces_cfg,
     lenient = replace(CFG, blur_threshold=1.0, min_face_area=0.001)
     again = run_download(links, lenient, faces_cfg, root / "raw", root / "cache", detector=NoDetector(), progress=False)
     assert srv.hits == before  # no request at all
-    changed = {u.rsplit("/", 1)[1]: s for u, s, old in zip(again.url, again.status, table.status) if s != old}
+    changed = {
+        u.rsplit("/", 1)[1]: s for u, s, old in zip(again.url, again.status, table.status, strict=False) if s != old
+    }
     assert changed == {"blur.jpg": "ok", "far.jpg": "ok"}
     assert len(list((root / "raw").iterdir())) == 7
     # and back: the same thresholds give the same table and files as the first run
@@ -277,9 +288,11 @@ def test_a_direct_rerun_rewrites_a_raw_file_whose_bytes_are_not_its_hash(site, f
 
 def test_retry_failed_refetches_only_transient_failures(site, faces_cfg, full_run):
     srv, links, statuses, _ = site
-    table, root, _ = full_run
+    _table, root, _ = full_run
     before = srv.hits
-    again = run_download(links, replace(CFG, retry_failed=True), faces_cfg, root / "raw", root / "cache", progress=False)
+    again = run_download(
+        links, replace(CFG, retry_failed=True), faces_cfg, root / "raw", root / "cache", progress=False
+    )
     fetched_again = srv.hits - before
     # timeout and http_error links are asked again (each with its one retry); 404s and images are not
     assert fetched_again == {"/slow.jpg": 2, "/broken.jpg": 2}
@@ -305,14 +318,21 @@ def test_crash_and_restart_gives_the_same_table_without_refetching(site, faces_c
                 raise Interrupt
 
     with pytest.raises(Interrupt):
-        run_download(links, CFG, faces_cfg, tmp_path / "raw", tmp_path / "cache", after_persist=crash_after_six, progress=False)
+        run_download(
+            links, CFG, faces_cfg, tmp_path / "raw", tmp_path / "cache", after_persist=crash_after_six, progress=False
+        )
     time.sleep(1.2)  # let requests that were in flight at the crash reach the server
     mid = srv.hits
     analysed_after: set[str] = set()
     resumed = run_download(
-        links, CFG, faces_cfg, tmp_path / "raw", tmp_path / "cache", progress=False,
+        links,
+        CFG,
+        faces_cfg,
+        tmp_path / "raw",
+        tmp_path / "cache",
+        progress=False,
         after_persist=lambda kind, key: analysed_after.add(key) if kind == "analysis" else None,
-    )  # fmt: skip
+    )
     restart_hits = srv.hits - mid
     for url in fetched:
         path = "/" + url.split("/", 3)[3]
@@ -339,11 +359,16 @@ def test_sharpness_at_the_training_size_keeps_soft_portraits_and_rejects_the_blu
     old = DownloadConfig(sharpness_size=256, blur_threshold=60.0)
     portrait = (faces_dir / "portraits" / SOFT_PORTRAIT).read_bytes()
     blurred = (faces_dir / "wild" / WILD["blur"]).read_bytes()
-    now = {name: analyse(data, detector, DownloadConfig(), "k") for name, data in (("portrait", portrait), ("blurred", blurred))}
+    now = {
+        name: analyse(data, detector, DownloadConfig(), "k")
+        for name, data in (("portrait", portrait), ("blurred", blurred))
+    }
     assert (DownloadConfig().sharpness_size, DownloadConfig().blur_threshold) == (64, 130.0)
     assert decide(fetch, now["portrait"], DownloadConfig()) == ("ok", None)
     assert decide(fetch, now["blurred"], DownloadConfig())[0] == "blurry"
-    assert now["blurred"].sharpness < DownloadConfig().blur_threshold / 1.5 < now["portrait"].sharpness / 2  # margins both ways
+    assert (
+        now["blurred"].sharpness < DownloadConfig().blur_threshold / 1.5 < now["portrait"].sharpness / 2
+    )  # margins both ways
     assert decide(fetch, analyse(portrait, detector, old, "k"), old)[0] == "blurry"
     assert decide(fetch, analyse(blurred, detector, old, "k"), old)[0] == "blurry"
 
@@ -369,7 +394,7 @@ def test_decide_orders_the_filters():
 
 
 def test_config_rejects_bad_values():
-    with pytest.raises(ValueError, match="download.workers"):
+    with pytest.raises(ValueError, match=r"download\.workers"):
         DownloadConfig(workers=0)
     with pytest.raises(ValueError, match="placeholder_sizes"):
         DownloadConfig(placeholder_sizes=("161,81",))
@@ -395,7 +420,7 @@ def test_links_without_contract_columns_are_refused(faces_cfg, tmp_path):
 
 @pytest.mark.slow
 def test_stage_entry_point(site, scrfd_model, tmp_path):
-    srv, links, statuses, _ = site
+    srv, links, _statuses, _ = site
     sub = links.iloc[[0, 1, 2, 6, 10]].reset_index(drop=True)  # face, 404, duplicate, blurry, html
     (tmp_path / "data").mkdir()
     sub.to_parquet(tmp_path / "data" / "links.parquet")
@@ -407,8 +432,12 @@ def test_stage_entry_point(site, scrfd_model, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
         [sys.executable, str(REPO / "stages" / "download.py"), "--no-progress"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     out = pd.read_parquet(tmp_path / "data" / "downloads.parquet")
     assert out.status.tolist() == ["ok", "http_404", "duplicate", "blurry", "not_an_image"]
@@ -420,8 +449,12 @@ def test_stage_entry_point(site, scrfd_model, tmp_path):
     assert "ok" in proc.stdout and "links" in proc.stdout
     metrics = json.loads((tmp_path / "metrics" / "download.json").read_text())
     assert {k: metrics[k] for k in ("links", "kept", "status")} == {
-        "links": 5, "kept": 1, "status": {"blurry": 1, "duplicate": 1, "http_404": 1, "not_an_image": 1, "ok": 1}
-    }  # fmt: skip
+        "links": 5,
+        "kept": 1,
+        "status": {"blurry": 1, "duplicate": 1, "http_404": 1, "not_an_image": 1, "ok": 1},
+    }
     got = metrics["yield"]
     assert (got["photos"], got["photos_with_face"], got["kept"], got["kept_share"]) == (2, 2, 1, 0.5)
-    assert got["rejected"] == {s: int(s in ("blurry", "duplicate", "http_404", "not_an_image")) for s in STATUSES if s != "ok"}
+    assert got["rejected"] == {
+        s: int(s in ("blurry", "duplicate", "http_404", "not_an_image")) for s in STATUSES if s != "ok"
+    }

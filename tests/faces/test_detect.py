@@ -20,7 +20,7 @@ def test_scrfd_finds_faces_largest_first(scrfd_model, faces_dir):
     for f in faces:
         assert f.score >= 0.5 and len(f.kps) == 5
         x1, y1, x2, y2 = f.bbox
-        (lx, ly), (rx, ry), (nx, ny) = f.kps[:3]
+        (lx, ly), (rx, _ry), (_nx, ny) = f.kps[:3]
         assert x1 < lx < rx < x2 and y1 < ly < ny < y2  # eyes left-to-right, nose below the eyes
     assert Detection.from_record(faces[0].to_record()) == faces[0]
 
@@ -40,10 +40,13 @@ def test_missing_weights_error_names_the_value_and_the_ways_out(tmp_path):
 
 # tight crops from ../shared/faces/portraits: the face fills the frame
 TIGHT = (
-    "dlib__johns_John_Salley_000179_02159509.jpg", "dlib__johns_John_Savage_000274_01099061.jpg",
-    "dlib__johns_John_Schneider_000329_00925859.jpg", "dlib__johns_John_Simm_000305_00470717.jpg",
-    "facemaskdet__0_0_jianailiang_0015.jpg", "facemaskdet__1_0_anhu_0202.jpg",
-)  # fmt: skip
+    "dlib__johns_John_Salley_000179_02159509.jpg",
+    "dlib__johns_John_Savage_000274_01099061.jpg",
+    "dlib__johns_John_Schneider_000329_00925859.jpg",
+    "dlib__johns_John_Simm_000305_00470717.jpg",
+    "facemaskdet__0_0_jianailiang_0015.jpg",
+    "facemaskdet__1_0_anhu_0202.jpg",
+)
 
 
 def _bgr(path) -> np.ndarray:
@@ -99,9 +102,15 @@ def non_face_images(faces_dir) -> list[np.ndarray]:
     checker = np.repeat((((yy // 16 + xx // 16) % 2) * 255).astype(np.uint8)[:, :, None], 3, axis=2)
     messi = _bgr(faces_dir / "wild" / "opencvsamples__messi5.jpg")  # the pitch below the players
     pascal = _bgr(faces_dir / "wild" / "dlib__2008_002506.jpg")
-    return [sky, checker, rng.integers(0, 256, (150, 150, 3), dtype=np.uint8), np.full((200, 200, 3), 127, np.uint8),
-            np.ascontiguousarray(messi[300:, :250]), np.ascontiguousarray(messi[:, -120:]),
-            np.ascontiguousarray(pascal[-100:, :])]  # fmt: skip
+    return [
+        sky,
+        checker,
+        rng.integers(0, 256, (150, 150, 3), dtype=np.uint8),
+        np.full((200, 200, 3), 127, np.uint8),
+        np.ascontiguousarray(messi[300:, :250]),
+        np.ascontiguousarray(messi[:, -120:]),
+        np.ascontiguousarray(pascal[-100:, :]),
+    ]
 
 
 def test_non_face_images_stay_without_faces(scrfd_model, faces_dir):
@@ -112,9 +121,9 @@ def test_non_face_images_stay_without_faces(scrfd_model, faces_dir):
 
 
 def test_faces_config_names_bad_values():
-    with pytest.raises(ValueError, match="faces.pad=-0.1"):
+    with pytest.raises(ValueError, match=r"faces\.pad=-0\.1"):
         FacesConfig(pad=-0.1)
-    with pytest.raises(ValueError, match="faces.det_size=600"):
+    with pytest.raises(ValueError, match=r"faces\.det_size=600"):
         FacesConfig(det_size=600)
-    with pytest.raises(ValueError, match="faces.min_score=1.5"):
+    with pytest.raises(ValueError, match=r"faces\.min_score=1\.5"):
         FacesConfig(min_score=1.5)

@@ -80,5 +80,7 @@ def test_region_sharpness_max_side_shrinks_only_large_crops():
     # native: the big copy looks far smoother per pixel
     assert region_sharpness(big, box_big) < region_sharpness(small, box_small) / 4
     # shrunk back to 50 px, it scores like the small one; the small one is never enlarged
-    assert region_sharpness(big, box_big, max_side=50) == laplacian_variance(cv2.resize(big, (50, 50), interpolation=cv2.INTER_AREA))
+    assert region_sharpness(big, box_big, max_side=50) == laplacian_variance(
+        cv2.resize(big, (50, 50), interpolation=cv2.INTER_AREA)
+    )
     assert region_sharpness(small, box_small, max_side=200) == laplacian_variance(small)
