@@ -190,16 +190,6 @@ class FaceDetector:
         self._app = app
         self._det = app.det_model
 
-    @property
-    def has_attributes(self) -> bool:
-        """True when gender/age come with each detection."""
-        return self._app is not None and "genderage" in self._app.models  # type: ignore[attr-defined]
-
-    @property
-    def has_pose(self) -> bool:
-        """True when a 3D landmark model gives (pitch, yaw, roll)."""
-        return self._app is not None and "landmark_3d_68" in self._app.models  # type: ignore[attr-defined]
-
     def needs_padded_pass(self, boxes: np.ndarray) -> bool:
         """Whether pass 1's (N, 5) ``boxes`` call for the padded pass."""
         return self.cfg.pad > 0 and (self.cfg.pad_always or boxes.shape[0] == 0)
