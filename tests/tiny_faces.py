@@ -48,3 +48,20 @@ def write_faceset(root: Path, train: np.ndarray, test: np.ndarray, rejected: int
     table = root / "data" / "faces.parquet"
     pd.DataFrame(rows).to_parquet(table, index=False)
     return table
+
+
+# train.* of a tiny CPU run on these faces: channels (8, 16) at 32 px, no evaluation, a checkpoint per epoch
+TINY_TRAIN: dict = dict(
+    model="tiny",
+    channels=(8, 16),
+    image_size=32,
+    batch_size=8,
+    lr=2e-3,
+    warmup_steps=2,
+    precision="no",
+    channels_last=False,
+    fid_every=0,
+    checkpoint_every=1,
+    log_checkpoints=False,
+    experiment="test",
+)

@@ -13,28 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_faces import random_faces, write_faceset
+from tiny_faces import TINY_TRAIN, random_faces, write_faceset
 
 from facegen.train import checkpoint as ckpt_mod
 from facegen.train.checkpoint import CheckpointError, CheckpointWarning, DiskFullError, read_state, run_lock
 from facegen.train.config import TrainConfig, TrainPaths
 from facegen.train.loop import train
 
-CFG = TrainConfig(
-    model="tiny",
-    channels=(8, 16),
-    image_size=32,
-    batch_size=8,
-    lr=2e-3,
-    warmup_steps=2,
-    precision="no",
-    channels_last=False,
-    fid_every=0,
-    checkpoint_every=1,
-    log_checkpoints=False,
-    experiment="test",
-    epochs=2,
-)  # 32 faces: 4 steps per epoch
+CFG = TrainConfig(**{**TINY_TRAIN, "epochs": 2})  # 32 faces: 4 steps per epoch
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tiny_faces import portrait_faces, random_faces, write_faceset
+from tiny_faces import TINY_TRAIN, portrait_faces, random_faces, write_faceset
 
 from facegen.diffusion.model import load_model_dir
 from facegen.train import loop as train_mod
@@ -20,20 +20,7 @@ from facegen.train.config import TrainConfig, TrainPaths
 from facegen.train.loop import train
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = dict(
-    model="tiny",
-    channels=(8, 16),
-    image_size=32,
-    batch_size=8,
-    lr=2e-3,
-    warmup_steps=2,
-    precision="no",
-    channels_last=False,
-    fid_every=0,
-    checkpoint_every=1,
-    log_checkpoints=False,
-    experiment="test",
-)
+TINY = TINY_TRAIN
 
 
 @pytest.fixture(scope="module")
