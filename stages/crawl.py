@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from facegen.common.atomic import write_json
 from facegen.common.config import load_section, save_config
 from facegen.crawl.crawler import CrawlConfig, crawl, write_outputs
 
@@ -25,7 +25,7 @@ def main() -> None:
     write_outputs(result, args.posts, args.links)
     save_config(cfg, args.config_out)
     Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.summary).write_text(json.dumps(result.summary(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(args.summary, result.summary(), sort_keys=False)
     print(result.line(cfg))
 
 

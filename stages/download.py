@@ -8,12 +8,12 @@ re-filters without the network. See docs/download.md.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
 import pandas as pd
 
+from facegen.common.atomic import write_json
 from facegen.common.config import load_section, to_dict
 from facegen.download.stage import DownloadConfig, metrics, run_download, summary, write_parquet
 from facegen.faces.detect import FacesConfig
@@ -39,9 +39,9 @@ def main(argv: list[str] | None = None) -> None:
     write_parquet(table, Path(args.table))
     Path(args.config_out).parent.mkdir(parents=True, exist_ok=True)
     resolved = {"download": to_dict(cfg), "faces": to_dict(faces)}
-    Path(args.config_out).write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_json(args.config_out, resolved)
     Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.summary).write_text(json.dumps(metrics(table), indent=2) + "\n", encoding="utf-8")
+    write_json(args.summary, metrics(table), sort_keys=False)
     print(summary(table))
 
 

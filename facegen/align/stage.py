@@ -10,7 +10,6 @@ in input order, so the output does not depend on the number of workers.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import pandas as pd
 
 from facegen.align.candidates import NO_FACE_INDEX, ImageTask, run_tasks
 from facegen.align.geometry import AlignConfig, align_face
-from facegen.common.atomic import atomic_path
+from facegen.common.atomic import atomic_path, write_json
 from facegen.common.images import sha256_file
 
 REQUIRED_DOWNLOAD_COLUMNS = ("post_id", "status", "sha256", "path", "detections")
@@ -303,6 +302,6 @@ def run_align(
     write_table(table, table_path)
     write_preview(table, downloads, root, preview_path, cfg)
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path.write_text(json.dumps(summary(table), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_json(metrics_path, summary(table))
     save_config(cfg, table_path.with_name(table_path.stem + "_config.json"))
     return table

@@ -10,11 +10,13 @@ write fails. The temp file is created by the writer itself, so it gets ordinary 
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 TMP_SUFFIX = ".tmp"
 
@@ -45,3 +47,12 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (readers see the old file or all of the new one)."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def write_json(path: str | Path, obj: Any, sort_keys: bool = True) -> None:
+    """Write ``obj`` as indented UTF-8 JSON (trailing newline) to ``path`` atomically, creating
+    its folder: the one writer of every JSON record, metric and config the stages leave."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(obj, indent=2, sort_keys=sort_keys, ensure_ascii=False) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"))

@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from facegen.common.atomic import write_json
+
 T = TypeVar("T")
 
 
@@ -212,4 +214,4 @@ def save_config(cfg: Any, path: str | Path) -> None:
     """Write the resolved config next to a stage's outputs, for the record."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_json(path, to_dict(cfg))

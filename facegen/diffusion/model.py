@@ -29,6 +29,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from facegen.common.atomic import write_json
+
 if TYPE_CHECKING:  # pragma: no cover
     from diffusers import DDPMScheduler, UNet2DModel
 
@@ -147,9 +149,9 @@ def save_model_dir(
     out.mkdir(parents=True, exist_ok=True)
     unet.save_pretrained(out / UNET_DIR)
     scheduler.save_pretrained(out / NOISE_SCHEDULER_DIR)
-    (out / TRAIN_CONFIG_FILE).write_text(json.dumps(train_config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_json(out / TRAIN_CONFIG_FILE, train_config)
     if best is not None:
-        (out / BEST_FILE).write_text(json.dumps(best, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        write_json(out / BEST_FILE, best)
     write_pipeline_files(out, dict(scheduler.config), train_config, best or {})
     return out
 

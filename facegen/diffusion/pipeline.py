@@ -19,6 +19,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from facegen.common.atomic import write_json
+
 SAMPLER, SAMPLE_STEPS, TIMESTEP_SPACING = "dpm++", 25, "trailing"  # = params.yaml sample defaults
 MODEL_ARTIFACT = "model"
 
@@ -45,7 +47,7 @@ def write_pipeline_files(
         "unet": ["diffusers", "UNet2DModel"],
         "scheduler": ["diffusers", type(sched).__name__],
     }
-    (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    write_json(out / "model_index.json", index, sort_keys=False)
     (out / "README.md").write_text(model_card(train_config, best), encoding="utf-8")
 
 

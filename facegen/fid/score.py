@@ -189,7 +189,7 @@ def log_to_run(metrics: dict[str, Any], run_id: str, uri: str) -> bool:
 
 def write_metrics(metrics: dict[str, Any], path: str | Path) -> None:
     """Write the metrics JSON (a DVC metric, tracked in git)."""
-    from facegen.common.atomic import write_bytes_atomic
+    from facegen.common.atomic import write_json
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(path, (json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode())
+    write_json(path, metrics)

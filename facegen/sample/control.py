@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from facegen.common.atomic import write_json
 from facegen.faces.appearance import MEASURES, measure_batch
 
 
@@ -186,7 +187,7 @@ def run_control(
         out_dir / "sweep.parquet", index=False
     )
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_json(metrics_path, result)
     if tracking_uri is not None and result["attributes"]:
         _log_to_training_run(Path(model_dir), tracking_uri, result, out_dir)
     return result

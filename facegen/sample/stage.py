@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from facegen.common.atomic import atomic_path, is_temp_name, write_bytes_atomic
+from facegen.common.atomic import atomic_path, is_temp_name, write_json
 from facegen.common.config import AT_LEAST_ONE, NON_NEGATIVE, validate
 from facegen.common.device import resolve_device
 from facegen.common.images import make_grid
@@ -146,7 +146,7 @@ def sample_to_dir(
         for png in out_dir.glob("*.png"):
             png.unlink()
         todo = list(range(cfg.num_images))
-    write_bytes_atomic(record_path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+    write_json(record_path, record)
     for leftover in out_dir.iterdir():  # temp files of a killed run
         if is_temp_name(leftover.name):
             leftover.unlink()

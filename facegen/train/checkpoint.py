@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from facegen.common.atomic import write_json
 from facegen.common.config import to_dict
 
 STATE_FILE = "state.json"
@@ -161,7 +162,7 @@ def save_checkpoint(accelerator: Any, cfg: Any, state: TrainState, ema: Any, raw
                 "param_checksum": float(sums[0]),
                 "files": manifest(tmp),
             }
-            (tmp / STATE_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
+            write_json(tmp / STATE_FILE, record, sort_keys=False)
     except Exception as err:
         if not _is_disk_full(err):
             raise

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from facegen.common.atomic import write_json
 from facegen.common.redact import mask_uri
 
 EPOCH_COLUMNS = ("epoch", "step", "loss", "lr", "images_per_s", "seconds")
@@ -384,7 +385,7 @@ def write_epoch_files(
     out = Path(metrics_dir)
     out.mkdir(parents=True, exist_ok=True)
     numbers = {k: v for k, v in summary.items() if _number(v)}
-    (out / "train.json").write_text(json.dumps(numbers, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_json(out / "train.json", numbers)
     from facegen.fid.features import kid_of
 
     kid = kid_of(metric)
