@@ -99,6 +99,8 @@ def test_conditioned_training_run_saves_a_conditioned_model(tmp_path):
         lr=2e-3,
         warmup_steps=1,
         epochs=2,
+        precision="no",  # in-process: the precision of the other training tests (Accelerate's state is per process)
+        channels_last=False,
         fid_every=0,
         checkpoint_every=2,
         log_checkpoints=False,

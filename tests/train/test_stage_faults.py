@@ -72,7 +72,9 @@ def test_a_store_locked_mid_run_neither_stops_training_nor_loses_a_checkpoint(tm
         if step == 9:  # into epoch 3: the store is back
             lock.execute("ROLLBACK")
 
-    summary = train(TrainConfig(**{**TINY, "epochs": 3}), _paths(tmp_path, uri), on_step=on_step)
+    # in-process: the precision of the tests before it (Accelerate's state is per process)
+    cfg = TrainConfig(**{**TINY, "epochs": 3, "precision": "no", "channels_last": False})
+    summary = train(cfg, _paths(tmp_path, uri), on_step=on_step)
     assert summary["epochs"] == 3
     run_dir = next((tmp_path / "cache" / "checkpoints").iterdir())
     assert sorted(p.name for p in run_dir.glob("epoch_*")) == ["epoch_00002", "epoch_00003"]
