@@ -177,6 +177,8 @@ def test_conditional_model_shows_its_conditions_and_samples_them(repo):
     stats = {"names": ["brightness"], "mean": [120.0], "std": [30.0], "min": [40.0], "max": [200.0], "margin": 0.0}
     torch.manual_seed(0)
     unet = conditional.build(unet_config("tiny", 16, (8, 16)), stats).eval()
+    with torch.no_grad():  # a trained-looking embedding: the fresh one is zero and would ignore the condition
+        unet.condition_embedding[2].weight.normal_(0, 0.5)
     sched = make_noise_scheduler()
     save_model_dir(repo / "cond", unet, sched, {"model": "tiny", "condition": ["brightness"]})
     with TestClient(create_app(StudioConfig(root=repo, model=repo / "cond"))) as c:
@@ -209,6 +211,10 @@ def test_conditional_model_shows_its_conditions_and_samples_them(repo):
             guidance=2.0,
         )
         np.testing.assert_array_equal(np.stack([decode(b) for b in body["images"]]), expected)
+        plain = generate(
+            unet, dict(sched.config), "ddim", 4, [3, 4], cfg.batch_size, "cpu", cfg.timestep_spacing, progress=False
+        )
+        assert not np.array_equal(expected, plain)  # the condition reached the model
         assert c.post("/api/generate", json={"n": 1}).status_code == 200
 
 
