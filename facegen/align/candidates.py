@@ -2,11 +2,10 @@
 
 This is the per-image work of the align stage, run in ``align.workers`` processes. It
 imports nothing heavy at module level (no pandas) so spawned workers start fast. The checks
-run in this order and the first failure is the face's status:
-
-    unreadable, size_mismatch, bad_detections, no_face   (per image: no face to align)
-    kps_outside_image, face_too_small, eyes_too_close, extreme_yaw,
-    crop_outside_image, eyes_occluded, blurry     (per face, thresholds in align.*)
+run in this order and the first failure is the face's status: the per-image statuses
+(``IMAGE_STATUSES``: unreadable, size_mismatch, bad_detections, no_face), then the per-face
+checks of ``FACE_CHECKS`` (kps_outside_image, face_too_small, eyes_too_close, extreme_yaw,
+crop_outside_image, eyes_occluded, blurry; thresholds in align.*).
 
 A crop that reaches past the photo is filled (facegen.align.geometry.fill_outside) and its
 filled share recorded as ``crop_outside``; above ``align.max_crop_outside`` it is rejected.
@@ -17,7 +16,7 @@ filled share recorded as ``crop_outside``; above ``align.max_crop_outside`` it i
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,20 +75,44 @@ def _detections(task: ImageTask) -> list[Detection]:
     return [Detection.from_record(r) for r in records]
 
 
+@dataclass(frozen=True)
+class FaceCheck:
+    """One per-face rejection: its status, the measured column that explains it (captions,
+    None: none), and the test that fails the face. Adding a reason is one entry here, its
+    threshold in :class:`~facegen.align.geometry.AlignConfig` (and params.yaml) and, for a new
+    measurement, its value in :func:`measure_face` and its column in the stage's schema."""
+
+    reason: str
+    column: str | None
+    failed: Callable[[Detection, dict[str, Any], tuple[int, int], AlignConfig], bool]
+
+
+# in order: the first failed check is the face's status
+FACE_CHECKS: tuple[FaceCheck, ...] = (
+    FaceCheck("kps_outside_image", None, lambda d, r, wh, c: not attributes.keypoints_inside(d.kps, *wh)),
+    FaceCheck("face_too_small", "face_area", lambda d, r, wh, c: attributes.face_min_side(d.bbox) < c.min_face_size),
+    # coincident eyes (nothing was aligned) fail here even with min_eye_distance=0
+    FaceCheck(
+        "eyes_too_close",
+        "eye_distance",
+        lambda d, r, wh, c: r["eye_distance"] < c.min_eye_distance or r["eye_distance"] == 0.0,
+    ),
+    FaceCheck("extreme_yaw", "yaw", lambda d, r, wh, c: abs(r["yaw"]) > c.max_abs_yaw),
+    FaceCheck("crop_outside_image", "crop_outside", lambda d, r, wh, c: r["crop_outside"] > c.max_crop_outside),
+    FaceCheck("eyes_occluded", "eye_brightness", lambda d, r, wh, c: r["eye_brightness"] < c.min_eye_brightness),
+    FaceCheck("blurry", "sharpness", lambda d, r, wh, c: r["sharpness"] < c.min_sharpness),
+)
+# per image, before any face is measured: nothing to align
+IMAGE_STATUSES = ("unreadable", "size_mismatch", "bad_detections", "no_face")
+# every status a candidate can end with; near_duplicate is decided across the set (align.stage)
+STATUSES = ("ok", *IMAGE_STATUSES, *(c.reason for c in FACE_CHECKS), "near_duplicate")
+# which measured column explains each rejection in a contact-sheet caption
+REASON_VALUE = {c.reason: c.column for c in FACE_CHECKS if c.column} | {"near_duplicate": "duplicate_of"}
+
+
 def _face_status(det: Detection, row: dict[str, Any], image_size: tuple[int, int], cfg: AlignConfig) -> str:
     """The first failed per-face check, or ``ok``."""
-    width, height = image_size
-    checks = (
-        ("kps_outside_image", not attributes.keypoints_inside(det.kps, width, height)),
-        ("face_too_small", attributes.face_min_side(det.bbox) < cfg.min_face_size),
-        # coincident eyes (nothing was aligned) fail here even with min_eye_distance=0
-        ("eyes_too_close", row["eye_distance"] < cfg.min_eye_distance or row["eye_distance"] == 0.0),
-        ("extreme_yaw", abs(row["yaw"]) > cfg.max_abs_yaw),
-        ("crop_outside_image", row["crop_outside"] > cfg.max_crop_outside),
-        ("eyes_occluded", row["eye_brightness"] < cfg.min_eye_brightness),
-        ("blurry", row["sharpness"] < cfg.min_sharpness),
-    )
-    return next((reason for reason, failed in checks if failed), "ok")
+    return next((c.reason for c in FACE_CHECKS if c.failed(det, row, image_size, cfg)), "ok")
 
 
 def measure_face(image: np.ndarray, gray: np.ndarray, det: Detection, cfg: AlignConfig) -> tuple[dict[str, Any], Any]:

@@ -60,7 +60,7 @@ class AlignConfig:
     min_face_size: float = 40.0  # shorter side of the detection box, source px
     min_eye_distance: float = 15.0  # source px
     max_abs_yaw: float = 45.0  # degrees
-    max_crop_outside: float = 0.5  # fraction of the crop beyond the image border (filled: reflect, blur, blend)
+    max_crop_outside: float = 0.6  # fraction of the crop beyond the image border (filled: reflect, blur, blend)
     fill_blur: float = 0.02  # Gaussian sigma / size of the fill at the photo's edge (FFHQ's 0.02)
     fill_blur_outer: float = 0.08  # ... growing to this at fill_ramp beyond the edge
     fill_ramp: float = 0.3  # distance / size beyond the edge where the fill is fully the photo's median colour

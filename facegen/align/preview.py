@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
+from facegen.align.candidates import REASON_VALUE
 from facegen.common.atomic import atomic_path
 
 BACKGROUND = (255, 255, 255)
@@ -79,18 +80,6 @@ def save_preview(
     with atomic_path(path) as tmp:
         canvas.save(tmp, format="PNG", compress_level=6)
     return path
-
-
-# which measured column explains each rejection in a caption
-REASON_VALUE = {
-    "blurry": "sharpness",
-    "eyes_occluded": "eye_brightness",
-    "extreme_yaw": "yaw",
-    "eyes_too_close": "eye_distance",
-    "crop_outside_image": "crop_outside",
-    "face_too_small": "face_area",
-    "near_duplicate": "duplicate_of",
-}
 
 
 def _spread(rows: pd.DataFrame, limit: int) -> pd.DataFrame:

@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from facegen.align.candidates import NO_FACE_INDEX, ImageTask, run_tasks
+from facegen.align.candidates import NO_FACE_INDEX, STATUSES, ImageTask, run_tasks
 from facegen.align.geometry import AlignConfig, align_face
-from facegen.common.atomic import atomic_path, write_json
+from facegen.common.atomic import write_json
 from facegen.common.images import sha256_file
+from facegen.common.tables import Schema, write_parquet
 
 REQUIRED_DOWNLOAD_COLUMNS = ("post_id", "status", "sha256", "path", "detections")
 
@@ -88,8 +89,8 @@ def check_sources(tasks: list[ImageTask]) -> None:
         )
 
 
-# faces.parquet columns and their Arrow types (pyarrow imported only when writing)
-SCHEMA = {
+# faces.parquet columns and their Arrow types (facegen.common.tables)
+SCHEMA: Schema = {
     "face_id": "string",
     "path": "string",
     "sha256": "string",
@@ -122,14 +123,6 @@ SCHEMA = {
     "mouth_open": "float64",
 }
 COLUMNS = tuple(SCHEMA)
-
-
-def _schema() -> Any:
-    import pyarrow as pa
-
-    floats = pa.list_(pa.float64())
-    types = {"list<float64>": floats, "list<list<float64>>": pa.list_(floats)}
-    return pa.schema([(name, types.get(t) or pa.type_for_alias(t)) for name, t in SCHEMA.items()])
 
 
 def build_faceset(
@@ -182,33 +175,8 @@ def build_faceset(
 
 
 def write_table(table: pd.DataFrame, path: Path) -> None:
-    """faces.parquet with a fixed schema (same rows, same bytes; typed even when empty)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    clean = table.astype(object).where(table.notna(), None)
-    arrow = pa.Table.from_pandas(clean[list(COLUMNS)], schema=_schema(), preserve_index=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        pq.write_table(arrow, tmp)
-
-
-# every status a candidate can end with (facegen.align.candidates, then near_duplicate here)
-STATUSES = (
-    "ok",
-    "unreadable",
-    "size_mismatch",
-    "bad_detections",
-    "no_face",
-    "kps_outside_image",
-    "face_too_small",
-    "eyes_too_close",
-    "extreme_yaw",
-    "crop_outside_image",
-    "eyes_occluded",
-    "blurry",
-    "near_duplicate",
-)
+    """faces.parquet with the declared :data:`SCHEMA` (same rows, same bytes; typed even when empty)."""
+    write_parquet(table.astype(object).where(table.notna(), None), SCHEMA, path)
 
 
 def summary(table: pd.DataFrame) -> dict[str, Any]:

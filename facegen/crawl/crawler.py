@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
-from facegen.common.atomic import atomic_path, write_bytes_atomic
+from facegen.common.atomic import write_bytes_atomic
 from facegen.common.config import NON_NEGATIVE, POSITIVE, validate
 from facegen.common.http import (
     BlockedHostError,
@@ -43,6 +43,7 @@ from facegen.common.http import (
     make_session,
     read_body,
 )
+from facegen.common.tables import Schema, write_parquet
 from facegen.crawl import ptt
 
 log = logging.getLogger(__name__)
@@ -483,53 +484,35 @@ def crawl(
     return result
 
 
-POSTS_SCHEMA_FIELDS = (
-    ("post_id", "string"),
-    ("board", "string"),
-    ("url", "string"),
-    ("title", "string"),
-    ("category", "string"),
-    ("author", "string"),
-    ("posted_at", "timestamp"),
-    ("push_count", "int32"),
-    ("n_pushes", "int32"),
-    ("n_links", "int32"),
-    ("index_page", "int32"),
-    ("status", "string"),
-    ("error", "string"),
-)
-LINKS_SCHEMA_FIELDS = (
-    ("post_id", "string"),
-    ("url", "string"),
-    ("source", "string"),
-    ("raw_url", "string"),
-    ("host", "string"),
-    ("position", "int32"),
-)
-
-
-def _schema(fields: tuple[tuple[str, str], ...]):  # -> pyarrow.Schema
-    import pyarrow as pa
-
-    types = {"string": pa.string(), "int32": pa.int32(), "timestamp": pa.timestamp("s", tz="Asia/Taipei")}
-    return pa.schema([(name, types[kind]) for name, kind in fields])
-
-
-def write_parquet(rows: list[dict[str, Any]], fields: tuple[tuple[str, str], ...], path: str | Path) -> None:
-    """Write rows with a fixed schema (so an empty crawl still has typed columns), atomically."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist(rows, schema=_schema(fields))
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+# posts.parquet and links.parquet columns (facegen.common.tables)
+POSTS_SCHEMA: Schema = {
+    "post_id": "string",
+    "board": "string",
+    "url": "string",
+    "title": "string",
+    "category": "string",
+    "author": "string",
+    "posted_at": "timestamp[s, Asia/Taipei]",
+    "push_count": "int32",
+    "n_pushes": "int32",
+    "n_links": "int32",
+    "index_page": "int32",
+    "status": "string",
+    "error": "string",
+}
+LINKS_SCHEMA: Schema = {
+    "post_id": "string",
+    "url": "string",
+    "source": "string",
+    "raw_url": "string",
+    "host": "string",
+    "position": "int32",
+}
 
 
 def write_outputs(result: CrawlResult, posts_path: str | Path, links_path: str | Path) -> None:
     """posts.parquet (kept posts with status ``ok``, failed posts with their reason) and links.parquet."""
     rows = [{**post, "status": "ok", "error": None} for post in result.posts] + result.failed_rows
     rows.sort(key=lambda r: (r["posted_at"], r["post_id"]))
-    write_parquet(rows, POSTS_SCHEMA_FIELDS, posts_path)
-    write_parquet(result.links, LINKS_SCHEMA_FIELDS, links_path)
+    write_parquet(rows, POSTS_SCHEMA, posts_path)
+    write_parquet(result.links, LINKS_SCHEMA, links_path)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from facegen.demo.board import BoardServer, BoardSpec, serve
+from facegen.train.recipes import recipe
 
 SHARED_ENV = "FACEGEN_SHARED"  # where ../shared lives when it is not beside the repository
 DEMO_PORT = 8765  # preferred: the same URL each run lets `dvc exp run` skip unchanged stages
@@ -53,19 +54,12 @@ TINY: dict[str, Any] = {
     "download.retries": 1,
     "align.test_fraction": 0.25,
     "align.workers": 1,
-    # the faces32 recipe (docs/quality.md): a 2.5M-parameter 3-level UNet, cosine noise schedule,
-    # lr 4e-4, EMA with warmup; the 16-32-channel tiny UNet never drew a face on 2 cores
-    "train.model": "faces32",
-    "train.channels": [],
+    # the faces32 recipe (facegen.train.recipes, docs/quality.md): a 2.5M-parameter 3-level UNet,
+    # cosine noise schedule, lr 4e-4, EMA with warmup, v-prediction, fp32
+    **{f"train.{k}": v for k, v in recipe("faces32").items()},
     "train.image_size": 32,
     "train.epochs": EPOCHS,
-    "train.batch_size": 16,
-    "train.warmup_steps": 50,
-    "train.lr": 4e-4,
     "train.checkpoint_every": 50,
-    "train.schedule": "cosine",
-    "train.ema_decay": 0.9999,
-    "train.ema_warmup": True,
     "train.log_checkpoints": False,
     "train.fid_every": EPOCHS,
     "train.fid_num_samples": 32,
@@ -74,11 +68,6 @@ TINY: dict[str, Any] = {
     "train.grid_size": 16,
     "train.data_device": "cpu",
     "train.experiment": "facegen-demo",
-    "train.precision": "no",
-    "train.channels_last": False,
-    # v-prediction: with epsilon, a tiny model's small error in each image's mean colour is
-    # amplified ~156x at t~T (1/sqrt(alpha_bar_T)) and clipped into cyan/magenta/green faces
-    "train.prediction": "v_prediction",
     "sample.num_images": 64,
     "sample.steps": 25,
     "sample.batch_size": 32,

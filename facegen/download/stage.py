@@ -37,6 +37,7 @@ from facegen.common.atomic import atomic_path, is_temp_name
 from facegen.common.config import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, to_dict, validate
 from facegen.common.http import DestinationPolicy, HttpConfig, allowed_hosts, make_session
 from facegen.common.images import ImageRejected, decode_image, sha256_file, sha256_hex
+from facegen.common.tables import Schema, write_parquet
 from facegen.download.cache import Analysis, FetchCache, FetchRecord
 from facegen.download.fetch import FETCHED, TRANSIENT_FAILURES, FetchResult, HostGate, fetch_url
 from facegen.faces.detect import Detection, FacesConfig, box_area
@@ -392,6 +393,7 @@ def build_table(
     return df.astype(_COLUMNS)
 
 
+# downloads.parquet columns: pandas nullable dtypes in memory, their Arrow types on disk
 _COLUMNS = {
     "post_id": "string",
     "url": "string",
@@ -413,6 +415,10 @@ _COLUMNS = {
     "final_url": "string",
     "content_type": "string",
 }
+
+
+_ARROW = {"string": "string", "Int64": "int64", "Float64": "float64"}
+SCHEMA: Schema = {name: _ARROW[kind] for name, kind in _COLUMNS.items()}
 
 
 def export_kept(table: pd.DataFrame, cache: FetchCache, out_dir: Path) -> None:
@@ -446,11 +452,9 @@ def export_kept(table: pd.DataFrame, cache: FetchCache, out_dir: Path) -> None:
             shutil.copyfile(src, tmp)
 
 
-def write_parquet(table: pd.DataFrame, path: Path) -> None:
-    """Write atomically (temp file + rename): a crash never leaves a half Parquet."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        table.to_parquet(tmp, index=False)
+def write_table(table: pd.DataFrame, path: Path) -> None:
+    """downloads.parquet with the declared :data:`SCHEMA`, atomically (a crash never leaves half a Parquet)."""
+    write_parquet(table, SCHEMA, path)
 
 
 def run_download(

@@ -28,7 +28,11 @@ from typing import Any
 import numpy as np
 
 from facegen.common.atomic import write_json
+from facegen.common.tables import Schema, write_parquet
 from facegen.faces.appearance import MEASURES, measure_batch
+
+# sweep.parquet: one row per (requested value, seed) of each swept attribute
+SWEEP_SCHEMA: Schema = {"attribute": "string", "requested": "float64", "seed": "int64", "measured": "float64"}
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,6 @@ def run_control(
     attribute; an unconditional model gives ``{"conditioned": []}``); logs the scores to the
     MLflow run that trained the model when ``tracking_uri`` is given. Sampler, steps,
     guidance, batch size and device are ``sample_cfg``'s (a SampleConfig)."""
-    import pandas as pd
     from PIL import Image
 
     from facegen.common.device import resolve_device
@@ -183,9 +186,7 @@ def run_control(
             for i, v in enumerate(values)
             for j, s in enumerate(seeds)
         ]
-    pd.DataFrame(rows, columns=["attribute", "requested", "seed", "measured"]).to_parquet(
-        out_dir / "sweep.parquet", index=False
-    )
+    write_parquet(rows, SWEEP_SCHEMA, out_dir / "sweep.parquet")
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     write_json(metrics_path, result)
     if tracking_uri is not None and result["attributes"]:

@@ -23,6 +23,7 @@ from facegen.common.atomic import atomic_path, is_temp_name, write_json
 from facegen.common.config import AT_LEAST_ONE, NON_NEGATIVE, validate
 from facegen.common.device import resolve_device
 from facegen.common.images import make_grid
+from facegen.common.tables import Schema, write_parquet
 from facegen.diffusion.sampling import Sampler, iter_batches, load_model
 
 
@@ -188,6 +189,10 @@ def _read_record(path: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and isinstance(record.get("config"), dict) else None
 
 
+# samples.parquet: these columns, then one float64 column per attribute of the model
+REQUESTS_SCHEMA: Schema = {"file": "string", "seed": "int64", "guidance": "float64"}
+
+
 def write_requests(path: Path, cfg: SampleConfig, attributes: list[str]) -> None:
     """``samples.parquet``: one row per image: file, seed, guidance and the requested value of
     each attribute of the model (NaN: not requested)."""
@@ -201,8 +206,7 @@ def write_requests(path: Path, cfg: SampleConfig, attributes: list[str]) -> None
     table = pd.DataFrame(rows)
     for name in attributes:
         table[name] = float(cfg.condition.get(name, float("nan")))
-    with atomic_path(path) as tmp:
-        table.to_parquet(tmp, index=False)
+    write_parquet(table, {**REQUESTS_SCHEMA, **dict.fromkeys(attributes, "float64")}, path)
 
 
 def _config_dict(cfg: SampleConfig) -> dict[str, Any]:

@@ -19,7 +19,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-COLUMNS = ("timestamp", "model_id", "run_id", "epoch", "item", "truth", "answer", "correct")
+from facegen.common.tables import Schema, write_parquet
+
+# judgements.parquet columns (facegen.common.tables)
+SCHEMA: Schema = {
+    "timestamp": "float64",
+    "model_id": "string",
+    "run_id": "string",
+    "epoch": "int64",
+    "item": "string",
+    "truth": "string",
+    "answer": "string",
+    "correct": "bool",
+}
+COLUMNS = tuple(SCHEMA)
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
 
@@ -56,27 +69,7 @@ class JudgementStore:
         return table.select(list(COLUMNS)).to_pylist()
 
     def _write(self) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        from facegen.common.atomic import atomic_path
-
-        schema = pa.schema(
-            [
-                ("timestamp", pa.float64()),
-                ("model_id", pa.string()),
-                ("run_id", pa.string()),
-                ("epoch", pa.int64()),
-                ("item", pa.string()),
-                ("truth", pa.string()),
-                ("answer", pa.string()),
-                ("correct", pa.bool_()),
-            ]
-        )
-        table = pa.Table.from_pylist(self.rows, schema=schema)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.path) as tmp:
-            pq.write_table(table, tmp)
+        write_parquet(self.rows, SCHEMA, self.path)
 
     def add(
         self, model_id: str, run_id: str | None, epoch: int | None, *, item: str, truth: str, answer: str

@@ -136,3 +136,16 @@ def test_tight_portraits_are_accepted_with_level_eyes(tmp_path, faces_dir, scrfd
         aligned = align_face(w.read_image(path), np.asarray(dets[0].kps), cfg)
         (lx, ly), (rx, ry) = aligned.kps[:2]
         assert abs(ly - ry) < 0.5 and rx - lx > 0.25 * cfg.size
+
+
+def test_face_checks_are_the_one_list_of_rejection_reasons() -> None:
+    """Statuses, the summary's reasons and the contact sheet's captions all come from FACE_CHECKS."""
+    from facegen.align import preview, stage
+    from facegen.align.candidates import FACE_CHECKS, IMAGE_STATUSES, REASON_VALUE, STATUSES
+
+    reasons = [c.reason for c in FACE_CHECKS]
+    assert STATUSES == ("ok", *IMAGE_STATUSES, *reasons, "near_duplicate")
+    assert len(set(STATUSES)) == len(STATUSES)
+    assert stage.STATUSES is STATUSES and preview.REASON_VALUE is REASON_VALUE
+    assert {c.column for c in FACE_CHECKS if c.column} <= set(stage.SCHEMA)
+    assert REASON_VALUE["crop_outside_image"] == "crop_outside" and "kps_outside_image" not in REASON_VALUE
