@@ -1,6 +1,7 @@
 """DVC stage `control`: how well a conditional models/best follows requested attribute values.
 
-Reads params.yaml `control` (the sweep) and the `sample` sampler keys; writes data/control/
+Reads params.yaml `control` (the sweep), the `sample` sampler keys and `faces` (the detector
+that measures yaw on the samples); writes data/control/
 (<attribute>.png sweep grids: requested values across, seeds down; sweep.parquet) and
 metrics/control.json, and logs the scores to the model's MLflow run. An unconditional model
 writes metrics with no attributes.
@@ -12,6 +13,7 @@ import argparse
 import json
 
 from facegen.common.config import load_section
+from facegen.faces.detect import FaceDetector, FacesConfig
 from facegen.sample.control import ControlConfig, run_control
 from facegen.sample.stage import SampleConfig
 from facegen.train.tracking import repo_root, tracking_uri
@@ -28,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_section(ControlConfig, "control", args.params)
     sample_cfg = load_section(SampleConfig, "sample", args.params)
     uri = None if args.no_mlflow else tracking_uri(repo_root("."))
-    result = run_control(args.model_dir, sample_cfg, cfg, args.out_dir, args.metrics, uri)
+    faces = load_section(FacesConfig, "faces", args.params)  # measures yaw on the samples (when conditioned on it)
+    result = run_control(args.model_dir, sample_cfg, cfg, args.out_dir, args.metrics, uri, lambda: FaceDetector(faces))
     print(
         "control: " + json.dumps({k: {m: v[m] for m in ("spearman", "mae")} for k, v in result["attributes"].items()})
         if result["attributes"]

@@ -13,23 +13,33 @@ the attribute on each sample, and report:
 - ``mae``: mean |measured - requested| in the attribute's units;
 - ``slope``: least-squares slope of measured on requested (1: the full requested change arrives).
 
-The sweep grid puts requested values across (low to high) and seeds down. Attributes that
-need a face model on the samples (yaw, pitch, ...) are listed as ``not_measured``.
+Yaw is measured by detecting the samples again (facegen.faces.pose, the pipeline's
+``faces.*`` detector); a sample where no face is found is left out of the scores and counted
+(``measured_fraction``). The sweep grid puts requested values across (low to high) and seeds
+down. Attributes nothing here can measure on an image (pitch, gender, ...) are listed as
+``not_measured``.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from facegen.common.atomic import write_json
 from facegen.common.tables import Schema, write_parquet
 from facegen.faces.appearance import MEASURES, measure_batch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from facegen.faces.detect import FaceDetector
+
+# measured by detecting the samples again (facegen.faces.pose): need a detector
+POSE_MEASURES = ("yaw",)
 
 # sweep.parquet: one row per (requested value, seed) of each swept attribute
 SWEEP_SCHEMA: Schema = {"attribute": "string", "requested": "float64", "seed": "int64", "measured": "float64"}
@@ -64,24 +74,41 @@ def sweep_values(unet_config: Any, name: str, num_values: int, span: float) -> n
 
 
 def scores(requested: np.ndarray, measured: np.ndarray) -> dict[str, float | None]:
-    """Controllability of (V, S) measurements for V requested values (see module docstring)."""
+    """Controllability of (V, S) measurements for V requested values (see module docstring);
+    NaN measurements (no face found) are left out, ``measured_fraction`` says how many were kept."""
     from scipy.stats import spearmanr
 
     requested = np.asarray(requested, np.float64)
     measured = np.asarray(measured, np.float64)
     flat_req = np.repeat(requested, measured.shape[1])
-    means = measured.mean(axis=1)
-    with warnings.catch_warnings():  # a constant input is reported as None below
+    flat = measured.ravel()
+    ok = np.isfinite(flat)
+    fraction = float(ok.mean()) if flat.size else 0.0
+    names = ("spearman", "spearman_of_means", "mae", "slope")
+    if ok.sum() < 2:
+        return {**dict.fromkeys(names), "measured_fraction": fraction}
+    with warnings.catch_warnings():  # a constant input, or a value with no face, is reported as None below
         warnings.simplefilter("ignore")
-        rho, rho_means = spearmanr(flat_req, measured.ravel())[0], spearmanr(requested, means)[0]
-    out = {
-        "spearman": rho,
-        "spearman_of_means": rho_means,
-        "mae": np.abs(measured.ravel() - flat_req).mean(),
-        "slope": np.polyfit(flat_req, measured.ravel(), 1)[0],
-    }
+        means = np.nanmean(measured, axis=1)
+        seen = np.isfinite(means)
+        rho = spearmanr(flat_req[ok], flat[ok])[0]
+        rho_means = spearmanr(requested[seen], means[seen])[0] if seen.sum() >= 2 else np.nan
+        slope = np.polyfit(flat_req[ok], flat[ok], 1)[0] if np.ptp(flat_req[ok]) > 0 else np.nan
+    mae = np.abs(flat[ok] - flat_req[ok]).mean()
+    out = {"spearman": rho, "spearman_of_means": rho_means, "mae": mae, "slope": slope}
     # a constant measurement has no rank correlation: null, not a made-up number
-    return {k: float(v) if np.isfinite(v) else None for k, v in out.items()}
+    return {**{k: float(v) if np.isfinite(v) else None for k, v in out.items()}, "measured_fraction": fraction}
+
+
+def measure(images: np.ndarray, name: str, detector: FaceDetector | None = None) -> np.ndarray:
+    """Attribute ``name`` of every image (N, H, W, 3): float64 (N,), NaN where unmeasurable."""
+    if name in POSE_MEASURES:
+        if detector is None:
+            raise ValueError(f"measuring {name!r} on images needs a face detector (params.yaml faces.*)")
+        from facegen.faces.pose import measure_yaw
+
+        return measure_yaw(images, detector)
+    return measure_batch(images, name)
 
 
 def sweep(
@@ -97,6 +124,7 @@ def sweep(
     timestep_spacing: str = "trailing",
     guidance: float = 1.0,
     progress: bool = False,
+    detector: FaceDetector | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Images (S, V, H, W, 3) uint8 (row = seed, column = value) and measured ``name`` (V, S)."""
     from facegen.diffusion.sampling import generate
@@ -116,7 +144,7 @@ def sweep(
         conditions=conditions,
         guidance=guidance,
     )
-    measured = measure_batch(images, name).reshape(len(seeds), len(values)).T
+    measured = measure(images, name, detector).reshape(len(seeds), len(values)).T
     return images.reshape(len(seeds), len(values), *images.shape[1:]), measured
 
 
@@ -127,6 +155,7 @@ def run_control(
     out_dir: str | Path,
     metrics_path: str | Path,
     tracking_uri: str | None = None,
+    detector: Callable[[], FaceDetector] | None = None,
 ) -> dict[str, Any]:
     """The control stage: sweep every measurable conditioned attribute of ``models/best``.
 
@@ -134,7 +163,8 @@ def run_control(
     per sample: attribute, requested, seed, measured) and ``metrics_path`` (scores per
     attribute; an unconditional model gives ``{"conditioned": []}``); logs the scores to the
     MLflow run that trained the model when ``tracking_uri`` is given. Sampler, steps,
-    guidance, batch size and device are ``sample_cfg``'s (a SampleConfig)."""
+    guidance, batch size and device are ``sample_cfg``'s (a SampleConfig). ``detector`` builds
+    the face detector that measures yaw; it is called only when the model is conditioned on it."""
     from PIL import Image
 
     from facegen.common.device import resolve_device
@@ -146,14 +176,16 @@ def run_control(
     device = resolve_device(sample_cfg.device)
     unet, sched_config = load_model(model_dir, device)
     conditioned = names(unet.config)
-    measurable = [n for n in conditioned if n in MEASURES]
+    can_measure = set(MEASURES) | (set(POSE_MEASURES) if detector is not None else set())
+    measurable = [n for n in conditioned if n in can_measure]
+    found = detector() if detector is not None and set(measurable) & set(POSE_MEASURES) else None
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("*.png"):
         stale.unlink()
     seeds = [cfg.seed + r for r in range(cfg.num_seeds)]
     result: dict[str, Any] = {
         "conditioned": conditioned,
-        "not_measured": [n for n in conditioned if n not in MEASURES],
+        "not_measured": [n for n in conditioned if n not in can_measure],
         "guidance": sample_cfg.guidance,
         "attributes": {},
     }
@@ -172,6 +204,7 @@ def run_control(
             device,
             sample_cfg.timestep_spacing,
             sample_cfg.guidance,
+            detector=found,
         )
         Image.fromarray(make_grid(images.reshape(-1, *images.shape[2:]), nrow=len(values))).save(
             out_dir / f"{name}.png"
@@ -179,7 +212,7 @@ def run_control(
         result["attributes"][name] = {
             **scores(values, measured),
             "requested": values.round(3).tolist(),
-            "measured_mean": measured.mean(axis=1).round(3).tolist(),
+            "measured_mean": [None if not np.isfinite(m) else round(float(m), 3) for m in _row_means(measured)],
         }
         rows += [
             {"attribute": name, "requested": float(v), "seed": s, "measured": float(measured[i, j])}
@@ -192,6 +225,12 @@ def run_control(
     if tracking_uri is not None and result["attributes"]:
         _log_to_training_run(Path(model_dir), tracking_uri, result, out_dir)
     return result
+
+
+def _row_means(measured: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():  # a requested value where no sample was measurable: NaN
+        warnings.simplefilter("ignore")
+        return np.nanmean(measured, axis=1)
 
 
 def _log_to_training_run(model_dir: Path, uri: str, result: dict[str, Any], out_dir: Path) -> None:

@@ -24,6 +24,7 @@ def test_scores_are_exact_on_known_measurements():
         "spearman_of_means": pytest.approx(1.0),
         "mae": 0.0,
         "slope": pytest.approx(1.0),
+        "measured_fraction": 1.0,
     }
     flat = control.scores(np.array([1.0, 2.0, 3.0]), np.full((3, 2), 5.0))
     assert flat["spearman"] is None and flat["mae"] == pytest.approx(3.0)
@@ -61,6 +62,7 @@ def test_control_stage_measures_the_toy_model(tmp_path, toy_dir):
         control.ControlConfig(num_values=5, num_seeds=4),
         tmp_path / "control",
         tmp_path / "metrics" / "control.json",
+        detector=lambda: pytest.fail("the face detector is built only for a model conditioned on yaw"),
     )
     scores = result["attributes"]["brightness"]
     assert scores["spearman"] >= 0.9 and scores["spearman_of_means"] == pytest.approx(1.0)
@@ -125,3 +127,17 @@ def test_control_stage_entry_point(tmp_path, toy_dir):
     assert out.returncode == 0, out.stderr
     assert 'control: {"brightness"' in out.stdout
     assert json.loads((tmp_path / "control.json").read_text())["attributes"]["brightness"]["requested"][0] < 100
+
+
+def test_scores_leave_out_unmeasured_samples_and_count_them():
+    measured = np.array([[1.0, np.nan], [2.0, 2.0], [np.nan, np.nan]])
+    s = control.scores(np.array([1.0, 2.0, 3.0]), measured)
+    assert s["measured_fraction"] == pytest.approx(0.5)
+    assert s["mae"] == 0.0 and s["slope"] == pytest.approx(1.0) and s["spearman"] == pytest.approx(1.0)
+    none = control.scores(np.array([1.0, 2.0]), np.full((2, 2), np.nan))
+    assert none == {"spearman": None, "spearman_of_means": None, "mae": None, "slope": None, "measured_fraction": 0.0}
+
+
+def test_yaw_needs_a_detector():
+    with pytest.raises(ValueError, match=r"measuring 'yaw' on images needs a face detector"):
+        control.measure(np.zeros((1, 8, 8, 3), np.uint8), "yaw")
