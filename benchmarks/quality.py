@@ -19,8 +19,9 @@ against the test faces at 32 px with clean-fid's Inception network, FID and KID
 against the test faces: what a model that reproduced the training set would score.
 
 Outputs (benchmarks/results/): quality.json (one entry per recipe, merged across runs),
-quality_fid.png (FID vs budget minutes of every recipe in the JSON), quality_<recipe>_grid.png
-(64 samples of the last evaluation). Run: ``nice -n 5 .venv/bin/python benchmarks/quality.py --recipe baseline``.
+quality_fid.png (FID vs budget minutes of every recipe in the JSON; ``<stem>_fid.png`` beside
+another ``--results``), quality_<recipe>_grid.png (64 samples of the last evaluation).
+Run: ``.venv/bin/python benchmarks/quality.py --recipe baseline``.
 """
 
 from __future__ import annotations
@@ -288,6 +289,34 @@ def floor(cfg: Any) -> dict[str, float]:
     return result
 
 
+def rescore(key: str, cfg: Any, results: Path) -> None:
+    """Score ``runs/<key>/models/best`` (the best evaluated epoch) on ``cfg.fid_num_samples``
+    DDIM samples, as the trainer's evaluator does, and record it under ``recipes[key].rescored``."""
+    import torch
+
+    from facegen.diffusion.sampling import generate, load_model
+    from facegen.fid.score import Scorer
+
+    best = WORK / "runs" / key / "models" / "best"
+    unet, sched = load_model(best)
+    images = generate(unet, sched, "ddim", cfg.eval_steps, range(cfg.fid_num_samples), 100, progress=False)
+    faces = WORK / "data" / "faces.parquet"
+    scorer = Scorer.for_split(
+        faces, WORK, IMAGE_SIZE, cfg.fid_extractor, torch.device("cpu"), WORK / "cache" / "fid", cfg.fid_batch_size
+    )
+    scores = scorer(images)
+    out = json.loads(results.read_text(encoding="utf-8"))
+    epoch = json.loads((best / "best.json").read_text(encoding="utf-8")).get("epoch")
+    out["recipes"][key]["rescored"] = {
+        "epoch": epoch,
+        "samples": cfg.fid_num_samples,
+        "fid": round(scores["fid"], 2),
+        "kid": round(scores["kid"], 5),
+    }
+    results.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    print(f"{key}: epoch {epoch}, {cfg.fid_num_samples} samples: FID {scores['fid']:.2f} KID {scores['kid']:.5f}")
+
+
 # ---------------------------------------------------------------- outputs
 
 
@@ -330,6 +359,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tag", default="", help="suffix of the JSON key (e.g. a short ranking run)")
     ap.add_argument("-S", dest="sets", action="append", default=[], help="extra train key=value (YAML value)")
     ap.add_argument("--results", type=Path, default=RESULTS / "quality.json")
+    ap.add_argument(
+        "--rescore",
+        action="store_true",
+        help="no training: score the recipe's saved models/best on --samples samples (e.g. as many as the floor's "
+        "train faces) and add it to its JSON entry as `rescored`",
+    )
     args = ap.parse_args(argv)
     import torch
     import yaml
@@ -341,6 +376,9 @@ def main(argv: list[str] | None = None) -> None:
     cfg = bench_config(args.recipe, args.samples, extra)
     key = args.recipe + args.tag
     split_floor = floor(cfg)
+    if args.rescore:
+        rescore(key, cfg, args.results)
+        return
     res = run_recipe(key, args.recipe, cfg, args.minutes, args.evals, args.threads, WORK / "runs" / key)
     res.update(budget_minutes=args.minutes, threads=args.threads, overrides=extra)
     out = json.loads(args.results.read_text(encoding="utf-8")) if args.results.is_file() else {}
@@ -365,7 +403,7 @@ def main(argv: list[str] | None = None) -> None:
         grid.resize((grid.width * 2, grid.height * 2), Image.Resampling.NEAREST).save(
             RESULTS / f"quality_{key}_grid.png"
         )
-    plot(out["recipes"], split_floor["fid"], RESULTS / "quality_fid.png")
+    plot(out["recipes"], split_floor["fid"], args.results.with_name(f"{args.results.stem}_fid.png"))
     print(f"{key}: FID {res['fid']} KID {res['kid']} after {res['steps']} steps; floor FID {split_floor['fid']}")
 
 

@@ -5,8 +5,8 @@ on 2 cores. The request goes over real HTTP to a uvicorn server in this process,
 includes request parsing, the one-job queue, sampling, PNG encoding and the JSON answer.
 
 Model:
-- default: the demo's architecture and sampling settings (facegen.demo.run.TINY: the tiny
-  preset with channels (16, 32) at 32 px, v-prediction, DPM-Solver++ 25 steps, batch 32),
+- default: the demo's architecture and sampling settings (facegen.demo.run.TINY: the faces32
+  recipe's UNet at 32 px, v-prediction, the demo's sample.sampler / steps / batch size),
   freshly initialised: the time of a forward pass does not depend on the weights' values;
 - ``--model-dir models/best --root .`` after ``make demo``: the trained demo model, with the
   workspace's params.yaml (which `make demo` leaves at the demo's values).

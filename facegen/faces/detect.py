@@ -212,15 +212,26 @@ class FaceDetector:
             b[:, :4] -= shift
             return b, k - shift
 
-        boxes, kpss = run(image_bgr, 0)
         h, w = image_bgr.shape[:2]
+        m = int(round(self.cfg.pad * max(h, w)))
         self.images += 1
+
+        def padded_pass() -> tuple[np.ndarray, np.ndarray]:
+            self.padded += 1
+            canvas = cv2.copyMakeBorder(image_bgr, m, m, m, m, cv2.BORDER_CONSTANT, value=(PAD_FILL,) * 3)
+            return run(canvas, m)
+
+        if self.cfg.pad > 0 and max(h, w) + 2 * m <= self.cfg.det_size:
+            # a small photo: its padded canvas fits the detector's input without shrinking, so the
+            # padded pass alone sees every face at its native size or larger (pass 1 would only
+            # enlarge faces far below align.min_face_size) as well as the frame-filling ones
+            boxes, kpss = padded_pass()
+            order = np.argsort(-boxes[:, 4], kind="stable")
+            return boxes[order], kpss[order], 1
+        boxes, kpss = run(image_bgr, 0)
         if not self.needs_padded_pass(boxes):
             return boxes, kpss, 1
-        self.padded += 1
-        m = int(round(self.cfg.pad * max(h, w)))
-        canvas = cv2.copyMakeBorder(image_bgr, m, m, m, m, cv2.BORDER_CONSTANT, value=(PAD_FILL,) * 3)
-        pboxes, pkpss = run(canvas, m)
+        pboxes, pkpss = padded_pass()
         # a face pass 1 found keeps pass 1's detection; pass 2 adds only the faces it missed
         new = [
             i

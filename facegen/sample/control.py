@@ -36,6 +36,7 @@ from facegen.common.tables import Schema, write_parquet
 from facegen.faces.appearance import MEASURES, measure_batch
 
 if TYPE_CHECKING:  # pragma: no cover
+    from facegen.diffusion.sampling import Precision
     from facegen.faces.detect import FaceDetector
 
 # measured by detecting the samples again (facegen.faces.pose): need a detector
@@ -125,6 +126,7 @@ def sweep(
     guidance: float = 1.0,
     progress: bool = False,
     detector: FaceDetector | None = None,
+    precision: Precision = "no",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Images (S, V, H, W, 3) uint8 (row = seed, column = value) and measured ``name`` (V, S)."""
     from facegen.diffusion.sampling import generate
@@ -143,6 +145,7 @@ def sweep(
         progress,
         conditions=conditions,
         guidance=guidance,
+        precision=precision,
     )
     measured = measure(images, name, detector).reshape(len(seeds), len(values)).T
     return images.reshape(len(seeds), len(values), *images.shape[1:]), measured
@@ -205,6 +208,7 @@ def run_control(
             sample_cfg.timestep_spacing,
             sample_cfg.guidance,
             detector=found,
+            precision=sample_cfg.precision,
         )
         Image.fromarray(make_grid(images.reshape(-1, *images.shape[2:]), nrow=len(values))).save(
             out_dir / f"{name}.png"

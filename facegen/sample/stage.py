@@ -24,7 +24,7 @@ from facegen.common.config import AT_LEAST_ONE, NON_NEGATIVE, validate
 from facegen.common.device import resolve_device
 from facegen.common.images import make_grid
 from facegen.common.tables import Schema, write_parquet
-from facegen.diffusion.sampling import Sampler, iter_batches, load_model
+from facegen.diffusion.sampling import Precision, Sampler, iter_batches, load_model
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class SampleConfig:
     grid_images: int = 64
     condition: dict[str, float] = field(default_factory=dict)  # {attribute: value in its units}; {} = none
     guidance: float = 1.0  # classifier-free guidance scale (1 = the plain conditional model)
+    precision: Precision = "no"  # bf16: the UNet under bfloat16 autocast (~1.9x faster on AVX-512 CPUs)
 
     def __post_init__(self) -> None:
         bad = {
@@ -167,6 +168,7 @@ def sample_to_dir(
         cfg.timestep_spacing,
         conditions=request or None,
         guidance=cfg.guidance,
+        precision=cfg.precision,
     ):
         for k, img in enumerate(images):
             _save_png(img, out_dir / image_name(todo[offset + k]))

@@ -204,6 +204,7 @@ class State:
             "steps": steps,
             "batch_size": self.sample.batch_size,
             "timestep_spacing": self.sample.timestep_spacing,
+            "precision": self.sample.precision,
             "size": model.size,
         }
 
@@ -329,6 +330,7 @@ def _model_routes(app: FastAPI, state: State) -> None:
                 progress=False,
                 conditions=req.condition or None,
                 guidance=guidance,
+                precision=state.sample.precision,
             ):
                 out.extend(images)
                 job.check()
@@ -355,7 +357,14 @@ def _model_routes(app: FastAPI, state: State) -> None:
             noise = make_noise(model)
             job.check()
             return generate_from_noise(
-                model.unet, model.scheduler_config, sampler, steps, noise, seeds, state.sample.timestep_spacing
+                model.unet,
+                model.scheduler_config,
+                sampler,
+                steps,
+                noise,
+                seeds,
+                state.sample.timestep_spacing,
+                state.sample.precision,
             )
 
         images = await state.run_job(request, work, name)
@@ -544,6 +553,7 @@ def _judge_routes(app: FastAPI, state: State) -> None:
                     state.device,
                     state.sample.timestep_spacing,
                     progress=False,
+                    precision=state.sample.precision,
                 )[0]
 
             image, item, truth = await state.run_job(request, work, "judge sample"), f"sample:{seed}", "fake"

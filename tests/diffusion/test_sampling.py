@@ -35,3 +35,20 @@ def test_noise_and_seeds_must_match(tiny):
     unet, cfg = tiny
     with pytest.raises(ValueError, match=r"noise of shape \(2, 3, 16, 16\) needs one seed per row, got 3"):
         sampling.generate_from_noise(unet, cfg, "ddim", 2, sampling.initial_noise(unet, [1, 2]), [1, 2, 3])
+
+
+def test_bf16_sampling_is_deterministic_close_to_fp32_and_shared_by_both_entry_points(tiny):
+    unet, cfg = tiny
+    seeds = [1, 2, 3]
+    fp32 = sampling.generate(unet, cfg, "dpm++", 4, seeds, batch_size=3, progress=False)
+    bf16 = sampling.generate(unet, cfg, "dpm++", 4, seeds, batch_size=3, progress=False, precision="bf16")
+    again = sampling.generate(unet, cfg, "dpm++", 4, seeds, batch_size=3, progress=False, precision="bf16")
+    np.testing.assert_array_equal(bf16, again)
+    assert not np.array_equal(bf16, fp32)  # autocast really ran
+    assert np.abs(bf16.astype(int) - fp32.astype(int)).mean() < 6  # ... and stays close to fp32
+    noise = sampling.initial_noise(unet, seeds)
+    np.testing.assert_array_equal(
+        sampling.generate_from_noise(unet, cfg, "dpm++", 4, noise, seeds, precision="bf16"), bf16
+    )
+    with pytest.raises(ValueError, match=r"precision='fp8' is not one of \['no', 'bf16'\]"):
+        sampling.generate(unet, cfg, "ddim", 2, seeds, progress=False, precision="fp8")  # type: ignore[arg-type]

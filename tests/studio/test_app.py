@@ -47,6 +47,21 @@ def test_generate_returns_the_sample_stages_images_byte_for_byte(client, repo):
     assert base64.b64decode(again["images"][0]) == images[2]
 
 
+def test_bf16_sampling_is_the_sample_stages_too(repo):
+    """sample.precision: bf16 reaches the studio's generation and stays byte-identical to the stage's."""
+    params = repo / "params.yaml"
+    params.write_text(params.read_text().replace("  grid_images: 4", "  grid_images: 4\n  precision: bf16"))
+    with TestClient(create_app(StudioConfig(root=repo))) as c:
+        body = c.post("/api/generate", json={"seed": 0, "n": 2}).json()
+    assert body["precision"] == "bf16"
+    cfg = SampleConfig(
+        num_images=2, sampler="ddim", steps=4, batch_size=4, device="cpu", grid_images=1, precision="bf16"
+    )
+    sample_to_dir(cfg, repo / "models" / "best", repo / "samples")
+    for i, data in enumerate(body["images"]):
+        assert base64.b64decode(data) == (repo / "samples" / f"{i + 1:05d}.png").read_bytes()
+
+
 def test_model_endpoint_reports_defaults_limits_and_no_conditions(client):
     m = client.get("/api/model").json()
     assert (m["id"], m["size"], m["conditions"]) == ("best", 16, [])
