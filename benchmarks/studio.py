@@ -53,6 +53,7 @@ def _demo_repo(root: Path) -> dict:
         "steps": TINY["sample.steps"],
         "timestep_spacing": "trailing",
         "batch_size": TINY["sample.batch_size"],
+        "precision": TINY["sample.precision"],
         "device": "cpu",
         "grid_images": TINY["sample.grid_images"],
     }
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         "sampler": answer["sampler"],
         "steps": answer["steps"],
         "batch_size": answer["batch_size"],
+        "precision": answer["precision"],
         "image_size": answer["size"],
         "num_images": len(answer["images"]),
         "first_call_s": round(seconds[0], 3),
