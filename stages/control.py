@@ -30,8 +30,11 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_section(ControlConfig, "control", args.params)
     sample_cfg = load_section(SampleConfig, "sample", args.params)
     uri = None if args.no_mlflow else tracking_uri(repo_root("."))
-    faces = load_section(FacesConfig, "faces", args.params)  # measures yaw on the samples (when conditioned on it)
-    result = run_control(args.model_dir, sample_cfg, cfg, args.out_dir, args.metrics, uri, lambda: FaceDetector(faces))
+
+    def detector() -> FaceDetector:  # built only for a model conditioned on yaw: measures it on the samples
+        return FaceDetector(load_section(FacesConfig, "faces", args.params))
+
+    result = run_control(args.model_dir, sample_cfg, cfg, args.out_dir, args.metrics, uri, detector)
     print(
         "control: " + json.dumps({k: {m: v[m] for m in ("spearman", "mae")} for k, v in result["attributes"].items()})
         if result["attributes"]
