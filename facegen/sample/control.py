@@ -90,7 +90,7 @@ def scores(requested: np.ndarray, measured: np.ndarray) -> dict[str, float | Non
         return {**dict.fromkeys(names), "measured_fraction": fraction}
     with warnings.catch_warnings():  # a constant input, or a value with no face, is reported as None below
         warnings.simplefilter("ignore")
-        means = np.nanmean(measured, axis=1)
+        means = _row_means(measured)
         seen = np.isfinite(means)
         rho = spearmanr(flat_req[ok], flat[ok])[0]
         rho_means = spearmanr(requested[seen], means[seen])[0] if seen.sum() >= 2 else np.nan
