@@ -401,7 +401,7 @@ def main(argv: list[str] | None = None) -> None:
     if res["grid"]:
         grid = Image.open(res["grid"])
         grid.resize((grid.width * 2, grid.height * 2), Image.Resampling.NEAREST).save(
-            RESULTS / f"quality_{key}_grid.png"
+            args.results.with_name(f"{args.results.stem}_{key}_grid.png")
         )
     plot(out["recipes"], split_floor["fid"], args.results.with_name(f"{args.results.stem}_fid.png"))
     print(f"{key}: FID {res['fid']} KID {res['kid']} after {res['steps']} steps; floor FID {split_floor['fid']}")

@@ -28,13 +28,16 @@ RECIPES: dict[str, dict[str, Any]] = {
         "ema_decay": 0.998,
         "ema_warmup": False,
     },
-    # 2.5M-parameter 3-level UNet without attention, cosine schedule, lower lr, EMA with warmup
+    # 2.5M-parameter 3-level UNet without attention, cosine schedule, EMA with warmup; lr 3e-3 and
+    # min-SNR-5 loss weighting: 10-minute ranking runs 346 (lr 4e-4) -> 216 (1e-3) -> 153 (2e-3),
+    # and with min-SNR-5 139 (1e-3) -> 121 (2e-3) -> 115 (3e-3) (docs/quality.md)
     "faces32": {
         **_CPU,
         "model": "faces32",
         "channels": [],
         "batch_size": 16,
-        "lr": 4e-4,
+        "lr": 3e-3,
+        "min_snr_gamma": 5.0,
         "warmup_steps": 50,
         "schedule": "cosine",
         "ema_decay": 0.9999,
