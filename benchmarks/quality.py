@@ -336,6 +336,7 @@ def plot(results: dict[str, Any], floor_fid: float, path: Path) -> None:
             label=f"{name} ({res['budget_minutes']:g} min, {res['steps']} steps)",
         )
     ax.axhline(floor_fid, color="gray", ls="--", label=f"floor: train vs test ({floor_fid:.0f})")
+    ax.axhline(1.5 * floor_fid, color="gray", ls=":", label=f"1.5x floor ({1.5 * floor_fid:.0f})")
     ax.set_xlabel("training budget used (CPU minutes per thread)")
     ax.set_ylabel("FID vs test faces (32 px)")
     ax.set_xlim(0, max(r["budget_minutes"] for r in results.values()) * 1.05)
