@@ -143,7 +143,8 @@ def test_repro_is_a_noop_then_a_train_param_reruns_only_train_and_after(demo_run
 
     params = repo / "params.yaml"
     text = params.read_text()
-    params.write_text(re.sub(r"(?m)^(  lr: )\S+", r"\g<1>0.003", text, count=1))
+    assert demo.TINY["train.lr"] != 0.00123  # the edit below must change the value
+    params.write_text(re.sub(r"(?m)^(  lr: )\S+", r"\g<1>0.00123", text, count=1))
     status = json.loads(_dvc(repo, env, "status", "--json"))
     assert set(status) == {"train"}  # sample and fid follow once train's outputs change
 
