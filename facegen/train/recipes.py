@@ -29,7 +29,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "ema_warmup": False,
     },
     # 2.5M-parameter 3-level UNet without attention, cosine schedule, EMA with warmup; lr 3e-3 and
-    # min-SNR-5 loss weighting: 10-minute ranking runs 346 (lr 4e-4) -> 216 (1e-3) -> 153 (2e-3),
+    # min-SNR-5 loss weighting: 10-minute 1-thread ranking runs 346 (lr 4e-4) -> 216 (1e-3) -> 153 (2e-3),
     # and with min-SNR-5 139 (1e-3) -> 121 (2e-3) -> 115 (3e-3) (docs/quality.md)
     "faces32": {
         **_CPU,
