@@ -339,7 +339,7 @@ def plot(results: dict[str, Any], floor_fid: float, path: Path) -> None:
     ax.axhline(1.5 * floor_fid, color="gray", ls=":", label=f"1.5x floor ({1.5 * floor_fid:.0f})")
     ax.set_xlabel("training budget used (CPU minutes per thread)")
     ax.set_ylabel("FID vs test faces (32 px)")
-    ax.set_xlim(0, max(r["budget_minutes"] for r in results.values()) * 1.05)
+    ax.set_xlim(0, max(max(r["budget_minutes"], *(e["minutes"] for e in r["evals"])) for r in results.values()) * 1.05)
     ax.set_yscale("log")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
