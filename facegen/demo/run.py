@@ -54,8 +54,7 @@ TINY: dict[str, Any] = {
     "download.retries": 1,
     "align.test_fraction": 0.25,
     "align.workers": 1,
-    # the faces32 recipe (facegen.train.recipes, docs/quality.md): a 2.5M-parameter 3-level UNet,
-    # cosine noise schedule, lr 3e-3 with min-SNR-5 weighting, EMA with warmup, v-prediction, fp32
+    # the faces32 recipe: its keys and their measurements live in facegen.train.recipes (docs/quality.md)
     **{f"train.{k}": v for k, v in recipe("faces32").items()},
     "train.image_size": 32,
     "train.epochs": EPOCHS,
