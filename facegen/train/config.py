@@ -14,6 +14,7 @@ from typing import Literal
 
 from facegen.common.config import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, Range, to_dict, validate
 from facegen.diffusion.noise import LossKind, Prediction, Schedule
+from facegen.train.ema import MAX_SIGMA_REL
 
 Preset = Literal["tiny", "faces32", "base", "ddpm64"]  # facegen.diffusion.model.PRESETS (a test checks they agree)
 Extractor = Literal["inception", "offline"]  # facegen.fid.features.EXTRACTORS (a test checks they agree)
@@ -57,6 +58,7 @@ _RANGES = {
     "ema_decay": FRACTION,
     "ema_start_step": NON_NEGATIVE,
     "ema_power": POSITIVE,
+    "ema_sigma_rel": Range(0, MAX_SIGMA_REL, hi_open=True),
     "rotate_deg": Range(0, 180),
     "color_jitter": FRACTION,
     "checkpoint_every": AT_LEAST_ONE,
@@ -101,6 +103,7 @@ class TrainConfig:
     ema_start_step: int = 0
     ema_warmup: bool = False
     ema_power: float = 0.6667
+    ema_sigma_rel: float = 0.0
     hflip: bool = True
     rotate_deg: float = 0.0
     color_jitter: float = 0.0

@@ -36,6 +36,7 @@ from facegen.train import condition as conditioning
 from facegen.train.checkpoint import TrainState, latest_checkpoint, resume, run_lock, save_checkpoint
 from facegen.train.config import TrainConfig, TrainPaths, run_key
 from facegen.train.data import augment, epoch_batches, load_split, pick_data_device, to_tensor
+from facegen.train.ema import make_ema
 from facegen.train.evaluate import Evaluator
 from facegen.train.tracking import (
     Tracker,
@@ -157,7 +158,6 @@ def _build(cfg: TrainConfig, paths: TrainPaths, accelerator: Any) -> _Run:
     """Load the data, build and prepare the UNet, optimizer, LR and noise schedules and the EMA."""
     import torch
     from diffusers.optimization import get_cosine_schedule_with_warmup
-    from diffusers.training_utils import EMAModel
 
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     train_np = load_split(paths.faces, "train", paths.root, cfg.image_size)
@@ -183,17 +183,7 @@ def _build(cfg: TrainConfig, paths: TrainPaths, accelerator: Any) -> _Run:
     lr_sched = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.epochs * steps_per_epoch)
     unet, optimizer, lr_sched = accelerator.prepare(unet, optimizer, lr_sched)
     raw_unet = accelerator.unwrap_model(unet)
-    ema = (
-        EMAModel(
-            raw_unet.parameters(),
-            decay=cfg.ema_decay,
-            update_after_step=cfg.ema_start_step,
-            use_ema_warmup=cfg.ema_warmup,
-            power=cfg.ema_power,
-        )
-        if accelerator.is_main_process
-        else None
-    )
+    ema = make_ema(raw_unet.parameters(), cfg) if accelerator.is_main_process else None
     return _Run(
         cfg=cfg,
         paths=paths,

@@ -30,7 +30,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
     # 2.5M-parameter 3-level UNet without attention, cosine schedule, EMA with warmup; lr 3e-3 and
     # min-SNR-5 loss weighting: 10-minute 1-thread ranking runs 346 (lr 4e-4) -> 216 (1e-3) -> 153 (2e-3),
-    # and with min-SNR-5 139 (1e-3) -> 121 (2e-3) -> 115 (3e-3) (docs/quality.md)
+    # and with min-SNR-5 139 (1e-3) -> 121 (2e-3) -> 115 (3e-3). Batch 8 at lr 1.5e-3 won the 10-minute
+    # ranking (106) but not the 20-minute benchmark (best 83.0 vs 82.2), so batch 16 stays (docs/quality.md)
     "faces32": {
         **_CPU,
         "model": "faces32",

@@ -70,8 +70,9 @@ def test_loss_decreases_on_real_faces(tmp_path, faces_dir, store):
 
 
 @pytest.mark.slow
-def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path, store):
-    cfg = TrainConfig(**{**TINY, "epochs": 3})  # 4 steps per epoch
+@pytest.mark.parametrize("sigma_rel", [0.0, 0.1], ids=["exponential_ema", "power_ema"])
+def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path, store, sigma_rel):
+    cfg = TrainConfig(**{**TINY, "epochs": 3, "ema_sigma_rel": sigma_rel})  # 4 steps per epoch
     full = _run(tmp_path / "full", cfg, store)
     assert sorted(full) == list(range(1, 13))
 
