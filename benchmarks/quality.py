@@ -294,12 +294,13 @@ def rescore(key: str, cfg: Any, results: Path) -> None:
     DDIM samples, as the trainer's evaluator does, and record it under ``recipes[key].rescored``."""
     import torch
 
-    from facegen.diffusion.sampling import generate, load_model
+    from facegen.diffusion.sampling import SampleSpec, generate, load_model
     from facegen.fid.score import Scorer
 
     best = WORK / "runs" / key / "models" / "best"
     unet, sched = load_model(best)
-    images = generate(unet, sched, "ddim", cfg.eval_steps, range(cfg.fid_num_samples), 100, progress=False)
+    spec = SampleSpec(sampler="ddim", steps=cfg.eval_steps, batch_size=100)
+    images = generate(unet, sched, spec, range(cfg.fid_num_samples), progress=False)
     faces = WORK / "data" / "faces.parquet"
     scorer = Scorer.for_split(
         faces, WORK, IMAGE_SIZE, cfg.fid_extractor, torch.device("cpu"), WORK / "cache" / "fid", cfg.fid_batch_size

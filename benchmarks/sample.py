@@ -110,9 +110,8 @@ def main(argv: list[str] | None = None) -> None:
 
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            images = sampling.generate(
-                unet, sched_config, sampler, steps, seeds, args.batch_size, device, progress=False
-            )
+            spec = sampling.SampleSpec(sampler=sampler, steps=steps, batch_size=args.batch_size, device=device)
+            images = sampling.generate(unet, sched_config, spec, seeds, progress=False)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - start)

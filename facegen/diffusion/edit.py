@@ -94,8 +94,8 @@ def sdedit(
     from PIL import Image
 
     from facegen.diffusion.sampling import (
-        _generators,
         encode_conditions,
+        generators,
         make_scheduler,
         run_steps,
         step_kwargs_for,
@@ -119,7 +119,7 @@ def sdedit(
         dev = torch.device(device)
         dtype = next(unet.parameters()).dtype
         x0 = torch.from_numpy(image).permute(2, 0, 1)[None].to(dev, torch.float32).div(127.5).sub(1.0).to(dtype)
-        gens = _generators([seed])
+        gens = generators([seed])
         noise = torch.randn(x0.shape, generator=gens[0], dtype=torch.float32).to(dev, dtype)
         x = scheduler.add_noise(x0, noise, timesteps[:1])
         cond = None if encoded is None else torch.as_tensor(encoded, device=dev)
@@ -128,7 +128,9 @@ def sdedit(
         try:
             with torch.inference_mode():
                 edited = to_uint8(
-                    run_steps(unet, scheduler, x, timesteps, step_kwargs_for(scheduler, gens), cond, guidance)
+                    run_steps(
+                        unet, scheduler, x, timesteps, step_kwargs_for(scheduler, gens), cond=cond, guidance=guidance
+                    )
                 )[0]
         finally:
             unet.train(was_training)

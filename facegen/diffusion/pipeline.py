@@ -123,13 +123,12 @@ class FaceSampler:
         self.noise_config = dict(noise.config)
 
     def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
-        from facegen.diffusion.sampling import generate
+        from facegen.diffusion.sampling import SampleSpec, generate
 
         seeds = [int(s) for s in model_input["seed"]]
         steps = int((params or {}).get("steps", SAMPLE_STEPS))
-        return generate(
-            self.unet, self.noise_config, SAMPLER, steps, seeds, len(seeds), "cpu", TIMESTEP_SPACING, progress=False
-        )
+        spec = SampleSpec(sampler=SAMPLER, steps=steps, timestep_spacing=TIMESTEP_SPACING, batch_size=len(seeds))
+        return generate(self.unet, self.noise_config, spec, seeds, progress=False)
 
 
 def _pyfunc_class() -> type:

@@ -30,7 +30,9 @@ Without ``conditions`` the loop is exactly the unconditional one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -44,6 +46,46 @@ Sampler = Literal["ddpm", "ddim", "dpm++"]
 SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpm++")
 Precision = Literal["no", "bf16"]  # the UNet's arithmetic while sampling (run_steps)
 PRECISIONS: tuple[str, ...] = ("no", "bf16")
+SPACINGS: tuple[str, ...] = ("trailing", "linspace", "leading")
+StepCallback = Callable[[int, int], None]
+"""``on_step(done, total)``: called after every denoising step of a request (``done`` counts the
+steps of all its batches, ``total`` is their sum). It may raise (e.g. a cancelled job) to stop the
+sampling at once, between two steps."""
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """How images are drawn, apart from the model, the seeds and the condition.
+
+    Everything here but ``device`` is part of what fixes an image bit for bit besides its seed.
+    Built once (e.g. from params.yaml ``sample``) and passed whole, so no caller threads eight
+    positional values through."""
+
+    sampler: str = "dpm++"  # ddpm (ancestral) | ddim (eta 0) | dpm++ (DPM-Solver++ 2M)
+    steps: int | None = 25  # denoising steps; None = the full training schedule
+    timestep_spacing: str = "trailing"  # fast samplers' step placement: trailing | linspace | leading
+    batch_size: int = 64  # images per forward pass; the last batch is padded to it
+    precision: Precision = "no"  # no | bf16 (the UNet under bfloat16 autocast)
+    guidance: float = 1.0  # classifier-free guidance scale w (conditional models; module doc)
+    device: str = "cpu"  # where the UNet runs (it must already be there)
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sample.sampler={self.sampler!r} is not one of {list(SAMPLERS)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"sample.precision={self.precision!r} is not one of {list(PRECISIONS)}")
+        if self.timestep_spacing not in SPACINGS:
+            raise ValueError(f"sample.timestep_spacing={self.timestep_spacing!r} is not one of {list(SPACINGS)}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"sample.batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if self.steps is not None and (
+            isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1
+        ):
+            raise ValueError(f"sample.steps must be an integer >= 1 or null (the full schedule), got {self.steps!r}")
+        if isinstance(self.guidance, bool) or not isinstance(self.guidance, (int, float)):
+            raise ValueError(f"sample.guidance must be a number, got {self.guidance!r}")
+        if not (math.isfinite(self.guidance) and self.guidance >= 0):
+            raise ValueError(f"sample.guidance must be a finite number >= 0 (1 = no guidance), got {self.guidance}")
 
 
 def make_scheduler(
@@ -80,7 +122,8 @@ def make_scheduler(
     return scheduler
 
 
-def _generators(seeds: Sequence[int]) -> list[torch.Generator]:
+def generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    """One CPU ``torch.Generator`` per image, seeded with its seed (the device never changes a draw)."""
     import torch
 
     return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
@@ -103,28 +146,7 @@ def _draw_noise(unet: UNet2DModel, gens: list[torch.Generator], device: str) -> 
 
 def initial_noise(unet: UNet2DModel, seeds: Sequence[int], device: str = "cpu") -> torch.Tensor:
     """The initial noise x_T (B, C, H, W) that :func:`generate` starts image ``seeds[i]`` from."""
-    return _draw_noise(unet, _generators(seeds), device)
-
-
-def _denoise(
-    unet: UNet2DModel,
-    scheduler: Any,
-    seeds: Sequence[int],
-    device: str,
-    condition: np.ndarray | None = None,
-    guidance: float = 1.0,
-    precision: Precision = "no",
-) -> torch.Tensor:
-    """Run one batch of the reverse process; returns x0 of shape (B, C, H, W) in [-1, 1].
-
-    ``condition``: the encoded (B, 2K) condition of a conditional model (None: unconditional)."""
-    import torch
-
-    gens = _generators(seeds)
-    x = _draw_noise(unet, gens, device) * scheduler.init_noise_sigma
-    cond = None if condition is None else torch.as_tensor(condition, device=torch.device(device))
-    kwargs = step_kwargs_for(scheduler, gens)
-    return run_steps(unet, scheduler, x, scheduler.timesteps, kwargs, cond, guidance, precision)
+    return _draw_noise(unet, generators(seeds), device)
 
 
 def step_kwargs_for(scheduler: Any, gens: list[torch.Generator]) -> dict[str, Any]:
@@ -158,9 +180,11 @@ def run_steps(
     x: torch.Tensor,
     timesteps: Any,
     step_kwargs: dict[str, Any],
-    cond: torch.Tensor | None = None,
-    guidance: float = 1.0,
-    precision: Precision = "no",
+    *,
+    cond: torch.Tensor | None = None,  # encoded (B, 2K) condition; None = unconditional
+    guidance: float = 1.0,  # classifier-free guidance scale (module doc)
+    precision: Precision = "no",  # bf16: the UNet under bfloat16 autocast
+    on_step: Callable[[], None] | None = None,  # called after each step; may raise to stop
 ) -> torch.Tensor:
     """Denoise ``x`` through ``timesteps``; returns x0 (B, C, H, W) clamped to [-1, 1].
 
@@ -175,6 +199,8 @@ def run_steps(
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             out = guided_output(unet, model_in, t, cond, guidance)
         x = scheduler.step(out.to(x.dtype), t, x, **step_kwargs).prev_sample
+        if on_step is not None:  # between two steps: a cancelled request stops here, not after its batch
+            on_step()
     return x.clamp(-1.0, 1.0)
 
 
@@ -203,55 +229,76 @@ def encode_conditions(unet: UNet2DModel, conditions: Conditions, n: int) -> np.n
     return encode(unet.config, requests)
 
 
+class _StepCounter:
+    """Turns run_steps' per-step calls into ``on_step(done, total)`` over a whole request."""
+
+    def __init__(self, on_step: StepCallback | None, total: int) -> None:
+        self.on_step, self.total, self.done = on_step, total, 0
+
+    def __call__(self) -> None:
+        self.done += 1
+        if self.on_step is not None:
+            self.on_step(self.done, self.total)
+
+
 def iter_batches(
     unet: UNet2DModel,
     scheduler_config: dict[str, Any],
-    sampler: str,
-    steps: int | None,
+    spec: SampleSpec,
     seeds: Sequence[int],
-    batch_size: int,
-    device: str = "cpu",
-    timestep_spacing: str = "trailing",
-    progress: bool = True,
-    conditions: Conditions = None,
-    guidance: float = 1.0,
-    precision: Precision = "no",
+    *,
+    conditions: Conditions = None,  # one {attribute: value} for all, or one per seed (module doc)
+    progress: bool = True,  # a tqdm bar of images
+    on_step: StepCallback | None = None,  # after every denoising step; may raise to cancel
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(offset, images)`` per batch: images (b, H, W, 3) uint8 for ``seeds[offset:offset+b]``.
 
-    The last batch is padded with further seeds to ``batch_size`` (results discarded) so an
-    image's batch never depends on how many images were asked for. ``conditions`` and
-    ``guidance``: see the module docstring; ``precision``: :func:`run_steps`.
+    The last batch is padded with further seeds to ``spec.batch_size`` (results discarded) so an
+    image's batch never depends on how many images were asked for; a caller that wants no
+    padding asks for ``batch_size = len(seeds)``.
     """
     import torch
     from tqdm.auto import tqdm
 
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     seeds = [int(s) for s in seeds]
     encoded = encode_conditions(unet, conditions, len(seeds))
-    scheduler = make_scheduler(scheduler_config, sampler, steps, timestep_spacing)
+    scheduler = make_scheduler(scheduler_config, spec.sampler, spec.steps, spec.timestep_spacing)
+    n_batches = -(-len(seeds) // spec.batch_size)
+    counter = _StepCounter(on_step, n_batches * len(scheduler.timesteps))
     was_training = unet.training
     unet.eval()
     try:
         bar = tqdm(
             total=len(seeds),
-            desc=f"sample {sampler} {len(scheduler.timesteps)} steps",
+            desc=f"sample {spec.sampler} {len(scheduler.timesteps)} steps",
             unit="img",
             disable=not progress,
         )
         with torch.inference_mode(), bar:
-            for offset in range(0, len(seeds), batch_size):
-                chunk = seeds[offset : offset + batch_size]
-                padded = chunk + [chunk[-1] + 1 + k for k in range(batch_size - len(chunk))]
-                scheduler = make_scheduler(scheduler_config, sampler, steps, timestep_spacing)  # fresh solver state
+            for offset in range(0, len(seeds), spec.batch_size):
+                chunk = seeds[offset : offset + spec.batch_size]
+                padded = chunk + [chunk[-1] + 1 + k for k in range(spec.batch_size - len(chunk))]
+                # a fresh solver per batch: multistep solvers keep state between steps
+                scheduler = make_scheduler(scheduler_config, spec.sampler, spec.steps, spec.timestep_spacing)
                 cond = None
                 if encoded is not None:
                     cond = encoded[offset : offset + len(chunk)]
                     cond = np.concatenate([cond, np.repeat(cond[-1:], len(padded) - len(chunk), axis=0)])
-                images = to_uint8(_denoise(unet, scheduler, padded, device, cond, guidance, precision))[: len(chunk)]
+                gens = generators(padded)
+                x = _draw_noise(unet, gens, spec.device) * scheduler.init_noise_sigma
+                x0 = run_steps(
+                    unet,
+                    scheduler,
+                    x,
+                    scheduler.timesteps,
+                    step_kwargs_for(scheduler, gens),
+                    cond=None if cond is None else torch.as_tensor(cond, device=torch.device(spec.device)),
+                    guidance=spec.guidance,
+                    precision=spec.precision,
+                    on_step=counter,
+                )
                 bar.update(len(chunk))
-                yield offset, images
+                yield offset, to_uint8(x0)[: len(chunk)]
     finally:
         unet.train(was_training)
 
@@ -259,79 +306,73 @@ def iter_batches(
 def generate(
     unet: UNet2DModel,
     scheduler_config: dict[str, Any],
-    sampler: str,
-    steps: int | None,
+    spec: SampleSpec,
     seeds: Sequence[int],
-    batch_size: int = 64,
-    device: str = "cpu",
-    timestep_spacing: str = "trailing",
-    progress: bool = True,
-    conditions: Conditions = None,
-    guidance: float = 1.0,
-    precision: Precision = "no",
+    *,
+    conditions: Conditions = None,  # one {attribute: value} for all, or one per seed (module doc)
+    progress: bool = True,  # a tqdm bar of images
+    on_step: StepCallback | None = None,  # after every denoising step; may raise to cancel
 ) -> np.ndarray:
     """Sample one image per seed: (N, H, W, 3) uint8. Stable API, also used for in-training FID.
 
-    ``unet`` must already be on ``device``; ``scheduler_config`` is the training
-    ``DDPMScheduler.config`` (a dict); ``steps`` None = the full training schedule.
-    ``conditions`` (one mapping, or one per seed) and ``guidance``: see the module docstring.
+    ``unet`` must already be on ``spec.device``; ``scheduler_config`` is the training
+    ``DDPMScheduler.config`` (a dict).
     """
     seeds = list(seeds)
     if not seeds:
         raise ValueError("generate() needs at least one seed")
-    parts = [
-        images
-        for _, images in iter_batches(
-            unet,
-            scheduler_config,
-            sampler,
-            steps,
-            seeds,
-            batch_size,
-            device,
-            timestep_spacing,
-            progress,
-            conditions,
-            guidance,
-            precision,
-        )
-    ]
-    return np.concatenate(parts, axis=0)
+    batches = iter_batches(
+        unet, scheduler_config, spec, seeds, conditions=conditions, progress=progress, on_step=on_step
+    )
+    return np.concatenate([images for _, images in batches], axis=0)
 
 
 def generate_from_noise(
     unet: UNet2DModel,
     scheduler_config: dict[str, Any],
-    sampler: str,
-    steps: int | None,
+    spec: SampleSpec,
     noise: torch.Tensor,
     seeds: Sequence[int],
-    timestep_spacing: str = "trailing",
-    precision: Precision = "no",
+    *,
+    conditions: Conditions = None,  # one {attribute: value} for all, or one per row
+    on_step: StepCallback | None = None,  # after every denoising step; may raise to cancel
 ) -> np.ndarray:
     """Sample from given initial noise (B, C, H, W) (e.g. a slerp of two seeds' noise): (B, H, W, 3) uint8.
 
     ``seeds`` (one per row) seed the ancestral sampler's per-step noise (``ddpm``; the
     deterministic samplers draw nothing after the start). ``noise`` must be on the UNet's
-    device; with ``initial_noise(unet, seeds)`` as ``noise`` and one batch this equals
-    :func:`generate` of the same seeds and batch size.
+    device; with ``initial_noise(unet, seeds)`` as ``noise`` and ``spec.batch_size`` equal to
+    the number of rows this equals :func:`generate` of the same seeds. ``spec.batch_size`` is
+    otherwise unused: all rows run as one batch.
     """
     import torch
 
     seeds = [int(s) for s in seeds]
     if noise.ndim != 4 or noise.shape[0] != len(seeds):
         raise ValueError(f"noise of shape {tuple(noise.shape)} needs one seed per row, got {len(seeds)} seeds")
-    gens = _generators(seeds)
+    encoded = encode_conditions(unet, conditions, len(seeds))
+    gens = generators(seeds)
     for gen in gens:  # advance each generator past its initial draw, as in generate()
         torch.randn(noise.shape[1:], generator=gen)
-    scheduler = make_scheduler(scheduler_config, sampler, steps, timestep_spacing)
+    scheduler = make_scheduler(scheduler_config, spec.sampler, spec.steps, spec.timestep_spacing)
+    counter = _StepCounter(on_step, len(scheduler.timesteps))
     was_training = unet.training
     unet.eval()
     try:
         with torch.inference_mode():
             x = noise * scheduler.init_noise_sigma
-            kwargs = step_kwargs_for(scheduler, gens)
-            return to_uint8(run_steps(unet, scheduler, x, scheduler.timesteps, kwargs, precision=precision))
+            x0 = run_steps(
+                unet,
+                scheduler,
+                x,
+                scheduler.timesteps,
+                step_kwargs_for(scheduler, gens),
+                cond=None if encoded is None else torch.as_tensor(encoded, device=noise.device),
+                guidance=spec.guidance,
+                precision=spec.precision,
+                on_step=counter,
+            )
+            return to_uint8(x0)
     finally:
         unet.train(was_training)
 

@@ -36,7 +36,7 @@ from facegen.common.tables import Schema, write_parquet
 from facegen.faces.appearance import MEASURES, measure_batch
 
 if TYPE_CHECKING:  # pragma: no cover
-    from facegen.diffusion.sampling import Precision
+    from facegen.diffusion.sampling import SampleSpec
     from facegen.faces.detect import FaceDetector
 
 # measured by detecting the samples again (facegen.faces.pose): need a detector
@@ -118,35 +118,17 @@ def sweep(
     name: str,
     values: np.ndarray,
     seeds: list[int],
-    sampler: str,
-    steps: int | None,
-    batch_size: int,
-    device: str = "cpu",
-    timestep_spacing: str = "trailing",
-    guidance: float = 1.0,
-    progress: bool = False,
-    detector: FaceDetector | None = None,
-    precision: Precision = "no",
+    spec: SampleSpec,
+    *,
+    progress: bool = False,  # a tqdm bar of images
+    detector: FaceDetector | None = None,  # measures pose attributes (yaw); None for appearance ones
 ) -> tuple[np.ndarray, np.ndarray]:
     """Images (S, V, H, W, 3) uint8 (row = seed, column = value) and measured ``name`` (V, S)."""
     from facegen.diffusion.sampling import generate
 
     conditions = [{name: float(v)} for s in seeds for v in values]
     flat_seeds = [s for s in seeds for _ in values]
-    images = generate(
-        unet,
-        scheduler_config,
-        sampler,
-        steps,
-        flat_seeds,
-        batch_size,
-        device,
-        timestep_spacing,
-        progress,
-        conditions=conditions,
-        guidance=guidance,
-        precision=precision,
-    )
+    images = generate(unet, scheduler_config, spec, flat_seeds, conditions=conditions, progress=progress)
     measured = measure(images, name, detector).reshape(len(seeds), len(values)).T
     return images.reshape(len(seeds), len(values), *images.shape[1:]), measured
 
@@ -195,21 +177,7 @@ def run_control(
     rows = []
     for name in measurable:
         values = sweep_values(unet.config, name, cfg.num_values, cfg.span)
-        images, measured = sweep(
-            unet,
-            sched_config,
-            name,
-            values,
-            seeds,
-            sample_cfg.sampler,
-            sample_cfg.steps,
-            sample_cfg.batch_size,
-            device,
-            sample_cfg.timestep_spacing,
-            sample_cfg.guidance,
-            detector=found,
-            precision=sample_cfg.precision,
-        )
+        images, measured = sweep(unet, sched_config, name, values, seeds, sample_cfg.spec(device), detector=found)
         Image.fromarray(make_grid(images.reshape(-1, *images.shape[2:]), nrow=len(values))).save(
             out_dir / f"{name}.png"
         )

@@ -315,23 +315,28 @@ def _model_routes(app: FastAPI, state: State) -> None:
         guidance = state.sample.guidance if req.guidance is None else req.guidance
 
         def work(job: Job) -> list[np.ndarray]:
-            from facegen.diffusion.sampling import iter_batches
+            from facegen.diffusion.sampling import SampleSpec, iter_batches
 
+            spec = SampleSpec(
+                sampler=sampler,
+                steps=steps,
+                timestep_spacing=state.sample.timestep_spacing,
+                batch_size=state.sample.batch_size,
+                precision=state.sample.precision,
+                guidance=guidance,
+                device=state.device,
+            )
             out: list[np.ndarray] = []
-            for _, images in iter_batches(
+            batches = iter_batches(
                 model.unet,
                 model.scheduler_config,
-                sampler,
-                steps,
+                spec,
                 seeds,
-                state.sample.batch_size,
-                state.device,
-                state.sample.timestep_spacing,
-                progress=False,
                 conditions=req.condition or None,
-                guidance=guidance,
-                precision=state.sample.precision,
-            ):
+                progress=False,
+                on_step=lambda done, total: job.check(),
+            )
+            for _, images in batches:
                 out.extend(images)
                 job.check()
             return out
@@ -352,19 +357,20 @@ def _model_routes(app: FastAPI, state: State) -> None:
         sampler, steps = state.settings(req, model)
 
         def work(job: Job) -> np.ndarray:
-            from facegen.diffusion.sampling import generate_from_noise
+            from facegen.diffusion.sampling import SampleSpec, generate_from_noise
 
             noise = make_noise(model)
             job.check()
+            spec = SampleSpec(
+                sampler=sampler,
+                steps=steps,
+                timestep_spacing=state.sample.timestep_spacing,
+                batch_size=len(seeds),
+                precision=state.sample.precision,
+                device=state.device,
+            )
             return generate_from_noise(
-                model.unet,
-                model.scheduler_config,
-                sampler,
-                steps,
-                noise,
-                seeds,
-                state.sample.timestep_spacing,
-                state.sample.precision,
+                model.unet, model.scheduler_config, spec, noise, seeds, on_step=lambda done, total: job.check()
             )
 
         images = await state.run_job(request, work, name)
@@ -541,20 +547,18 @@ def _judge_routes(app: FastAPI, state: State) -> None:
             sampler, steps = state.settings(SampleSettings.model_validate({}), model)
 
             def work(job: Job) -> np.ndarray:
+                from facegen.diffusion.sampling import SampleSpec
                 from facegen.diffusion.sampling import generate as gen
 
-                return gen(
-                    model.unet,
-                    model.scheduler_config,
-                    sampler,
-                    steps,
-                    [seed],
-                    1,
-                    state.device,
-                    state.sample.timestep_spacing,
-                    progress=False,
+                spec = SampleSpec(
+                    sampler=sampler,
+                    steps=steps,
+                    timestep_spacing=state.sample.timestep_spacing,
+                    batch_size=1,
                     precision=state.sample.precision,
-                )[0]
+                    device=state.device,
+                )
+                return gen(model.unet, model.scheduler_config, spec, [seed], progress=False)[0]
 
             image, item, truth = await state.run_job(request, work, "judge sample"), f"sample:{seed}", "fake"
         token = f"{state.rng.getrandbits(64):016x}"

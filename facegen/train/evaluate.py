@@ -44,19 +44,13 @@ class Evaluator:
 
     def samples(self, unet: Any) -> np.ndarray:
         """``fid_num_samples`` uint8 (N, H, W, 3) images from ``unet``, seeds seed..seed+N-1."""
-        from facegen.diffusion.sampling import generate
+        from facegen.diffusion.sampling import SampleSpec, generate
 
         seeds = range(self.cfg.seed, self.cfg.seed + self.cfg.fid_num_samples)
-        return generate(
-            unet,
-            dict(self.noise_scheduler.config),
-            "ddim",
-            self.cfg.eval_steps,
-            seeds,
-            self.cfg.fid_batch_size,
-            str(self.device),
-            progress=False,
+        spec = SampleSpec(
+            sampler="ddim", steps=self.cfg.eval_steps, batch_size=self.cfg.fid_batch_size, device=str(self.device)
         )
+        return generate(unet, dict(self.noise_scheduler.config), spec, seeds, progress=False)
 
     def run(self, ema: Any) -> tuple[dict[str, float], Image.Image, Any]:
         """Copy the EMA weights into a fresh UNet, sample, return ({fid, kid, kid_std}, grid, that UNet on CPU)."""

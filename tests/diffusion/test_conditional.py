@@ -81,23 +81,19 @@ def test_request_errors_name_the_problem_and_the_way_out():
         sampling.generate(
             plain,
             dict(make_noise_scheduler().config),
-            "ddim",
-            2,
+            sampling.SampleSpec(sampler="ddim", steps=2, batch_size=1),
             [0],
-            1,
-            progress=False,
             conditions={"brightness": 120.0},
+            progress=False,
         )
     with pytest.raises(ValueError, match="got 1 conditions for 2 seeds"):
         sampling.generate(
             unet,
             dict(make_noise_scheduler().config),
-            "ddim",
-            2,
+            sampling.SampleSpec(sampler="ddim", steps=2, batch_size=2),
             [0, 1],
-            2,
-            progress=False,
             conditions=[{"brightness": 120.0}],
+            progress=False,
         )
 
 
@@ -121,21 +117,45 @@ def test_unconditional_path_is_bit_identical_to_the_plain_loop(sampler):
     unet = build_unet("tiny", 8, (8, 16)).eval()
     config = dict(make_noise_scheduler().config)
     steps = 6
-    got = sampling.generate(unet, config, sampler, steps, [3, 4, 5], batch_size=3, progress=False)
+    got = sampling.generate(
+        unet, config, sampling.SampleSpec(sampler=sampler, steps=steps, batch_size=3), [3, 4, 5], progress=False
+    )
     np.testing.assert_array_equal(got, _reference_unconditional(unet, config, sampler, steps, [3, 4, 5]))
     # an empty request on an unconditional model is the same unconditional run
     np.testing.assert_array_equal(
-        got, sampling.generate(unet, config, sampler, steps, [3, 4, 5], 3, progress=False, conditions={}, guidance=3.0)
+        got,
+        sampling.generate(
+            unet,
+            config,
+            sampling.SampleSpec(sampler=sampler, steps=steps, batch_size=3, guidance=3.0),
+            [3, 4, 5],
+            conditions={},
+            progress=False,
+        ),
     )
 
 
 def test_guidance_with_an_all_dropped_condition_is_unconditional_sampling():
     unet, config, _ = toy_model()
-    plain = sampling.generate(unet, config, "ddim", 8, range(6), 6, progress=False)
-    guided = sampling.generate(unet, config, "ddim", 8, range(6), 6, progress=False, conditions={}, guidance=3.0)
+    plain = sampling.generate(
+        unet, config, sampling.SampleSpec(sampler="ddim", steps=8, batch_size=6), range(6), progress=False
+    )
+    guided = sampling.generate(
+        unet,
+        config,
+        sampling.SampleSpec(sampler="ddim", steps=8, batch_size=6, guidance=3.0),
+        range(6),
+        conditions={},
+        progress=False,
+    )
     np.testing.assert_array_equal(plain, guided)
     asked = sampling.generate(
-        unet, config, "ddim", 8, range(6), 6, progress=False, conditions={"brightness": 200.0}, guidance=3.0
+        unet,
+        config,
+        sampling.SampleSpec(sampler="ddim", steps=8, batch_size=6, guidance=3.0),
+        range(6),
+        conditions={"brightness": 200.0},
+        progress=False,
     )
     assert not np.array_equal(plain, asked)
 
@@ -144,10 +164,24 @@ def test_conditional_samples_follow_the_requested_brightness():
     unet, config, train_values = toy_model()
     values = np.linspace(np.percentile(train_values, 10), np.percentile(train_values, 90), 5)
     conds = [{"brightness": float(v)} for v in values for _ in range(4)]
-    images = sampling.generate(unet, config, "ddim", 10, range(20), 20, progress=False, conditions=conds)
+    images = sampling.generate(
+        unet,
+        config,
+        sampling.SampleSpec(sampler="ddim", steps=10, batch_size=20),
+        range(20),
+        conditions=conds,
+        progress=False,
+    )
     measured = measure_batch(images, "brightness").reshape(5, 4)
     assert spearmanr(np.repeat(values, 4), measured.ravel())[0] >= 0.9
     assert np.all(np.diff(measured.mean(axis=1)) > 0)
     # seeds and conditions travel together: a sub-request gives the same images
-    again = sampling.generate(unet, config, "ddim", 10, range(8, 12), 20, progress=False, conditions=conds[8:12])
+    again = sampling.generate(
+        unet,
+        config,
+        sampling.SampleSpec(sampler="ddim", steps=10, batch_size=20),
+        range(8, 12),
+        conditions=conds[8:12],
+        progress=False,
+    )
     np.testing.assert_array_equal(again, images[8:12])

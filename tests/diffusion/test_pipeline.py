@@ -10,7 +10,7 @@ import pytest
 from facegen.diffusion import pipeline
 from facegen.diffusion.model import build_unet, load_model_dir, save_model_dir
 from facegen.diffusion.noise import make_noise_scheduler
-from facegen.diffusion.sampling import generate
+from facegen.diffusion.sampling import SampleSpec, generate
 
 BEST = {
     "epoch": 7,
@@ -53,7 +53,7 @@ def test_diffusers_loads_the_folder_and_samples_like_the_sample_stage(model_dir)
     out = pipe(
         batch_size=1, num_inference_steps=5, generator=torch.Generator("cpu").manual_seed(3), output_type="np"
     ).images
-    ours = generate(*_loaded(model_dir), "dpm++", 5, [3], 1, progress=False)
+    ours = generate(*_loaded(model_dir), SampleSpec(sampler="dpm++", steps=5, batch_size=1), [3], progress=False)
     assert np.abs(np.round(out[0] * 255).astype(int) - ours[0].astype(int)).max() <= 1
 
 
@@ -169,7 +169,9 @@ def test_mlflow_pyfunc_model_signature_and_registry(model_dir, tmp_path):
 
     images = model.predict(pd.DataFrame({"seed": np.array([3], dtype=np.int64)}), params={"steps": 5})
     assert images.shape == (1, 16, 16, 3) and images.dtype == np.uint8
-    assert np.array_equal(images, generate(*_loaded(model_dir), "dpm++", 5, [3], 1, progress=False))
+    assert np.array_equal(
+        images, generate(*_loaded(model_dir), SampleSpec(sampler="dpm++", steps=5, batch_size=1), [3], progress=False)
+    )
     version = pipeline.register_model(run.info.run_id, "facegen-faces", uri)
     assert (version.name, str(version.version)) == ("facegen-faces", "1")
     with pytest.raises(ValueError, match="has no logged model"):

@@ -38,14 +38,22 @@ def model_dir(tmp_path, tiny):
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm++"])
 def test_same_seed_same_image_and_more_images_keep_the_first(tiny, sampler):
     unet, cfg = tiny
-    three = sampling.generate(unet, cfg, sampler, FAST[sampler], seeds=[10, 11, 12], batch_size=2, progress=False)
+    three = sampling.generate(
+        unet, cfg, sampling.SampleSpec(sampler=sampler, steps=FAST[sampler], batch_size=2), [10, 11, 12], progress=False
+    )
     five = sampling.generate(
-        unet, cfg, sampler, FAST[sampler], seeds=[10, 11, 12, 13, 14], batch_size=2, progress=False
+        unet,
+        cfg,
+        sampling.SampleSpec(sampler=sampler, steps=FAST[sampler], batch_size=2),
+        [10, 11, 12, 13, 14],
+        progress=False,
     )
     assert three.shape == (3, 16, 16, 3) and three.dtype == np.uint8
     np.testing.assert_array_equal(three, five[:3])
     # the same seed in another position of another request is the same image
-    shifted = sampling.generate(unet, cfg, sampler, FAST[sampler], seeds=[12, 13], batch_size=2, progress=False)
+    shifted = sampling.generate(
+        unet, cfg, sampling.SampleSpec(sampler=sampler, steps=FAST[sampler], batch_size=2), [12, 13], progress=False
+    )
     np.testing.assert_array_equal(shifted, five[2:4])
     # different seeds differ
     assert not np.array_equal(five[0], five[1])
@@ -112,7 +120,9 @@ def test_stage_writes_numbered_pngs_and_resumes(tmp_path, model_dir, tiny):
     samples = tmp_path / "data" / "samples"
     assert sorted(p.name for p in samples.glob("*.png")) == ["00001.png", "00002.png", "00003.png"]
     unet, cfg = tiny
-    expected = sampling.generate(unet, cfg, "ddim", 4, seeds=[7, 8, 9, 10, 11], batch_size=2, progress=False)
+    expected = sampling.generate(
+        unet, cfg, sampling.SampleSpec(sampler="ddim", steps=4, batch_size=2), [7, 8, 9, 10, 11], progress=False
+    )
     for i in range(3):
         np.testing.assert_array_equal(np.asarray(Image.open(samples / sample.image_name(i))), expected[i])
     record = json.loads((samples / "sample_config.json").read_text())
@@ -162,9 +172,21 @@ def test_fast_sampler_scores_close_to_1000_step_ddpm():
 
     cfg, seeds = dict(noise_sched.config), range(48)
     fd_noise = fd(np.random.default_rng(5).integers(0, 256, (48, 16, 16, 3), dtype=np.uint8))
-    fd_ddpm = fd(sampling.generate(unet, cfg, "ddpm", None, seeds, batch_size=48, progress=False))
-    fd_dpm = fd(sampling.generate(unet, cfg, "dpm++", 25, seeds, batch_size=48, progress=False))
-    fd_ddim = fd(sampling.generate(unet, cfg, "ddim", 25, seeds, batch_size=48, progress=False))
+    fd_ddpm = fd(
+        sampling.generate(
+            unet, cfg, sampling.SampleSpec(sampler="ddpm", steps=None, batch_size=48), seeds, progress=False
+        )
+    )
+    fd_dpm = fd(
+        sampling.generate(
+            unet, cfg, sampling.SampleSpec(sampler="dpm++", steps=25, batch_size=48), seeds, progress=False
+        )
+    )
+    fd_ddim = fd(
+        sampling.generate(
+            unet, cfg, sampling.SampleSpec(sampler="ddim", steps=25, batch_size=48), seeds, progress=False
+        )
+    )
     assert fd_ddpm < 0.6 * fd_noise, (fd_ddpm, fd_noise)
     for fast in (fd_dpm, fd_ddim):
         assert fast < 0.6 * fd_noise and fast < fd_ddpm + 0.1 * fd_noise, (fast, fd_ddpm, fd_noise)

@@ -79,7 +79,9 @@ def test_interpolation_ends_are_the_two_seeds_images(client, tiny_unet):
     frames = [decode(b) for b in r.json()["images"]]
     assert r.json()["t"] == [0.0, 0.333333, 0.666667, 1.0] and frames[0].shape == (16, 16, 3)
     cfg = dict(make_noise_scheduler().config)
-    ref = sampling.generate(tiny_unet, cfg, "ddim", 4, [7, 7, 7, 11], batch_size=4, progress=False)
+    ref = sampling.generate(
+        tiny_unet, cfg, sampling.SampleSpec(sampler="ddim", steps=4, batch_size=4), [7, 7, 7, 11], progress=False
+    )
     np.testing.assert_array_equal(frames[0], ref[0])
     np.testing.assert_array_equal(frames[3], ref[3])
     assert not np.array_equal(frames[1], frames[0]) and not np.array_equal(frames[1], frames[3])
@@ -187,7 +189,7 @@ def test_conditional_model_shows_its_conditions_and_samples_them(repo):
 
     from facegen.diffusion import conditional
     from facegen.diffusion.model import unet_config
-    from facegen.diffusion.sampling import generate
+    from facegen.diffusion.sampling import SampleSpec, generate
 
     stats = {"names": ["brightness"], "mean": [120.0], "std": [30.0], "min": [40.0], "max": [200.0], "margin": 0.0}
     torch.manual_seed(0)
@@ -215,19 +217,27 @@ def test_conditional_model_shows_its_conditions_and_samples_them(repo):
         expected = generate(
             unet,
             dict(sched.config),
-            "ddim",
-            4,
+            SampleSpec(
+                sampler="ddim",
+                steps=4,
+                timestep_spacing=cfg.timestep_spacing,
+                batch_size=cfg.batch_size,
+                guidance=2.0,
+                device="cpu",
+            ),
             [3, 4],
-            cfg.batch_size,
-            "cpu",
-            cfg.timestep_spacing,
-            progress=False,
             conditions={"brightness": 150},
-            guidance=2.0,
+            progress=False,
         )
         np.testing.assert_array_equal(np.stack([decode(b) for b in body["images"]]), expected)
         plain = generate(
-            unet, dict(sched.config), "ddim", 4, [3, 4], cfg.batch_size, "cpu", cfg.timestep_spacing, progress=False
+            unet,
+            dict(sched.config),
+            SampleSpec(
+                sampler="ddim", steps=4, timestep_spacing=cfg.timestep_spacing, batch_size=cfg.batch_size, device="cpu"
+            ),
+            [3, 4],
+            progress=False,
         )
         assert not np.array_equal(expected, plain)  # the condition reached the model
         assert c.post("/api/generate", json={"n": 1}).status_code == 200
