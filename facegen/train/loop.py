@@ -38,6 +38,7 @@ from facegen.train.config import TrainConfig, TrainPaths, run_key
 from facegen.train.data import augment, epoch_batches, load_split, pick_data_device, to_tensor
 from facegen.train.ema import make_ema
 from facegen.train.evaluate import Evaluator
+from facegen.train.metrics_files import write_epoch_files
 from facegen.train.tracking import (
     Tracker,
     git_commit,
@@ -45,7 +46,6 @@ from facegen.train.tracking import (
     repo_root,
     run_tags,
     tracking_uri,
-    write_epoch_files,
 )
 
 __all__ = ["TrainConfig", "TrainPaths", "TrainState", "latest_checkpoint", "run_key", "train"]

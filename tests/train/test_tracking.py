@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow_runs import log_run as _log_run
 
-from facegen.train import tracking
+from facegen.train import metrics_files, mlflow_store, tracking
 
 
 def test_repo_root_sees_through_dvc_temp_workspaces(tmp_path):
@@ -45,8 +45,12 @@ def test_epoch_files_hold_numbers_and_stable_columns(tmp_path):
         "nan": float("nan"),
         "flag": True,
     }
-    tracking.write_epoch_files(history, summary, tmp_path, "fid")
-    assert json.loads((tmp_path / "train.json").read_text()) == {"best_fid": 42.5, "best_epoch": 2}
+    metrics_files.write_epoch_files(history, {"epochs": 2, **summary}, tmp_path, "fid")
+    assert list(json.loads((tmp_path / "train.json").read_text()).items()) == [  # headline first
+        ("best_fid", 42.5),
+        ("best_epoch", 2),
+        ("epochs", 2),
+    ]
     with (tmp_path / "train_epochs.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == [
@@ -64,6 +68,10 @@ def test_epoch_files_hold_numbers_and_stable_columns(tmp_path):
         "kid_offline_std",
     ]
     assert rows[0]["fid"] == "" and rows[1]["fid"] == "42.5" and rows[1]["loss"] == "0.4" and rows[1]["kid"] == ""
+    # the scores alone, one row per scored epoch (dvc plots); the other extractor's file: header only
+    assert (tmp_path / "train_fid.csv").read_text().splitlines() == ["epoch,fid,kid,kid_std", "2,42.5,,"]
+    offline = (tmp_path / "train_fd_offline.csv").read_text().splitlines()
+    assert offline == ["epoch,fd_offline,kid_offline,kid_offline_std"]
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +213,7 @@ def test_a_moved_store_writes_into_its_new_tree(tmp_path):
     assert old.info.artifact_uri.startswith((copy / "mlruns").as_uri())
     local = client.download_artifacts(t.run_id, "note.txt", str(tmp_path))
     assert Path(local).read_text() == "hi"
-    assert tracking.relocate_store(new_uri, copy) == 0  # already at home
+    assert mlflow_store.relocate_store(new_uri, copy) == 0  # already at home
 
 
 def test_grid_logged_with_its_step(two_runs):
