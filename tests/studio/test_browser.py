@@ -117,6 +117,7 @@ def browser(server):
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900"):
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     driver.get(server + "/")
     _wait(driver, lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "1")
@@ -464,3 +465,10 @@ def test_every_tab_fits_without_horizontal_overflow(browser, tmp_path_factory, w
             assert fits[0] <= fits[1], (name, width, fits)
     finally:
         browser.set_window_size(1200, 900)
+
+
+def test_no_script_errors_on_the_console(browser) -> None:
+    """The walk above raised no JavaScript error (refused requests are logged by Chromium as
+    failed loads: those are the tests' deliberate 4xx, each shown on the page)."""
+    logs = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert [e["message"] for e in logs if "Failed to load resource" not in e["message"]] == []
