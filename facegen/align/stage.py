@@ -51,6 +51,9 @@ def tasks_from_downloads(
     sort_cols = ["sha256", "post_id"] + (["url"] if "url" in downloads.columns else [])
     kept = downloads[downloads["status"] == "ok"].sort_values(sort_cols, kind="stable")
     kept = kept.drop_duplicates("sha256", keep="first")
+    by_image: dict[str, list[str]] = {}  # a face id starts with its image's sha256[:16]
+    for face in restored:
+        by_image.setdefault(face.split("_", 1)[0], []).append(face)
     tasks = []
     for row in kept.itertuples(index=False):
         if not isinstance(row.path, str) or not row.path:
@@ -65,7 +68,7 @@ def tasks_from_downloads(
                 detections=row.detections if isinstance(row.detections, str) else None,
                 width=_optional_int(getattr(row, "width", None)),
                 height=_optional_int(getattr(row, "height", None)),
-                restored=tuple(sorted(f for f in restored if f.startswith(f"{str(row.sha256)[:16]}_"))),
+                restored=tuple(sorted(by_image.get(str(row.sha256)[:16], ()))),
             )
         )
     return tasks, links
