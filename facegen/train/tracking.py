@@ -35,6 +35,7 @@ __all__ = [
     "portable_path",
     "repo_root",
     "resolve_checkpoint",
+    "run_name",
     "run_tags",
     "tracking_uri",
 ]
@@ -64,6 +65,12 @@ def run_tags(root: str | Path) -> dict[str, str]:
         if os.environ.get(env):
             tags[tag] = os.environ[env]
     return tags
+
+
+def run_name(model: str, key: str) -> str:
+    """The MLflow run name: the DVC experiment's name under ``dvc exp run`` (``$DVC_EXP_NAME``,
+    which DVC sets for the stage), else ``<model preset>-<run key>``."""
+    return os.environ.get("DVC_EXP_NAME") or f"{model}-{key}"
 
 
 def portable_path(path: str | Path, root: str | Path) -> str:
@@ -233,7 +240,14 @@ class Tracker:
         self._call(f"log epoch {epoch}", lambda: self.client.log_batch(self.run_id, metrics=batch))
 
     def log_grid(self, image: Any, epoch: int, key: str = "samples") -> None:
-        """A sample grid at step ``epoch`` (MLflow's image slider) and as ``samples/epoch_NNNNN.png``."""
+        """A sample grid at step ``epoch`` (MLflow's image slider) and as ``samples/epoch_NNNNN.png``.
+
+        Epoch 0 is the final grid again, at the step MLflow's image chart opens on (its slider
+        starts at 0), logged once at the end of a run.
+        """
+        if epoch == 0:
+            self._call("log the latest grid", lambda: self.client.log_image(self.run_id, image, key=key, step=0))
+            return
         if epoch <= self.last_step:
             return
 

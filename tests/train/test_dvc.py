@@ -212,6 +212,7 @@ def test_checkpoints_survive_exp_apply_checkout_and_temp_experiments(repo):
     exp = client.get_experiment_by_name("test-dvc")
     assert exp.artifact_location.startswith((repo / "mlruns").as_uri())
     (run,) = client.search_runs([exp.experiment_id], "tags.`dvc.exp_name` = 't4'")
+    assert run.info.run_name == "t4"  # the DVC experiment's name
     head = _sh(repo, "git", "rev-parse", "HEAD").stdout.strip()
     assert run.data.tags["dvc.baseline_rev"] == head and run.data.tags["mlflow.source.git.commit"] == head
     assert run.data.tags["best_checkpoint"].startswith("cache/checkpoints/")

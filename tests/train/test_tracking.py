@@ -133,6 +133,9 @@ def test_run_tags_name_the_dvc_experiment_and_commit(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_EXP_BASELINE_REV", "a" * 40)
     tags = tracking.run_tags(tmp_path)
     assert tags["dvc.exp_name"] == "lr1e-4" and tags["dvc.baseline_rev"] == "a" * 40
+    assert tracking.run_name("tiny", "abc") == "lr1e-4"  # the DVC experiment's name
+    monkeypatch.delenv("DVC_EXP_NAME")
+    assert tracking.run_name("tiny", "abc") == "tiny-abc"
     assert tracking.portable_path(tmp_path / "cache" / "x", tmp_path) == "cache/x"
     assert tracking.portable_path("/elsewhere/x", tmp_path) == "/elsewhere/x"
 
@@ -223,8 +226,10 @@ def test_grid_logged_with_its_step(two_runs):
     uri = two_runs[0]
     t = tracking.Tracker(uri, "grid", "r", artifact_root=two_runs[3] / "mlruns")
     t.log_grid(Image.new("RGB", (8, 8), "red"), 3)
+    t.log_grid(Image.new("RGB", (8, 8), "red"), 0)  # the end of the run: the last grid where the UI opens
     t.end()
     client = mlflow.MlflowClient(tracking_uri=uri)
     names = [a.path for a in client.list_artifacts(t.run_id, "images")]
-    assert names and all("samples+step+3+" in n for n in names)  # MLflow's image-slider naming
+    steps = sorted({n.split("+step+")[1].split("+")[0] for n in names})
+    assert steps == ["0", "3"]  # MLflow's image-slider naming: samples+step+N+...
     assert [a.path for a in client.list_artifacts(t.run_id, "samples")] == ["samples/epoch_00003.png"]
