@@ -153,13 +153,18 @@ class TrainPaths:
     checkpoints: Path | None = None  # default <models>/checkpoints; the stage uses <repo>/cache/checkpoints
 
 
-def run_key(cfg: TrainConfig, data_hash: str) -> str:
+def run_key(cfg: TrainConfig, data_hash: str, world_size: int = 1) -> str:
     """Checkpoint folder name: hash of the settings that change the trained weights, and of the data.
 
     Operational keys (:data:`OPERATIONAL_KEYS`: logging, evaluation cadence, retention, resume)
-    are left out, so changing one resumes the run instead of silently restarting it.
+    are left out, so changing one resumes the run instead of silently restarting it. The number
+    of processes is in (it sets the effective batch, ``batch_size x grad_accum x world_size``, and
+    the batch order), so a run never resumes a checkpoint made with another world size; one
+    process hashes as before it was added, so earlier single-process checkpoints still resume.
     """
     from facegen.train.condition import key_settings
 
     settings = key_settings({k: v for k, v in to_dict(cfg).items() if k not in OPERATIONAL_KEYS})
+    if world_size != 1:
+        settings = {**settings, "world_size": world_size}
     return hashlib.sha256(json.dumps([settings, data_hash], sort_keys=True).encode()).hexdigest()[:12]

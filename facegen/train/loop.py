@@ -111,6 +111,13 @@ def train(
         )
     set_seed(cfg.seed)
     run = _build(cfg, paths, accelerator)
+    world = accelerator.num_processes
+    accelerator.print(
+        f"train: {world} process(es), device {accelerator.device}, precision {accelerator.mixed_precision}, "
+        f"effective batch {cfg.batch_size * cfg.grad_accum * world} ({cfg.batch_size} x {cfg.grad_accum} "
+        f"micro-batches x {world}), run key {run.key}, checkpoints {run.run_dir}",
+        file=sys.stderr,
+    )
     main = accelerator.is_main_process
     with run_lock(run.run_dir) if main else nullcontext():
         state, ckpt = resume(accelerator, cfg.resume, run.run_dir, run.ema, run.raw_unet)
@@ -163,7 +170,7 @@ def _build(cfg: TrainConfig, paths: TrainPaths, accelerator: Any) -> _Run:
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     train_np = load_split(paths.faces, "train", paths.root, cfg.image_size)
     data_hash = fid.content_hash(train_np)
-    key = run_key(cfg, data_hash)
+    key = run_key(cfg, data_hash, world)
     data = to_tensor(train_np, pick_data_device(train_np.nbytes, device, cfg.data_device))
     del train_np
     cond = conditioning.prepare(cfg, paths.faces, device)  # None: unconditional, as before

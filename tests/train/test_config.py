@@ -50,3 +50,5 @@ def test_run_key_ignores_operational_keys_only():
     for key, value in weight_keys.items():
         assert run_key(dataclasses.replace(base, **{key: value}), "d") != run_key(base, "d"), key
     assert run_key(base, "other data") != run_key(base, "d")
+    # the world size sets the effective batch: a 2-process run never resumes a 1-process checkpoint
+    assert run_key(base, "d", 2) != run_key(base, "d", 1) == run_key(base, "d")

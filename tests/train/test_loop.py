@@ -259,6 +259,10 @@ def test_ddp_two_cpu_processes_save_one_consistent_checkpoint(tmp_path):
         "OMP_NUM_THREADS": "1",
         "ACCELERATE_USE_CPU": "true",
     }  # gloo DDP on CPU: accelerate launch --multi_gpu + this flag
+    one = subprocess.run([sys.executable, str(REPO / "stages" / "train.py")], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert one.returncode == 0 and "train: 1 process(es), device cpu" in one.stderr, one.stderr[-3000:]
+    (one_dir,) = (tmp_path / "cache" / "checkpoints").iterdir()
     accelerate = Path(sys.executable).with_name("accelerate")
     proc = subprocess.run(
         [
@@ -282,7 +286,9 @@ def test_ddp_two_cpu_processes_save_one_consistent_checkpoint(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (run_dir,) = (tmp_path / "cache" / "checkpoints").iterdir()  # the stage keeps them outside DVC outs
+    assert "train: 2 process(es), device cpu:0, precision no, effective batch 16" in proc.stderr
+    assert "resumed from" not in proc.stderr  # the 1-process checkpoint of the same params is another run
+    (run_dir,) = {*(tmp_path / "cache" / "checkpoints").iterdir()} - {one_dir}  # outside DVC outs
     (ckpt,) = run_dir.glob("epoch_*")
     state = json.loads((ckpt / "state.json").read_text())
     assert state["num_processes"] == 2
