@@ -40,7 +40,8 @@ from facegen.common.images import ImageRejected, decode_image, sha256_file, sha2
 from facegen.common.tables import Schema, write_parquet
 from facegen.download.cache import Analysis, FetchCache, FetchRecord
 from facegen.download.fetch import FETCHED, TRANSIENT_FAILURES, FetchResult, HostGate, fetch_url
-from facegen.faces.detect import Detection, FacesConfig, box_area
+from facegen.faces.detect import STATUSES as DETECTOR_STATUSES
+from facegen.faces.detect import Detection, DetectionFailed, FacesConfig, box_area
 from facegen.faces.quality import region_sharpness
 
 log = logging.getLogger(__name__)
@@ -60,13 +61,15 @@ STATUSES = (
     "corrupt",
     "placeholder",
     "too_small",
+    "bad_shape",
+    "detector_error",
     "no_face",
     "face_too_small",
     "blurry",
 )
 _SIZE_RE = re.compile(r"[1-9][0-9]*x[1-9][0-9]*")
 _KEPT_NAME = re.compile(r"[0-9a-f]{64}\.[a-z]+")
-_ANALYSIS_VERSION = 1  # bump when analyse() changes meaning, so cached analyses are redone
+_ANALYSIS_VERSION = 2  # bump when analyse() changes meaning, so cached analyses are redone
 
 
 @dataclass(frozen=True)
@@ -158,26 +161,36 @@ class Detector(Protocol):
 
 
 def analyse(data: bytes, detector: Detector, cfg: DownloadConfig, key: str) -> Analysis:
-    """Decode ``data`` safely, detect faces (largest first) and measure the largest face's sharpness."""
+    """Decode ``data`` safely, detect faces (largest first) and measure the largest face's sharpness.
+
+    An image whose shorter side is below ``min_side`` is too_small whatever it holds: it never
+    reaches the detector (``detections`` None: not measured). A photo the detector refuses or
+    fails on keeps :class:`DetectionFailed`'s status (``bad_shape``, ``detector_error``).
+    """
     sha = sha256_hex(data)
     try:
         img = decode_image(data, max_pixels=cfg.max_pixels, max_bytes=cfg.max_bytes)
     except ImageRejected as rej:
         return Analysis(sha, key, rej.status, rej.reason, None, None, None, None, None, None, None)
-    dets = detector.detect(np.ascontiguousarray(img.rgb[:, :, ::-1]))  # BGR, as insightface expects
+    facts = (img.format, img.ext, img.width, img.height, img.n_frames)
+    if min(img.width, img.height) < cfg.min_side:
+        return Analysis(sha, key, "decoded", None, *facts, None, None)
+    try:
+        dets = detector.detect(np.ascontiguousarray(img.rgb[:, :, ::-1]))  # BGR, as insightface expects
+    except DetectionFailed as exc:
+        return Analysis(sha, key, exc.status, exc.reason, *facts, None, None)
     sharp = region_sharpness(img.rgb, dets[0].bbox, cfg.sharpness_size) if dets else None
-    return Analysis(
-        sha,
-        key,
-        "decoded",
-        None,
-        img.format,
-        img.ext,
-        img.width,
-        img.height,
-        img.n_frames,
-        json.dumps([d.to_record() for d in dets]),
-        sharp,
+    return Analysis(sha, key, "decoded", None, *facts, json.dumps([d.to_record() for d in dets]), sharp)
+
+
+def stale(an: Analysis, cfg: DownloadConfig) -> bool:
+    """Whether a cached analysis must be redone: detection skipped at a larger ``min_side`` than now."""
+    return (
+        an.status == "decoded"
+        and an.detections is None
+        and an.width is not None
+        and an.height is not None
+        and min(an.width, an.height) >= cfg.min_side
     )
 
 
@@ -191,13 +204,17 @@ def decide(fetch: FetchRecord | None, an: Analysis | None, cfg: DownloadConfig) 
         return "placeholder", f"redirected to placeholder {fetch.final_url}"
     if an is None:
         return "corrupt", "not analysed (run interrupted before this image)"
-    if an.status != "decoded":
+    if an.status != "decoded" and an.status not in DETECTOR_STATUSES:
         return an.status, an.error
-    assert an.width is not None and an.height is not None and an.detections is not None
+    assert an.width is not None and an.height is not None
     if an.sha256 in cfg.placeholder_sha256 or f"{an.width}x{an.height}" in cfg.placeholder_sizes:
         return "placeholder", f"known placeholder picture ({an.width}x{an.height}, sha256 {an.sha256[:12]})"
     if min(an.width, an.height) < cfg.min_side:
         return "too_small", f"{an.width}x{an.height}: shorter side < min_side={cfg.min_side}"
+    if an.status in DETECTOR_STATUSES:
+        return an.status, an.error
+    if an.detections is None:
+        return "corrupt", "not analysed at this min_side (run interrupted before this image)"
     dets = json.loads(an.detections)
     if not dets:
         return "no_face", None
@@ -251,7 +268,7 @@ def fetch_and_analyse(
         or (cfg.retry_failed and known[u].status in TRANSIENT_FAILURES)
     ]
     have = {r.sha256 for r in known.values() if r.sha256}
-    analysed = set(cache.analyses(have, key))
+    analysed = {sha for sha, an in cache.analyses(have, key).items() if not stale(an, cfg)}
     to_analyse = sorted(have - analysed)
     if not todo and not to_analyse:
         return
@@ -362,35 +379,50 @@ def build_table(
                 status, error = ("duplicate", None) if first == "ok" else (first, first_err)
             else:
                 first_url[sha], first_status[sha] = url, (status, error)
-        decoded = an if an is not None and an.status == "decoded" else None
-        dets = json.loads(decoded.detections) if decoded is not None and decoded.detections else []
-        rows.append(
-            {
-                "post_id": rec_in.post_id,
-                "url": url,
-                "source": getattr(rec_in, "source", None),
-                "status": status,
-                "sha256": sha,
-                "path": (out_dir / f"{sha}.{an.ext}").as_posix() if status == "ok" and an else None,
-                "format": decoded.format if decoded else None,
-                "width": decoded.width if decoded else None,
-                "height": decoded.height if decoded else None,
-                "bytes": f.size if f is not None else None,
-                "sharpness": decoded.sharpness if decoded else None,
-                "n_faces": len(dets) if decoded else None,
-                "face_area": _face_fraction(dets[0], int(decoded.width), int(decoded.height))
-                if decoded is not None and dets and decoded.width and decoded.height
-                else None,
-                "error": error,
-                "duplicate_of": dup_of,
-                "detections": decoded.detections if decoded else None,
-                "http_status": f.http_status if f is not None else None,
-                "final_url": f.final_url if f is not None else None,
-                "content_type": f.content_type if f is not None else None,
-            }
-        )
+        rows.append(_row(rec_in, f=f, an=an, fate=(status, error), sha=sha, dup_of=dup_of, out_dir=out_dir))
     df = pd.DataFrame(rows, columns=list(_COLUMNS))
     return df.astype(_COLUMNS)
+
+
+def _row(
+    link: tuple,
+    *,
+    f: FetchRecord | None,
+    an: Analysis | None,
+    fate: tuple[str, str | None],
+    sha: str | None,
+    dup_of: str | None,
+    out_dir: Path,
+) -> dict:
+    """One downloads.parquet row: the link, its fate, the image's facts (any decoded image, a
+    refused shape included) and its detections (None where the detector did not run)."""
+    status, error = fate
+    facts = an if an is not None and an.width is not None else None
+    measured = facts if facts is not None and facts.detections is not None else None
+    dets = json.loads(measured.detections) if measured is not None and measured.detections else []
+    return {
+        "post_id": link.post_id,  # type: ignore[attr-defined]
+        "url": link.url,  # type: ignore[attr-defined]
+        "source": getattr(link, "source", None),
+        "status": status,
+        "sha256": sha,
+        "path": (out_dir / f"{sha}.{an.ext}").as_posix() if status == "ok" and an else None,
+        "format": facts.format if facts else None,
+        "width": facts.width if facts else None,
+        "height": facts.height if facts else None,
+        "bytes": f.size if f is not None else None,
+        "sharpness": measured.sharpness if measured else None,
+        "n_faces": len(dets) if measured else None,
+        "face_area": _face_fraction(dets[0], int(measured.width), int(measured.height))  # type: ignore[arg-type]
+        if measured is not None and dets
+        else None,
+        "error": error,
+        "duplicate_of": dup_of,
+        "detections": measured.detections if measured else None,
+        "http_status": f.http_status if f is not None else None,
+        "final_url": f.final_url if f is not None else None,
+        "content_type": f.content_type if f is not None else None,
+    }
 
 
 # downloads.parquet columns: pandas nullable dtypes in memory, their Arrow types on disk
