@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from facegen.common.atomic import atomic_path, is_temp_name
-from facegen.common.config import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, to_dict, validate
+from facegen.common.config import FRACTION, Range, to_dict, validate
 from facegen.common.http import DestinationPolicy, HttpConfig, allowed_hosts, make_session
 from facegen.common.images import ImageRejected, decode_image, sha256_file, sha256_hex
 from facegen.common.tables import Schema, write_parquet
@@ -72,6 +72,27 @@ _KEPT_NAME = re.compile(r"[0-9a-f]{64}\.[a-z]+")
 _ANALYSIS_VERSION = 2  # bump when analyse() changes meaning, so cached analyses are redone
 
 
+HOUR_S, DAY_S = 3600.0, 86400.0
+# every number of params.yaml ``download``: finite, and within what the machine and a server can use
+DOWNLOAD_RANGES = {
+    "min_face_area": FRACTION,
+    "blur_threshold": Range(0, 1e7),  # above any 8-bit Laplacian variance (at most (8 x 255)^2 = 4.2e6)
+    "sharpness_size": Range(0, 4096),
+    "min_side": Range(1, 100_000),
+    "max_pixels": Range(1, 1_000_000_000),  # 3 GB as RGB: the decode cap must fit in memory
+    "max_bytes": Range(1, 1_000_000_000),  # a body is held in memory while it is analysed
+    "workers": Range(1, 256),
+    "per_host": Range(1, 256),
+    "host_delay_s": Range(0, HOUR_S),
+    "detect_workers": Range(1, 64),  # one detector's buffers each
+    "timeout_s": Range(0, HOUR_S, lo_open=True),
+    "body_deadline_s": Range(0, DAY_S, lo_open=True),
+    "retries": Range(0, 100),
+    "backoff_s": Range(0, HOUR_S),
+    "backoff_max_s": Range(0, DAY_S),
+}
+
+
 @dataclass(frozen=True)
 class DownloadConfig:
     """params.yaml ``download``: politeness, safety caps and the face filter thresholds."""
@@ -106,27 +127,7 @@ class DownloadConfig:
         for size in self.placeholder_sizes:
             if not _SIZE_RE.fullmatch(size):
                 raise ValueError(f"download.placeholder_sizes: {size!r} is not WIDTHxHEIGHT (e.g. '161x81')")
-        validate(
-            self,
-            "download",
-            {
-                "min_face_area": FRACTION,
-                "blur_threshold": NON_NEGATIVE,
-                "sharpness_size": NON_NEGATIVE,
-                "min_side": AT_LEAST_ONE,
-                "max_pixels": AT_LEAST_ONE,
-                "max_bytes": AT_LEAST_ONE,
-                "workers": AT_LEAST_ONE,
-                "per_host": AT_LEAST_ONE,
-                "host_delay_s": NON_NEGATIVE,
-                "detect_workers": AT_LEAST_ONE,
-                "timeout_s": POSITIVE,
-                "body_deadline_s": POSITIVE,
-                "retries": NON_NEGATIVE,
-                "backoff_s": NON_NEGATIVE,
-                "backoff_max_s": NON_NEGATIVE,
-            },
-        )
+        validate(self, "download", DOWNLOAD_RANGES)
 
     def http(self) -> HttpConfig:
         return HttpConfig(

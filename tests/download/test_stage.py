@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from config_bounds import assert_named_in_one_line, bad_numbers, numeric_keys
 from localserver import LocalServer, Route
 from PIL import Image
 
@@ -439,3 +440,14 @@ def test_stage_entry_point(site, scrfd_model, download_stage, tmp_path):
     assert got["rejected"] == {
         s: int(s in ("blurry", "duplicate", "http_404", "not_an_image")) for s in STATUSES if s != "ok"
     }
+
+
+@pytest.mark.parametrize(("key", "value"), bad_numbers(DownloadConfig))
+def test_every_number_is_finite_and_bounded(key, value):
+    assert_named_in_one_line(DownloadConfig, "download", key, value)
+
+
+def test_every_number_has_a_range():
+    from facegen.download.stage import DOWNLOAD_RANGES
+
+    assert set(DOWNLOAD_RANGES) == numeric_keys(DownloadConfig)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from config_bounds import assert_named_in_one_line, bad_numbers
 
 from facegen.faces.detect import (
     Detection,
@@ -253,3 +254,8 @@ def test_pose_measurement_counts_a_refused_image_as_unmeasured(scrfd_model):
     det._det.detect = broken  # type: ignore[attr-defined]
     out = measure_yaw(np.zeros((2, 32, 32, 3), np.uint8), det)
     assert np.isnan(out).all()
+
+
+@pytest.mark.parametrize(("key", "value"), bad_numbers(FacesConfig))
+def test_every_number_is_finite_and_bounded(key, value):
+    assert_named_in_one_line(FacesConfig, "faces", key, value)
