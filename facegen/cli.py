@@ -3,12 +3,15 @@
     facegen best [--experiment NAME] [--all] [--tracking-uri URI] [--json] [--register NAME]
     facegen export [--model models/best] [--out DIR] [--push-to-hub REPO_ID [--private]]
     facegen studio [--host 127.0.0.1] [--port 8765] [--model models/best]
+    facegen curate reject|restore FACE_ID [--note TEXT] [--faces data/faces.parquet] [--curation curation.csv]
 
 ``best`` prints, for the latest run (or every run) of an MLflow experiment (default: params.yaml's
 ``train.experiment``): run id, best epoch, its FID (or offline FD, named as such) and an existing
 folder (or MLflow URI) holding that epoch's model; ``--register`` adds that run's logged model to
 the MLflow model registry. ``export`` checks that a model folder loads as a diffusers pipeline,
 copies it and/or uploads it to the Hugging Face Hub (token: ``$HF_TOKEN`` or ``huggingface-cli login``).
+``curate`` records a manual decision on one aligned face in curation.csv (docs/align.md), which the
+align stage applies on the next ``dvc repro``.
 """
 
 from __future__ import annotations
@@ -121,7 +124,40 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--private", action="store_true", help="create the Hub repository private")
     export.set_defaults(func=_export)
     _add_studio(sub)
+    _add_curate(sub)
     return parser
+
+
+def _curate(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from facegen.align.curation import decide
+
+    faces = Path(args.faces)
+    if not faces.is_file():
+        _say(f"facegen curate: error: {faces} not found: run the align stage first (dvc repro align)", err=True)
+        return 2
+    table = pd.read_parquet(faces, columns=["face_id", "face_index", "status", "eye_distance"])
+    match = table[table["face_id"] == args.face_id]
+    row = None if match.empty else match.iloc[0].to_dict()
+    try:
+        decide(args.curation, row, args.face_id, args.decision, args.note)
+    except ValueError as err:
+        _say(f"facegen curate: error: {err}", err=True)
+        return 2
+    was = "" if row is None else f" (now {row['status']})"
+    print(f"{args.decision} {args.face_id}{was} recorded in {args.curation}; `dvc repro` applies it")
+    return 0
+
+
+def _add_curate(sub: argparse._SubParsersAction) -> None:
+    curate = sub.add_parser("curate", help="reject or restore one aligned face (curation.csv, docs/align.md)")
+    curate.add_argument("decision", choices=["reject", "restore"])
+    curate.add_argument("face_id", help="a face_id of data/faces.parquet (e.g. 0123456789abcdef_00)")
+    curate.add_argument("--note", default="", help="why (one line, kept in curation.csv)")
+    curate.add_argument("--faces", default="data/faces.parquet", help="the aligned faces table")
+    curate.add_argument("--curation", default="curation.csv", help="the decisions file (default curation.csv)")
+    curate.set_defaults(func=_curate)
 
 
 def _studio(args: argparse.Namespace) -> int:
