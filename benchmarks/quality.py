@@ -473,7 +473,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     from facegen.train.recipes import RECIPES
 
-    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0], allow_abbrev=False)
     ap.add_argument("--recipe", default="baseline", choices=sorted(RECIPES) + list(PEERS))
     ap.add_argument(
         "--minutes",
