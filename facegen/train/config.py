@@ -38,19 +38,23 @@ OPERATIONAL_KEYS = frozenset(
     }
 )
 
+MAX_SEED = 2**32 - 1  # numpy's RandomState (and the batch order's seeding) takes seeds below 2**32
+MAX_IMAGE_SIZE = 1024  # a 64-px face model at 1024 px already needs tens of GiB of activations
+MAX_TIMESTEPS = 100_000  # the noise schedule holds a few float tensors of this length (DDPM: 1000)
+
 _RANGES = {
     "num_processes": AT_LEAST_ONE,
-    "seed": NON_NEGATIVE,
+    "seed": Range(0, MAX_SEED),
     "channels": AT_LEAST_ONE,
-    "image_size": Range(8),
+    "image_size": Range(8, MAX_IMAGE_SIZE),
     "epochs": AT_LEAST_ONE,
     "batch_size": AT_LEAST_ONE,
     "grad_accum": AT_LEAST_ONE,
     "lr": Range(0, 1, lo_open=True),
-    "weight_decay": NON_NEGATIVE,
+    "weight_decay": Range(0, 1e3),  # finite: AdamW scales the weights by 1 - lr x weight_decay each step
     "warmup_steps": NON_NEGATIVE,
     "clip_grad": NON_NEGATIVE,
-    "num_train_timesteps": Range(2),
+    "num_train_timesteps": Range(2, MAX_TIMESTEPS),
     "beta_start": Range(0, 1, lo_open=True, hi_open=True),
     "beta_end": Range(0, 1, lo_open=True, hi_open=True),
     "l1_weight": FRACTION,
@@ -69,7 +73,7 @@ _RANGES = {
     "eval_steps": AT_LEAST_ONE,
     "grid_size": AT_LEAST_ONE,
     "condition_dropout": FRACTION,
-    "condition_margin": NON_NEGATIVE,
+    "condition_margin": Range(0, 1e3),  # finite: a fraction of the training range (0.25 = a quarter)
     "kid_subsets": AT_LEAST_ONE,
     "kid_subset_size": Range(2),
 }
