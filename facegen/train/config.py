@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from facegen.common.config import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, Range, to_dict, validate
 from facegen.diffusion.noise import LossKind, Prediction, Schedule
@@ -19,7 +20,8 @@ from facegen.train.ema import MAX_SIGMA_REL
 Preset = Literal["tiny", "faces32", "base", "ddpm64"]  # facegen.diffusion.model.PRESETS (a test checks they agree)
 Extractor = Literal["inception", "offline"]  # facegen.fid.features.EXTRACTORS (a test checks they agree)
 
-# keys that change what the trained weights are (the rest, below, are operational)
+# keys that do NOT change the trained weights (logging, evaluation, retention, resume, data placement):
+# left out of the run key, so changing one resumes a run instead of starting a new one
 OPERATIONAL_KEYS = frozenset(
     {
         "resume",
@@ -143,6 +145,19 @@ class TrainConfig:
             raise ValueError("train.experiment is empty: name the MLflow experiment (e.g. facegen)")
 
 
+CHECKPOINTS_ENV = "FACEGEN_CHECKPOINTS"
+
+
+def checkpoint_root(repo: str | Path) -> Path:
+    """Where checkpoints live, the one place that says it: ``$FACEGEN_CHECKPOINTS``, else
+    ``<repo>/cache/checkpoints`` (git-ignored and no DVC output, so no DVC command deletes them;
+    ``<repo>`` is the real repository inside ``dvc exp run --temp/--queue``). Each run writes
+    ``<root>/<run_key>/epoch_NNNNN/`` (:func:`run_key`)."""
+    from facegen.train.mlflow_store import repo_root
+
+    return Path(os.environ.get(CHECKPOINTS_ENV) or repo_root(repo) / "cache" / "checkpoints")
+
+
 @dataclass(frozen=True)
 class TrainPaths:
     """Where the trainer reads and writes (stage arguments; contract defaults)."""
@@ -154,7 +169,7 @@ class TrainPaths:
     fid_cache: Path = Path("cache/fid")
     tracking_uri: str | None = None
     artifact_root: Path | None = None
-    checkpoints: Path | None = None  # default <models>/checkpoints; the stage uses <repo>/cache/checkpoints
+    checkpoints: Path | None = None  # None: checkpoint_root(root)
 
 
 def run_key(cfg: TrainConfig, data_hash: str, world_size: int = 1) -> str:
@@ -172,3 +187,32 @@ def run_key(cfg: TrainConfig, data_hash: str, world_size: int = 1) -> str:
     if world_size != 1:
         settings = {**settings, "world_size": world_size}
     return hashlib.sha256(json.dumps([settings, data_hash], sort_keys=True).encode()).hexdigest()[:12]
+
+
+def dry_run(cfg: TrainConfig, paths: TrainPaths, world_size: int = 1) -> dict[str, Any]:
+    """What a training with ``cfg`` would do, without doing it (``stages/train.py --dry-run``, as
+    NVlabs/edm's ``--dry-run``): the resolved options, run key, checkpoint folder and whether a
+    checkpoint there would be resumed, the data counts and the schedule. Reads the train split
+    (the run key hashes its pixels); writes nothing."""
+    from facegen.fid.features import content_hash
+    from facegen.train.checkpoint import latest_checkpoint
+    from facegen.train.data import epoch_batches, face_paths, load_split
+
+    train_np = load_split(paths.faces, "train", paths.root, cfg.image_size)
+    key = run_key(cfg, content_hash(train_np), world_size)
+    run_dir = Path(paths.checkpoints or checkpoint_root(paths.root)) / key
+    micro = len(epoch_batches(len(train_np), cfg.batch_size, 0, cfg.seed, 0, world_size))
+    latest = latest_checkpoint(run_dir) if cfg.resume == "auto" else None
+    return {
+        "train": to_dict(cfg),
+        "run_key": key,
+        "checkpoints": str(run_dir),
+        "resume_from": str(latest) if latest else (cfg.resume if cfg.resume not in ("auto", "never") else None),
+        "train_images": len(train_np),
+        "test_images": len(face_paths(paths.faces, "test", paths.root)),
+        "image_shape": list(train_np.shape[1:]),
+        "world_size": world_size,
+        "effective_batch": cfg.batch_size * cfg.grad_accum * world_size,
+        "steps_per_epoch": micro // cfg.grad_accum,
+        "total_steps": cfg.epochs * (micro // cfg.grad_accum),
+    }

@@ -5,7 +5,7 @@ Gradient accumulation is explicit (``no_sync`` on all but the last micro-batch) 
 optimizer step is always ``grad_accum`` micro-batches and a resumed run replays the same steps.
 Randomness: the model init comes from ``seed``; each epoch's batch order from (seed, epoch); each
 step's augmentation, timesteps and noise from a generator seeded by (seed, step, rank). A
-checkpoint (``models/checkpoints/<run_key>/epoch_NNNNN/``, :mod:`facegen.train.checkpoint`) is
+checkpoint (``<checkpoint_root>/<run_key>/epoch_NNNNN/``, :func:`facegen.train.config.checkpoint_root`) is
 written after the epoch's evaluation and before the epoch is logged to MLflow, so a tracker
 failure never costs a checkpoint. The config and run key live in :mod:`facegen.train.config`.
 
@@ -34,7 +34,7 @@ from facegen.diffusion.noise import diffusion_loss, make_noise_scheduler, min_sn
 from facegen.fid import features as fid
 from facegen.train import condition as conditioning
 from facegen.train.checkpoint import TrainState, latest_checkpoint, resume, run_lock, save_checkpoint
-from facegen.train.config import TrainConfig, TrainPaths, run_key
+from facegen.train.config import TrainConfig, TrainPaths, checkpoint_root, run_key
 from facegen.train.data import augment, epoch_batches, load_split, pick_data_device, to_tensor
 from facegen.train.ema import make_ema
 from facegen.train.evaluate import Evaluator
@@ -197,7 +197,7 @@ def _build(cfg: TrainConfig, paths: TrainPaths, accelerator: Any) -> _Run:
         paths=paths,
         accelerator=accelerator,
         key=key,
-        run_dir=Path(paths.checkpoints or Path(paths.models) / "checkpoints") / key,
+        run_dir=Path(paths.checkpoints or checkpoint_root(paths.root)) / key,
         data_hash=data_hash,
         data=data,
         unet=unet,

@@ -79,7 +79,7 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path, store, s
     killed_root = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
         _run(killed_root, cfg, store, stop_at=6)  # killed mid epoch 2; epoch 1 was checkpointed
-    run_dir = next((killed_root / "models" / "checkpoints").iterdir())
+    run_dir = next((killed_root / "cache" / "checkpoints").iterdir())
     assert latest_checkpoint(run_dir).name == "epoch_00001"
     run_id = json.loads((run_dir / "epoch_00001" / "state.json").read_text())["run_id"]
     resumed = _run(killed_root, cfg, store)
@@ -89,9 +89,9 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path, store, s
     assert sorted(resumed) == list(range(5, 13))  # continues at epoch 2, step 5
     assert [resumed[s] for s in range(5, 13)] == [full[s] for s in range(5, 13)]  # bit-exact
     a = torch.load(run_dir / "epoch_00003" / "ema.pt", weights_only=True)["shadow_params"]
-    b = torch.load(
-        next((tmp_path / "full/models/checkpoints").iterdir()) / "epoch_00003" / "ema.pt", weights_only=True
-    )["shadow_params"]
+    b = torch.load(next((tmp_path / "full/cache/checkpoints").iterdir()) / "epoch_00003" / "ema.pt", weights_only=True)[
+        "shadow_params"
+    ]
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=False))
     state = json.loads((run_dir / "epoch_00003" / "state.json").read_text())
     assert state["epoch"] == 3 and state["step"] == 12 and [r["epoch"] for r in state["history"]] == [1, 2, 3]
