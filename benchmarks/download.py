@@ -71,7 +71,7 @@ def pipeline(
         cfg = replace(cfg, allow_private_hosts=(srv.url("").split("//")[1],))  # the local server, past the SSRF guard
         t = time.perf_counter()
         table = run_download(
-            links, cfg, faces, Path(tmp) / "raw", Path(tmp) / "cache", detector=detector, progress=False
+            links, cfg, faces, Path(tmp) / "raw", cache_dir=Path(tmp) / "cache", detector=detector, progress=False
         )
         wall = time.perf_counter() - t
         t = time.perf_counter()
@@ -80,7 +80,7 @@ def pipeline(
             replace(cfg, blur_threshold=cfg.blur_threshold + 1),
             faces,
             Path(tmp) / "raw",
-            Path(tmp) / "cache",
+            cache_dir=Path(tmp) / "cache",
             detector=NoFace(),
             progress=False,
         )
