@@ -12,6 +12,12 @@
    second pass (``faces.pad: 0``, before) and with it (params.yaml ``faces``, after), runs
    alternating before/after back to back; ``--padding-only`` runs just this section and writes
    benchmarks/results/download_padding.json.
+6. ``shapes`` (issue 22): the stage's peak memory (``stages/download.py`` in a subprocess, its
+   ``ru_maxrss``) on a board of wild photos, alone and with a 1x641, a 100x50000 and a 64x16000
+   PNG among them; also with ``faces.max_aspect: 640`` (only the canvas bound stands between
+   the thin PNGs and the padded pass) and with the canvas bound lifted to 1e9 pixels for the
+   64x16000 alone (about the unguarded canvas of before). ``--shapes-only`` runs just this and
+   writes benchmarks/results/download_shapes.json.
 
 Writes benchmarks/results/download.json. Run: ``.venv/bin/python benchmarks/download.py``.
 """
@@ -96,6 +102,82 @@ def pipeline(
     }
 
 
+_CHILD = (
+    "import resource, runpy, sys; sys.argv = ['stages/download.py', '--no-progress']\n"
+    "try:\n    runpy.run_path({stage!r}, run_name='__main__')\n"
+    "finally:\n    print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+)
+
+
+def stage_peak(routes: dict[str, Route], faces: dict, work: Path) -> dict:
+    """Run stages/download.py on ``routes`` with params.yaml's defaults but ``faces``: exit code,
+    statuses, peak RSS (MB) of the stage process and its wall time."""
+    import subprocess
+
+    import yaml
+
+    work.mkdir(parents=True)
+    with LocalServer(routes) as srv:
+        (work / "data").mkdir()
+        links = pd.DataFrame(
+            {"post_id": [f"M.{i}.A.000" for i in range(len(routes))], "url": [srv.url(p) for p in routes]}
+        )
+        links.to_parquet(work / "data" / "links.parquet")
+        params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+        params["faces"].update(faces)
+        params["download"].update(host_delay_s=0.0, allow_private_hosts=[srv.url("").split("//")[1]])
+        (work / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+        t = time.perf_counter()
+        code = _CHILD.format(stage=str(REPO / "stages" / "download.py"))
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t
+    kb = int(proc.stderr.rsplit("MAXRSS_KB", 1)[1].split()[0])
+    table = pd.read_parquet(work / "data" / "downloads.parquet") if proc.returncode == 0 else None
+    return {
+        "exit_code": proc.returncode,
+        "peak_rss_mb": round(kb / 1024, 1),
+        "seconds": round(wall, 2),
+        "statuses": None if table is None else table.status.value_counts().to_dict(),
+    }
+
+
+def shapes(shared: Path, model: str, n_photos: int = 20) -> dict:
+    """Peak memory of the stage with and without the crafted PNGs of issue 22 (see the module doc)."""
+    from PIL import Image
+
+    def png(width: int, height: int) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        Image.new("L", (width, height), 180).save(buf, "PNG", optimize=True)
+        return buf.getvalue()
+
+    photos = sorted((shared / "faces" / "wild").glob("*.jp*g"))[:n_photos]
+    good = {f"/{i:03d}.jpg": Route(p.read_bytes()) for i, p in enumerate(photos)}
+    crafted = {"/thin.png": png(1, 641), "/long.png": png(100, 50000), "/strip.png": png(64, 16000)}
+    crafted_routes = {k: Route(v, "image/png") for k, v in crafted.items()}
+    runs = {
+        "good_only": (good, {}),
+        "with_crafted": ({**good, **crafted_routes}, {}),
+        "with_crafted_max_aspect_640": ({**good, **crafted_routes}, {"max_aspect": 640.0}),
+        "strip_max_aspect_640_canvas_1e9": (
+            {**good, "/strip.png": crafted_routes["/strip.png"]},
+            {"max_aspect": 640.0, "max_canvas_pixels": 1_000_000_000},
+        ),
+    }
+    out: dict = {
+        "board": f"{len(good)} shared/faces/wild JPEGs",
+        "crafted_bytes": {k: len(v) for k, v in crafted.items()},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (routes, faces) in runs.items():
+            out[name] = stage_peak(routes, {"model": model, **faces}, Path(tmp) / name)
+            print(f"shapes {name}:", out[name])
+    out["with_crafted_over_good_only"] = round(out["with_crafted"]["peak_rss_mb"] / out["good_only"]["peak_rss_mb"], 3)
+    return out
+
+
 def face_filter(wild: Path, faces: FacesConfig, cfg: DownloadConfig) -> dict:
     det = FaceDetector(faces)
     files = sorted(p for p in wild.iterdir() if p.is_file())
@@ -164,7 +246,15 @@ def main() -> None:
         help="default benchmarks/results/download.json (download_padding.json with --padding-only)",
     )
     ap.add_argument("--padding-only", action="store_true", help="only the before/after padded-pass comparison")
+    ap.add_argument("--shapes-only", action="store_true", help="only the crafted-shapes peak memory (issue 22)")
     args = ap.parse_args()
+    if args.shapes_only:
+        out = Path(args.out or REPO / "benchmarks" / "results" / "download_shapes.json")
+        model = str(Path(args.shared) / "models" / "scrfd_500m_bnkps.onnx")
+        result = {"machine": {"cpus": os.cpu_count(), "gpu": None}, "shapes": shapes(Path(args.shared), model)}
+        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print("wrote", out)
+        return
     shared = Path(args.shared)
     results_dir = REPO / "benchmarks" / "results"
     args.out = args.out or str(results_dir / ("download_padding.json" if args.padding_only else "download.json"))
