@@ -68,7 +68,7 @@ class NoFace:
 
 
 def pipeline(
-    routes: dict[str, Route], latency: float, cfg: DownloadConfig, faces: FacesConfig, detector: object
+    routes: dict[str, Route], latency: float, cfg: DownloadConfig, faces: FacesConfig, *, detector: object
 ) -> dict:
     with LocalServer(routes, latency_s=latency) as srv, tempfile.TemporaryDirectory() as tmp:
         links = pd.DataFrame(
@@ -213,13 +213,13 @@ def face_filter(wild: Path, faces: FacesConfig, cfg: DownloadConfig) -> dict:
     }
 
 
-def padding(routes: dict[str, Route], latency: float, cfg: DownloadConfig, faces: FacesConfig, repeats: int) -> dict:
+def padding(routes: dict[str, Route], latency: float, cfg: DownloadConfig, faces: FacesConfig, *, repeats: int) -> dict:
     """End-to-end links/s without (before) and with (after) the padded pass, alternating runs."""
     runs: dict[str, list[dict]] = {"before": [], "after": []}
     for _ in range(repeats):
         for name, f in (("before", replace(faces, pad=0.0)), ("after", faces)):
             timed = Timed(FaceDetector(f))
-            r = pipeline(routes, latency, cfg, f, timed)
+            r = pipeline(routes, latency, cfg, f, detector=timed)
             r["detect_ms_per_image"] = round(1000 * timed.seconds / max(1, timed.calls), 1)
             r["padded_pass_share"] = round(timed.inner.padded / max(1, timed.inner.images), 3)  # type: ignore[attr-defined]
             runs[name].append(r)
@@ -232,7 +232,7 @@ def padding(routes: dict[str, Route], latency: float, cfg: DownloadConfig, faces
     return out
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", default=os.environ.get("FACEGEN_SHARED", str(REPO.parent / "shared")))
     ap.add_argument("--links", type=int, default=400, help="links in the network run (small portraits)")
@@ -243,20 +243,51 @@ def main() -> None:
     ap.add_argument(
         "--out",
         default=None,
-        help="default benchmarks/results/download.json (download_padding.json with --padding-only)",
+        help="default benchmarks/results/download.json (download_padding.json with --padding-only, "
+        "download_shapes.json with --shapes-only)",
     )
     ap.add_argument("--padding-only", action="store_true", help="only the before/after padded-pass comparison")
     ap.add_argument("--shapes-only", action="store_true", help="only the crafted-shapes peak memory (issue 22)")
-    args = ap.parse_args()
-    if args.shapes_only:
-        out = Path(args.out or REPO / "benchmarks" / "results" / "download_shapes.json")
-        model = str(Path(args.shared) / "models" / "scrfd_500m_bnkps.onnx")
-        result = {"machine": {"cpus": os.cpu_count(), "gpu": None}, "shapes": shapes(Path(args.shared), model)}
-        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        print("wrote", out)
-        return
+    return ap.parse_args()
+
+
+def _write(results: dict, out: str | Path) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print("wrote", out)
+
+
+def end_to_end(
+    routes: dict[str, Route], latency: float, cfg: DownloadConfig, faces: FacesConfig, *, repeats: int
+) -> dict:
+    """Median end-to-end run for 1 and 2 detect workers; the machine is shared (other jobs load
+    it), so the two settings alternate and the median counts."""
+    runs: dict[int, list[dict]] = {1: [], 2: []}
+    for _ in range(repeats):
+        for dw in (1, 2):
+            timed = Timed(FaceDetector(faces))
+            r = pipeline(routes, latency, replace(cfg, detect_workers=dw), faces, detector=timed)
+            r["detect_s_total"] = round(timed.seconds, 2)
+            runs[dw].append(r)
+            print(f"end to end, detect_workers={dw}:", r)
+    return {
+        f"detect_workers_{dw}": {
+            **sorted(rs, key=lambda r: r["links_per_s"])[len(rs) // 2],
+            "links_per_s_runs": [r["links_per_s"] for r in rs],
+        }
+        for dw, rs in runs.items()
+    }
+
+
+def main() -> None:
+    args = _args()
     shared = Path(args.shared)
     results_dir = REPO / "benchmarks" / "results"
+    if args.shapes_only:
+        model = str(shared / "models" / "scrfd_500m_bnkps.onnx")
+        result = {"machine": {"cpus": os.cpu_count(), "gpu": None}, "shapes": shapes(shared, model)}
+        _write(result, args.out or results_dir / "download_shapes.json")
+        return
     args.out = args.out or str(results_dir / ("download_padding.json" if args.padding_only else "download.json"))
     from facegen.common.config import load_section
 
@@ -270,7 +301,6 @@ def main() -> None:
     photos = [p.read_bytes() for p in sorted((shared / "faces" / "wild").glob("*.jp*g"))]
     routes = {f"/{i:05d}.jpg": Route(photos[i % len(photos)] + f"#{i}".encode()) for i in range(args.e2e_links)}
     cfg = DownloadConfig(workers=args.workers, per_host=args.workers, host_delay_s=0.0, timeout_s=10.0, retries=0)
-
     results: dict = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -286,43 +316,20 @@ def main() -> None:
         },
         "loadavg_before": os.getloadavg(),
     }
-    if args.padding_only:
-        results["padding"] = padding(routes, args.latency, replace(cfg, detect_workers=2), faces, args.repeats)
-        results["loadavg_after"] = os.getloadavg()
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        print("padding:", json.dumps(results["padding"], indent=1))
-        print("wrote", args.out)
-        return
-    results["network"] = pipeline(small, args.latency, cfg, faces, NoFace())
-    results["network"]["ideal_links_per_s"] = round(args.workers / args.latency, 1)
-    print("network (no detector):", results["network"])
-    # the machine is shared (other jobs load it), so the two settings alternate and the median counts
-    runs: dict[int, list[dict]] = {1: [], 2: []}
-    for _ in range(args.repeats):
-        for dw in (1, 2):
-            timed = Timed(FaceDetector(faces))
-            r = pipeline(routes, args.latency, replace(cfg, detect_workers=dw), faces, timed)
-            r["detect_s_total"] = round(timed.seconds, 2)
-            runs[dw].append(r)
-            print(f"end to end, detect_workers={dw}:", r)
-    results["end_to_end"] = {
-        f"detect_workers_{dw}": {
-            **sorted(rs, key=lambda r: r["links_per_s"])[len(rs) // 2],
-            "links_per_s_runs": [r["links_per_s"] for r in rs],
-        }
-        for dw, rs in runs.items()
-    }
-    results["padding"] = padding(routes, args.latency, replace(cfg, detect_workers=2), faces, args.repeats)
-    results["face_filter_wild"] = [
-        face_filter(shared / "faces" / "wild", replace(faces, det_size=s), cfg) for s in (640, 320, 640, 320)
-    ]
-    for r in results["face_filter_wild"]:
-        print("face filter on wild/:", r)
+    dw2 = replace(cfg, detect_workers=2)
+    if not args.padding_only:
+        results["network"] = pipeline(small, args.latency, cfg, faces, detector=NoFace())
+        results["network"]["ideal_links_per_s"] = round(args.workers / args.latency, 1)
+        print("network (no detector):", results["network"])
+        results["end_to_end"] = end_to_end(routes, args.latency, cfg, faces, repeats=args.repeats)
+    results["padding"] = padding(routes, args.latency, dw2, faces, repeats=args.repeats)
+    if not args.padding_only:
+        wild = shared / "faces" / "wild"
+        results["face_filter_wild"] = [face_filter(wild, replace(faces, det_size=s), cfg) for s in (640, 320, 640, 320)]
+        for r in results["face_filter_wild"]:
+            print("face filter on wild/:", r)
     results["loadavg_after"] = os.getloadavg()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print("wrote", args.out)
+    _write(results, args.out)
 
 
 if __name__ == "__main__":
