@@ -98,7 +98,21 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path, store, s
     assert sorted(p.name for p in run_dir.glob("epoch_*")) == ["epoch_00002", "epoch_00003"]  # keep_checkpoints=2
 
 
-def test_other_objectives_accumulation_and_augmentations_train(tmp_path, store):
+def test_other_objectives_accumulation_and_augmentations_train(tmp_path, store, monkeypatch):
+    seen: dict[str, list] = {"t": [], "loss": []}
+    real_weights, real_loss = train_mod.min_snr_weights, train_mod.diffusion_loss
+
+    def weights(sched, t, gamma):
+        seen["t"].append((sched, t.clone(), gamma))
+        return real_weights(sched, t, gamma)
+
+    def loss(pred, target, kind, l1_weight, w):
+        out = real_loss(pred, target, kind, l1_weight, w)
+        seen["loss"].append((pred.detach().clone(), target.clone(), kind, l1_weight, out.item()))
+        return out
+
+    monkeypatch.setattr(train_mod, "min_snr_weights", weights)
+    monkeypatch.setattr(train_mod, "diffusion_loss", loss)
     cfg = TrainConfig(
         **{
             **TINY,
@@ -120,6 +134,17 @@ def test_other_objectives_accumulation_and_augmentations_train(tmp_path, store):
     _, sched, saved = load_model_dir(tmp_path / "models" / "best")
     assert sched.config.prediction_type == "v_prediction" and sched.config.beta_schedule == "squaredcos_cap_v2"
     assert saved["grad_accum"] == 2
+    # the first micro-batch's loss, by hand: v-prediction min-SNR-5 weights min(SNR, 5) / (SNR + 1),
+    # SNR = abar / (1 - abar), times the per-sample mean of 0.25 |d| + 0.75 d^2 (d = pred - target)
+    sched, t, gamma = seen["t"][0]
+    pred, target, kind, l1_weight, got = seen["loss"][0]
+    assert (kind, l1_weight, gamma, len(seen["loss"])) == ("l1_l2", 0.25, 5.0, 8)  # 4 steps x 2 micro-batches
+    abar = sched.alphas_cumprod[t].double()
+    snr = abar / (1 - abar)
+    w = torch.minimum(snr, torch.full_like(snr, 5.0)) / (snr + 1)
+    d = (pred - target).double()
+    per_sample = (0.25 * d.abs() + 0.75 * d * d).flatten(1).mean(1)
+    assert got == pytest.approx((w * per_sample).mean().item(), rel=1e-5)
 
 
 def test_nan_loss_names_epoch_and_step(tmp_path, store, monkeypatch):
