@@ -111,13 +111,7 @@ def train(
         )
     set_seed(cfg.seed)
     run = _build(cfg, paths, accelerator)
-    world = accelerator.num_processes
-    accelerator.print(
-        f"train: {world} process(es), device {accelerator.device}, precision {accelerator.mixed_precision}, "
-        f"effective batch {cfg.batch_size * cfg.grad_accum * world} ({cfg.batch_size} x {cfg.grad_accum} "
-        f"micro-batches x {world}), run key {run.key}, checkpoints {run.run_dir}",
-        file=sys.stderr,
-    )
+    _announce(run)
     main = accelerator.is_main_process
     with run_lock(run.run_dir) if main else nullcontext():
         state, ckpt = resume(accelerator, cfg.resume, run.run_dir, run.ema, run.raw_unet)
@@ -160,6 +154,17 @@ def train(
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
+
+
+def _announce(run: _Run) -> None:
+    """Say what really runs (an Accelerate launch that started fewer processes shows here)."""
+    cfg, accelerator, world = run.cfg, run.accelerator, run.accelerator.num_processes
+    accelerator.print(
+        f"train: {world} process(es), device {accelerator.device}, precision {accelerator.mixed_precision}, "
+        f"effective batch {cfg.batch_size * cfg.grad_accum * world} ({cfg.batch_size} x {cfg.grad_accum} "
+        f"micro-batches x {world}), run key {run.key}, checkpoints {run.run_dir}",
+        file=sys.stderr,
+    )
 
 
 def _build(cfg: TrainConfig, paths: TrainPaths, accelerator: Any) -> _Run:
