@@ -272,6 +272,9 @@ def test_stage_mlflow_run_has_epochs_best_and_artifacts(stage_run):
         "checkpoints/epoch_00001",
         "checkpoints/epoch_00002",
     }
+    images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
+    steps = sorted({int(p.split("+step+")[1].split("+")[0]) for p in images})
+    assert steps == [0, 1, 2]  # each scored epoch, and the last one again at step 0 where the UI opens
 
 
 @pytest.mark.slow
