@@ -418,3 +418,39 @@ def test_checks_catch_a_broken_name() -> None:
     assert checked_part("data/control/<attribute>.png") == "data/control"
     claim = Claim("x.md:3", "facegen studio --host 0.0.0.0 --port 1 | tee log # --not-a-flag", "shell")
     assert list(command_flags([claim])) == [(claim, "facegen studio", ["--host", "--port"])]
+
+
+# ---------------------------------------------------------------- lists the docs copy from the code
+
+
+def doc_line(path: str, anchor: str) -> tuple[str, str]:
+    """(``path:line``, text) of the first line of ``path`` holding ``anchor`` (a failure names the anchor)."""
+    for number, line in enumerate((ROOT / path).read_text(encoding="utf-8").splitlines(), start=1):
+        if anchor in line:
+            return f"{path}:{number}", line
+    raise AssertionError(f"{path}: no line holds {anchor!r}: update the test with the text that replaced it")
+
+
+def test_train_doc_lists_the_csv_columns_and_operational_keys_of_the_code() -> None:
+    from facegen.train.config import OPERATIONAL_KEYS
+    from facegen.train.tracking import EPOCH_COLUMNS, SCORE_COLUMNS
+
+    where, line = doc_line("docs/train.md", "one row per epoch: `")
+    documented = line.split("one row per epoch: `", 1)[1].split("`", 1)[0].split(", ")
+    assert documented == [*EPOCH_COLUMNS, *SCORE_COLUMNS], f"{where}: metrics/train_epochs.csv columns"
+    text = (ROOT / "docs/train.md").read_text(encoding="utf-8")
+    sentence = text[text.index("Operational keys") : text.index("`OPERATIONAL_KEYS`")]
+    assert set(re.findall(r"`(\w+)`", sentence)) == OPERATIONAL_KEYS, "docs/train.md: the operational keys"
+
+
+def test_pipeline_doc_demo_overrides_are_the_demos() -> None:
+    """Each ``key: value`` span of the `train.*` / `sample.*` rows of docs/pipeline.md's demo table."""
+    from facegen.demo.run import TINY
+
+    for section in ("train", "sample"):
+        where, line = doc_line("docs/pipeline.md", f"   | `{section}.*` | ")
+        pairs = [p.split(": ", 1) for p in re.findall(r"`(\w+: [^`]+)`", line)]
+        assert pairs, f"{where}: no `key: value` span"
+        wrong = {k: (yaml.safe_load(v), TINY.get(f"{section}.{k}")) for k, v in pairs}
+        wrong = {k: pair for k, pair in wrong.items() if pair[0] != pair[1]}
+        assert not wrong, f"{where}: documented value != facegen.demo.run's (documented, demo): {wrong}"
