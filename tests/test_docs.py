@@ -331,7 +331,8 @@ def test_documented_cli_flags_exist() -> None:
     found = list(command_flags(all_claims()))
     stages = {f"stages/{p.name}" for p in (ROOT / "stages").glob("*.py")}
     top = help_texts(["facegen"])["facegen"]
-    commands = set(re.search(r"\{([\w,-]+)\}", top).group(1).split(","))  # type: ignore[union-attr]
+    commands = set(re.findall(r"^ {4}([a-z][\w-]*)(?: |$)", top, flags=re.M))  # the subcommand list
+    assert commands, f"no subcommands in `facegen --help`:\n{top}"
     problems = [
         f"{c.where}: `{c.text.strip()}`: `{cmd}` is not a facegen command (commands: {', '.join(sorted(commands))})"
         for c, cmd, _ in found
@@ -433,7 +434,7 @@ def doc_line(path: str, anchor: str) -> tuple[str, str]:
 
 def test_train_doc_lists_the_csv_columns_and_operational_keys_of_the_code() -> None:
     from facegen.train.config import OPERATIONAL_KEYS
-    from facegen.train.tracking import EPOCH_COLUMNS, SCORE_COLUMNS
+    from facegen.train.metrics_files import EPOCH_COLUMNS, SCORE_COLUMNS
 
     where, line = doc_line("docs/train.md", "one row per epoch: `")
     documented = line.split("one row per epoch: `", 1)[1].split("`", 1)[0].split(", ")
