@@ -455,3 +455,27 @@ def test_pipeline_doc_demo_overrides_are_the_demos() -> None:
         wrong = {k: (yaml.safe_load(v), TINY.get(f"{section}.{k}")) for k, v in pairs}
         wrong = {k: pair for k, pair in wrong.items() if pair[0] != pair[1]}
         assert not wrong, f"{where}: documented value != facegen.demo.run's (documented, demo): {wrong}"
+
+
+def make_recipe(target: str) -> list[str]:
+    """The recipe lines of ``target`` in the Makefile (``$(PY) -m`` written as ``python -m``)."""
+    lines = (ROOT / "Makefile").read_text(encoding="utf-8").splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(f"{target}:")), None)
+    assert start is not None, f"Makefile: no target {target!r}"
+    recipe = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("\t"):
+            break
+        recipe.append(line.strip().replace("$(PY) -m ", "python -m "))
+    return recipe
+
+
+def test_make_test_fast_runs_the_documented_fast_lane() -> None:
+    recipe = make_recipe("test-fast")
+    assert recipe == ["python -m ruff check .", 'python -m pytest -m "not slow"'], f"Makefile test-fast: {recipe}"
+    for doc in ("README.md", "CONTRIBUTING.md"):
+        where, _ = doc_line(doc, "`make test-fast`")
+        spans = [c.text for c in claims(ROOT / doc) if c.kind == "inline"]
+        lane = [s.removeprefix("python -m ") for s in spans if re.fullmatch(r'(python -m )?pytest -m "[^"]+"', s)]
+        assert lane, f'{doc}: no `pytest -m "..."` span beside {where}\'s `make test-fast`'
+        assert all(f"python -m {cmd}" == recipe[1] for cmd in lane), f"{doc}: {lane} != Makefile's {recipe[1]}"
