@@ -479,3 +479,11 @@ def test_make_test_fast_runs_the_documented_fast_lane() -> None:
         lane = [s.removeprefix("python -m ") for s in spans if re.fullmatch(r'(python -m )?pytest -m "[^"]+"', s)]
         assert lane, f'{doc}: no `pytest -m "..."` span beside {where}\'s `make test-fast`'
         assert all(f"python -m {cmd}" == recipe[1] for cmd in lane), f"{doc}: {lane} != Makefile's {recipe[1]}"
+
+
+def test_pipeline_doc_names_the_sample_keys_control_reads() -> None:
+    """The rerun table's `sample.*` row lists exactly the ``sample.*`` params dvc.yaml gives ``control``."""
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
+    declared = {p for p in spec["stages"]["control"]["params"] if isinstance(p, str) and p.startswith("sample.")}
+    where, line = doc_line("docs/pipeline.md", "| `sample.*` | sample, fid")
+    assert set(re.findall(r"`(sample\.\w+)`", line)) == declared, f"{where}: dvc.yaml's control reads {declared}"
