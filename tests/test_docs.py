@@ -25,9 +25,11 @@ What is checked (each rule is one regular pattern; nothing else in the text is r
     ``<placeholder>`` and ``*`` end the checked part) must be a dvc.yaml out, metric or plot, lie
     inside one, or be a folder holding one; :data:`NON_DVC_OUTPUTS` lists, with the reason, the
     few files something other than a DVC stage writes there.
-(d) CLI flags: on one code line or inline span, every ``--flag`` after ``facegen <command>``
-    or ``stages/<name>.py`` (up to a shell separator ``|``, ``;``, ``&&``, ``#`` or ``->``) must
-    appear in that command's ``--help``; ``<command>`` must be a ``facegen`` subcommand.
+(d) CLI flags: on one shell-like code line (its ``# comment`` cut off) or inline span, every
+    ``--flag`` after ``facegen <command>`` or ``stages/<name>.py`` (up to a shell separator ``|``,
+    ``;``, ``&&``, ``#`` or ``->``) must appear in that command's ``--help``; ``stages/<name>.py``
+    must exist, and ``<command>`` must be a subcommand of ``facegen --help`` (on code lines, and
+    in inline spans that carry a flag: prose such as ``facegen best`` is not a command line).
 (e) source paths: a path starting with ``facegen/``, ``stages/``, ``tests/`` or ``benchmarks/``
     and then a letter, ``_``, ``<``, ``*`` or ``{`` (``facegen/0.1``, a user agent, is no path) must
     exist (``<placeholder>``/``*`` match any name, ``{a,b}`` means both; ``facegen/x/y.Name`` is
@@ -291,8 +293,9 @@ def command_flags(items: list[Claim]) -> Iterator[tuple[Claim, str, list[str]]]:
     for claim in items:
         if claim.kind == "python":
             continue
-        for match in pattern.finditer(claim.text):
-            rest = SEPARATORS.split(claim.text[match.end() :], maxsplit=1)[0]
+        text = re.split(r"(?:^|\s)#", claim.text, maxsplit=1)[0] if claim.kind == "shell" else claim.text
+        for match in pattern.finditer(text):
+            rest = SEPARATORS.split(text[match.end() :], maxsplit=1)[0]
             flags = re.findall(r"(?<![\w-])--[a-zA-Z][\w-]*", rest)
             command = re.sub(r"\s+", " ", match.group(1))
             if command.startswith("stages/") or flags or claim.kind == "shell":
@@ -419,6 +422,7 @@ def test_checks_catch_a_broken_name() -> None:
     assert checked_part("data/control/<attribute>.png") == "data/control"
     claim = Claim("x.md:3", "facegen studio --host 0.0.0.0 --port 1 | tee log # --not-a-flag", "shell")
     assert list(command_flags([claim])) == [(claim, "facegen studio", ["--host", "--port"])]
+    assert list(command_flags([Claim("x.md:4", "dvc repro   # then facegen best --all", "shell")])) == []
 
 
 # ---------------------------------------------------------------- lists the docs copy from the code
