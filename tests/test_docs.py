@@ -26,10 +26,11 @@ What is checked (each rule is one regular pattern; nothing else in the text is r
     inside one, or be a folder holding one; :data:`NON_DVC_OUTPUTS` lists, with the reason, the
     few files something other than a DVC stage writes there.
 (d) CLI flags: on one shell-like code line (its ``# comment`` cut off) or inline span, every
-    ``--flag`` after ``facegen <command>`` or ``stages/<name>.py`` (up to a shell separator ``|``,
-    ``;``, ``&&``, ``#`` or ``->``) must appear in that command's ``--help``; ``stages/<name>.py``
-    must exist, and ``<command>`` must be a subcommand of ``facegen --help`` (on code lines, and
-    in inline spans that carry a flag: prose such as ``facegen best`` is not a command line).
+    ``--flag`` after ``facegen <command>``, ``python -m facegen.<module>`` or ``stages/<name>.py``
+    (up to a shell separator ``|``, ``;``, ``&&``, ``#`` or ``->``) must appear in that command's
+    ``--help``; the script and the module (a ``.py`` or a package's ``__main__.py``) must exist,
+    and ``<command>`` must be a subcommand of ``facegen --help`` (on code lines, and in inline
+    spans that carry a flag: prose such as ``facegen best`` is not a command line).
 (e) source paths: a path starting with ``facegen/``, ``stages/``, ``tests/`` or ``benchmarks/``
     and then a letter, ``_``, ``<``, ``*`` or ``{`` (``facegen/0.1``, a user agent, is no path) must
     exist (``<placeholder>``/``*`` match any name, ``{a,b}`` means both; ``facegen/x/y.Name`` is
@@ -289,7 +290,7 @@ def test_documented_stage_outputs_are_dvc_outputs() -> None:
 
 def command_flags(items: list[Claim]) -> Iterator[tuple[Claim, str, list[str]]]:
     """(claim, command, flags): command is ``facegen <sub>`` or ``stages/<x>.py``."""
-    pattern = re.compile(r"(?<![\w/.-])(facegen\s+[a-z][\w-]*|stages/\w+\.py)")
+    pattern = re.compile(r"(?<![\w/.-])(python -m facegen(?:\.\w+)+|facegen\s+[a-z][\w-]*|stages/\w+\.py)")
     for claim in items:
         if claim.kind == "python":
             continue
@@ -298,7 +299,7 @@ def command_flags(items: list[Claim]) -> Iterator[tuple[Claim, str, list[str]]]:
             rest = SEPARATORS.split(text[match.end() :], maxsplit=1)[0]
             flags = re.findall(r"(?<![\w-])--[a-zA-Z][\w-]*", rest)
             command = re.sub(r"\s+", " ", match.group(1))
-            if command.startswith("stages/") or flags or claim.kind == "shell":
+            if not command.startswith("facegen ") or flags or claim.kind == "shell":
                 yield claim, command, flags
 
 
@@ -312,6 +313,9 @@ for command in json.loads(sys.argv[1]):
             if command.split()[0] == "facegen":
                 from facegen.cli import main
                 main([*command.split()[1:], "--help"])
+            elif command.startswith("python -m "):
+                sys.argv = [command, "--help"]
+                runpy.run_module(command.split()[2], run_name="__main__", alter_sys=True)
             else:
                 sys.argv = [command, "--help"]
                 runpy.run_path(command, run_name="__main__")
@@ -330,6 +334,12 @@ def help_texts(commands: list[str]) -> dict[str, str]:
     return dict(json.loads(run.stdout))
 
 
+def runnable_module(name: str) -> bool:
+    """Whether ``python -m name`` runs a facegen module (``x.py``, or a package's ``__main__.py``)."""
+    path = ROOT / name.replace(".", "/")
+    return path.with_suffix(".py").is_file() or (path / "__main__.py").is_file()
+
+
 def test_documented_cli_flags_exist() -> None:
     found = list(command_flags(all_claims()))
     stages = {f"stages/{p.name}" for p in (ROOT / "stages").glob("*.py")}
@@ -346,7 +356,14 @@ def test_documented_cli_flags_exist() -> None:
         for c, cmd, _ in found
         if cmd[:7] == "stages/" and cmd not in stages
     ]
-    wanted = {cmd for _, cmd, flags in found if flags} & ({f"facegen {c}" for c in commands} | stages)
+    modules = {cmd for _, cmd, _ in found if cmd.startswith("python -m ")}
+    runnable = {m for m in modules if runnable_module(m.split()[2])}
+    problems += [
+        f"{c.where}: `{c.text.strip()}`: {cmd.split()[2]} is no module with a command line (a .py or a __main__.py)"
+        for c, cmd, _ in found
+        if cmd in modules - runnable
+    ]
+    wanted = {cmd for _, cmd, flags in found if flags} & ({f"facegen {c}" for c in commands} | stages | runnable)
     helps = {cmd: set(re.findall(r"--[\w-]+", text)) for cmd, text in help_texts(sorted(wanted)).items()}
     for claim, cmd, flags in found:
         for flag in flags:
