@@ -2,7 +2,8 @@
 
 Where claims are read (line numbers are the Markdown file's):
 
-- *inline code*: each `` `span` `` of a prose line (a span never crosses a line);
+- *inline code*: each `` `span` `` of a prose paragraph (one wrapped onto the next line is
+  joined with a space and counts from its first line);
 - *code lines*: each line of a fenced block (```` ``` ````, ```` ```bash ````, ...); a
   ```` ```python ```` block is *python*, every other block is *shell-like*.
 
@@ -82,19 +83,31 @@ def doc_files() -> list[Path]:
 
 
 def claims(path: Path) -> Iterator[Claim]:
-    """Inline code spans of prose lines and the lines of fenced blocks, with their line numbers."""
+    """Inline code spans of prose paragraphs and the lines of fenced blocks, with their line numbers."""
     name = path.relative_to(ROOT).as_posix()
     fence: str | None = None
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    paragraph: list[tuple[int, str]] = []
+    for number, line in enumerate([*path.read_text(encoding="utf-8").splitlines(), ""], start=1):
         stripped = line.strip()
+        if not stripped or stripped.startswith("```"):
+            yield from inline_spans(name, paragraph)
+            paragraph = []
         if stripped.startswith("```"):
             fence = None if fence is not None else ("python" if stripped[3:].strip() == "python" else "shell")
-            continue
-        if fence is not None:
+        elif fence is not None:
             yield Claim(f"{name}:{number}", line, fence)
-            continue
-        for span in re.findall(r"`([^`]+)`", line):
-            yield Claim(f"{name}:{number}", span, "inline")
+        elif stripped:
+            paragraph.append((number, line))
+
+
+def inline_spans(name: str, paragraph: list[tuple[int, str]]) -> Iterator[Claim]:
+    """The `` `spans` `` of one paragraph (a span may wrap onto the next line; it counts from its first)."""
+    if not paragraph:
+        return
+    text = "\n".join(line for _, line in paragraph)
+    for match in re.finditer(r"`([^`]+)`", text):
+        number = paragraph[0][0] + text.count("\n", 0, match.start())
+        yield Claim(f"{name}:{number}", re.sub(r"\s*\n\s*", " ", match.group(1)), "inline")
 
 
 def all_claims() -> list[Claim]:
