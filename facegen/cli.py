@@ -272,7 +272,7 @@ def _add_studio(sub: argparse._SubParsersAction) -> None:
     studio.add_argument("--tracking-uri", default=None, help="MLflow store (default: as `facegen best`)")
     studio.add_argument("--experiment", default=None, help="MLflow experiment (default params.yaml train.experiment)")
     studio.add_argument("--detector", default=None, help="face detector for uploads (default params.yaml faces.model)")
-    studio.add_argument("--device", default=None, help="torch device (default cpu)")
+    studio.add_argument("--device", default=None, help="torch device (default params.yaml sample.device)")
     studio.add_argument("--max-images", type=int, default=None, help="images per request (default 64)")
     studio.add_argument("--max-steps", type=int, default=None, help="denoising steps per request (default 250)")
     studio.add_argument("--max-upload-bytes", type=int, default=None, help="upload size limit (default 10 MB)")
