@@ -37,6 +37,12 @@ SCORE_COLUMNS = (
     "fd_offline",
     "kid_offline",
     "kid_offline_std",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+    "memorized_fraction",
+    "memorized_count",
 )  # always written (empty when not scored): stable plot keys
 ROOT_TAG = "facegen.repo_root"  # experiment tag: the root the embedded store's paths were made under
 RUN_KEY_TAG = "facegen.run_key"

@@ -58,7 +58,8 @@ def repo(tmp_path_factory) -> Path:
     real = yaml.safe_load((REPO / "dvc.yaml").read_text())
     plots = [p for p in real["plots"] if "metrics/" in json.dumps(p)]
     (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": real["stages"]["train"]}, "plots": plots}))
-    (root / "params.yaml").write_text(yaml.safe_dump({"train": TRAIN}))
+    fid = yaml.safe_load((REPO / "params.yaml").read_text())["fid"]  # train reads fid.pr_k, fid.memorization_*
+    (root / "params.yaml").write_text(yaml.safe_dump({"train": TRAIN, "fid": fid}))
     (root / "stages").mkdir()
     shutil.copy(REPO / "stages" / "train.py", root / "stages" / "train.py")
     shutil.copytree(REPO / "facegen", root / "facegen", ignore=shutil.ignore_patterns("__pycache__"))
