@@ -64,8 +64,6 @@ def test_stage_scores_samples_against_the_test_split_only(tmp_path):
         "num_samples",
         "num_reference",
         "image_size",
-        "fid_extractor",
-        "fid_reference",
         "precision",
         "recall",
         "density",
@@ -80,8 +78,9 @@ def test_stage_scores_samples_against_the_test_split_only(tmp_path):
         "memorization_test_flagged_fraction",
         "memorization_num_train",
         "memorization_pixel_shift",
-        "memorization_calibration",
-    }  # never called "fid" / "kid"
+    }  # never called "fid" / "kid"; the text beside it, no DVC metric
+    info = json.loads((tmp_path / "metrics" / "fid_info.json").read_text())
+    assert set(info) == {"fid_extractor", "fid_reference", "memorization_calibration"}
     rows = pd.read_parquet(tmp_path / "data" / "memorization.parquet")
     assert list(rows["sample"]) == ["00001.png", "00002.png", "00003.png", "00004.png"]
     assert set(rows["face_id"]) <= {"f05", "f06", "f07"} and rows["path"].str.startswith("data/faces/f0").all()
@@ -96,7 +95,7 @@ def test_stage_scores_samples_against_the_test_split_only(tmp_path):
     assert (metrics["kid_offline"], metrics["kid_offline_std"]) == pytest.approx((kid, kid_std), rel=1e-6)
     # the reference features were cached by extractor, resolution and content, for the next run and for train
     cached = list((tmp_path / "cache" / "fid").glob("offline-16px-*.npz"))
-    assert len(cached) == 2 and metrics["fid_reference"] in [p.stem for p in cached]  # test split + train split
+    assert len(cached) == 2 and info["fid_reference"] in [p.stem for p in cached]  # test split + train split
     assert "MLflow" not in proc.stdout  # no models/best: nothing to log to
 
 
@@ -143,13 +142,14 @@ def test_stage_logs_its_score_to_the_run_of_the_scored_model(tmp_path):
     proc = _run(tmp_path, "fid:\n  extractor: offline\n  device: cpu\n")
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((tmp_path / "metrics" / "fid.json").read_text())
-    assert metrics["run_id"] == run_id
+    info = json.loads((tmp_path / "metrics" / "fid_info.json").read_text())
+    assert info["run_id"] == run_id
     run = client.get_run(run_id)
     assert run.data.metrics["sample_fd_offline"] == metrics["fd_offline"]
     assert run.data.metrics["sample_kid_offline"] == metrics["kid_offline"]
     assert run.data.metrics["sample_precision"] == metrics["precision"]
     assert run.data.metrics["sample_memorized_fraction"] == metrics["memorized_fraction"]
-    assert run.data.metrics["sample_num_samples"] == 4 and run.data.tags["fid_reference"] == metrics["fid_reference"]
+    assert run.data.metrics["sample_num_samples"] == 4 and run.data.tags["fid_reference"] == info["fid_reference"]
     # a run that is not in the store: the score stays in metrics/fid.json, the stage still succeeds
     (tmp_path / "models" / "best" / "best.json").write_text(json.dumps({"epoch": 3, "run_id": "0" * 32}))
     proc = _run(tmp_path, "fid:\n  extractor: offline\n  device: cpu\n")
