@@ -212,3 +212,25 @@ class Detector:
                 "flagged": nearest.flagged,
             }
         )
+
+
+def nearest_training_face(image: np.ndarray, detector: Detector, extractor: Any) -> dict[str, Any]:
+    """One image's nearest training face (for the studio): uint8 (H, W, 3) at the model's size.
+
+    ``detector`` and ``extractor`` come from a scorer built once (``Scorer.from_config(...)``:
+    ``scorer.detector``, ``scorer.extractor``). Returns face_id, path, both distances, both
+    thresholds and ``flagged``, as a row of data/memorization.parquet.
+    """
+    from facegen.fid.features import extract_features
+
+    batch = np.asarray(image)[None]
+    nearest = detector.nearest(batch, extract_features(batch, extractor, 1))
+    row = detector.rows(nearest, ["image"]).iloc[0].to_dict()
+    return {
+        **{k: row[k] for k in ("face_id", "path", "feature_face_id", "pixel_face_id")},
+        "feature_distance": float(row["feature_distance"]),
+        "pixel_distance": float(row["pixel_distance"]),
+        "feature_threshold": detector.feature_threshold,
+        "pixel_threshold": detector.pixel_threshold,
+        "flagged": bool(row["flagged"]),
+    }

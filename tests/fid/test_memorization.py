@@ -12,7 +12,7 @@ from PIL import Image
 from tiny_faces import random_faces, write_faceset
 
 from facegen.fid import features as fid
-from facegen.fid.memorization import Detector, TrainingFaces, feature_nearest, pixel_nearest
+from facegen.fid.memorization import Detector, TrainingFaces, feature_nearest, nearest_training_face, pixel_nearest
 from facegen.fid.score import NOVELTY_SCORES, FidConfig, score_samples
 
 SIZE = 16
@@ -70,6 +70,14 @@ def test_planted_training_faces_and_their_flips_and_shifts_are_flagged():
         "memorized_fraction": nearest.flagged.mean(),
         "memorized_count": 120 + int(nearest.flagged[:40].sum()),
     }
+
+
+def test_nearest_training_face_of_one_image():
+    train, test = random_faces(20, SIZE, 10), random_faces(20, SIZE, 11)
+    det, ext = _detector(train, test, quantile=0.05)
+    got = nearest_training_face(train[7][:, ::-1], det, ext)  # a mirrored training face
+    assert got["pixel_face_id"] == "t7" and got["flagged"] is True and got["pixel_distance"] < 1e-3
+    assert got["path"] == "data/faces/t7.png" and got["pixel_threshold"] == det.pixel_threshold
 
 
 def test_unseen_real_faces_are_flagged_at_about_the_quantile():
@@ -159,4 +167,4 @@ def test_inception_features_find_mirrored_and_shifted_real_faces(portraits, port
     nearest = det.nearest(copies, fid.extract_features(copies, inception, batch_size=4))
     assert nearest.flagged.all() and list(nearest.pixel_index) == [0, 1, 2, 3]
     assert (nearest.pixel_distance < 1e-3).all() and nearest.feature_distance[3] < 1e-6
-    assert det.pixel_threshold > 0.05 and det.feature_threshold > 0.05  # different people are far apart
+    assert det.pixel_threshold > 1e-3 and det.feature_threshold > 1e-3  # the other portraits are no copies
