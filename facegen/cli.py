@@ -1,6 +1,7 @@
 """The ``facegen`` command (``[project.scripts]``): questions about finished work, no browser.
 
     facegen best [--experiment NAME] [--all] [--tracking-uri URI] [--json] [--register NAME]
+                 [--max-memorized FRACTION] [--allow-memorized]
     facegen ui [--host 127.0.0.1] [--port 5000]
     facegen prune [--dry-run]
     facegen export [--model models/best] [--out DIR] [--push-to-hub REPO_ID [--private]]
@@ -10,7 +11,10 @@
 ``best`` prints, for the latest run (or every run) of an MLflow experiment (default: params.yaml's
 ``train.experiment``): run id, best epoch, its FID (or offline FD, named as such) and an existing
 folder (or MLflow URI) holding that epoch's model; ``--register`` adds that run's logged model to
-the MLflow model registry. ``ui`` starts MLflow's UI on the workspace's store and artifacts (also in
+the MLflow model registry; it refuses (exit 3) a best epoch whose ``memorized_fraction`` (the
+share of its samples flagged as near copies of training faces, docs/fid.md) is above
+``--max-memorized`` (default params.yaml ``fid.max_memorized_fraction``), or only warns with
+``--allow-memorized``. ``ui`` starts MLflow's UI on the workspace's store and artifacts (also in
 a copied or moved workspace: :func:`facegen.train.mlflow_store.open_store`). ``prune`` removes the
 checkpoints of runs that no MLflow run or DVC experiment names (:mod:`facegen.train.prune`). ``export`` checks that
 a model folder loads as a diffusers pipeline, copies it and/or uploads it to the Hugging Face Hub
@@ -64,6 +68,12 @@ def _best(args: argparse.Namespace) -> int:
     if not rows:
         _say(f"facegen best: no evaluated run in experiment {experiment!r} ({uri})", err=True)
         return 1
+    try:
+        if not _memorization_ok(rows, args, uri, root):
+            return 3
+    except ValueError as err:  # a bad fid.max_memorized_fraction in params.yaml
+        _say(f"facegen best: error: {err}", err=True)
+        return 2
     if args.register:
         from facegen.diffusion.pipeline import register_model
 
@@ -85,6 +95,27 @@ def _best(args: argparse.Namespace) -> int:
     if args.register:
         print(f"registered as {rows[0]['registered']}")
     return 0
+
+
+def _memorization_ok(rows: list[dict], args: argparse.Namespace, uri: str, root: Path) -> bool:
+    """Add each row's ``memorized_fraction``; False (and one line each) when one is over the limit."""
+    from facegen.fid.score import epoch_score, max_memorized_fraction
+
+    limit = args.max_memorized if args.max_memorized is not None else max_memorized_fraction(root)
+    ok = True
+    for row in rows:
+        row["memorized_fraction"] = fraction = epoch_score(uri, row["run_id"], row["epoch"])
+        if fraction is None or fraction <= limit:
+            continue
+        verdict = "warning" if args.allow_memorized else "error"
+        _say(
+            f"facegen best: {verdict}: run {row['run_id']} epoch {row['epoch']} has memorized_fraction "
+            f"{fraction:.4f} > {limit:g} (fid.max_memorized_fraction / --max-memorized): its samples copy "
+            "training faces (docs/fid.md); pass --allow-memorized to accept it anyway",
+            err=True,
+        )
+        ok = ok and args.allow_memorized
+    return ok
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -119,6 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         default=None,
         help="register the latest run's MLflow model under NAME in the model registry",
+    )
+    best.add_argument(
+        "--max-memorized",
+        type=float,
+        metavar="FRACTION",
+        default=None,
+        help="refuse a best epoch with more samples flagged as copies (default fid.max_memorized_fraction)",
+    )
+    best.add_argument(
+        "--allow-memorized", action="store_true", help="only warn about a best epoch over --max-memorized"
     )
     best.set_defaults(func=_best)
     _add_ui(sub)

@@ -24,7 +24,8 @@ if not sys.stderr.isatty() or os.environ.get("LOCAL_RANK", "0") != "0":
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-from facegen.common.config import load_section
+from facegen.common.config import from_dict, load_params, load_section
+from facegen.fid.score import FidConfig
 from facegen.train.config import checkpoint_root, dry_run
 from facegen.train.loop import TrainConfig, TrainPaths, train
 from facegen.train.tracking import repo_root, tracking_uri
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_section(TrainConfig, "train", args.params)
+        fid_cfg = from_dict(FidConfig, load_params(args.params).get("fid") or {}, "fid")  # pr_k, memorization keys
     except (ValueError, TypeError, KeyError) as err:
         print(
             f"train: error: {err} (params.yaml keeps the value `dvc exp run -S` wrote: fix it or "
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # -> run marked KILLED
     try:
-        summary = train(cfg, _paths(args))
+        summary = train(cfg, _paths(args), fid_cfg=fid_cfg)
     except ValueError as err:  # user input (params, data, resume folder): one line, no traceback
         print(f"train: error: {err}", file=sys.stderr)
         return 2

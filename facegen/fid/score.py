@@ -15,30 +15,67 @@ reference cache key is extractor + resolution + split content, so both share one
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from facegen.common.config import AT_LEAST_ONE, Range, validate
+from facegen.common.config import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, Range, validate
 from facegen.fid import features as fid
+from facegen.fid.manifold import prdc
+
+if TYPE_CHECKING:  # pragma: no cover
+    from facegen.fid.memorization import Detector, Nearest
+    from facegen.train.config import TrainConfig
+
+# the per-evaluation scores beside FID and KID (MLflow per epoch, train_epochs.csv, metrics/fid.json)
+NOVELTY_SCORES = ("precision", "recall", "density", "coverage", "memorized_fraction", "memorized_count")
 
 
 @dataclass(frozen=True)
 class FidConfig:
-    """params.yaml ``fid``: extractor, batch size, device and KID subsets of the fid stage."""
+    """params.yaml ``fid``: extractor, batch size, device and KID subsets of the fid stage; the
+    precision/recall k and the memorization settings, which the trainer's evaluation reads too."""
 
     extractor: str = "inception"
     batch_size: int = 64
     device: str = "auto"
     kid_subsets: int = 100
     kid_subset_size: int = 1000
+    pr_k: int = 3  # k of the k-NN manifolds (precision, recall, density, coverage)
+    memorization_quantile: float = 0.01  # thresholds: this quantile of the test faces' nearest-train distances
+    pixel_shift: int = 2  # the pixel distance is the minimum over shifts of up to this many px (and a flip)
+    max_memorized_fraction: float = 0.05  # `facegen best` refuses an epoch with more flagged samples
 
     def __post_init__(self) -> None:
         if self.extractor not in fid.EXTRACTORS:
             raise ValueError(f"fid.extractor={self.extractor!r} is not one of {list(fid.EXTRACTORS)}")
-        validate(self, "fid", {"batch_size": AT_LEAST_ONE, "kid_subsets": AT_LEAST_ONE, "kid_subset_size": Range(2)})
+        validate(
+            self,
+            "fid",
+            {
+                "batch_size": AT_LEAST_ONE,
+                "kid_subsets": AT_LEAST_ONE,
+                "kid_subset_size": Range(2),
+                "pr_k": AT_LEAST_ONE,
+                "memorization_quantile": FRACTION,
+                "pixel_shift": NON_NEGATIVE,
+                "max_memorized_fraction": FRACTION,
+            },
+        )
+
+
+def scoring_config(train: TrainConfig, fid_cfg: FidConfig | None = None) -> FidConfig:
+    """The trainer's per-epoch scoring settings: ``train``'s extractor, batch and KID keys, the
+    ``fid`` section's precision/recall and memorization keys (one scoring path, one default each)."""
+    return replace(
+        fid_cfg or FidConfig(),
+        extractor=train.fid_extractor,
+        batch_size=train.fid_batch_size,
+        kid_subsets=train.kid_subsets,
+        kid_subset_size=train.kid_subset_size,
+    )
 
 
 class Scorer:
@@ -51,10 +88,64 @@ class Scorer:
         batch_size: int = 64,
         kid_subsets: int = 100,
         kid_subset_size: int = 1000,
+        *,
+        pr_k: int | None = None,
+        detector: Detector | None = None,
     ) -> None:
+        """``pr_k`` adds precision/recall/density/coverage, ``detector`` the memorization scores."""
         self.extractor, self.reference = extractor, reference
         self.batch_size, self.kid_subsets, self.kid_subset_size = batch_size, kid_subsets, kid_subset_size
         self.metric, self.kid = fid.metric_name(extractor.name), fid.kid_name(extractor.name)
+        self.pr_k, self.detector = pr_k, detector
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: FidConfig,
+        *,
+        faces_parquet: str | Path,
+        root: str | Path,
+        image_size: int,
+        device: Any,
+        cache_dir: str | Path,
+    ) -> Scorer:
+        """The full scorer of the fid stage and the trainer: FID, KID, precision/recall and memorization.
+
+        The training faces' features are cached like the test split's (cache/fid, by content).
+        """
+        from facegen.fid.memorization import Detector, training_faces
+        from facegen.train.data import load_split
+
+        base = cls.for_split(
+            faces_parquet,
+            root,
+            image_size,
+            cfg.extractor,
+            device,
+            cache_dir,
+            cfg.batch_size,
+            cfg.kid_subsets,
+            cfg.kid_subset_size,
+        )
+        train = training_faces(
+            faces_parquet, root, image_size, extractor=base.extractor, cache_dir=cache_dir, batch_size=cfg.batch_size
+        )
+        test = load_split(faces_parquet, "test", root, image_size)
+        if len(test) <= cfg.pr_k:
+            raise ValueError(
+                f"fid.pr_k = {cfg.pr_k}: precision/recall need more than k test faces, the test split has "
+                f"{len(test)}: lower fid.pr_k or raise align.test_fraction"
+            )
+        detector = Detector.calibrate(
+            train,
+            test,
+            base.reference.feats,
+            quantile=cfg.memorization_quantile,
+            pixel_shift=cfg.pixel_shift,
+            device=device,
+        )
+        base.pr_k, base.detector = cfg.pr_k, detector
+        return base
 
     @classmethod
     def for_split(
@@ -88,7 +179,12 @@ class Scorer:
         return int(self.reference.key.split("-")[-2].removesuffix("px"))
 
     def __call__(self, samples: np.ndarray) -> dict[str, float]:
-        """``{fid, kid, kid_std}`` (or the offline names) of ``samples`` uint8 (N, H, W, 3), N >= 2."""
+        """``{fid, kid, kid_std}`` (or the offline names) of ``samples`` uint8 (N, H, W, 3), N >= 2,
+        and :data:`NOVELTY_SCORES` when the scorer has ``pr_k`` and a detector."""
+        return self.evaluate(samples)[0]
+
+    def evaluate(self, samples: np.ndarray) -> tuple[dict[str, float], Nearest | None]:
+        """(scores as :meth:`__call__`, each sample's nearest training faces or None without a detector)."""
         samples = fid.check_images(samples)
         if samples.shape[1:3] != (self.image_size, self.image_size):
             raise ValueError(
@@ -98,7 +194,18 @@ class Scorer:
         feats = fid.extract_features(samples, self.extractor, self.batch_size)
         ref = self.reference
         kid, kid_std = fid.kernel_distance(feats, ref.feats, self.kid_subsets, self.kid_subset_size)
-        return {self.metric: fid.frechet_distance_features(feats, ref.feats), self.kid: kid, f"{self.kid}_std": kid_std}
+        scores = {
+            self.metric: fid.frechet_distance_features(feats, ref.feats),
+            self.kid: kid,
+            f"{self.kid}_std": kid_std,
+        }
+        if self.pr_k is not None:
+            scores.update(prdc(ref.feats, feats, self.pr_k))
+        nearest = None
+        if self.detector is not None:
+            nearest = self.detector.nearest(samples, feats)
+            scores.update(self.detector.summary(nearest))
+        return scores, nearest
 
     def tags(self) -> dict[str, str]:
         """What scored: extractor, Inception source and sha256 (when Inception), reference key."""
@@ -121,31 +228,50 @@ def sample_paths(samples_dir: str | Path) -> list[Path]:
 
 
 def score_samples(
-    cfg: FidConfig, samples_dir: str | Path, faces_parquet: str | Path, cache_dir: str | Path, root: str | Path = "."
+    cfg: FidConfig,
+    samples_dir: str | Path,
+    faces_parquet: str | Path,
+    cache_dir: str | Path,
+    root: str | Path = ".",
+    *,
+    memorization_out: str | Path | None = None,  # data/memorization.parquet: one row per sample
+    pairs_out: str | Path | None = None,  # metrics/nearest_pairs.png
 ) -> dict[str, Any]:
-    """metrics/fid.json: ``{<fid>, <kid>, <kid>_std, num_samples, num_reference, image_size, ...tags}``.
+    """metrics/fid.json: ``{<fid>, <kid>, <kid>_std, precision, recall, density, coverage,
+    memorized_fraction, memorized_count, memorization_*, num_samples, num_reference, image_size, ...tags}``.
 
     ``<fid>`` is ``fid`` or ``fd_offline`` (facegen.fid.features.metric_name); ``root`` is the
     repository root that faces.parquet paths are relative to. The test faces are compared at
-    the samples' size (the model's image size).
+    the samples' size (the model's image size). Everything is computed before anything is written.
     """
+    from facegen.common.atomic import atomic_path
     from facegen.common.device import resolve_device
     from facegen.common.images import load_images
+    from facegen.fid.pairs import write_nearest_pairs
 
-    samples = load_images(sample_paths(samples_dir))
-    scorer = Scorer.for_split(
-        faces_parquet,
-        root,
-        samples.shape[1],
-        cfg.extractor,
-        resolve_device(cfg.device),
-        cache_dir,
-        cfg.batch_size,
-        cfg.kid_subsets,
-        cfg.kid_subset_size,
+    paths = sample_paths(samples_dir)
+    samples = load_images(paths)
+    scorer = Scorer.from_config(
+        cfg,
+        faces_parquet=faces_parquet,
+        root=root,
+        image_size=samples.shape[1],
+        device=resolve_device(cfg.device),
+        cache_dir=cache_dir,
     )
+    scores, nearest = scorer.evaluate(samples)
+    assert scorer.detector is not None and nearest is not None
+    names = [p.name for p in paths]
+    if memorization_out is not None:
+        Path(memorization_out).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(memorization_out) as tmp:
+            scorer.detector.rows(nearest, names).to_parquet(tmp, index=False)
+    if pairs_out is not None:
+        write_nearest_pairs(pairs_out, samples, names, nearest, scorer.detector)
     return {
-        **scorer(samples),
+        **scores,
+        **scorer.detector.calibration(scorer.extractor.name),
+        "pr_k": cfg.pr_k,
         "num_samples": len(samples),
         "num_reference": len(scorer.reference.feats),
         "image_size": scorer.image_size,
@@ -202,3 +328,21 @@ def write_metrics(metrics: dict[str, Any], path: str | Path) -> None:
     numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     write_json(path, numbers, sort_keys=False)
     write_json(info_path(path), {k: v for k, v in metrics.items() if k not in numbers})
+
+
+def epoch_score(uri: str, run_id: str, epoch: int, key: str = "memorized_fraction") -> float | None:
+    """The ``key`` metric an MLflow run logged at step ``epoch`` (None when it was not logged)."""
+    import mlflow
+
+    history = mlflow.MlflowClient(tracking_uri=uri).get_metric_history(run_id, key)
+    values = [m.value for m in history if m.step == epoch]
+    return values[-1] if values else None
+
+
+def max_memorized_fraction(root: str | Path) -> float:
+    """``fid.max_memorized_fraction`` of ``<root>/params.yaml`` (FidConfig's default when absent)."""
+    from facegen.common.config import from_dict, load_params
+
+    path = Path(root) / "params.yaml"
+    section = (load_params(path).get("fid") or {}) if path.is_file() else {}
+    return from_dict(FidConfig, section, "fid").max_memorized_fraction

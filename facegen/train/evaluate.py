@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from facegen.fid.score import Scorer
+from facegen.fid.score import FidConfig, Scorer, scoring_config
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -26,20 +26,24 @@ class Evaluator:
     """Scores the EMA weights: ``run(ema) -> (scores, sample grid, eval UNet)``. Main process only."""
 
     def __init__(
-        self, cfg: TrainConfig, noise_scheduler: Any, unet_config: Any, paths: TrainPaths, device: Any
+        self,
+        cfg: TrainConfig,
+        noise_scheduler: Any,
+        unet_config: Any,
+        paths: TrainPaths,
+        device: Any,
+        *,
+        fid_cfg: FidConfig | None = None,  # params.yaml `fid`: pr_k and the memorization keys
     ) -> None:
         self.cfg, self.device, self.unet_config = cfg, device, unet_config
         self.noise_scheduler = noise_scheduler
-        self.scorer = Scorer.for_split(
-            paths.faces,
-            paths.root,
-            cfg.image_size,
-            cfg.fid_extractor,
-            device,
-            paths.fid_cache,
-            cfg.fid_batch_size,
-            cfg.kid_subsets,
-            cfg.kid_subset_size,
+        self.scorer = Scorer.from_config(
+            scoring_config(cfg, fid_cfg),
+            faces_parquet=paths.faces,
+            root=paths.root,
+            image_size=cfg.image_size,
+            device=device,
+            cache_dir=paths.fid_cache,
         )
 
     def samples(self, unet: Any) -> np.ndarray:
@@ -53,7 +57,8 @@ class Evaluator:
         return generate(unet, dict(self.noise_scheduler.config), spec, seeds, progress=False)
 
     def run(self, ema: Any) -> tuple[dict[str, float], Image.Image, Any]:
-        """Copy the EMA weights into a fresh UNet, sample, return ({fid, kid, kid_std}, grid, that UNet on CPU)."""
+        """Copy the EMA weights into a fresh UNet, sample, return ({fid, kid, kid_std, precision, ...,
+        memorized_fraction, memorized_count}, grid, that UNet on CPU)."""
         from PIL import Image
 
         from facegen.common.images import make_grid

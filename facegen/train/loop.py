@@ -32,6 +32,7 @@ from facegen.common.config import to_dict
 from facegen.diffusion.model import count_parameters, save_model_dir, unet_from_ema
 from facegen.diffusion.noise import diffusion_loss, make_noise_scheduler, min_snr_weights, noisy_batch, training_target
 from facegen.fid import features as fid
+from facegen.fid.score import NOVELTY_SCORES
 from facegen.train import condition as conditioning
 from facegen.train.checkpoint import TrainState, latest_checkpoint, resume, run_lock, save_checkpoint
 from facegen.train.config import TrainConfig, TrainPaths, checkpoint_root, run_key
@@ -80,10 +81,15 @@ class _Run:
     tracker: Tracker | None = None
     evaluator: Evaluator | None = None
     bar: Any = None  # one tqdm bar over the whole run (main process, terminal only)
+    fid_cfg: Any = None  # facegen.fid.score.FidConfig: params.yaml `fid` (pr_k, memorization keys)
 
 
 def train(
-    cfg: TrainConfig, paths: TrainPaths | None = None, on_step: Callable[[int, int, float], None] | None = None
+    cfg: TrainConfig,
+    paths: TrainPaths | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
+    *,
+    fid_cfg: Any = None,  # facegen.fid.score.FidConfig (params.yaml `fid`); None = its defaults
 ) -> dict[str, Any]:
     """Train per ``cfg``; return the summary also written to ``metrics/train.json``.
 
@@ -112,6 +118,7 @@ def train(
     set_seed(cfg.seed)
     run = _build(cfg, paths, accelerator)
     _announce(run)
+    run.fid_cfg = fid_cfg
     main = accelerator.is_main_process
     with run_lock(run.run_dir) if main else nullcontext():
         state, ckpt = resume(accelerator, cfg.resume, run.run_dir, run.ema, run.raw_unet)
@@ -250,7 +257,9 @@ def _open_tracking(run: _Run, state: TrainState) -> None:
     )
     run.tracker.log_dataset(paths.faces, "train", run.data_hash)
     if cfg.fid_every:
-        run.evaluator = Evaluator(cfg, run.noise_sched, run.raw_unet.config, paths, run.accelerator.device)
+        run.evaluator = Evaluator(
+            cfg, run.noise_sched, run.raw_unet.config, paths, run.accelerator.device, fid_cfg=run.fid_cfg
+        )
         run.tracker.set_tags(run.evaluator.scorer.tags())
 
 
@@ -338,6 +347,7 @@ def _evaluate(run: _Run, state: TrainState, row: dict[str, Any]) -> Any:
                 "run_id": state.run_id,
                 "data_hash": run.data_hash,
                 "num_train_images": len(run.data),
+                **scores,  # kid, precision, recall, memorized_fraction, ... for best.json and the model card
             }
             save_model_dir(run.run_dir / "best", eval_unet, run.noise_sched, to_dict(cfg), state.best)
     state.history.append(row)
@@ -348,7 +358,8 @@ def _log_epoch(run: _Run, state: TrainState, row: dict[str, Any], grid: Any, che
     """Main process: log the epoch's metrics, sample grid and (when asked) checkpoint to MLflow."""
     assert run.tracker is not None
     kid = fid.kid_of(run.metric)
-    logged = {k: row[k] for k in ("loss", "lr", "images_per_s", run.metric, kid, f"{kid}_std") if k in row}
+    keys = ("loss", "lr", "images_per_s", run.metric, kid, f"{kid}_std", *NOVELTY_SCORES)
+    logged = {k: row[k] for k in keys if k in row}
     state.run_id = run.tracker.run_id or state.run_id  # a run opened late (store was down at the start)
     if grid is not None:
         run.tracker.log_grid(grid, row["epoch"])

@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from facegen.common.atomic import write_json
+from facegen.fid.score import NOVELTY_SCORES
 
 EPOCH_COLUMNS = ("epoch", "step", "loss", "lr", "images_per_s", "seconds")
 # metric -> its score columns; one CSV each (train_fid.csv, train_fd_offline.csv): stable plot keys
-SCORE_FILES = {"fid": ("fid", "kid", "kid_std"), "fd_offline": ("fd_offline", "kid_offline", "kid_offline_std")}
-SCORE_COLUMNS = tuple(c for cols in SCORE_FILES.values() for c in cols)
+_FD = {"fid": ("fid", "kid", "kid_std"), "fd_offline": ("fd_offline", "kid_offline", "kid_offline_std")}
+SCORE_FILES = {name: (*cols, *NOVELTY_SCORES) for name, cols in _FD.items()}  # + precision, ..., memorized_*
+SCORE_COLUMNS = (*(c for cols in _FD.values() for c in cols), *NOVELTY_SCORES)
 
 
 def _number(value: Any) -> bool:
@@ -51,7 +53,7 @@ def write_epoch_files(
     from facegen.fid.features import kid_of
 
     kid = kid_of(metric)
-    files = {**SCORE_FILES, metric: (metric, kid, f"{kid}_std")}
+    files = {**SCORE_FILES, metric: (metric, kid, f"{kid}_std", *NOVELTY_SCORES)}
     extra = [c for c in files[metric] if c not in SCORE_COLUMNS]
     _write_csv(out / "train_epochs.csv", [*EPOCH_COLUMNS, *SCORE_COLUMNS, *extra], history)
     for name, columns in files.items():

@@ -64,9 +64,28 @@ def test_stage_scores_samples_against_the_test_split_only(tmp_path):
         "num_samples",
         "num_reference",
         "image_size",
+        "precision",
+        "recall",
+        "density",
+        "coverage",
+        "pr_k",
+        "memorized_fraction",
+        "memorized_count",
+        "memorization_quantile",
+        "memorization_feature_threshold",
+        "memorization_pixel_threshold",
+        "memorization_calibration_faces",
+        "memorization_test_flagged_fraction",
+        "memorization_num_train",
+        "memorization_pixel_shift",
     }  # never called "fid" / "kid"; the text beside it, no DVC metric
     info = json.loads((tmp_path / "metrics" / "fid_info.json").read_text())
-    assert set(info) == {"fid_extractor", "fid_reference"}
+    assert set(info) == {"fid_extractor", "fid_reference", "memorization_calibration"}
+    rows = pd.read_parquet(tmp_path / "data" / "memorization.parquet")
+    assert list(rows["sample"]) == ["00001.png", "00002.png", "00003.png", "00004.png"]
+    assert set(rows["face_id"]) <= {"f05", "f06", "f07"} and rows["path"].str.startswith("data/faces/f0").all()
+    assert metrics["memorized_count"] == int(rows["flagged"].sum())
+    assert Image.open(tmp_path / "metrics" / "nearest_pairs.png").size[0] > 0
     assert metrics["num_samples"] == 4 and metrics["num_reference"] == 5 and metrics["image_size"] == 16
     ext = fid.get_extractor("offline")
     feats, ref = fid.extract_features(samples, ext), fid.extract_features(test_faces, ext)
@@ -76,7 +95,7 @@ def test_stage_scores_samples_against_the_test_split_only(tmp_path):
     assert (metrics["kid_offline"], metrics["kid_offline_std"]) == pytest.approx((kid, kid_std), rel=1e-6)
     # the reference features were cached by extractor, resolution and content, for the next run and for train
     cached = list((tmp_path / "cache" / "fid").glob("offline-16px-*.npz"))
-    assert [p.stem for p in cached] == [info["fid_reference"]]
+    assert len(cached) == 2 and info["fid_reference"] in [p.stem for p in cached]  # test split + train split
     assert "MLflow" not in proc.stdout  # no models/best: nothing to log to
 
 
@@ -101,14 +120,17 @@ def test_too_few_samples_and_bad_extractor_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match=r"fid.extractor='vgg'"):
         FidConfig(extractor="vgg")
     proc = _run(tmp_path, "fid:\n  extractor: offline\n  typo: 1\n")
-    assert proc.returncode != 0 and "typo" in proc.stderr
+    assert proc.returncode == 2 and "typo" in proc.stderr and "Traceback" not in proc.stderr
+    proc = _run(tmp_path, "fid:\n  extractor: offline\n  memorization_quantile: 2\n")
+    assert proc.returncode == 2 and proc.stderr.startswith("fid: error: fid.memorization_quantile = 2")
+    assert not (tmp_path / "metrics").exists()  # validated before anything is written
 
 
 def test_stage_logs_its_score_to_the_run_of_the_scored_model(tmp_path):
     import mlflow
 
     _faces(tmp_path)
-    samples = np.random.default_rng(2).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    samples = np.random.default_rng(2).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
     _samples(tmp_path, samples)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.MlflowClient(tracking_uri=uri)
@@ -125,7 +147,9 @@ def test_stage_logs_its_score_to_the_run_of_the_scored_model(tmp_path):
     run = client.get_run(run_id)
     assert run.data.metrics["sample_fd_offline"] == metrics["fd_offline"]
     assert run.data.metrics["sample_kid_offline"] == metrics["kid_offline"]
-    assert run.data.metrics["sample_num_samples"] == 3 and run.data.tags["fid_reference"] == info["fid_reference"]
+    assert run.data.metrics["sample_precision"] == metrics["precision"]
+    assert run.data.metrics["sample_memorized_fraction"] == metrics["memorized_fraction"]
+    assert run.data.metrics["sample_num_samples"] == 4 and run.data.tags["fid_reference"] == info["fid_reference"]
     # a run that is not in the store: the score stays in metrics/fid.json, the stage still succeeds
     (tmp_path / "models" / "best" / "best.json").write_text(json.dumps({"epoch": 3, "run_id": "0" * 32}))
     proc = _run(tmp_path, "fid:\n  extractor: offline\n  device: cpu\n")

@@ -59,7 +59,8 @@ def repo(tmp_path_factory) -> Path:
     real = yaml.safe_load((REPO / "dvc.yaml").read_text())
     plots = [p for p in real["plots"] if "metrics/" in json.dumps(p)]
     (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": real["stages"]["train"]}, "plots": plots}))
-    (root / "params.yaml").write_text(yaml.safe_dump({"train": TRAIN}))
+    fid = yaml.safe_load((REPO / "params.yaml").read_text())["fid"]  # train reads fid.pr_k, fid.memorization_*
+    (root / "params.yaml").write_text(yaml.safe_dump({"train": TRAIN, "fid": fid}))
     (root / "stages").mkdir()
     shutil.copy(REPO / "stages" / "train.py", root / "stages" / "train.py")
     shutil.copytree(REPO / "facegen", root / "facegen", ignore=shutil.ignore_patterns("__pycache__"))
@@ -119,8 +120,9 @@ def views(tmp_path_factory) -> Path:
     rows = [
         {"epoch": e, "step": 4 * e, "loss": 1 / e, "lr": 1e-3, "images_per_s": 10.0, "seconds": 1.0} for e in (1, 2, 3)
     ]
-    rows[1].update(fid=90.5, kid=0.05, kid_std=0.01)
-    rows[2].update(fid=80.25, kid=0.04, kid_std=0.01)
+    novelty = dict(precision=0.5, recall=0.25, density=0.75, coverage=0.5, memorized_fraction=0.0, memorized_count=0)
+    rows[1].update(fid=90.5, kid=0.05, kid_std=0.01, **novelty)
+    rows[2].update(fid=80.25, kid=0.04, kid_std=0.01, **novelty)
     summary = {"metric": "fid", "best_epoch": 3, "best_fid": 80.25, "epochs": 3, "steps": 12, "run_id": "a" * 32}
     write_epoch_files(rows, summary, root / "metrics", "fid")
     score = {"fid": 81.5, "kid": 0.041, "kid_std": 0.01, "num_samples": 16, "num_reference": 8, "image_size": 32}
@@ -132,6 +134,7 @@ def views(tmp_path_factory) -> Path:
     (root / "data").mkdir()
     for image in ("samples_grid.png", "faces_preview.png"):  # the sample and align stages' image plots
         Image.new("RGB", (8, 8), "gray").save(root / "data" / image)
+    Image.new("RGB", (8, 8), "gray").save(root / "metrics" / "nearest_pairs.png")  # the fid stage's
     _sh(root, "git", "init", "-q")
     _sh(root, "git", "config", "user.email", "t@example.com")
     _sh(root, "git", "config", "user.name", "t")
@@ -146,7 +149,8 @@ def test_plots_show_one_chart_each_and_only_scored_epochs(views):
     assert not plots.get("errors"), plots["errors"]
     names = sorted(plots["data"])
     grids = ["metrics/grids/epoch_00002.png", "metrics/grids/epoch_00003.png"]
-    assert names == ["data/faces_preview.png", "data/samples_grid.png", "fid", "kid", "loss", *grids]
+    charts = ["fid", "kid", "loss", "memorized", *grids, "metrics/nearest_pairs.png", "precision_recall"]
+    assert names == ["data/faces_preview.png", "data/samples_grid.png", *charts]
     values = {name: plots["data"][name][0]["content"]["data"]["values"] for name in ("fid", "kid", "loss")}
     series = {
         name: [(int(v["epoch"]), float(v.get("dvc_inferred_y_value", v[name]))) for v in vs]

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from facegen.fid.score import FidConfig, score_samples
+from facegen.fid.score import NOVELTY_SCORES, FidConfig, score_samples
 from facegen.train.config import TrainConfig, TrainPaths
 from facegen.train.evaluate import Evaluator
 
@@ -41,11 +41,11 @@ def test_epoch_scores_equal_the_fid_stage_at_the_models_image_size(tmp_path):
         paths.fid_cache,
         tmp_path,
     )
-    assert set(epoch) == {"fd_offline", "kid_offline", "kid_offline_std"}
+    assert set(epoch) == {"fd_offline", "kid_offline", "kid_offline_std", *NOVELTY_SCORES}
     for key, value in epoch.items():
         assert stage[key] == pytest.approx(value, rel=1e-6)
     assert stage["fid_reference"] == scorer.reference.key and stage["image_size"] == 8
-    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1  # one cached reference for both
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2  # one cached test split and train split for both
     with pytest.raises(ValueError, match=r"samples are 16x16 px.*8 px"):
         scorer(np.zeros((2, 16, 16, 3), np.uint8))
 

@@ -244,9 +244,12 @@ def test_stage_writes_the_contract_outputs(stage_run):
     assert summary["best_epoch"] in (1, 2) and summary["best_fd_offline"] > 0 and "best_fid" not in summary
     assert json.loads((best / "best.json").read_text())["epoch"] == summary["best_epoch"]
     rows = (root / "metrics" / "train_epochs.csv").read_text().splitlines()
-    assert rows[0] == ("epoch,step,loss,lr,images_per_s,seconds,fid,kid,kid_std,fd_offline,kid_offline,kid_offline_std")
+    assert rows[0] == (
+        "epoch,step,loss,lr,images_per_s,seconds,fid,kid,kid_std,fd_offline,kid_offline,kid_offline_std,"
+        "precision,recall,density,coverage,memorized_fraction,memorized_count"
+    )
     assert len(rows) == 3
-    assert len(list((root / "cache" / "fid").glob("offline-*.npz"))) == 1  # reference stats computed once
+    assert len(list((root / "cache" / "fid").glob("offline-*.npz"))) == 2  # test + train features computed once
 
 
 @pytest.mark.slow
@@ -256,7 +259,16 @@ def test_stage_mlflow_run_has_epochs_best_and_artifacts(stage_run):
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{stage_run / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
     assert run.info.status == "FINISHED" and run.data.tags["metric"] == "fd_offline"
-    for name in ("loss", "lr", "fd_offline", "kid_offline", "kid_offline_std"):
+    for name in (
+        "loss",
+        "lr",
+        "fd_offline",
+        "kid_offline",
+        "kid_offline_std",
+        "precision",
+        "recall",
+        "memorized_fraction",
+    ):
         assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == [1, 2]
     assert "fid" not in run.data.metrics
     assert run.data.metrics["best_epoch"] in (1, 2) and "best_fd_offline" in run.data.metrics

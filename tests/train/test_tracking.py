@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow_runs import log_run as _log_run
 
+from facegen.fid.score import NOVELTY_SCORES
 from facegen.train import metrics_files, mlflow_store, tracking
 
 
@@ -66,12 +67,17 @@ def test_epoch_files_hold_numbers_and_stable_columns(tmp_path):
         "fd_offline",
         "kid_offline",
         "kid_offline_std",
+        *NOVELTY_SCORES,
     ]
     assert rows[0]["fid"] == "" and rows[1]["fid"] == "42.5" and rows[1]["loss"] == "0.4" and rows[1]["kid"] == ""
     # the scores alone, one row per scored epoch (dvc plots); the other extractor's file: header only
-    assert (tmp_path / "train_fid.csv").read_text().splitlines() == ["epoch,fid,kid,kid_std", "2,42.5,,"]
+    novelty = "," + ",".join(NOVELTY_SCORES)
+    assert (tmp_path / "train_fid.csv").read_text().splitlines() == [
+        "epoch,fid,kid,kid_std" + novelty,
+        "2,42.5,," + "," * len(NOVELTY_SCORES),
+    ]
     offline = (tmp_path / "train_fd_offline.csv").read_text().splitlines()
-    assert offline == ["epoch,fd_offline,kid_offline,kid_offline_std"]
+    assert offline == ["epoch,fd_offline,kid_offline,kid_offline_std" + novelty]
 
 
 @pytest.fixture(scope="module")
