@@ -341,7 +341,7 @@ def run_peer(
         "recipe": peer.settings,
         "num_parameters": peer.num_parameters,
         **summarize(rows, peer.batch_size, budget),
-        "eval": {"sampler": peer.settings.get("sampler", "library"), "samples": samples},
+        "eval": {"sampler": peer.settings["sampler"], "samples": samples},
         "grid": str(grid_path),
     }
 
@@ -445,10 +445,12 @@ def plot(results: dict[str, Any], floor_fid: float, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    xmax = 0.0
     for name, res in sorted(results.items()):
         if not all("flops" in e for e in res["evals"]):
             print(f"plot: {name} has no FLOP counts (a timing-budget run), left out of {path.name}")
             continue
+        xmax = max(xmax, *(e["flops"] / 1e15 for e in res["evals"]))
         ax.plot(
             [e["flops"] / 1e15 for e in res["evals"]],
             [e["fid"] for e in res["evals"]],
@@ -459,7 +461,7 @@ def plot(results: dict[str, Any], floor_fid: float, path: Path) -> None:
     ax.axhline(1.3 * floor_fid, color="gray", ls=":", label=f"1.3x floor ({1.3 * floor_fid:.0f})")
     ax.set_xlabel("training compute (PFLOP: forward + backward, FlopCounterMode)")
     ax.set_ylabel("FID vs test faces (32 px)")
-    ax.set_xlim(left=0)
+    ax.set_xlim(0, xmax * 1.08 or 1)
     ax.set_yscale("log")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
