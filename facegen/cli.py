@@ -1,6 +1,7 @@
 """The ``facegen`` command (``[project.scripts]``): questions about finished work, no browser.
 
     facegen best [--experiment NAME] [--all] [--tracking-uri URI] [--json] [--register NAME]
+    facegen ui [--host 127.0.0.1] [--port 5000]
     facegen export [--model models/best] [--out DIR] [--push-to-hub REPO_ID [--private]]
     facegen studio [--host 127.0.0.1] [--port 8765] [--model models/best]
     facegen curate reject|restore FACE_ID [--note TEXT] [--faces data/faces.parquet] [--curation curation.csv]
@@ -8,8 +9,10 @@
 ``best`` prints, for the latest run (or every run) of an MLflow experiment (default: params.yaml's
 ``train.experiment``): run id, best epoch, its FID (or offline FD, named as such) and an existing
 folder (or MLflow URI) holding that epoch's model; ``--register`` adds that run's logged model to
-the MLflow model registry. ``export`` checks that a model folder loads as a diffusers pipeline,
-copies it and/or uploads it to the Hugging Face Hub (token: ``$HF_TOKEN`` or ``huggingface-cli login``).
+the MLflow model registry. ``ui`` starts MLflow's UI on the workspace's store and artifacts (also in
+a copied or moved workspace: :func:`facegen.train.mlflow_store.open_store`). ``export`` checks that
+a model folder loads as a diffusers pipeline, copies it and/or uploads it to the Hugging Face Hub
+(token: ``$HF_TOKEN`` or ``huggingface-cli login``).
 ``curate`` records a manual decision on one aligned face in curation.csv (docs/align.md), which the
 align stage applies on the next ``dvc repro``.
 """
@@ -21,10 +24,14 @@ import json
 import sys
 from pathlib import Path
 
+from facegen import __version__
 from facegen.common.redact import mask_uri
-from facegen.train.tracking import best_runs, repo_root, tracking_uri
+from facegen.train.mlflow_store import repo_root, tracking_uri
+from facegen.train.runs import best_runs
 
 DEFAULT_EXPERIMENT = "facegen"
+DESCRIPTION = "facegen: questions about finished training runs, the MLflow UI, export, the studio, curation."
+EPILOG = "Run `facegen COMMAND --help` for a command's options. The pipeline itself runs with `dvc repro`."
 
 
 def _say(text: str, err: bool = False) -> None:
@@ -92,8 +99,9 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="facegen", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="facegen", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"facegen {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     best = sub.add_parser("best", help="which epoch of the latest (or every) training run was best")
     best.add_argument("--experiment", default=None, help="MLflow experiment (default: params.yaml train.experiment)")
@@ -111,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="register the latest run's MLflow model under NAME in the model registry",
     )
     best.set_defaults(func=_best)
+    _add_ui(sub)
 
     export = sub.add_parser("export", help="check models/best as a diffusers pipeline; copy it or push it to the Hub")
     export.add_argument("--model", default="models/best", help="pipeline folder (default models/best)")
@@ -126,6 +135,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_studio(sub)
     _add_curate(sub)
     return parser
+
+
+def ui_command(root: Path, uri: str, host: str, port: int) -> list[str]:
+    """``mlflow ui`` on workspace ``root``'s store, new experiments' artifacts under ``<root>/mlruns``."""
+    mlflow = str(Path(sys.executable).with_name("mlflow"))
+    artifacts = ["--default-artifact-root", str(root / "mlruns")] if uri.startswith("sqlite:") else []
+    return [mlflow, "ui", "--backend-store-uri", uri, *artifacts, "--host", host, "--port", str(port)]
+
+
+def _ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from facegen.train.mlflow_store import open_store
+
+    root = repo_root(args.root)
+    uri = open_store(root, args.tracking_uri)  # a copied or moved workspace: paths brought home first
+    cmd = ui_command(root, uri, args.host, args.port)
+    _say(f"facegen ui: {' '.join(cmd)}", err=True)
+    try:
+        return subprocess.run(cmd).returncode
+    except KeyboardInterrupt:
+        return 0
+
+
+def _add_ui(sub: argparse._SubParsersAction) -> None:
+    ui = sub.add_parser("ui", help="MLflow's UI on this workspace's store (also after copying or moving it)")
+    ui.add_argument("--root", default=".", help="workspace (repository) root (default .)")
+    ui.add_argument("--tracking-uri", default=None, help="MLflow store (default: as `facegen best`)")
+    ui.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(func=_ui)
 
 
 def _curate(args: argparse.Namespace) -> int:

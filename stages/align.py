@@ -26,10 +26,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--curation", type=Path, default=CURATION_FILE, help="manual decisions (none when absent)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    cfg = load_section(AlignConfig, "align", args.params)
-    try:
+    try:  # every value named before any work: one line, no traceback
+        cfg = load_section(AlignConfig, "align", args.params)
         curation = read_curation(args.curation)
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:
         raise SystemExit(f"align: error: {err}") from None
     out = AlignOutputs(args.faces, args.table, args.preview, args.metrics)
     table = run_align(args.downloads, args.root, out, cfg, curation=curation, progress=not args.no_progress)

@@ -66,7 +66,7 @@ def read_curation(path: str | Path) -> Curation:
     path = Path(path)
     if not path.is_file():
         return Curation()
-    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig"))))  # a spreadsheet's BOM is fine
     if not rows or tuple(rows[0]) != HEADER:
         raise ValueError(f"{path}: first line must be the header {','.join(HEADER)}")
     decisions: dict[str, tuple[str, str]] = {}

@@ -124,6 +124,11 @@ def test_a_face_without_anything_to_align_cannot_be_restored(tmp_path) -> None:
     assert read_curation(tmp_path / "curation.csv").rejected == {"0123456789abcdef_none"}
 
 
+def test_a_file_saved_by_a_spreadsheet_reads(tmp_path) -> None:
+    (tmp_path / "curation.csv").write_bytes(b"\xef\xbb\xbfface_id,decision,note\r\n0123456789abcdef_00,reject,\r\n")
+    assert read_curation(tmp_path / "curation.csv").decisions == {"0123456789abcdef_00": ("reject", "")}
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -161,9 +161,9 @@ $("use-sample-btn").addEventListener("click", () => {
 });
 $("use-result-btn").addEventListener("click", () => { if (lastResult) { drawFace(lastResult); status("edit-status", "the result is the input now"); } });
 
-function canvasB64(canvas, size) {
+function canvasB64(canvas, size) {  // back to the model's size, one canvas pixel per face pixel (no blur)
   const tmp = document.createElement("canvas"); tmp.width = tmp.height = size;
-  const ctx = tmp.getContext("2d"); ctx.drawImage(canvas, 0, 0, size, size);
+  const ctx = tmp.getContext("2d"); ctx.imageSmoothingEnabled = false; ctx.drawImage(canvas, 0, 0, size, size);
   return tmp.toDataURL("image/png").split(",")[1];
 }
 function maskB64(size) {  // the drawn overlay as the API's mask: white = repaint, black = keep
