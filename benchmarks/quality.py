@@ -1,4 +1,4 @@
-"""Quality benchmark: real FID/KID of a training recipe under a fixed CPU budget at 32 px.
+"""Quality benchmark: real FID/KID of a training recipe under a fixed FLOP budget at 32 px.
 
 Untimed preparation (cached under cache/bench_quality/): every shared photo
 (``$FACEGEN_SHARED/faces/{wild,portraits}``) is posted once on the local demo board
@@ -6,20 +6,20 @@ Untimed preparation (cached under cache/bench_quality/): every shared photo
 stages/crawl.py -> stages/download.py -> stages/align.py, with params.yaml's defaults and the
 demo's board overrides. The train and test splits are what align wrote.
 
-Timed: the real trainer (facegen.train.loop.train, Accelerate, EMA, MLflow in
-cache/bench_quality/mlflow.db) trains a recipe (``--recipe``: facegen.train.recipes) at 32 px
-for ``--minutes`` of budget. The budget buys a number of epochs, fixed before training from
-the recipe's measured CPU seconds per step (so the cosine LR schedule spans the budget and the
-run is deterministic); the budget clock is this process's CPU time divided by its torch threads
-(``--threads``), so "20 minutes" is 20 minutes of 2 busy cores whatever the other load; the
-minutes, steps and images seen actually used are recorded. The trainer scores its EMA weights
-``--evals`` times (``train.fid_every``): ``--samples`` DDIM samples (``train.eval_steps``)
-against the test faces at 32 px with clean-fid's Inception network, FID and KID
+Training: a recipe (``--recipe``: facegen.train.recipes) by the real trainer
+(facegen.train.loop.train, Accelerate, EMA, MLflow in cache/bench_quality/mlflow.db), or a peer
+(``peer-ddpm-pytorch``, ``peer-diffusers-example``: benchmarks/peers.py, the ``bench`` extra)
+by its own library, at 32 px, for the steps a FLOP budget buys (benchmarks/budget.py: FLOPs
+per step counted once by FlopCounterMode; ``--minutes`` at the recipe's reference FLOP/s from
+quality_rates.json, or ``--flops``), so the step count is the same whatever else runs. Every
+evaluation records flops, steps, images_seen, cpu_minutes and wall_minutes. Evaluation:
+``--samples`` samples (recipes: DDIM ``train.eval_steps``; peers: their own samplers) against
+the test faces at 32 px with clean-fid's Inception network, FID and KID
 (facegen.fid.score.Scorer, the fid stage's path). The floor is the FID of the train faces
 against the test faces: what a model that reproduced the training set would score.
 
 Outputs (benchmarks/results/): quality.json (one entry per recipe, merged across runs),
-quality_fid.png (FID vs budget minutes of every recipe in the JSON; ``<stem>_fid.png`` beside
+quality_fid.png (FID vs training FLOPs of every entry that records them; ``<stem>_fid.png`` beside
 another ``--results``), quality_<recipe>_grid.png (64 samples of the last evaluation).
 Run: ``.venv/bin/python benchmarks/quality.py --recipe baseline``.
 """
