@@ -106,6 +106,7 @@ def ddpm_pytorch(
         "beta_schedule": "sigmoid",
         "timesteps": 1000,
         "sampling_timesteps": sample_steps,
+        "sampler": f"GaussianDiffusion.sample: DDIM {sample_steps} steps, eta 0 (EMA model)",
         "batch": f"{batch_size} x {accumulate} accumulated",
         "optimizer": f"Adam lr {lr:g} betas (0.9, 0.99), constant",
         "ema": "ema-pytorch beta 0.995 every 10 steps",
@@ -189,7 +190,7 @@ def diffusers_example(
         "optimizer": f"AdamW lr {lr:g} betas (0.95, 0.999) wd 1e-6, 500 warmup + cosine over {total_steps} steps",
         "ema": "EMAModel max 0.9999, warmup inv_gamma 1 power 3/4",
         "grad_clip": 1.0,
-        "sampler": f"DDPMPipeline {sample_steps} steps",
+        "sampler": f"DDPMPipeline {sample_steps} steps (EMA weights)",
     }
     return Peer("peer-diffusers-example", unet, batch_size, loss, step, sample, settings)
 

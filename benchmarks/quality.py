@@ -1,4 +1,4 @@
-"""Quality benchmark: real FID/KID of a training recipe under a fixed CPU budget at 32 px.
+"""Quality benchmark: real FID/KID of a training recipe under a fixed FLOP budget at 32 px.
 
 Untimed preparation (cached under cache/bench_quality/): every shared photo
 (``$FACEGEN_SHARED/faces/{wild,portraits}``) is posted once on the local demo board
@@ -6,20 +6,20 @@ Untimed preparation (cached under cache/bench_quality/): every shared photo
 stages/crawl.py -> stages/download.py -> stages/align.py, with params.yaml's defaults and the
 demo's board overrides. The train and test splits are what align wrote.
 
-Timed: the real trainer (facegen.train.loop.train, Accelerate, EMA, MLflow in
-cache/bench_quality/mlflow.db) trains a recipe (``--recipe``: facegen.train.recipes) at 32 px
-for ``--minutes`` of budget. The budget buys a number of epochs, fixed before training from
-the recipe's measured CPU seconds per step (so the cosine LR schedule spans the budget and the
-run is deterministic); the budget clock is this process's CPU time divided by its torch threads
-(``--threads``), so "20 minutes" is 20 minutes of 2 busy cores whatever the other load; the
-minutes, steps and images seen actually used are recorded. The trainer scores its EMA weights
-``--evals`` times (``train.fid_every``): ``--samples`` DDIM samples (``train.eval_steps``)
-against the test faces at 32 px with clean-fid's Inception network, FID and KID
+Training: a recipe (``--recipe``: facegen.train.recipes) by the real trainer
+(facegen.train.loop.train, Accelerate, EMA, MLflow in cache/bench_quality/mlflow.db), or a peer
+(``peer-ddpm-pytorch``, ``peer-diffusers-example``: benchmarks/peers.py, the ``bench`` extra)
+by its own library, at 32 px, for the steps a FLOP budget buys (benchmarks/budget.py: FLOPs
+per step counted once by FlopCounterMode; ``--minutes`` at the recipe's reference FLOP/s from
+quality_rates.json, or ``--flops``), so the step count is the same whatever else runs. Every
+evaluation records flops, steps, images_seen, cpu_minutes and wall_minutes. Evaluation:
+``--samples`` samples (recipes: DDIM ``train.eval_steps``; peers: their own samplers) against
+the test faces at 32 px with clean-fid's Inception network, FID and KID
 (facegen.fid.score.Scorer, the fid stage's path). The floor is the FID of the train faces
 against the test faces: what a model that reproduced the training set would score.
 
 Outputs (benchmarks/results/): quality.json (one entry per recipe, merged across runs),
-quality_fid.png (FID vs budget minutes of every recipe in the JSON; ``<stem>_fid.png`` beside
+quality_fid.png (FID vs training FLOPs of every entry that records them; ``<stem>_fid.png`` beside
 another ``--results``), quality_<recipe>_grid.png (64 samples of the last evaluation).
 Run: ``.venv/bin/python benchmarks/quality.py --recipe baseline``.
 """
@@ -341,7 +341,7 @@ def run_peer(
         "recipe": peer.settings,
         "num_parameters": peer.num_parameters,
         **summarize(rows, peer.batch_size, budget),
-        "eval": {"sampler": peer.settings.get("sampler", "library"), "samples": samples},
+        "eval": {"sampler": peer.settings["sampler"], "samples": samples},
         "grid": str(grid_path),
     }
 
@@ -445,10 +445,12 @@ def plot(results: dict[str, Any], floor_fid: float, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    xmax = 0.0
     for name, res in sorted(results.items()):
         if not all("flops" in e for e in res["evals"]):
             print(f"plot: {name} has no FLOP counts (a timing-budget run), left out of {path.name}")
             continue
+        xmax = max(xmax, *(e["flops"] / 1e15 for e in res["evals"]))
         ax.plot(
             [e["flops"] / 1e15 for e in res["evals"]],
             [e["fid"] for e in res["evals"]],
@@ -459,7 +461,7 @@ def plot(results: dict[str, Any], floor_fid: float, path: Path) -> None:
     ax.axhline(1.3 * floor_fid, color="gray", ls=":", label=f"1.3x floor ({1.3 * floor_fid:.0f})")
     ax.set_xlabel("training compute (PFLOP: forward + backward, FlopCounterMode)")
     ax.set_ylabel("FID vs test faces (32 px)")
-    ax.set_xlim(left=0)
+    ax.set_xlim(0, xmax * 1.08 or 1)
     ax.set_yscale("log")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)

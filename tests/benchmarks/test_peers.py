@@ -22,6 +22,7 @@ def test_a_peer_trains_two_steps_and_samples(name: str, size: int) -> None:
     before = [p.detach().clone() for p in peer.module.parameters()]
     x = torch.rand(peer.batch_size, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
     assert train_flops(lambda: peer.loss(x), peer.module.parameters()) > 0
+    assert "steps" in peer.settings["sampler"]
     losses = [peer.step(x) for _ in range(2)]
     assert all(math.isfinite(v) and v > 0 for v in losses)
     assert any(not torch.equal(a, b) for a, b in zip(before, peer.module.parameters(), strict=True))
