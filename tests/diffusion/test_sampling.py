@@ -112,3 +112,17 @@ def test_on_step_counts_every_step_of_every_batch_and_can_stop_between_steps(tin
 def test_sample_spec_names_the_bad_value(kwargs, message):
     with pytest.raises(ValueError, match=message):
         sampling.SampleSpec(**kwargs)
+
+
+def test_a_request_computes_exactly_its_images_no_padding(tiny):
+    unet, cfg = tiny
+    seen = []
+    hook = unet.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
+    try:
+        one = sampling.generate(unet, cfg, sampling.SampleSpec(steps=3, batch_size=64), [7], progress=False)
+        assert one.shape == (1, 16, 16, 3) and seen == [1, 1, 1]
+        seen.clear()
+        five = sampling.generate(unet, cfg, sampling.SampleSpec(steps=2, batch_size=2), range(5), progress=False)
+        assert five.shape == (5, 16, 16, 3) and seen == [2, 2, 2, 2, 1, 1]
+    finally:
+        hook.remove()
