@@ -47,6 +47,9 @@ SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpm++")
 Precision = Literal["no", "bf16"]  # the UNet's arithmetic while sampling (run_steps)
 PRECISIONS: tuple[str, ...] = ("no", "bf16")
 SPACINGS: tuple[str, ...] = ("trailing", "linspace", "leading")
+# classifier-free guidance beyond this scales the conditional difference so far that every pixel
+# clips to 0 or 255 (one-valued images that FID would still score); useful scales are 1-10
+GUIDANCE_LIMIT = 100.0
 StepCallback = Callable[[int, int], None]
 """``on_step(done, total)``: called after every denoising step of a request (``done`` counts the
 steps of all its batches, ``total`` is their sum). It may raise (e.g. a cancelled job) to stop the
@@ -84,8 +87,11 @@ class SampleSpec:
             raise ValueError(f"sample.steps must be an integer >= 1 or null (the full schedule), got {self.steps!r}")
         if isinstance(self.guidance, bool) or not isinstance(self.guidance, (int, float)):
             raise ValueError(f"sample.guidance must be a number, got {self.guidance!r}")
-        if not (math.isfinite(self.guidance) and self.guidance >= 0):
-            raise ValueError(f"sample.guidance must be a finite number >= 0 (1 = no guidance), got {self.guidance}")
+        if not (math.isfinite(self.guidance) and 0 <= self.guidance <= GUIDANCE_LIMIT):
+            raise ValueError(
+                f"sample.guidance must be a finite number in [0, {GUIDANCE_LIMIT:g}] (1 = no guidance), "
+                f"got {self.guidance}"
+            )
 
 
 def make_scheduler(
@@ -373,8 +379,9 @@ def generate_from_noise(
 
 
 def load_model(model_dir: str | Path, device: str = "cpu") -> tuple[UNet2DModel, dict[str, Any]]:
-    """Load ``<model_dir>/unet`` (UNet2DModel, on ``device``) and the training DDPMScheduler config."""
+    """Load ``<model_dir>/unet`` (UNet2DModel, on ``device``) and the training DDPMScheduler config,
+    through the checked :func:`facegen.diffusion.model.load_model_dir` (errors name the file)."""
     from facegen.diffusion.model import load_model_dir
 
-    unet, scheduler, _ = load_model_dir(model_dir)
+    unet, scheduler, _ = load_model_dir(model_dir, device)
     return unet.to(device), dict(scheduler.config)
