@@ -152,9 +152,7 @@ def model_card(train_config: dict[str, Any], best: dict[str, Any], unet_config: 
         "",
         f"Epoch {best.get('epoch', '?')} of {train_config.get('epochs', '?')}, MLflow run `{best.get('run_id')}`.",
         "",
-        "| metric | value |",
-        "| --- | --- |",
-        *(scores or ["| (not scored) | |"]),
+        *["| metric | value |", "| --- | --- |", *(scores or ["| (not scored) | |"])],
         "",
         "`fid` is clean-fid's FID (Inception-V3); `fd_offline` is the Fréchet distance of an offline "
         "stand-in network, comparable only between runs of this pipeline. Scored on DDIM samples "
@@ -338,9 +336,10 @@ def export_model(
     model_dir: str | Path,
     out_dir: str | Path | None = None,
     repo_id: str | None = None,
-    private: bool = False,
-    token: str | None = None,
-    api: Any = None,
+    *,
+    private: bool = False,  # create the Hub repository private
+    token: str | None = None,  # Hub token; None = HF_TOKEN or the cached login
+    api: Any = None,  # a huggingface_hub.HfApi (tests pass a recorder)
 ) -> dict[str, Any]:
     """Check that ``model_dir`` samples as a diffusers pipeline (:func:`check_pipeline`), copy it to
     ``out_dir`` (and check the copy) and/or push it to the Hub repository ``repo_id`` (``api``: a
