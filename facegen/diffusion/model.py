@@ -8,11 +8,11 @@ Presets
 - ``ddpm64``: the earlier course project's widths 128-256-384-512 with self-attention at
   32, 16 and 8 px of a 64 px input (and in the 8 px bottleneck), two layers per block.
 
-``models/best/`` (read by the sample and fid stages) is a diffusers ``DDPMPipeline`` folder:
-``DiffusionPipeline.from_pretrained("models/best")`` loads it and samples as the sample stage's
-defaults do (DPM-Solver++ 2M, trailing timesteps; pass ``num_inference_steps=25``)::
+``models/best/`` (read by the sample and fid stages) is a diffusers pipeline folder shipping its
+code: ``DiffusionPipeline.from_pretrained("models/best", trust_remote_code=True)`` loads it and
+samples as the sample stage's defaults do (DPM-Solver++ 2M, trailing timesteps; pass ``num_inference_steps=25``)::
 
-    models/best/model_index.json    DDPMPipeline: unet + scheduler
+    models/best/model_index.json    FacegenPipeline (pipeline_facegen.py): unet + scheduler
     models/best/unet/               UNet2DModel.save_pretrained (EMA weights of the best epoch)
     models/best/scheduler/          the sampling scheduler (DPMSolverMultistepScheduler config)
     models/best/noise_scheduler/    DDPMScheduler.save_pretrained (the training noise schedule)

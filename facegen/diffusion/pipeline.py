@@ -27,7 +27,7 @@ MODEL_ARTIFACT = "model"
 
 
 def sampling_scheduler(noise_config: dict[str, Any]) -> Any:
-    """The scheduler a stock ``DDPMPipeline`` should use to sample like ``facegen.sample``."""
+    """The scheduler ``FacegenPipeline`` saves, so it samples like ``facegen.sample``'s defaults."""
     from facegen.diffusion.sampling import make_scheduler
 
     return make_scheduler(noise_config, SAMPLER, SAMPLE_STEPS, TIMESTEP_SPACING)
