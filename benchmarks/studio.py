@@ -5,7 +5,7 @@ on 2 cores. The request goes over real HTTP to a uvicorn server in this process,
 includes request parsing, the one-job queue, sampling, PNG encoding and the JSON answer.
 
 Model:
-- default: the demo's architecture and sampling settings (facegen.demo.run.TINY: the faces32
+- default: the demo's architecture and sampling settings (facegen.demo.run.DEMO_PARAMS: the faces32
   recipe's UNet at 32 px, v-prediction, the demo's sample.sampler / steps / batch size),
   freshly initialised: the time of a forward pass does not depend on the weights' values;
 - ``--model-dir models/best --root .`` after ``make demo``: the trained demo model, with the
@@ -34,35 +34,35 @@ def _demo_repo(root: Path) -> dict:
     """A repository folder with the demo's params.yaml sample section and a demo-sized models/best."""
     import torch
 
-    from facegen.demo.run import TINY
+    from facegen.demo.run import DEMO_PARAMS
     from facegen.diffusion.model import build_unet, save_model_dir
     from facegen.diffusion.noise import make_noise_scheduler
 
     torch.manual_seed(0)
-    unet = build_unet(TINY["train.model"], TINY["train.image_size"], tuple(TINY["train.channels"]))
+    unet = build_unet(DEMO_PARAMS["train.model"], DEMO_PARAMS["train.image_size"], tuple(DEMO_PARAMS["train.channels"]))
     save_model_dir(
         root / "models" / "best",
         unet,
-        make_noise_scheduler(prediction=TINY["train.prediction"]),
-        {"model": TINY["train.model"], "channels": TINY["train.channels"]},
+        make_noise_scheduler(prediction=DEMO_PARAMS["train.prediction"]),
+        {"model": DEMO_PARAMS["train.model"], "channels": DEMO_PARAMS["train.channels"]},
     )
     sample = {
         "seed": 0,
-        "num_images": TINY["sample.num_images"],
+        "num_images": DEMO_PARAMS["sample.num_images"],
         "sampler": "dpm++",
-        "steps": TINY["sample.steps"],
+        "steps": DEMO_PARAMS["sample.steps"],
         "timestep_spacing": "trailing",
-        "batch_size": TINY["sample.batch_size"],
-        "precision": TINY["sample.precision"],
+        "batch_size": DEMO_PARAMS["sample.batch_size"],
+        "precision": DEMO_PARAMS["sample.precision"],
         "device": "cpu",
-        "grid_images": TINY["sample.grid_images"],
+        "grid_images": DEMO_PARAMS["sample.grid_images"],
     }
     (root / "params.yaml").write_text(json.dumps({"sample": sample}), encoding="utf-8")  # JSON is YAML
     return {
         "kind": "demo architecture, random weights",
-        "preset": TINY["train.model"],
-        "channels": TINY["train.channels"],
-        "image_size": TINY["train.image_size"],
+        "preset": DEMO_PARAMS["train.model"],
+        "channels": DEMO_PARAMS["train.channels"],
+        "image_size": DEMO_PARAMS["train.image_size"],
         "parameters": sum(p.numel() for p in unet.parameters()),
     }
 

@@ -2,6 +2,7 @@
 
     facegen best [--experiment NAME] [--all] [--tracking-uri URI] [--json] [--register NAME]
     facegen ui [--host 127.0.0.1] [--port 5000]
+    facegen prune [--dry-run]
     facegen export [--model models/best] [--out DIR] [--push-to-hub REPO_ID [--private]]
     facegen studio [--host 127.0.0.1] [--port 8765] [--model models/best]
     facegen curate reject|restore FACE_ID [--note TEXT] [--faces data/faces.parquet] [--curation curation.csv]
@@ -10,7 +11,8 @@
 ``train.experiment``): run id, best epoch, its FID (or offline FD, named as such) and an existing
 folder (or MLflow URI) holding that epoch's model; ``--register`` adds that run's logged model to
 the MLflow model registry. ``ui`` starts MLflow's UI on the workspace's store and artifacts (also in
-a copied or moved workspace: :func:`facegen.train.mlflow_store.open_store`). ``export`` checks that
+a copied or moved workspace: :func:`facegen.train.mlflow_store.open_store`). ``prune`` removes the
+checkpoints of runs that no MLflow run or DVC experiment names (:mod:`facegen.train.prune`). ``export`` checks that
 a model folder loads as a diffusers pipeline, copies it and/or uploads it to the Hugging Face Hub
 (token: ``$HF_TOKEN`` or ``huggingface-cli login``).
 ``curate`` records a manual decision on one aligned face in curation.csv (docs/align.md), which the
@@ -120,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     best.set_defaults(func=_best)
     _add_ui(sub)
+    _add_prune(sub)
 
     export = sub.add_parser("export", help="check models/best as a diffusers pipeline; copy it or push it to the Hub")
     export.add_argument("--model", default="models/best", help="pipeline folder (default models/best)")
@@ -157,6 +160,34 @@ def _ui(args: argparse.Namespace) -> int:
         return subprocess.run(cmd).returncode
     except KeyboardInterrupt:
         return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from facegen.train.config import checkpoint_root
+    from facegen.train.mlflow_store import open_store
+    from facegen.train.prune import prune
+
+    root = repo_root(args.root)
+    folder = Path(args.checkpoints) if args.checkpoints else checkpoint_root(root)
+    try:
+        rows = prune(open_store(root, args.tracking_uri), root, folder, dry_run=args.dry_run)
+    except ValueError as err:
+        _say(f"facegen prune: error: {err}", err=True)
+        return 2
+    for row in rows:
+        print(f"{row['action']:8} {row['bytes'] / 2**20:9.1f} MiB  {folder / row['key']}  ({row['why']})")
+    freed = sum(r["bytes"] for r in rows if r["action"] in ("remove", "removed"))
+    print(f"{'would free' if args.dry_run else 'freed'} {freed / 2**20:.1f} MiB of {len(rows)} run folder(s)")
+    return 0
+
+
+def _add_prune(sub: argparse._SubParsersAction) -> None:
+    prune = sub.add_parser("prune", help="remove checkpoints of runs no MLflow run or DVC experiment names")
+    prune.add_argument("--dry-run", action="store_true", help="list each run folder, its size and fate; remove nothing")
+    prune.add_argument("--root", default=".", help="workspace (repository) root (default .)")
+    prune.add_argument("--checkpoints", default=None, help="checkpoint folder (default: as the train stage)")
+    prune.add_argument("--tracking-uri", default=None, help="MLflow store (default: as `facegen best`)")
+    prune.set_defaults(func=_prune)
 
 
 def _add_ui(sub: argparse._SubParsersAction) -> None:
@@ -241,7 +272,7 @@ def _add_studio(sub: argparse._SubParsersAction) -> None:
     studio.add_argument("--tracking-uri", default=None, help="MLflow store (default: as `facegen best`)")
     studio.add_argument("--experiment", default=None, help="MLflow experiment (default params.yaml train.experiment)")
     studio.add_argument("--detector", default=None, help="face detector for uploads (default params.yaml faces.model)")
-    studio.add_argument("--device", default=None, help="torch device (default cpu)")
+    studio.add_argument("--device", default=None, help="torch device (default params.yaml sample.device)")
     studio.add_argument("--max-images", type=int, default=None, help="images per request (default 64)")
     studio.add_argument("--max-steps", type=int, default=None, help="denoising steps per request (default 250)")
     studio.add_argument("--max-upload-bytes", type=int, default=None, help="upload size limit (default 10 MB)")

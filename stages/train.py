@@ -3,8 +3,8 @@
 Run from the repository root: `python stages/train.py` (what `dvc repro` runs). With
 `train.num_processes: N` > 1 it re-runs itself under `accelerate launch --multi_gpu --num_processes N`
 (CPU: gloo DDP), so multi-GPU works from `dvc repro`; `accelerate launch ... stages/train.py`
-works too. Checkpoints live in `<repo>/cache/checkpoints/<run_key>/` (outside DVC's outputs:
-no DVC command deletes them; `<repo>` is the real repository inside `dvc exp run --temp/--queue`).
+works too. Checkpoints: facegen.train.config.checkpoint_root (`<repo>/cache/checkpoints/<run_key>/`).
+`--dry-run` prints what would run (options, run key, checkpoint folder, data counts) and exits.
 A bad param prints one line (`train: error: ...`) and exits 2; SIGTERM ends the run as KILLED.
 """
 
@@ -25,6 +25,7 @@ if not sys.stderr.isatty() or os.environ.get("LOCAL_RANK", "0") != "0":
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from facegen.common.config import load_section
+from facegen.train.config import checkpoint_root, dry_run
 from facegen.train.loop import TrainConfig, TrainPaths, train
 from facegen.train.tracking import repo_root, tracking_uri
 
@@ -61,6 +62,30 @@ def _launch(n: int, precision: str, argv: list[str]) -> int:
     return subprocess.run(cmd, env=env).returncode
 
 
+def _paths(args: argparse.Namespace) -> TrainPaths:
+    root = repo_root(".")
+    return TrainPaths(
+        faces=Path(args.faces),
+        root=Path("."),
+        models=Path(args.models),
+        metrics=Path(args.metrics),
+        fid_cache=Path(args.fid_cache),
+        tracking_uri=tracking_uri(root),
+        artifact_root=root / "mlruns",
+        checkpoints=Path(args.checkpoints) if args.checkpoints else checkpoint_root(root),
+    )
+
+
+def _dry_run(cfg: TrainConfig, args: argparse.Namespace, world_size: int) -> int:
+    try:
+        plan = dry_run(cfg, _paths(args), world_size)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"train: error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(plan, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -70,10 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--checkpoints",
         default=None,
-        help="checkpoint folder (default <repo>/cache/checkpoints, or $FACEGEN_CHECKPOINTS)",
+        help="checkpoint folder (default: $FACEGEN_CHECKPOINTS, else <repo>/cache/checkpoints)",
     )
     parser.add_argument("--metrics", default="metrics", help="writes train.json, train_epochs.csv, grids/")
     parser.add_argument("--fid-cache", default="cache/fid", help="cached reference stats of the test split")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved options, run key, checkpoint folder and data counts as JSON, and exit",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -86,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     launched = "WORLD_SIZE" in os.environ or "ACCELERATE_MIXED_PRECISION" in os.environ  # under accelerate launch
+    if args.dry_run:
+        return _dry_run(cfg, args, int(os.environ.get("WORLD_SIZE") or cfg.num_processes))
     if cfg.num_processes > 1 and not launched:
         try:
             return _launch(cfg.num_processes, cfg.precision, argv)
@@ -93,20 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"train: error: {err}", file=sys.stderr)
             return 2
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # -> run marked KILLED
-    root = repo_root(".")
-    checkpoints = Path(args.checkpoints or os.environ.get("FACEGEN_CHECKPOINTS") or root / "cache" / "checkpoints")
-    paths = TrainPaths(
-        faces=Path(args.faces),
-        root=Path("."),
-        models=Path(args.models),
-        metrics=Path(args.metrics),
-        fid_cache=Path(args.fid_cache),
-        tracking_uri=tracking_uri(root),
-        artifact_root=root / "mlruns",
-        checkpoints=checkpoints,
-    )
     try:
-        summary = train(cfg, paths)
+        summary = train(cfg, _paths(args))
     except ValueError as err:  # user input (params, data, resume folder): one line, no traceback
         print(f"train: error: {err}", file=sys.stderr)
         return 2

@@ -64,3 +64,35 @@ def test_console_script_entry_point(store):
         check=True,
     ).stdout
     assert out.startswith(f"run {store[2]} (newer") and "best epoch 2" in out
+
+
+def test_prune_removes_only_checkpoints_nothing_names(tmp_path, monkeypatch, capsys):
+    import mlflow
+
+    from facegen.train import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ckpts = tmp_path / "cache" / "checkpoints"
+    for key, size in (("kept", 3000), ("gone", 2 * 2**20), ("orphan", 1000)):
+        (ckpts / key / "epoch_00001").mkdir(parents=True)
+        (ckpts / key / "epoch_00001" / "model.safetensors").write_bytes(b"x" * size)
+    runs = {key: tracking.Tracker(uri, "exp", key, run_key=key) for key in ("kept", "gone")}
+    for t in runs.values():
+        t.end()
+    mlflow.MlflowClient(tracking_uri=uri).delete_run(runs["gone"].run_id)  # the user deleted it in MLflow
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("FACEGEN_CHECKPOINTS", raising=False)
+    assert cli.main(["prune", "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["remove", "2.0", "MiB"] and out[0].split()[3] == str(ckpts / "gone")
+    assert out[1].split()[0] == "keep" and out[1].split()[3] == str(ckpts / "kept")
+    assert out[2].split()[0] == "remove" and out[2].split()[3] == str(ckpts / "orphan")
+    assert out[3] == "would free 2.0 MiB of 3 run folder(s)"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["gone", "kept", "orphan"]  # dry run: nothing removed
+    assert cli.main(["prune"]) == 0
+    assert sorted(p.name for p in ckpts.iterdir()) == ["kept"]
+    assert capsys.readouterr().out.splitlines()[-1] == "freed 2.0 MiB of 3 run folder(s)"
+    (ckpts / "other").mkdir()
+    assert cli.main(["prune", "--tracking-uri", f"sqlite:///{tmp_path / 'empty.db'}"]) == 2  # a store naming none
+    assert "Nothing was removed" in capsys.readouterr().err and (ckpts / "kept").is_dir()

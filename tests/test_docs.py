@@ -2,7 +2,8 @@
 
 Where claims are read (line numbers are the Markdown file's):
 
-- *inline code*: each `` `span` `` of a prose line (a span never crosses a line);
+- *inline code*: each `` `span` `` of a prose paragraph (one wrapped onto the next line is
+  joined with a space and counts from its first line);
 - *code lines*: each line of a fenced block (```` ``` ````, ```` ```bash ````, ...); a
   ```` ```python ```` block is *python*, every other block is *shell-like*.
 
@@ -25,9 +26,12 @@ What is checked (each rule is one regular pattern; nothing else in the text is r
     ``<placeholder>`` and ``*`` end the checked part) must be a dvc.yaml out, metric or plot, lie
     inside one, or be a folder holding one; :data:`NON_DVC_OUTPUTS` lists, with the reason, the
     few files something other than a DVC stage writes there.
-(d) CLI flags: on one code line or inline span, every ``--flag`` after ``facegen <command>``
-    or ``stages/<name>.py`` (up to a shell separator ``|``, ``;``, ``&&``, ``#`` or ``->``) must
-    appear in that command's ``--help``; ``<command>`` must be a ``facegen`` subcommand.
+(d) CLI flags: on one shell-like code line (its ``# comment`` cut off) or inline span, every
+    ``--flag`` after ``facegen <command>``, ``python -m facegen.<module>`` or ``stages/<name>.py``
+    (up to a shell separator ``|``, ``;``, ``&&``, ``#`` or ``->``) must appear in that command's
+    ``--help``; the script and the module (a ``.py`` or a package's ``__main__.py``) must exist,
+    and ``<command>`` must be a subcommand of ``facegen --help`` (on code lines, and in inline
+    spans that carry a flag: prose such as ``facegen best`` is not a command line).
 (e) source paths: a path starting with ``facegen/``, ``stages/``, ``tests/`` or ``benchmarks/``
     and then a letter, ``_``, ``<``, ``*`` or ``{`` (``facegen/0.1``, a user agent, is no path) must
     exist (``<placeholder>``/``*`` match any name, ``{a,b}`` means both; ``facegen/x/y.Name`` is
@@ -79,19 +83,31 @@ def doc_files() -> list[Path]:
 
 
 def claims(path: Path) -> Iterator[Claim]:
-    """Inline code spans of prose lines and the lines of fenced blocks, with their line numbers."""
+    """Inline code spans of prose paragraphs and the lines of fenced blocks, with their line numbers."""
     name = path.relative_to(ROOT).as_posix()
     fence: str | None = None
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    paragraph: list[tuple[int, str]] = []
+    for number, line in enumerate([*path.read_text(encoding="utf-8").splitlines(), ""], start=1):
         stripped = line.strip()
+        if not stripped or stripped.startswith("```"):
+            yield from inline_spans(name, paragraph)
+            paragraph = []
         if stripped.startswith("```"):
             fence = None if fence is not None else ("python" if stripped[3:].strip() == "python" else "shell")
-            continue
-        if fence is not None:
+        elif fence is not None:
             yield Claim(f"{name}:{number}", line, fence)
-            continue
-        for span in re.findall(r"`([^`]+)`", line):
-            yield Claim(f"{name}:{number}", span, "inline")
+        elif stripped:
+            paragraph.append((number, line))
+
+
+def inline_spans(name: str, paragraph: list[tuple[int, str]]) -> Iterator[Claim]:
+    """The `` `spans` `` of one paragraph (a span may wrap onto the next line; it counts from its first)."""
+    if not paragraph:
+        return
+    text = "\n".join(line for _, line in paragraph)
+    for match in re.finditer(r"`([^`]+)`", text):
+        number = paragraph[0][0] + text.count("\n", 0, match.start())
+        yield Claim(f"{name}:{number}", re.sub(r"\s*\n\s*", " ", match.group(1)), "inline")
 
 
 def all_claims() -> list[Claim]:
@@ -287,15 +303,16 @@ def test_documented_stage_outputs_are_dvc_outputs() -> None:
 
 def command_flags(items: list[Claim]) -> Iterator[tuple[Claim, str, list[str]]]:
     """(claim, command, flags): command is ``facegen <sub>`` or ``stages/<x>.py``."""
-    pattern = re.compile(r"(?<![\w/.-])(facegen\s+[a-z][\w-]*|stages/\w+\.py)")
+    pattern = re.compile(r"(?<![\w/.-])(python -m facegen(?:\.\w+)+|facegen\s+[a-z][\w-]*|stages/\w+\.py)")
     for claim in items:
         if claim.kind == "python":
             continue
-        for match in pattern.finditer(claim.text):
-            rest = SEPARATORS.split(claim.text[match.end() :], maxsplit=1)[0]
+        text = re.split(r"(?:^|\s)#", claim.text, maxsplit=1)[0] if claim.kind == "shell" else claim.text
+        for match in pattern.finditer(text):
+            rest = SEPARATORS.split(text[match.end() :], maxsplit=1)[0]
             flags = re.findall(r"(?<![\w-])--[a-zA-Z][\w-]*", rest)
             command = re.sub(r"\s+", " ", match.group(1))
-            if command.startswith("stages/") or flags or claim.kind == "shell":
+            if not command.startswith("facegen ") or flags or claim.kind == "shell":
                 yield claim, command, flags
 
 
@@ -309,6 +326,9 @@ for command in json.loads(sys.argv[1]):
             if command.split()[0] == "facegen":
                 from facegen.cli import main
                 main([*command.split()[1:], "--help"])
+            elif command.startswith("python -m "):
+                sys.argv = [command, "--help"]
+                runpy.run_module(command.split()[2], run_name="__main__", alter_sys=True)
             else:
                 sys.argv = [command, "--help"]
                 runpy.run_path(command, run_name="__main__")
@@ -325,6 +345,12 @@ def help_texts(commands: list[str]) -> dict[str, str]:
         [sys.executable, "-c", HELP_SCRIPT, json.dumps(commands)], cwd=ROOT, capture_output=True, text=True, check=True
     )
     return dict(json.loads(run.stdout))
+
+
+def runnable_module(name: str) -> bool:
+    """Whether ``python -m name`` runs a facegen module (``x.py``, or a package's ``__main__.py``)."""
+    path = ROOT / name.replace(".", "/")
+    return path.with_suffix(".py").is_file() or (path / "__main__.py").is_file()
 
 
 def test_documented_cli_flags_exist() -> None:
@@ -344,7 +370,14 @@ def test_documented_cli_flags_exist() -> None:
         for c, cmd, _ in found
         if cmd[:7] == "stages/" and cmd not in stages
     ]
-    wanted = {cmd for _, cmd, flags in found if flags} & ({f"facegen {c}" for c in commands} | stages)
+    modules = {cmd for _, cmd, _ in found if cmd.startswith("python -m ")}
+    runnable = {m for m in modules if runnable_module(m.split()[2])}
+    problems += [
+        f"{c.where}: `{c.text.strip()}`: {cmd.split()[2]} is no module with a command line (a .py or a __main__.py)"
+        for c, cmd, _ in found
+        if cmd in modules - runnable
+    ]
+    wanted = {cmd for _, cmd, flags in found if flags} & ({f"facegen {c}" for c in commands} | stages | runnable)
     helps = {cmd: set(re.findall(r"--[\w-]+", text)) for cmd, text in help_texts(sorted(wanted)).items()}
     for claim, cmd, flags in found:
         for flag in flags:
@@ -420,3 +453,72 @@ def test_checks_catch_a_broken_name() -> None:
     assert checked_part("data/control/<attribute>.png") == "data/control"
     claim = Claim("x.md:3", "facegen studio --host 0.0.0.0 --port 1 | tee log # --not-a-flag", "shell")
     assert list(command_flags([claim])) == [(claim, "facegen studio", ["--host", "--port"])]
+    assert list(command_flags([Claim("x.md:4", "dvc repro   # then facegen best --all", "shell")])) == []
+
+
+# ---------------------------------------------------------------- lists the docs copy from the code
+
+
+def doc_line(path: str, anchor: str) -> tuple[str, str]:
+    """(``path:line``, text) of the first line of ``path`` holding ``anchor`` (a failure names the anchor)."""
+    for number, line in enumerate((ROOT / path).read_text(encoding="utf-8").splitlines(), start=1):
+        if anchor in line:
+            return f"{path}:{number}", line
+    raise AssertionError(f"{path}: no line holds {anchor!r}: update the test with the text that replaced it")
+
+
+def test_train_doc_lists_the_csv_columns_and_operational_keys_of_the_code() -> None:
+    from facegen.train.config import OPERATIONAL_KEYS
+    from facegen.train.metrics_files import EPOCH_COLUMNS, SCORE_COLUMNS
+
+    where, line = doc_line("docs/train.md", "one row per epoch: `")
+    documented = line.split("one row per epoch: `", 1)[1].split("`", 1)[0].split(", ")
+    assert documented == [*EPOCH_COLUMNS, *SCORE_COLUMNS], f"{where}: metrics/train_epochs.csv columns"
+    text = (ROOT / "docs/train.md").read_text(encoding="utf-8")
+    sentence = text[text.index("Operational keys") : text.index("`OPERATIONAL_KEYS`")]
+    assert set(re.findall(r"`(\w+)`", sentence)) == OPERATIONAL_KEYS, "docs/train.md: the operational keys"
+
+
+def test_pipeline_doc_demo_overrides_are_the_demos() -> None:
+    """Each ``key: value`` span of the `train.*` / `sample.*` rows of docs/pipeline.md's demo table."""
+    from facegen.demo.run import TINY
+
+    for section in ("train", "sample"):
+        where, line = doc_line("docs/pipeline.md", f"   | `{section}.*` | ")
+        pairs = [p.split(": ", 1) for p in re.findall(r"`(\w+: [^`]+)`", line)]
+        assert pairs, f"{where}: no `key: value` span"
+        wrong = {k: (yaml.safe_load(v), TINY.get(f"{section}.{k}")) for k, v in pairs}
+        wrong = {k: pair for k, pair in wrong.items() if pair[0] != pair[1]}
+        assert not wrong, f"{where}: documented value != facegen.demo.run's (documented, demo): {wrong}"
+
+
+def make_recipe(target: str) -> list[str]:
+    """The recipe lines of ``target`` in the Makefile (``$(PY) -m`` written as ``python -m``)."""
+    lines = (ROOT / "Makefile").read_text(encoding="utf-8").splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(f"{target}:")), None)
+    assert start is not None, f"Makefile: no target {target!r}"
+    recipe = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("\t"):
+            break
+        recipe.append(line.strip().replace("$(PY) -m ", "python -m "))
+    return recipe
+
+
+def test_make_test_fast_runs_the_documented_fast_lane() -> None:
+    recipe = make_recipe("test-fast")
+    assert recipe == ["python -m ruff check .", 'python -m pytest -m "not slow"'], f"Makefile test-fast: {recipe}"
+    for doc in ("README.md", "CONTRIBUTING.md"):
+        where, _ = doc_line(doc, "`make test-fast`")
+        spans = [c.text for c in claims(ROOT / doc) if c.kind == "inline"]
+        lane = [s.removeprefix("python -m ") for s in spans if re.fullmatch(r'(python -m )?pytest -m "[^"]+"', s)]
+        assert lane, f'{doc}: no `pytest -m "..."` span beside {where}\'s `make test-fast`'
+        assert all(f"python -m {cmd}" == recipe[1] for cmd in lane), f"{doc}: {lane} != Makefile's {recipe[1]}"
+
+
+def test_pipeline_doc_names_the_sample_keys_control_reads() -> None:
+    """The rerun table's `sample.*` row lists exactly the ``sample.*`` params dvc.yaml gives ``control``."""
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
+    declared = {p for p in spec["stages"]["control"]["params"] if isinstance(p, str) and p.startswith("sample.")}
+    where, line = doc_line("docs/pipeline.md", "| `sample.*` | sample, fid")
+    assert set(re.findall(r"`(sample\.\w+)`", line)) == declared, f"{where}: dvc.yaml's control reads {declared}"

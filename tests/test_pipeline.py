@@ -145,7 +145,7 @@ def test_repro_is_a_noop_then_a_train_param_reruns_only_train_and_after(demo_run
 
     params = repo / "params.yaml"
     text = params.read_text()
-    assert demo.TINY["train.lr"] != 0.00123  # the edit below must change the value
+    assert demo.DEMO_PARAMS["train.lr"] != 0.00123  # the edit below must change the value
     params.write_text(re.sub(r"(?m)^(  lr: )\S+", r"\g<1>0.00123", text, count=1))
     status = json.loads(_dvc(repo, env, "status", "--json"))
     assert set(status) == {"train"}  # sample and fid follow once train's outputs change
@@ -163,4 +163,4 @@ def test_repro_is_a_noop_then_a_train_param_reruns_only_train_and_after(demo_run
             lr = (data.get("params") or {}).get("params.yaml", {}).get("data", {}).get("train", {}).get("lr")
             if "fid" in metrics and "kid" in metrics:
                 found.append(lr)
-    assert demo.TINY["train.lr"] in found and 0.0005 in found, found  # both experiments, by fid and kid
+    assert demo.DEMO_PARAMS["train.lr"] in found and 0.0005 in found, found  # both experiments, by fid and kid

@@ -63,11 +63,14 @@ class Range:
         return not (self.hi is not None and (value > self.hi or (self.hi_open and value == self.hi)))
 
     def __str__(self) -> str:
+        def num(x: float) -> str:  # 4294967295, not 4.29497e+09
+            return str(int(x)) if float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"
+
         if self.hi is None:
-            return f"{'>' if self.lo_open else '>='} {self.lo:g}" if self.lo is not None else "any number"
+            return f"{'>' if self.lo_open else '>='} {num(self.lo)}" if self.lo is not None else "any number"
         if self.lo is None:
-            return f"{'<' if self.hi_open else '<='} {self.hi:g}"
-        return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+            return f"{'<' if self.hi_open else '<='} {num(self.hi)}"
+        return f"in {'(' if self.lo_open else '['}{num(self.lo)}, {num(self.hi)}{')' if self.hi_open else ']'}"
 
 
 POSITIVE = Range(0, lo_open=True)  # > 0
@@ -123,6 +126,10 @@ def _yaml_hint(value: Any, annotation: Any) -> str:
     if value is None:
         return "; an empty value is null in YAML: write the value, or quote an empty string"
     if annotation in (int, float) and isinstance(value, str):
+        try:  # a string that reads as a number was quoted (YAML reads an unquoted one as a number)
+            float(value)
+        except ValueError:
+            return "; not a number"
         return "; it is quoted: remove the quotes (and write exponents with a dot, e.g. 3.0e-4)"
     if annotation is bool and isinstance(value, str):
         return "; write true or false"

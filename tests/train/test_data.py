@@ -90,3 +90,14 @@ def test_pick_data_device():
     assert dataset.pick_data_device(10, cpu, "cpu") == cpu
     with pytest.raises(ValueError, match=r"train.data_device = 'gpu'"):
         dataset.pick_data_device(10, cpu, "gpu")
+
+
+def test_loading_faces_draws_no_progress_bar_into_a_log(tmp_path, capfd):
+    """A stage's stderr redirected to a file (dvc repro's log) gets no tqdm ``\\r`` redraws."""
+    from tiny_faces import random_faces, write_faceset
+
+    from facegen.train.data import load_split
+
+    write_faceset(tmp_path, random_faces(4, 16, 0), random_faces(2, 16, 1))
+    assert load_split(tmp_path / "data" / "faces.parquet", "train", tmp_path).shape == (4, 16, 16, 3)
+    assert "\r" not in capfd.readouterr().err

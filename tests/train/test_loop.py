@@ -79,7 +79,7 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path, store, s
     killed_root = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
         _run(killed_root, cfg, store, stop_at=6)  # killed mid epoch 2; epoch 1 was checkpointed
-    run_dir = next((killed_root / "models" / "checkpoints").iterdir())
+    run_dir = next((killed_root / "cache" / "checkpoints").iterdir())
     assert latest_checkpoint(run_dir).name == "epoch_00001"
     run_id = json.loads((run_dir / "epoch_00001" / "state.json").read_text())["run_id"]
     resumed = _run(killed_root, cfg, store)
@@ -89,16 +89,30 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path, store, s
     assert sorted(resumed) == list(range(5, 13))  # continues at epoch 2, step 5
     assert [resumed[s] for s in range(5, 13)] == [full[s] for s in range(5, 13)]  # bit-exact
     a = torch.load(run_dir / "epoch_00003" / "ema.pt", weights_only=True)["shadow_params"]
-    b = torch.load(
-        next((tmp_path / "full/models/checkpoints").iterdir()) / "epoch_00003" / "ema.pt", weights_only=True
-    )["shadow_params"]
+    b = torch.load(next((tmp_path / "full/cache/checkpoints").iterdir()) / "epoch_00003" / "ema.pt", weights_only=True)[
+        "shadow_params"
+    ]
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=False))
     state = json.loads((run_dir / "epoch_00003" / "state.json").read_text())
     assert state["epoch"] == 3 and state["step"] == 12 and [r["epoch"] for r in state["history"]] == [1, 2, 3]
     assert sorted(p.name for p in run_dir.glob("epoch_*")) == ["epoch_00002", "epoch_00003"]  # keep_checkpoints=2
 
 
-def test_other_objectives_accumulation_and_augmentations_train(tmp_path, store):
+def test_other_objectives_accumulation_and_augmentations_train(tmp_path, store, monkeypatch):
+    seen: dict[str, list] = {"t": [], "loss": []}
+    real_weights, real_loss = train_mod.min_snr_weights, train_mod.diffusion_loss
+
+    def weights(sched, t, gamma):
+        seen["t"].append((sched, t.clone(), gamma))
+        return real_weights(sched, t, gamma)
+
+    def loss(pred, target, kind, l1_weight, w):
+        out = real_loss(pred, target, kind, l1_weight, w)
+        seen["loss"].append((pred.detach().clone(), target.clone(), kind, l1_weight, out.item()))
+        return out
+
+    monkeypatch.setattr(train_mod, "min_snr_weights", weights)
+    monkeypatch.setattr(train_mod, "diffusion_loss", loss)
     cfg = TrainConfig(
         **{
             **TINY,
@@ -120,6 +134,17 @@ def test_other_objectives_accumulation_and_augmentations_train(tmp_path, store):
     _, sched, saved = load_model_dir(tmp_path / "models" / "best")
     assert sched.config.prediction_type == "v_prediction" and sched.config.beta_schedule == "squaredcos_cap_v2"
     assert saved["grad_accum"] == 2
+    # the first micro-batch's loss, by hand: v-prediction min-SNR-5 weights min(SNR, 5) / (SNR + 1),
+    # SNR = abar / (1 - abar), times the per-sample mean of 0.25 |d| + 0.75 d^2 (d = pred - target)
+    sched, t, gamma = seen["t"][0]
+    pred, target, kind, l1_weight, got = seen["loss"][0]
+    assert (kind, l1_weight, gamma, len(seen["loss"])) == ("l1_l2", 0.25, 5.0, 8)  # 4 steps x 2 micro-batches
+    abar = sched.alphas_cumprod[t].double()
+    snr = abar / (1 - abar)
+    w = torch.minimum(snr, torch.full_like(snr, 5.0)) / (snr + 1)
+    d = (pred - target).double()
+    per_sample = (0.25 * d.abs() + 0.75 * d * d).flatten(1).mean(1)
+    assert got == pytest.approx((w * per_sample).mean().item(), rel=1e-5)
 
 
 def test_nan_loss_names_epoch_and_step(tmp_path, store, monkeypatch):
@@ -247,6 +272,9 @@ def test_stage_mlflow_run_has_epochs_best_and_artifacts(stage_run):
         "checkpoints/epoch_00001",
         "checkpoints/epoch_00002",
     }
+    images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
+    steps = sorted({int(p.split("+step+")[1].split("+")[0]) for p in images})
+    assert steps == [0, 1, 2]  # each scored epoch, and the last one again at step 0 where the UI opens
 
 
 @pytest.mark.slow
@@ -259,6 +287,10 @@ def test_ddp_two_cpu_processes_save_one_consistent_checkpoint(tmp_path):
         "OMP_NUM_THREADS": "1",
         "ACCELERATE_USE_CPU": "true",
     }  # gloo DDP on CPU: accelerate launch --multi_gpu + this flag
+    one = subprocess.run([sys.executable, str(REPO / "stages" / "train.py")], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert one.returncode == 0 and "train: 1 process(es), device cpu" in one.stderr, one.stderr[-3000:]
+    (one_dir,) = (tmp_path / "cache" / "checkpoints").iterdir()
     accelerate = Path(sys.executable).with_name("accelerate")
     proc = subprocess.run(
         [
@@ -282,7 +314,9 @@ def test_ddp_two_cpu_processes_save_one_consistent_checkpoint(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (run_dir,) = (tmp_path / "cache" / "checkpoints").iterdir()  # the stage keeps them outside DVC outs
+    assert "train: 2 process(es), device cpu:0, precision no, effective batch 16" in proc.stderr
+    assert "resumed from" not in proc.stderr  # the 1-process checkpoint of the same params is another run
+    (run_dir,) = {*(tmp_path / "cache" / "checkpoints").iterdir()} - {one_dir}  # outside DVC outs
     (ckpt,) = run_dir.glob("epoch_*")
     state = json.loads((ckpt / "state.json").read_text())
     assert state["num_processes"] == 2
