@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from facegen.common.config import load_section
 from facegen.faces.detect import FaceDetector, FacesConfig
@@ -27,14 +28,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", default="metrics/control.json")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log to the model's MLflow run")
     args = parser.parse_args(argv)
-    cfg = load_section(ControlConfig, "control", args.params)
-    sample_cfg = load_section(SampleConfig, "sample", args.params)
+    try:
+        cfg = load_section(ControlConfig, "control", args.params)
+        sample_cfg = load_section(SampleConfig, "sample", args.params)
+    except ValueError as err:
+        sys.exit(f"control: error: {err}")
     uri = None if args.no_mlflow else tracking_uri(repo_root("."))
 
     def detector() -> FaceDetector:  # built only for a model conditioned on yaw: measures it on the samples
         return FaceDetector(load_section(FacesConfig, "faces", args.params))
 
-    result = run_control(args.model_dir, sample_cfg, cfg, args.out_dir, args.metrics, uri, detector)
+    try:
+        result = run_control(args.model_dir, sample_cfg, cfg, args.out_dir, args.metrics, uri, detector)
+    except (ValueError, FileNotFoundError) as err:  # a named value or model file
+        sys.exit(f"control: error: {err}")
     print(
         "control: " + json.dumps({k: {m: v[m] for m in ("spearman", "mae")} for k, v in result["attributes"].items()})
         if result["attributes"]

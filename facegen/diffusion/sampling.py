@@ -13,10 +13,10 @@ training:
 Seeds are per image: image ``i`` of a run uses seed ``seed + i`` for its initial noise and
 for every noise draw of the ancestral sampler (one CPU ``torch.Generator`` per image), so
 the same seed gives the same image on any device and asking for more images never changes
-the first ones. Batches are fixed chunks of the seed list and the last chunk is padded to a
-full batch (the padding images are discarded), so every image is computed in a batch of
-the same size whatever ``num_images`` is. (Batch size itself may change the last bit of a
-CPU convolution, so ``batch_size`` is part of what fixes an image.)
+the first ones. Batches are fixed chunks of the seed list; the last chunk holds the rest (no
+padding: a request for n images computes n). Batch size may change the last bit of a CPU
+convolution, so ``batch_size`` and the image's place in a full or a last, shorter batch are
+part of what fixes an image bit for bit.
 
 Conditional models (:mod:`facegen.diffusion.conditional`) take ``conditions``: one
 ``{attribute: value in its own units}`` for all images or one per seed (any subset of the
@@ -47,6 +47,9 @@ SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpm++")
 Precision = Literal["no", "bf16"]  # the UNet's arithmetic while sampling (run_steps)
 PRECISIONS: tuple[str, ...] = ("no", "bf16")
 SPACINGS: tuple[str, ...] = ("trailing", "linspace", "leading")
+# classifier-free guidance beyond this scales the conditional difference so far that every pixel
+# clips to 0 or 255 (one-valued images that FID would still score); useful scales are 1-10
+GUIDANCE_LIMIT = 100.0
 StepCallback = Callable[[int, int], None]
 """``on_step(done, total)``: called after every denoising step of a request (``done`` counts the
 steps of all its batches, ``total`` is their sum). It may raise (e.g. a cancelled job) to stop the
@@ -64,7 +67,7 @@ class SampleSpec:
     sampler: str = "dpm++"  # ddpm (ancestral) | ddim (eta 0) | dpm++ (DPM-Solver++ 2M)
     steps: int | None = 25  # denoising steps; None = the full training schedule
     timestep_spacing: str = "trailing"  # fast samplers' step placement: trailing | linspace | leading
-    batch_size: int = 64  # images per forward pass; the last batch is padded to it
+    batch_size: int = 64  # images per forward pass; the last batch holds the rest (no padding)
     precision: Precision = "no"  # no | bf16 (the UNet under bfloat16 autocast)
     guidance: float = 1.0  # classifier-free guidance scale w (conditional models; module doc)
     device: str = "cpu"  # where the UNet runs (it must already be there)
@@ -84,8 +87,11 @@ class SampleSpec:
             raise ValueError(f"sample.steps must be an integer >= 1 or null (the full schedule), got {self.steps!r}")
         if isinstance(self.guidance, bool) or not isinstance(self.guidance, (int, float)):
             raise ValueError(f"sample.guidance must be a number, got {self.guidance!r}")
-        if not (math.isfinite(self.guidance) and self.guidance >= 0):
-            raise ValueError(f"sample.guidance must be a finite number >= 0 (1 = no guidance), got {self.guidance}")
+        if not (math.isfinite(self.guidance) and 0 <= self.guidance <= GUIDANCE_LIMIT):
+            raise ValueError(
+                f"sample.guidance must be a finite number in [0, {GUIDANCE_LIMIT:g}] (1 = no guidance), "
+                f"got {self.guidance}"
+            )
 
 
 def make_scheduler(
@@ -253,9 +259,8 @@ def iter_batches(
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(offset, images)`` per batch: images (b, H, W, 3) uint8 for ``seeds[offset:offset+b]``.
 
-    The last batch is padded with further seeds to ``spec.batch_size`` (results discarded) so an
-    image's batch never depends on how many images were asked for; a caller that wants no
-    padding asks for ``batch_size = len(seeds)``.
+    Batches are consecutive chunks of ``spec.batch_size`` seeds; the last holds the rest, so a
+    request for n images computes exactly n (no padding). ``on_step`` runs between denoising steps.
     """
     import torch
     from tqdm.auto import tqdm
@@ -278,15 +283,11 @@ def iter_batches(
         )
         with torch.inference_mode(), bar:
             for offset in range(0, len(seeds), spec.batch_size):
-                chunk = seeds[offset : offset + spec.batch_size]
-                padded = chunk + [chunk[-1] + 1 + k for k in range(spec.batch_size - len(chunk))]
+                chunk = seeds[offset : offset + spec.batch_size]  # the last one may be short: n images cost n
                 # a fresh solver per batch: multistep solvers keep state between steps
                 scheduler = make_scheduler(scheduler_config, spec.sampler, spec.steps, spec.timestep_spacing)
-                cond = None
-                if encoded is not None:
-                    cond = encoded[offset : offset + len(chunk)]
-                    cond = np.concatenate([cond, np.repeat(cond[-1:], len(padded) - len(chunk), axis=0)])
-                gens = generators(padded)
+                cond = None if encoded is None else encoded[offset : offset + len(chunk)]
+                gens = generators(chunk)
                 x = _draw_noise(unet, gens, spec.device) * scheduler.init_noise_sigma
                 x0 = run_steps(
                     unet,
@@ -300,7 +301,7 @@ def iter_batches(
                     on_step=counter,
                 )
                 bar.update(len(chunk))
-                yield offset, to_uint8(x0)[: len(chunk)]
+                yield offset, to_uint8(x0)
     finally:
         unet.train(was_training)
 
@@ -380,8 +381,9 @@ def generate_from_noise(
 
 
 def load_model(model_dir: str | Path, device: str = "cpu") -> tuple[UNet2DModel, dict[str, Any]]:
-    """Load ``<model_dir>/unet`` (UNet2DModel, on ``device``) and the training DDPMScheduler config."""
+    """Load ``<model_dir>/unet`` (UNet2DModel, on ``device``) and the training DDPMScheduler config,
+    through the checked :func:`facegen.diffusion.model.load_model_dir` (errors name the file)."""
     from facegen.diffusion.model import load_model_dir
 
-    unet, scheduler, _ = load_model_dir(model_dir)
+    unet, scheduler, _ = load_model_dir(model_dir, device)
     return unet.to(device), dict(scheduler.config)

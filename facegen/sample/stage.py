@@ -13,6 +13,8 @@ requested condition (NaN: that attribute unconditioned).
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +27,9 @@ from facegen.common.device import resolve_device
 from facegen.common.images import make_grid
 from facegen.common.tables import Schema, write_parquet
 from facegen.diffusion.sampling import Precision, Sampler, SampleSpec, iter_batches, load_model
+
+SEED_LIMIT = 2**32  # per-image seeds must be valid numpy / torch seeds
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 @dataclass(frozen=True)
@@ -62,15 +67,30 @@ class SampleConfig:
         )
 
     def __post_init__(self) -> None:
+        if not isinstance(self.condition, dict):
+            raise ValueError(
+                f"sample.condition must be a mapping {{attribute: value}} (or {{}}), got {self.condition!r}"
+            )
         bad = {
             k: v
             for k, v in self.condition.items()
-            if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, (int, float))
+            if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
         }
         if bad:
-            raise ValueError(f"sample.condition must map attribute names to numbers, got {bad}")
-        if self.guidance < 0:
-            raise ValueError(f"sample.guidance must be >= 0 (1 = no guidance), got {self.guidance}")
+            raise ValueError(f"sample.condition must map attribute names to finite numbers, got {bad}")
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
+            raise ValueError(f"sample.device = {self.device!r} is not auto, cpu, mps, cuda or cuda:N")
+        for key in ("seed", "num_images"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"sample.{key} must be an integer, got {value!r}")
+        if self.num_images > SEED_LIMIT:
+            raise ValueError(f"sample.num_images = {self.num_images} must be <= 2**32 (one seed per image)")
+        if self.num_images >= 1 and self.seed >= 0 and self.seed + self.num_images > SEED_LIMIT:
+            raise ValueError(
+                f"sample.seed = {self.seed}: image seeds seed .. seed + num_images - 1 must stay below 2**32 "
+                f"(numpy's and torch's seed range); choose sample.seed <= {SEED_LIMIT - self.num_images}"
+            )
         if self.num_images < 1:
             raise ValueError(f"sample.num_images must be >= 1, got {self.num_images}")
         if self.batch_size < 1:
@@ -122,31 +142,32 @@ def _save_png(image: np.ndarray, path: Path) -> None:
         Image.fromarray(image).save(tmp, format="PNG")
 
 
-def sample_to_dir(
-    cfg: SampleConfig, model_dir: str | Path, out_dir: str | Path, grid_path: str | Path | None = None
-) -> dict[str, Any]:
-    """Write ``cfg.num_images`` PNGs to ``out_dir`` (00001.png, ...) and an optional grid PNG.
+class DiskFullError(OSError):
+    """The disk filled while writing samples: the message names the folder and the space needed."""
 
-    Resumable: ``out_dir/sample_config.json`` records the config and model; when it matches,
-    images already on disk that decode as complete PNGs of the model's size are kept and only
-    the missing or damaged ones are drawn (per-image seeds make that exact). Otherwise old PNGs
-    are removed first. Returns the run record.
-    """
-    from PIL import Image
 
-    out_dir = Path(out_dir)
-    device = resolve_device(cfg.device)
-    unet, sched_config = load_model(model_dir, device)
-    size = unet.config.sample_size
-    from facegen.diffusion.conditional import check_request, names
+def check_before_work(cfg: SampleConfig, unet: Any, sched_config: dict[str, Any], device: str) -> dict[str, float]:
+    """Every check that needs the model, before any file is touched: the condition against the
+    model, steps against its schedule, one batch against free memory. Returns the checked request."""
+    from facegen.diffusion.conditional import check_request
+    from facegen.diffusion.model import available_bytes, image_bytes
+    from facegen.diffusion.sampling import make_scheduler
 
-    request = check_request(unet.config, cfg.condition)  # before any old image is touched
-    record: dict[str, Any] = {
-        "config": _config_dict(cfg),
-        "model": _model_fingerprint(Path(model_dir)),
-        "scheduler": cfg.sampler,
-        "device": device,
-    }
+    request = check_request(unet.config, cfg.condition)
+    make_scheduler(sched_config, cfg.sampler, cfg.steps, cfg.timestep_spacing)  # sample.steps named
+    batch = min(cfg.batch_size, cfg.num_images)
+    need, free = batch * image_bytes(unet.config), available_bytes(device)
+    if need > free:
+        fit = max(1, free // image_bytes(unet.config))
+        raise ValueError(
+            f"sample.batch_size = {cfg.batch_size}: a batch of {batch} needs ~{need / 2**30:.1f} GiB, "
+            f"{free / 2**30:.1f} GiB free on {device}; choose sample.batch_size <= {fit}"
+        )
+    return request
+
+
+def _plan(cfg: SampleConfig, out_dir: Path, size: Any, record: dict[str, Any]) -> list[int]:
+    """The image indices to draw; removes what the new config makes stale (after every check)."""
     record_path = out_dir / "sample_config.json"
     out_dir.mkdir(parents=True, exist_ok=True)
     old = _read_record(record_path)
@@ -168,18 +189,63 @@ def sample_to_dir(
     for stale in out_dir.glob("*.png"):  # fewer images than last time
         if stale.stem.isdigit() and int(stale.stem) > cfg.num_images:
             stale.unlink()
+    return todo
+
+
+def sample_to_dir(
+    cfg: SampleConfig, model_dir: str | Path, out_dir: str | Path, grid_path: str | Path | None = None
+) -> dict[str, Any]:
+    """Write ``cfg.num_images`` PNGs to ``out_dir`` (00001.png, ...) and an optional grid PNG.
+
+    Resumable: ``out_dir/sample_config.json`` records the config and model; when it matches,
+    images already on disk that decode as complete PNGs of the model's size are kept and only
+    the missing or damaged ones are drawn (per-image seeds make that exact). Otherwise old PNGs
+    are removed first, after every check (:func:`check_before_work`). Returns the run record.
+    A full disk is a :class:`DiskFullError` naming the folder and the space still needed.
+    """
+    import errno
+    import shutil
+
+    from PIL import Image
+
+    from facegen.diffusion.conditional import names
+
+    out_dir = Path(out_dir)
+    device = resolve_device(cfg.device)
+    unet, sched_config = load_model(model_dir, device)
+    request = check_before_work(cfg, unet, sched_config, device)
+    record: dict[str, Any] = {
+        "config": _config_dict(cfg),
+        "model": _model_fingerprint(Path(model_dir)),
+        "scheduler": cfg.sampler,
+        "device": device,
+    }
+    todo = _plan(cfg, out_dir, unet.config.sample_size, record)
     # todo is whole aligned batches (only the last may be short), so chunking it again by
     # batch_size reproduces each image's batch exactly
-    seeds = [cfg.seed + i for i in todo]
-    for offset, images in iter_batches(unet, sched_config, cfg.spec(device), seeds, conditions=request or None):
-        for k, img in enumerate(images):
-            _save_png(img, out_dir / image_name(todo[offset + k]))
-    write_requests(out_dir / "samples.parquet", cfg, names(unet.config))
-    if grid_path is not None:
-        n = min(cfg.grid_images, cfg.num_images)
-        tiles = np.stack([np.asarray(Image.open(out_dir / image_name(i)).convert("RGB")) for i in range(n)])
-        Path(grid_path).parent.mkdir(parents=True, exist_ok=True)
-        _save_png(make_grid(tiles), Path(grid_path))
+    seeds, done = [cfg.seed + i for i in todo], 0
+    try:
+        for offset, images in iter_batches(unet, sched_config, cfg.spec(device), seeds, conditions=request or None):
+            for k, img in enumerate(images):
+                _save_png(img, out_dir / image_name(todo[offset + k]))
+                done += 1
+        write_requests(out_dir / "samples.parquet", cfg, names(unet.config))
+        if grid_path is not None:
+            n = min(cfg.grid_images, cfg.num_images)
+            tiles = np.stack([np.asarray(Image.open(out_dir / image_name(i)).convert("RGB")) for i in range(n)])
+            Path(grid_path).parent.mkdir(parents=True, exist_ok=True)
+            _save_png(make_grid(tiles), Path(grid_path))
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        png = int(np.prod(images.shape[1:])) + 1024 if done < len(todo) else 0  # an uncompressed PNG's bound
+        need = (len(todo) - done) * png + (1 << 20)
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"no space left on the device of {out_dir}: {shutil.disk_usage(out_dir).free / 2**20:.0f} MiB free, "
+            f"~{need / 2**20:.0f} MiB more needed for {len(todo) - done} images; free space and rerun "
+            "(the images written are kept)",
+        ) from None
     record["num_drawn"] = len(todo)
     return record
 

@@ -36,10 +36,11 @@ def model_dir(tmp_path_factory):
 
 
 def test_diffusers_loads_the_folder_and_samples_like_the_sample_stage(model_dir):
-    from diffusers import DDPMPipeline, DiffusionPipeline, DPMSolverMultistepScheduler
+    from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler, UNet2DModel
 
-    pipe = DiffusionPipeline.from_pretrained(model_dir)
-    assert isinstance(pipe, DDPMPipeline) and isinstance(pipe.scheduler, DPMSolverMultistepScheduler)
+    pipe = DiffusionPipeline.from_pretrained(model_dir, trust_remote_code=True)  # the documented call
+    assert type(pipe).__name__ == "FacegenPipeline" and isinstance(pipe.scheduler, DPMSolverMultistepScheduler)
+    assert type(pipe.unet) is UNet2DModel  # an unconditional model ships no UNet code
     cfg = pipe.scheduler.config
     assert (cfg.timestep_spacing, cfg.algorithm_type, cfg.solver_order, cfg.thresholding) == (
         "trailing",
@@ -54,7 +55,7 @@ def test_diffusers_loads_the_folder_and_samples_like_the_sample_stage(model_dir)
         batch_size=1, num_inference_steps=5, generator=torch.Generator("cpu").manual_seed(3), output_type="np"
     ).images
     ours = generate(*_loaded(model_dir), SampleSpec(sampler="dpm++", steps=5, batch_size=1), [3], progress=False)
-    assert np.abs(np.round(out[0] * 255).astype(int) - ours[0].astype(int)).max() <= 1
+    assert np.array_equal(np.round(out[0] * 255).astype(np.uint8), ours[0])
 
 
 def _loaded(model_dir):
@@ -67,9 +68,11 @@ def test_training_schedule_kept_apart_and_model_card(model_dir):
     assert type(noise).__name__ == "DDPMScheduler" and noise.config.timestep_spacing == "leading"
     assert noise.config.clip_sample is True and config["lr"] == 0.002
     index = json.loads((model_dir / "model_index.json").read_text())
-    assert index["_class_name"] == "DDPMPipeline" and index["unet"] == ["diffusers", "UNet2DModel"]
+    assert index["_class_name"] == ["pipeline_facegen", "FacegenPipeline"]
+    assert index["unet"] == ["diffusers", "UNet2DModel"] and not (model_dir / "unet" / "unet_facegen.py").exists()
     card = (model_dir / "README.md").read_text()
-    assert card.startswith("---\nlibrary_name: diffusers\npipeline_tag: unconditional-image-generation\n")
+    assert card.startswith("---\n") and "library_name: diffusers\n" in card and "An unconditional DDPM" in card
+    assert "pipeline_tag: unconditional-image-generation\n" in card and "takes no condition" in card
     assert "| fid | 41.2500 |" in card and "| kid | 0.0125 |" in card and "d" * 64 in card
     assert "Epoch 7 of 9" in card and "| lr | 0.002 |" in card and "65 images" in card
 
@@ -98,7 +101,7 @@ def test_export_copies_checks_and_pushes(model_dir, tmp_path):
     result = pipeline.export_model(model_dir, tmp_path / "out", "me/faces", private=True, api=hub)
     assert result == {
         "folder": str(tmp_path / "out"),
-        "pipeline": "DDPMPipeline",
+        "pipeline": "FacegenPipeline",
         "url": "https://huggingface.co/me/faces/commit/1",
     }
     assert hub.calls[0] == ("create_repo", "me/faces", {"private": True, "exist_ok": True, "repo_type": "model"})
@@ -122,7 +125,6 @@ def test_export_drives_the_real_hub_client_up_to_the_upload(model_dir):
     import threading
 
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
 
     seen = []
 
@@ -142,10 +144,11 @@ def test_export_drives_the_real_hub_client_up_to_the_upload(model_dir):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         api = HfApi(endpoint=f"http://127.0.0.1:{server.server_port}", token="hf_test")
-        with pytest.raises(HfHubHTTPError, match="401"):
+        with pytest.raises(ValueError, match=r"--push-to-hub me/faces: .*401.*set HF_TOKEN") as err:
             pipeline.export_model(model_dir, repo_id="me/faces", private=True, api=api)
     finally:
         server.shutdown()
+    assert "\n" not in str(err.value)  # one line for the CLI
     ((path, body, auth),) = seen
     assert path == "/api/repos/create" and auth == "Bearer hf_test"
     assert (body["name"], body["organization"], body.get("type", "model")) == ("faces", "me", "model")

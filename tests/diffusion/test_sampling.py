@@ -100,9 +100,10 @@ def test_on_step_counts_every_step_of_every_batch_and_can_stop_between_steps(tin
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"guidance": float("nan")}, r"sample.guidance must be a finite number >= 0 .* got nan"),
-        ({"guidance": float("inf")}, r"sample.guidance must be a finite number >= 0 .* got inf"),
-        ({"guidance": -1.0}, r"sample.guidance must be a finite number >= 0"),
+        ({"guidance": float("nan")}, r"sample.guidance must be a finite number in \[0, 100\] .* got nan"),
+        ({"guidance": float("inf")}, r"sample.guidance must be a finite number in \[0, 100\] .* got inf"),
+        ({"guidance": -1.0}, r"sample.guidance must be a finite number in"),
+        ({"guidance": 1e308}, r"sample.guidance must be a finite number in .* got 1e\+308"),
         ({"batch_size": 0}, r"sample.batch_size must be an integer >= 1, got 0"),
         ({"steps": 0}, r"sample.steps must be an integer >= 1 or null"),
         ({"sampler": "euler"}, r"sample.sampler='euler' is not one of"),
@@ -112,3 +113,17 @@ def test_on_step_counts_every_step_of_every_batch_and_can_stop_between_steps(tin
 def test_sample_spec_names_the_bad_value(kwargs, message):
     with pytest.raises(ValueError, match=message):
         sampling.SampleSpec(**kwargs)
+
+
+def test_a_request_computes_exactly_its_images_no_padding(tiny):
+    unet, cfg = tiny
+    seen = []
+    hook = unet.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
+    try:
+        one = sampling.generate(unet, cfg, sampling.SampleSpec(steps=3, batch_size=64), [7], progress=False)
+        assert one.shape == (1, 16, 16, 3) and seen == [1, 1, 1]
+        seen.clear()
+        five = sampling.generate(unet, cfg, sampling.SampleSpec(steps=2, batch_size=2), range(5), progress=False)
+        assert five.shape == (5, 16, 16, 3) and seen == [2, 2, 2, 2, 1, 1]
+    finally:
+        hook.remove()

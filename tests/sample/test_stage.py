@@ -230,7 +230,7 @@ def test_a_failed_write_leaves_no_partial_png(tmp_path, model_dir, monkeypatch):
         return real_save(self, fp, *args, **kwargs)
 
     monkeypatch.setattr(Image.Image, "save", full_disk)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(sample.DiskFullError, match=r"no space left on the device of .*samples: .* MiB free"):
         sample.sample_to_dir(cfg, model_dir, out)
     assert sorted(p.name for p in out.iterdir()) == [
         "00001.png",
