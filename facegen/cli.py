@@ -128,8 +128,18 @@ def _studio(args: argparse.Namespace) -> int:
     import uvicorn
 
     from facegen.studio.app import StudioConfig, create_app
+    from facegen.studio.guard import is_loopback
     from facegen.studio.models import UnknownCheckpoint
 
+    if not is_loopback(args.host):
+        if not args.public:
+            _say(
+                f"facegen studio: error: --host {args.host} is reachable from other machines: anyone who can "
+                "reach it can use the model and post judgements; add --public to mean it",
+                err=True,
+            )
+            return 2
+        _say(f"facegen studio: warning: listening on {args.host}, reachable from other machines", err=True)
     root = Path(args.root)
     overrides = {
         k: getattr(args, k)
@@ -141,6 +151,9 @@ def _studio(args: argparse.Namespace) -> int:
             model=Path(args.model),
             root=root,
             tracking_uri=args.tracking_uri or tracking_uri(repo_root(root)),
+            host=args.host,
+            port=args.port,
+            allow_hosts=tuple(args.allow_host),
             **overrides,
         )
         app = create_app(cfg)
@@ -160,6 +173,16 @@ def _add_studio(sub: argparse._SubParsersAction) -> None:
         "--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)"
     )
     studio.add_argument("--port", type=int, default=8765)
+    studio.add_argument(
+        "--public", action="store_true", help="allow a --host other than loopback (reachable from other machines)"
+    )
+    studio.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME[:PORT]",
+        help="a further Host name the studio answers to (repeatable; default: the bound address only)",
+    )
     studio.add_argument("--model", default="models/best", help="a models/best-layout folder (default models/best)")
     studio.add_argument("--root", default=".", help="repository root: params.yaml, data/ (default .)")
     studio.add_argument("--tracking-uri", default=None, help="MLflow store (default: as `facegen best`)")

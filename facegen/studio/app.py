@@ -34,11 +34,14 @@ from facegen.common.images import ImageRejected, decode_image
 from facegen.diffusion.sampling import SAMPLERS
 from facegen.sample.stage import SampleConfig
 from facegen.studio import editing
+from facegen.studio.guard import HostPolicy, OriginGuard
 from facegen.studio.jobs import Cancelled, Job, JobRunner, QueueFull
 from facegen.studio.judge import JudgementStore, log_to_mlflow
 from facegen.studio.models import Catalog, LoadedModel, UnknownCheckpoint
 
 STATIC = Path(__file__).with_name("static")
+UPLOAD_PATH = "/api/upload"
+MULTIPART_SLACK = 64 * 1024  # bytes of multipart headers and boundaries allowed beyond the file
 JUDGE_SEED_BASE = 1_000_000  # fakes shown for judging use seeds from here on (clear of sample seeds)
 
 
@@ -59,6 +62,23 @@ class StudioConfig:
     judgements: Path = Path("data/studio_judgements.parquet")
     faces: Path = Path("data/faces.parquet")
     detector: str | None = None  # faces.model override; None = params.yaml faces.model
+    host: str = "127.0.0.1"  # the bound interface: requests must name it (or allow_hosts) as Host
+    port: int | None = None  # the bound port; None = any port (a caller that picks a free one)
+    allow_hosts: tuple[str, ...] = ()  # further Host names ('name' or 'name:port'), --allow-host
+
+    @property
+    def upload_body_bytes(self) -> int:
+        """Cap of a multipart upload body: the file plus the multipart envelope."""
+        return self.max_upload_bytes + MULTIPART_SLACK
+
+    @property
+    def json_body_bytes(self) -> int:
+        """Cap of any other body: an edit carries a base64 image and a base64 mask (4/3 each)."""
+        return 3 * self.max_upload_bytes + MULTIPART_SLACK
+
+    def body_limit(self, path: str) -> int:
+        """The byte cap of a request body to ``path``."""
+        return self.upload_body_bytes if path == UPLOAD_PATH else self.json_body_bytes
 
     def __post_init__(self) -> None:
         for name in ("max_images", "max_steps", "max_upload_bytes", "max_upload_pixels", "queue_size"):
@@ -295,7 +315,7 @@ def _model_routes(app: FastAPI, state: State) -> None:
             },
         }
 
-    @app.post("/api/model")
+    @app.post("/api/model", max_body_size=cfg.json_body_bytes)
     async def set_model(req: ModelRequest, request: Request) -> dict[str, Any]:
         """Switch the generator to another checkpoint (404 when unknown)."""
 
@@ -305,7 +325,7 @@ def _model_routes(app: FastAPI, state: State) -> None:
 
         return await state.run_job(request, work, f"load {req.id}")
 
-    @app.post("/api/generate")
+    @app.post("/api/generate", max_body_size=cfg.json_body_bytes)
     async def generate(req: GenerateRequest, request: Request) -> dict[str, Any]:
         """``n`` images from seeds ``seed .. seed+n-1``: the sample stage's images of those seeds."""
         state.limit(req.n, "n")
@@ -376,7 +396,7 @@ def _model_routes(app: FastAPI, state: State) -> None:
         images = await state.run_job(request, work, name)
         return {"images": [editing.png_b64(im) for im in images], **state.echo(model, sampler, steps)}
 
-    @app.post("/api/interpolate")
+    @app.post("/api/interpolate", max_body_size=cfg.json_body_bytes)
     async def interpolate(req: InterpolateRequest, request: Request) -> dict[str, Any]:
         """Frames of the slerp from seed_a's initial noise to seed_b's (both ends included)."""
         state.limit(req.frames, "frames")
@@ -389,7 +409,7 @@ def _model_routes(app: FastAPI, state: State) -> None:
         )
         return {**out, "t": np.linspace(0.0, 1.0, req.frames).round(6).tolist()}
 
-    @app.post("/api/variations")
+    @app.post("/api/variations", max_body_size=cfg.json_body_bytes)
     async def variations(req: VariationsRequest, request: Request) -> dict[str, Any]:
         """Faces near seed's: its noise moved ``amount`` towards seeds seed+1..seed+n."""
         state.limit(req.n, "n")
@@ -406,7 +426,7 @@ def _edit_routes(app: FastAPI, state: State) -> None:
     """Upload (detect and align) and edit (SDEdit, repaint)."""
     cfg = state.cfg
 
-    @app.post("/api/upload")
+    @app.post(UPLOAD_PATH, max_body_size=cfg.upload_body_bytes)
     async def upload(request: Request, file: Annotated[UploadFile, File()]) -> dict[str, Any]:
         """A photo -> its largest face, detected and aligned as the pipeline does, at the model's size."""
         data = await file.read(cfg.max_upload_bytes + 1)
@@ -431,7 +451,7 @@ def _edit_routes(app: FastAPI, state: State) -> None:
             "size": model.size,
         }
 
-    @app.post("/api/edit")
+    @app.post("/api/edit", max_body_size=cfg.json_body_bytes)
     async def edit(req: EditRequest, request: Request) -> dict[str, Any]:
         """SDEdit (re-generate from a noise level) or RePaint (re-draw the masked region) of a face."""
         model = state.model
@@ -574,7 +594,7 @@ def _judge_routes(app: FastAPI, state: State) -> None:
                 state.pending.popitem(last=False)
         return {"token": token, "image": editing.png_b64(image), "size": model.size}
 
-    @app.post("/api/judge")
+    @app.post("/api/judge", max_body_size=cfg.json_body_bytes)
     async def judge(req: JudgeRequest) -> dict[str, Any]:
         """Record a real/fake answer; returns the truth and the model's error rate with its 95% CI."""
         with state.lock:
@@ -647,6 +667,7 @@ def create_app(cfg: StudioConfig) -> FastAPI:
         redoc_url=None,
         description="Generate, explore, edit and judge faces of a trained facegen model (docs/studio.md).",
     )
+    app.add_middleware(OriginGuard, hosts=HostPolicy(cfg.host, cfg.port, cfg.allow_hosts), body_limit=cfg.body_limit)
     app.state.studio = state
     app.add_exception_handler(RequestValidationError, _invalid)
     for add in (_model_routes, _edit_routes, _run_routes, _judge_routes):

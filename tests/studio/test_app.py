@@ -10,8 +10,8 @@ import time
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
+from studio_client import page_client
 
 from facegen import cli
 from facegen.diffusion import sampling
@@ -51,7 +51,7 @@ def test_bf16_sampling_is_the_sample_stages_too(repo):
     """sample.precision: bf16 reaches the studio's generation and stays byte-identical to the stage's."""
     params = repo / "params.yaml"
     params.write_text(params.read_text().replace("  grid_images: 4", "  grid_images: 4\n  precision: bf16"))
-    with TestClient(create_app(StudioConfig(root=repo))) as c:
+    with page_client(StudioConfig(root=repo)) as c:
         body = c.post("/api/generate", json={"seed": 0, "n": 2}).json()
     assert body["precision"] == "bf16"
     cfg = SampleConfig(
@@ -151,7 +151,7 @@ def test_malformed_json_is_a_400(client):
 
 
 def test_uploads_that_are_not_images_or_too_large_are_refused(repo):
-    with TestClient(create_app(StudioConfig(root=repo, max_upload_bytes=2000))) as c:
+    with page_client(StudioConfig(root=repo, max_upload_bytes=2000)) as c:
         r = c.post("/api/upload", files={"file": ("x.jpg", b"GIF89a not really", "image/jpeg")})
         assert r.status_code == 422 and "upload: " in r.json()["detail"]
         r = c.post("/api/upload", files={"file": ("x.png", b"\x89PNG" + bytes(5000), "image/png")})
@@ -169,7 +169,7 @@ def test_upload_detects_and_aligns_like_the_pipeline(repo, faces_dir, scrfd_mode
 
     photo = faces_dir / "wild" / "deepface__img12.jpg"  # 560x415, one face
     data = photo.read_bytes()
-    with TestClient(create_app(StudioConfig(root=repo, detector=str(scrfd_model)))) as c:
+    with page_client(StudioConfig(root=repo, detector=str(scrfd_model))) as c:
         r = c.post("/api/upload", files={"file": (photo.name, data, "image/jpeg")})
         assert r.status_code == 200, r.text
         body = r.json()
@@ -198,7 +198,7 @@ def test_conditional_model_shows_its_conditions_and_samples_them(repo):
         unet.condition_embedding[2].weight.normal_(0, 0.5)
     sched = make_noise_scheduler()
     save_model_dir(repo / "cond", unet, sched, {"model": "tiny", "condition": ["brightness"]})
-    with TestClient(create_app(StudioConfig(root=repo, model=repo / "cond"))) as c:
+    with page_client(StudioConfig(root=repo, model=repo / "cond")) as c:
         assert c.get("/api/model").json()["conditions"] == [
             {"name": "brightness", "min": 40.0, "max": 200.0, "default": 120.0}
         ]
@@ -254,7 +254,7 @@ def test_a_disconnected_client_cancels_its_job(repo):
         "path": "/api/generate",
         "raw_path": b"/api/generate",
         "query_string": b"",
-        "headers": [(b"content-type", b"application/json")],
+        "headers": [(b"content-type", b"application/json"), (b"host", b"127.0.0.1:80"), (b"x-facegen-studio", b"1")],
         "http_version": "1.1",
         "scheme": "http",
         "server": ("test", 80),

@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fastapi.testclient import TestClient
 from mlflow_runs import log_run
 from PIL import Image
+from studio_client import page_client
 
 from facegen.diffusion.model import save_model_dir
 from facegen.diffusion.noise import make_noise_scheduler
-from facegen.studio.app import StudioConfig, create_app
+from facegen.studio.app import StudioConfig
 from facegen.studio.judge import JudgementStore, wilson_interval
 
 
@@ -64,7 +64,7 @@ def _judge(client, answers):
 def test_judgements_persist_across_a_restart(repo):
     _faces(repo)
     cfg = StudioConfig(root=repo)
-    with TestClient(create_app(cfg)) as c:
+    with page_client(cfg) as c:
         c.app.state.studio.rng = random.Random(1)
         first = _judge(c, ["real", "fake", "real", "real", "fake", "fake"])
         assert {r["truth"] for r in first} == {"real", "fake"}
@@ -77,7 +77,7 @@ def test_judgements_persist_across_a_restart(repo):
     errors = sum(not r["correct"] for r in first) + 0
     table = pd.read_parquet(repo / "data" / "studio_judgements.parquet")
     assert len(table) == 7 and list(table["answer"][:6]) == ["real", "fake", "real", "real", "fake", "fake"]
-    with TestClient(create_app(cfg)) as c:  # a new server process reads them back
+    with page_client(cfg) as c:  # a new server process reads them back
         summary = c.get("/api/judge/summary").json()["model"]
         assert summary["n"] == 7
         assert summary["errors"] == errors + int(not table["correct"].iloc[6])
@@ -108,7 +108,7 @@ def tracked(repo, tiny_unet, tmp_path):
 
 def test_runs_checkpoints_and_judgements_logged_to_the_judged_run(repo, tracked):
     uri, run_id = tracked
-    with TestClient(create_app(StudioConfig(root=repo, tracking_uri=uri, experiment="exp"))) as c:
+    with page_client(StudioConfig(root=repo, tracking_uri=uri, experiment="exp")) as c:
         runs = c.get("/api/runs").json()["runs"]
         assert [r["run_id"] for r in runs] == [run_id]
         run = runs[0]

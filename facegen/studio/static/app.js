@@ -15,6 +15,7 @@ async function api(path, body, opts = {}) {
       if (body instanceof FormData) init.body = body;
       else { init.headers = { "Content-Type": "application/json" }; init.body = JSON.stringify(body); }
     }
+    init.headers = { ...init.headers, "X-Facegen-Studio": "1" };  // the studio refuses posts without it
     const res = await fetch(path, init);
     const data = await res.json().catch(() => ({}));
     if (!res.ok) throw new Error(data.detail || `HTTP ${res.status}`);
