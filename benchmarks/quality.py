@@ -30,16 +30,22 @@ import argparse
 import csv
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from budget import RATES, Budget, load_average, machine, measure_rate, record_rate, reference_rate, train_flops  # noqa: E402
+from peers import PEERS  # noqa: E402
+
 SHARED = Path(os.environ.get("FACEGEN_SHARED", REPO.parent / "shared"))
 WORK = REPO / "cache" / "bench_quality"
 RESULTS = REPO / "benchmarks" / "results"
@@ -138,15 +144,10 @@ def bench_config(recipe_name: str, samples: int, overrides: dict[str, Any] | Non
     return from_dict(TrainConfig, {**keys, "fid_num_samples": samples}, "train")
 
 
-def budget_seconds(threads: int) -> float:
-    """The budget clock: CPU seconds of this process (all threads) / ``threads``."""
-    return time.process_time() / threads
-
-
-def seconds_per_step(cfg: Any, threads: int, windows: int = 3, steps: int = 4) -> float:
-    """Budget seconds of one optimizer step of ``cfg`` (forward, backward, AdamW, EMA) at 32 px,
-    timed on random data after 3 warm-up steps: the fastest of ``windows`` windows of ``steps``
-    steps, so a burst of other load does not shrink the number of steps the budget buys."""
+def recipe_step(cfg: Any) -> tuple[Callable[[], Any], list[Any], Callable[[], None]]:
+    """One optimizer step of ``cfg`` on random data at its batch size and image size, as the
+    trainer runs it (forward, min-SNR-weighted loss, backward, clipping, AdamW, EMA): returns
+    (the loss closure, the parameters, the whole step) for counting its FLOPs and timing it."""
     import torch
     from diffusers.training_utils import EMAModel
 
@@ -160,30 +161,56 @@ def seconds_per_step(cfg: Any, threads: int, windows: int = 3, steps: int = 4) -
     gen = torch.Generator().manual_seed(0)
     x0 = torch.rand(cfg.batch_size, 3, cfg.image_size, cfg.image_size, generator=gen) * 2 - 1
 
-    def step() -> None:
+    def loss() -> Any:
         xt, noise, t = noisy_batch(sched, x0, gen)
-        diffusion_loss(unet(xt, t).sample, training_target(sched, x0, noise, t), "mse", 0.25).backward()
+        return diffusion_loss(unet(xt, t).sample, training_target(sched, x0, noise, t), "mse", 0.25)
+
+    def step() -> None:
+        loss().backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         ema.step(unet.parameters())
 
-    for _ in range(3):
-        step()
-    times = []
-    for _ in range(windows):
-        start = budget_seconds(threads)
-        for _ in range(steps):
-            step()
-        times.append((budget_seconds(threads) - start) / steps)
-    return min(times)
+    return loss, list(unet.parameters()), step
+
+
+class TrainClock:
+    """CPU and wall seconds of training steps only: a step that follows an evaluation (the
+    first of an epoch, or the first after a peer's evaluation) counts as long as the one before."""
+
+    def __init__(self) -> None:
+        self.cpu = self.wall = 0.0
+        self._last: tuple[float, float] | None = None
+        self._dt = (0.0, 0.0)
+
+    def tick(self, after_pause: bool = False) -> None:
+        """Call after every optimizer step (``after_pause``: an evaluation ran since the last)."""
+        now = (time.process_time(), time.perf_counter())
+        if self._last is not None and not after_pause:
+            self._dt = (now[0] - self._last[0], now[1] - self._last[1])
+        self.cpu += self._dt[0]
+        self.wall += self._dt[1]
+        self._last = now
+
+    def start(self) -> None:
+        self._last = (time.process_time(), time.perf_counter())
+
+    def row(self) -> dict[str, float]:
+        return {"cpu_minutes": round(self.cpu / 60, 3), "wall_minutes": round(self.wall / 60, 3)}
+
+
+def budget_row(steps: int, batch: int, budget: Any, rate: float) -> dict[str, Any]:
+    """What an evaluation at ``steps`` has spent: steps, images, FLOPs, reference minutes."""
+    flops = steps * budget.flops_per_step
+    return {"steps": steps, "images_seen": steps * batch, "flops": flops, "minutes": round(flops / rate / 60, 3)}
 
 
 def run_recipe(
-    name: str, recipe_name: str, cfg: Any, minutes: float, evals: int, threads: int, out: Path
+    name: str, recipe_name: str, cfg: Any, *, budget: Any, rate: float, evals: int, out: Path
 ) -> dict[str, Any]:
-    """Train ``cfg`` with the real trainer for about ``minutes`` of budget in ``out``; return
-    the recipe's result (every evaluation with the budget minutes used up to it)."""
+    """Train ``cfg`` with the real trainer for the steps ``budget`` buys (whole epochs, so
+    rounded to ``evals`` equal parts) in ``out``; return every evaluation with what it spent."""
     import dataclasses
 
     from facegen.diffusion.model import build_unet, count_parameters
@@ -193,11 +220,10 @@ def run_recipe(
 
     faces = WORK / "data" / "faces.parquet"
     steps_per_epoch = len(epoch_batches(len(face_paths(faces, "train", WORK)), cfg.batch_size, 0, cfg.seed))
-    per_step = seconds_per_step(cfg, threads)
-    per_eval = max(1, round(minutes * 60 / (per_step * steps_per_epoch * evals)))
+    per_eval = max(1, round(budget.steps / (steps_per_epoch * evals)))
     cfg = dataclasses.replace(cfg, epochs=per_eval * evals, fid_every=per_eval, checkpoint_every=per_eval * evals)
     print(
-        f"{name}: {per_step:.3f} budget s/step, {steps_per_epoch} steps/epoch -> {cfg.epochs} epochs "
+        f"{name}: {budget.flops_per_step / 1e9:.2f} GFLOP/step, budget {budget.steps} steps -> {cfg.epochs} epochs "
         f"({cfg.epochs * steps_per_epoch} steps), evaluated every {per_eval}",
         flush=True,
     )
@@ -211,52 +237,142 @@ def run_recipe(
         fid_cache=WORK / "cache" / "fid",
         checkpoints=out / "checkpoints",
     )
-    clock: dict[int, float] = {}  # epoch -> budget seconds of training up to its last step
-    tick = {"prev": 0.0, "dt": per_step, "total": 0.0}
+    clock, at_epoch = TrainClock(), {}
 
     def on_step(epoch: int, step: int, loss: float) -> None:
-        now = budget_seconds(threads)
-        # an epoch's first step follows the epoch boundary (evaluation, checkpoint, logging):
-        # count it as long as the step before it
-        if (step - 1) % steps_per_epoch:
-            tick["dt"] = now - tick["prev"]
-        tick["total"] += tick["dt"]
-        tick["prev"] = now
-        clock[epoch] = tick["total"]
+        clock.tick(after_pause=(step - 1) % steps_per_epoch == 0)
+        at_epoch[epoch] = clock.row()
 
-    wall = time.time()
-    summary = train(cfg, paths, on_step)
+    clock.start()
+    train(cfg, paths, on_step)
     with (out / "metrics" / "train_epochs.csv").open(encoding="utf-8") as fh:
-        history = list(csv.DictReader(fh))
+        history = [r for r in csv.DictReader(fh) if r.get("fid")]
     rows = [
         {
             "epoch": int(r["epoch"]),
-            "steps": int(r["step"]),
-            "images_seen": int(r["step"]) * cfg.batch_size,
-            "minutes": round(clock[int(r["epoch"])] / 60, 3),
+            **budget_row(int(r["step"]), cfg.batch_size, budget, rate),
+            **at_epoch[int(r["epoch"])],
             "loss": round(float(r["loss"]), 5),
             "fid": round(float(r["fid"]), 2),
             "kid": round(float(r["kid"]), 5),
         }
         for r in history
-        if r.get("fid")
     ]
     grids = sorted((out / "metrics" / "grids").glob("epoch_*.png"))
     return {
         "recipe": {k: v for k, v in dataclasses.asdict(cfg).items() if k in _recipe_keys(recipe_name)},
         "num_parameters": count_parameters(build_unet(cfg.model, cfg.image_size, cfg.channels or None)),
-        "evals": rows,
-        "fid": rows[-1]["fid"],
-        "kid": rows[-1]["kid"],
-        "best_fid": min(r["fid"] for r in rows),
-        "steps": summary["steps"],
-        "images_seen": summary["steps"] * cfg.batch_size,
+        **summarize(rows, cfg.batch_size, budget),
         "epochs": cfg.epochs,
-        "budget_s_per_step": round(per_step, 4),
-        "wall_minutes": round((time.time() - wall) / 60, 2),
         "eval": {"sampler": "ddim", "steps": cfg.eval_steps, "samples": cfg.fid_num_samples},
         "grid": str(grids[-1]) if grids else None,
     }
+
+
+def summarize(rows: list[dict[str, Any]], batch: int, budget: Any) -> dict[str, Any]:
+    """The result fields every recipe and peer shares."""
+    last = rows[-1]
+    return {
+        "evals": rows,
+        "fid": last["fid"],
+        "kid": last["kid"],
+        "best_fid": min(r["fid"] for r in rows),
+        "steps": last["steps"],
+        "images_seen": last["steps"] * batch,
+        "flops": last["flops"],
+        "flops_per_step": budget.flops_per_step,
+        "budget_flops": budget.flops,
+        "cpu_minutes": last["cpu_minutes"],
+        "wall_minutes": last["wall_minutes"],
+    }
+
+
+def run_peer(
+    key: str, make: Callable[[int], Any], *, budget: Any, rate: float, evals: int, samples: int
+) -> dict[str, Any]:
+    """Train peer ``make(total_steps)`` for the steps ``budget`` buys on the train faces
+    (random flips, batches of a seeded permutation per epoch), scoring its EMA sampler
+    ``evals`` times at equal fractions with the same Scorer and seeds as the recipes."""
+    import torch
+
+    from facegen.train.data import augment, epoch_batches, load_split
+
+    faces = WORK / "data" / "faces.parquet"
+    torch.manual_seed(0)
+    peer = make(budget.steps)
+    train_faces = torch.from_numpy(load_split(faces, "train", WORK, IMAGE_SIZE)).permute(0, 3, 1, 2).contiguous()
+    scorer = eval_scorer()
+    marks = {round(budget.steps * (i + 1) / evals) for i in range(evals)}
+    gen, clock, rows, step, epoch = torch.Generator().manual_seed(0), TrainClock(), [], 0, 0
+    print(
+        f"{key}: {peer.num_parameters} params, {budget.flops_per_step / 1e9:.2f} GFLOP/step, {budget.steps} steps",
+        flush=True,
+    )
+    clock.start()
+    paused = False
+    while step < budget.steps:
+        for idx in epoch_batches(len(train_faces), peer.batch_size, epoch, 0):
+            loss = peer.step(augment(train_faces[idx], gen, hflip=True))
+            step += 1
+            clock.tick(after_pause=paused)
+            paused = False
+            if step in marks:
+                images = np.concatenate([peer.sample(min(100, samples - s), s // 100) for s in range(0, samples, 100)])
+                scores = scorer(images)
+                rows.append(
+                    {
+                        "epoch": epoch + 1,
+                        **budget_row(step, peer.batch_size, budget, rate),
+                        **clock.row(),
+                        "loss": round(loss, 5),
+                        "fid": round(scores["fid"], 2),
+                        "kid": round(scores["kid"], 5),
+                    }
+                )
+                print(f"{key}: step {step}: FID {scores['fid']:.2f} KID {scores['kid']:.5f}", flush=True)
+                grid = images[:64]
+                paused = True
+            if step >= budget.steps:
+                break
+        epoch += 1
+    grid_path = WORK / "runs" / key / "grid.png"
+    save_grid(grid, grid_path)
+    return {
+        "recipe": peer.settings,
+        "num_parameters": peer.num_parameters,
+        **summarize(rows, peer.batch_size, budget),
+        "eval": {"sampler": peer.settings.get("sampler", "library"), "samples": samples},
+        "grid": str(grid_path),
+    }
+
+
+def save_grid(images: np.ndarray, path: Path) -> None:
+    """uint8 (N, H, W, 3) -> one square PNG grid (N a square)."""
+    from PIL import Image
+
+    n = int(len(images) ** 0.5)
+    h, w = images.shape[1:3]
+    grid = images[: n * n].reshape(n, n, h, w, 3).transpose(0, 2, 1, 3, 4).reshape(n * h, n * w, 3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(path)
+
+
+def eval_scorer() -> Any:
+    """The benchmark's evaluator: facegen.fid.score.Scorer against the test faces at 32 px."""
+    import torch
+
+    from facegen.fid.score import Scorer
+
+    faces = WORK / "data" / "faces.parquet"
+    return Scorer.for_split(
+        faces,
+        WORK,
+        IMAGE_SIZE,
+        BENCH["fid_extractor"],
+        torch.device("cpu"),
+        WORK / "cache" / "fid",
+        BENCH["fid_batch_size"],
+    )
 
 
 def _recipe_keys(name: str) -> set[str]:
@@ -322,39 +438,64 @@ def rescore(key: str, cfg: Any, results: Path) -> None:
 
 
 def plot(results: dict[str, Any], floor_fid: float, path: Path) -> None:
-    """FID vs budget minutes of every recipe, with the split's floor."""
+    """FID vs training FLOPs of every recipe and peer that records them, with the split's floor."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for name, res in sorted(results.items()):
+        if not all("flops" in e for e in res["evals"]):
+            print(f"plot: {name} has no FLOP counts (a timing-budget run), left out of {path.name}")
+            continue
         ax.plot(
-            [r["minutes"] for r in res["evals"]],
-            [r["fid"] for r in res["evals"]],
+            [e["flops"] / 1e15 for e in res["evals"]],
+            [e["fid"] for e in res["evals"]],
             "o-",
-            label=f"{name} ({res['budget_minutes']:g} min, {res['steps']} steps)",
+            label=f"{name} ({res['num_parameters'] / 1e6:.1f}M, {res['steps']} steps)",
         )
     ax.axhline(floor_fid, color="gray", ls="--", label=f"floor: train vs test ({floor_fid:.0f})")
-    ax.axhline(1.5 * floor_fid, color="gray", ls=":", label=f"1.5x floor ({1.5 * floor_fid:.0f})")
-    ax.set_xlabel("training budget used (CPU minutes per thread)")
+    ax.axhline(1.3 * floor_fid, color="gray", ls=":", label=f"1.3x floor ({1.3 * floor_fid:.0f})")
+    ax.set_xlabel("training compute (PFLOP: forward + backward, FlopCounterMode)")
     ax.set_ylabel("FID vs test faces (32 px)")
-    ax.set_xlim(0, max(max(r["budget_minutes"], *(e["minutes"] for e in r["evals"])) for r in results.values()) * 1.05)
+    ax.set_xlim(left=0)
     ax.set_yscale("log")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from peers import PEERS, WIDTHS
+
     from facegen.train.recipes import RECIPES
 
-    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    ap.add_argument("--recipe", default="baseline", choices=sorted(RECIPES))
-    ap.add_argument("--minutes", type=float, default=20.0, help="training budget (CPU minutes per thread)")
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0], allow_abbrev=False)
+    ap.add_argument("--recipe", default="baseline", choices=sorted(RECIPES) + list(PEERS))
+    ap.add_argument(
+        "--minutes",
+        type=float,
+        default=20.0,
+        help="training budget: minutes of the recipe's reference rate (quality_rates.json), as FLOPs",
+    )
+    ap.add_argument("--flops", type=float, default=None, help="training budget in FLOPs (instead of --minutes)")
+    ap.add_argument(
+        "--measure-rate",
+        action="store_true",
+        help="no training: measure the recipe's reference FLOP/s (on a quiet machine) into --rates",
+    )
+    ap.add_argument("--rates", type=Path, default=RATES)
+    ap.add_argument("--peer-width", default="matched", choices=WIDTHS, help="a peer's documented or matched width")
+    ap.add_argument("--peer-lr-scale", type=float, default=1.0, help="a peer's learning rate x this (e.g. 10)")
+    ap.add_argument(
+        "--peer-sample-steps",
+        type=int,
+        default=None,
+        help="a peer's sampling steps (default: its documented 250 DDIM / 1000 DDPM)",
+    )
     ap.add_argument("--evals", type=int, default=4, help="evaluations, at equal fractions of the budget")
     ap.add_argument("--samples", type=int, default=300, help="samples per evaluation")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
@@ -367,22 +508,74 @@ def main(argv: list[str] | None = None) -> None:
         help="no training: score the recipe's saved models/best on --samples samples (e.g. as many as the floor's "
         "train faces) and add it to its JSON entry as `rescored`",
     )
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def peer_maker(args: argparse.Namespace) -> Callable[[int], Any]:
+    """``total_steps -> Peer`` for ``args.recipe`` at ``args.peer_width``."""
+    from peers import build_peer
+
+    kw: dict[str, Any] = {"lr_scale": args.peer_lr_scale}
+    if args.peer_sample_steps:
+        kw["sample_steps"] = args.peer_sample_steps
+    return lambda steps: build_peer(args.recipe, args.peer_width, image_size=IMAGE_SIZE, total_steps=steps, **kw)
+
+
+def counted_step(args: argparse.Namespace, cfg: Any) -> tuple[int, Callable[[], None]]:
+    """FLOPs of one optimizer step of the recipe or peer, and that step on random data."""
+    import torch
+
+    if args.recipe not in PEERS:
+        loss, params, step = recipe_step(cfg)
+        return train_flops(loss, params), step
+    peer = peer_maker(args)(1000)
+    x = torch.rand(peer.batch_size, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    return train_flops(lambda: peer.loss(x), peer.module.parameters()), lambda: peer.step(x) and None
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     import torch
     import yaml
     from PIL import Image
 
     torch.set_num_threads(args.threads)
-    prepare_data()
+    is_peer = args.recipe in PEERS
+    rate_key = f"{args.recipe}-{args.peer_width}" if is_peer else args.recipe
+    lr_tag = f"_lr{args.peer_lr_scale:g}x" if is_peer and args.peer_lr_scale != 1 else ""
+    key = rate_key + lr_tag + args.tag
     extra = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.sets)}
-    cfg = bench_config(args.recipe, args.samples, extra)
-    key = args.recipe + args.tag
+    cfg = bench_config("baseline" if is_peer else args.recipe, args.samples, extra)
+    flops_per_step, step = counted_step(args, cfg)
+    if args.measure_rate:
+        rate = measure_rate(step, flops_per_step)
+        record_rate(rate_key, rate, args.rates)
+        print(
+            f"{rate_key}: {flops_per_step / 1e9:.2f} GFLOP/step, {rate['s_per_step']} s/step, "
+            f"{rate['flops_per_s'] / 1e9:.1f} GFLOP/s, load {rate['load_average']}"
+        )
+        return
+    ref = reference_rate(rate_key, args.rates)
+    rate = float(ref["flops_per_s"])
+    budget = (
+        Budget(args.flops, flops_per_step) if args.flops else Budget.from_minutes(args.minutes, flops_per_step, rate)
+    )
+    prepare_data()
     split_floor = floor(cfg)
     if args.rescore:
         rescore(key, cfg, args.results)
         return
-    res = run_recipe(key, args.recipe, cfg, args.minutes, args.evals, args.threads, WORK / "runs" / key)
-    res.update(budget_minutes=args.minutes, threads=args.threads, overrides=extra)
+    if is_peer:
+        res = run_peer(key, peer_maker(args), budget=budget, rate=rate, evals=args.evals, samples=args.samples)
+    else:
+        res = run_recipe(key, args.recipe, cfg, budget=budget, rate=rate, evals=args.evals, out=WORK / "runs" / key)
+    res.update(
+        budget_minutes=round(budget.flops / rate / 60, 3),
+        threads=args.threads,
+        overrides=extra,
+        reference_rate=ref,
+        load_average_after=load_average(),
+    )
     out = json.loads(args.results.read_text(encoding="utf-8")) if args.results.is_file() else {}
     out.setdefault("recipes", {})[key] = res
     from facegen.train.data import face_paths
@@ -393,9 +586,10 @@ def main(argv: list[str] | None = None) -> None:
         num_train=len(face_paths(faces, "train", WORK)),
         num_test=len(face_paths(faces, "test", WORK)),
         floor=split_floor,
-        machine=f"{platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}, no GPU",
-        budget_clock="process CPU seconds / torch threads; evaluation time excluded",
-        trainer="facegen.train.loop.train (epochs fixed from the measured s/step of the recipe)",
+        machine=f"{machine()}, no GPU",
+        budget="FLOPs: --minutes x 60 x the recipe's reference FLOP/s (quality_rates.json), or --flops; "
+        "FLOPs per step by FlopCounterMode over forward + backward at the recipe's batch",
+        trainer="recipes: facegen.train.loop.train (whole epochs); peers: benchmarks/peers.py with their libraries",
         extractor="clean-fid Inception-V3 (facegen.fid.score.Scorer: FID, KID)",
     )
     args.results.parent.mkdir(parents=True, exist_ok=True)

@@ -1,14 +1,20 @@
 """The ``facegen`` command (``[project.scripts]``): questions about finished work, no browser.
 
     facegen best [--experiment NAME] [--all] [--tracking-uri URI] [--json] [--register NAME]
+    facegen ui [--host 127.0.0.1] [--port 5000]
     facegen export [--model models/best] [--out DIR] [--push-to-hub REPO_ID [--private]]
     facegen studio [--host 127.0.0.1] [--port 8765] [--model models/best]
+    facegen curate reject|restore FACE_ID [--note TEXT] [--faces data/faces.parquet] [--curation curation.csv]
 
 ``best`` prints, for the latest run (or every run) of an MLflow experiment (default: params.yaml's
 ``train.experiment``): run id, best epoch, its FID (or offline FD, named as such) and an existing
 folder (or MLflow URI) holding that epoch's model; ``--register`` adds that run's logged model to
-the MLflow model registry. ``export`` checks that a model folder loads as a diffusers pipeline,
-copies it and/or uploads it to the Hugging Face Hub (token: ``$HF_TOKEN`` or ``huggingface-cli login``).
+the MLflow model registry. ``ui`` starts MLflow's UI on the workspace's store and artifacts (also in
+a copied or moved workspace: :func:`facegen.train.mlflow_store.open_store`). ``export`` checks that
+a model folder loads as a diffusers pipeline, copies it and/or uploads it to the Hugging Face Hub
+(token: ``$HF_TOKEN`` or ``huggingface-cli login``).
+``curate`` records a manual decision on one aligned face in curation.csv (docs/align.md), which the
+align stage applies on the next ``dvc repro``.
 """
 
 from __future__ import annotations
@@ -18,10 +24,14 @@ import json
 import sys
 from pathlib import Path
 
+from facegen import __version__
 from facegen.common.redact import mask_uri
-from facegen.train.tracking import best_runs, repo_root, tracking_uri
+from facegen.train.mlflow_store import repo_root, tracking_uri
+from facegen.train.runs import best_runs
 
 DEFAULT_EXPERIMENT = "facegen"
+DESCRIPTION = "facegen: questions about finished training runs, the MLflow UI, export, the studio, curation."
+EPILOG = "Run `facegen COMMAND --help` for a command's options. The pipeline itself runs with `dvc repro`."
 
 
 def _say(text: str, err: bool = False) -> None:
@@ -89,8 +99,9 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="facegen", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="facegen", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"facegen {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     best = sub.add_parser("best", help="which epoch of the latest (or every) training run was best")
     best.add_argument("--experiment", default=None, help="MLflow experiment (default: params.yaml train.experiment)")
@@ -108,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="register the latest run's MLflow model under NAME in the model registry",
     )
     best.set_defaults(func=_best)
+    _add_ui(sub)
 
     export = sub.add_parser("export", help="check models/best as a diffusers pipeline; copy it or push it to the Hub")
     export.add_argument("--model", default="models/best", help="pipeline folder (default models/best)")
@@ -121,7 +133,71 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--private", action="store_true", help="create the Hub repository private")
     export.set_defaults(func=_export)
     _add_studio(sub)
+    _add_curate(sub)
     return parser
+
+
+def ui_command(root: Path, uri: str, host: str, port: int) -> list[str]:
+    """``mlflow ui`` on workspace ``root``'s store, new experiments' artifacts under ``<root>/mlruns``."""
+    mlflow = str(Path(sys.executable).with_name("mlflow"))
+    artifacts = ["--default-artifact-root", str(root / "mlruns")] if uri.startswith("sqlite:") else []
+    return [mlflow, "ui", "--backend-store-uri", uri, *artifacts, "--host", host, "--port", str(port)]
+
+
+def _ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from facegen.train.mlflow_store import open_store
+
+    root = repo_root(args.root)
+    uri = open_store(root, args.tracking_uri)  # a copied or moved workspace: paths brought home first
+    cmd = ui_command(root, uri, args.host, args.port)
+    _say(f"facegen ui: {' '.join(cmd)}", err=True)
+    try:
+        return subprocess.run(cmd).returncode
+    except KeyboardInterrupt:
+        return 0
+
+
+def _add_ui(sub: argparse._SubParsersAction) -> None:
+    ui = sub.add_parser("ui", help="MLflow's UI on this workspace's store (also after copying or moving it)")
+    ui.add_argument("--root", default=".", help="workspace (repository) root (default .)")
+    ui.add_argument("--tracking-uri", default=None, help="MLflow store (default: as `facegen best`)")
+    ui.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(func=_ui)
+
+
+def _curate(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from facegen.align.curation import decide
+
+    faces = Path(args.faces)
+    if not faces.is_file():
+        _say(f"facegen curate: error: {faces} not found: run the align stage first (dvc repro align)", err=True)
+        return 2
+    table = pd.read_parquet(faces, columns=["face_id", "face_index", "status", "eye_distance"])
+    match = table[table["face_id"] == args.face_id]
+    row = None if match.empty else match.iloc[0].to_dict()
+    try:
+        decide(args.curation, row, args.face_id, args.decision, args.note)
+    except ValueError as err:
+        _say(f"facegen curate: error: {err}", err=True)
+        return 2
+    was = "" if row is None else f" (now {row['status']})"
+    print(f"{args.decision} {args.face_id}{was} recorded in {args.curation}; `dvc repro` applies it")
+    return 0
+
+
+def _add_curate(sub: argparse._SubParsersAction) -> None:
+    curate = sub.add_parser("curate", help="reject or restore one aligned face (curation.csv, docs/align.md)")
+    curate.add_argument("decision", choices=["reject", "restore"])
+    curate.add_argument("face_id", help="a face_id of data/faces.parquet (e.g. 0123456789abcdef_00)")
+    curate.add_argument("--note", default="", help="why (one line, kept in curation.csv)")
+    curate.add_argument("--faces", default="data/faces.parquet", help="the aligned faces table")
+    curate.add_argument("--curation", default="curation.csv", help="the decisions file (default curation.csv)")
+    curate.set_defaults(func=_curate)
 
 
 def _studio(args: argparse.Namespace) -> int:

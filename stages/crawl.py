@@ -10,7 +10,7 @@ from facegen.common.config import load_section, save_config
 from facegen.crawl.crawler import CrawlConfig, crawl, write_outputs
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--posts", default="data/posts.parquet")
@@ -18,9 +18,12 @@ def main() -> None:
     ap.add_argument("--summary", default="metrics/crawl.json", help="counts kept/skipped by reason, links by host")
     ap.add_argument("--config-out", default="data/crawl_config.json", help="the resolved crawl config")
     ap.add_argument("--cache-dir", default="cache/crawl", help="persistent article cache (not a DVC out)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
-    cfg = load_section(CrawlConfig, "crawl", args.params)
+    try:  # every value named before any work: one line, no traceback
+        cfg = load_section(CrawlConfig, "crawl", args.params)
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"crawl: error: {err}") from None
     result = crawl(cfg, args.cache_dir)
     write_outputs(result, args.posts, args.links)
     save_config(cfg, args.config_out)

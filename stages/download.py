@@ -32,8 +32,11 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    cfg = load_section(DownloadConfig, "download", args.params)
-    faces = load_section(FacesConfig, "faces", args.params)
+    try:  # every value named before any work: one line, no traceback
+        cfg = load_section(DownloadConfig, "download", args.params)
+        faces = load_section(FacesConfig, "faces", args.params)
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"download: error: {err}") from None
     links = pd.read_parquet(args.links)
     table = run_download(links, cfg, faces, Path(args.out_dir), Path(args.cache_dir), progress=not args.no_progress)
     write_table(table, Path(args.table))

@@ -41,6 +41,7 @@ class ImageTask:
     detections: str | None  # JSON list of Detection.to_record()
     width: int | None  # as recorded by download (None: not recorded)
     height: int | None
+    restored: tuple[str, ...] = ()  # face ids curation.csv restores: saved even when a check fails
 
 
 def face_id(sha256: str, index: int) -> str:
@@ -104,8 +105,9 @@ FACE_CHECKS: tuple[FaceCheck, ...] = (
 )
 # per image, before any face is measured: nothing to align
 IMAGE_STATUSES = ("unreadable", "size_mismatch", "bad_detections", "no_face")
-# every status a candidate can end with; near_duplicate is decided across the set (align.stage)
-STATUSES = ("ok", *IMAGE_STATUSES, *(c.reason for c in FACE_CHECKS), "near_duplicate")
+# every status a candidate can end with; near_duplicate is decided across the set (align.stage),
+# manual by a person (curation.csv, facegen.align.curation)
+STATUSES = ("ok", *IMAGE_STATUSES, *(c.reason for c in FACE_CHECKS), "near_duplicate", "manual")
 # which measured column explains each rejection in a contact-sheet caption
 REASON_VALUE = {c.reason: c.column for c in FACE_CHECKS if c.column} | {"near_duplicate": "duplicate_of"}
 
@@ -173,6 +175,8 @@ def process_image(task: ImageTask, cfg: AlignConfig, faces_dir: str) -> list[dic
         outside = 1.0 if aligned is None else aligned.outside  # the share filled past the photo's edge
         row = {**_base_row(task, index, "ok"), **measured, "crop_outside": outside}
         row["status"] = _face_status(det, row, (width, height), cfg)
+        if row["face_id"] in task.restored and aligned is not None:
+            row["status"] = "ok"  # a person overrode the automatic check (facegen.align.curation)
         if row["status"] == "ok" and aligned is not None:
             face = align_face(image, np.asarray(det.kps), cfg).image if cfg.feather else aligned.image
             save_png(face, Path(faces_dir) / f"{row['face_id']}.png")

@@ -37,11 +37,38 @@ from typing import Literal
 
 import numpy as np
 
-from facegen.common.config import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, Range, validate
+from facegen.common.config import FRACTION, Range, validate
 
 Interpolation = Literal["area", "linear", "cubic", "lanczos", "nearest"]
 FACE_SIZE_EYES = 2.0  # F >= 2.0 x eye distance
 FACE_SIZE_MOUTH = 1.8  # F >= 1.8 x eye-line-to-mouth distance
+
+
+# every number of params.yaml ``align``: finite, and within what a crop, a mask or a hash can use
+ALIGN_RANGES = {
+    "size": Range(8, 4096),
+    "margin": Range(0, 10, lo_open=True),  # crop side / face size: 10 F is a scene, not a face
+    "center_shift": Range(-2, 2),  # eye-to-mouth distances: beyond 2 the face leaves the crop
+    "feather_radius": Range(0, 10, lo_open=True),
+    "feather_sigma": Range(0, 1, lo_open=True),
+    "feather_fill": Range(0, 255),
+    "min_face_size": Range(0, 100_000),
+    "min_eye_distance": Range(0, 100_000),
+    "max_abs_yaw": Range(0, 180),
+    "max_crop_outside": FRACTION,
+    "fill_blur": Range(0, 1, lo_open=True),  # Gaussian sigma / size
+    "fill_blur_outer": Range(0, 1, lo_open=True),
+    "fill_ramp": Range(0, 10, lo_open=True),
+    "min_eye_brightness": Range(0, 255),
+    "eye_patch": Range(0, 2, lo_open=True),
+    "min_sharpness": Range(0, 1e7),  # above any 8-bit Laplacian variance
+    "dedupe_hash_size": Range(2, 64),  # hash_size^2 bits
+    "dedupe_max_distance": Range(0, 4096),
+    "test_fraction": Range(0, 1, hi_open=True),
+    "seed": Range(0, 2**32 - 1),  # numpy's seed range, as train.seed
+    "workers": Range(1, 256),
+    "preview_max": Range(1, 10_000),
+}
 
 
 @dataclass(frozen=True)
@@ -94,30 +121,7 @@ class AlignConfig:
             raise ValueError(f"align.workers={self.workers} must be >= 1")
         if self.dedupe_hash_size < 2:
             raise ValueError(f"align.dedupe_hash_size={self.dedupe_hash_size} must be >= 2")
-        validate(
-            self,
-            "align",
-            {
-                "size": Range(8),
-                "margin": POSITIVE,
-                "feather_radius": POSITIVE,
-                "feather_sigma": POSITIVE,
-                "feather_fill": Range(0, 255),
-                "min_face_size": NON_NEGATIVE,
-                "min_eye_distance": NON_NEGATIVE,
-                "max_abs_yaw": Range(0, 180),
-                "max_crop_outside": FRACTION,
-                "min_eye_brightness": Range(0, 255),
-                "eye_patch": POSITIVE,
-                "min_sharpness": NON_NEGATIVE,
-                "dedupe_hash_size": Range(2),
-                "dedupe_max_distance": NON_NEGATIVE,
-                "test_fraction": Range(0, 1, hi_open=True),
-                "seed": NON_NEGATIVE,
-                "workers": AT_LEAST_ONE,
-                "preview_max": AT_LEAST_ONE,
-            },
-        )
+        validate(self, "align", ALIGN_RANGES)
 
 
 @dataclass(frozen=True)

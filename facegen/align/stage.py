@@ -10,6 +10,7 @@ in input order, so the output does not depend on the number of workers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from facegen.align.candidates import NO_FACE_INDEX, STATUSES, ImageTask, run_tasks
+from facegen.align.curation import MANUAL, Curation
 from facegen.align.geometry import AlignConfig, align_face
 from facegen.common.atomic import write_json
 from facegen.common.images import sha256_file
@@ -29,11 +31,14 @@ def _optional_int(value: Any) -> int | None:
     return None if value is None or pd.isna(value) else int(value)
 
 
-def tasks_from_downloads(downloads: pd.DataFrame, root: Path) -> tuple[list[ImageTask], list[list[str]]]:
+def tasks_from_downloads(
+    downloads: pd.DataFrame, root: Path, restored: frozenset[str] = frozenset()
+) -> tuple[list[ImageTask], list[list[str]]]:
     """The kept images (one task per distinct sha256, sorted) and the sets of posts sharing an image.
 
     Every row with a sha256 counts for the links (a ``duplicate`` row is the same file in
-    another post), so the split can keep those posts together.
+    another post), so the split can keep those posts together. ``restored``: face ids that
+    curation.csv restores, handed to their image's task.
     """
     missing = [c for c in REQUIRED_DOWNLOAD_COLUMNS if c not in downloads.columns]
     if missing:
@@ -46,6 +51,9 @@ def tasks_from_downloads(downloads: pd.DataFrame, root: Path) -> tuple[list[Imag
     sort_cols = ["sha256", "post_id"] + (["url"] if "url" in downloads.columns else [])
     kept = downloads[downloads["status"] == "ok"].sort_values(sort_cols, kind="stable")
     kept = kept.drop_duplicates("sha256", keep="first")
+    by_image: dict[str, list[str]] = {}  # a face id starts with its image's sha256[:16]
+    for face in restored:
+        by_image.setdefault(face.split("_", 1)[0], []).append(face)
     tasks = []
     for row in kept.itertuples(index=False):
         if not isinstance(row.path, str) or not row.path:
@@ -60,6 +68,7 @@ def tasks_from_downloads(downloads: pd.DataFrame, root: Path) -> tuple[list[Imag
                 detections=row.detections if isinstance(row.detections, str) else None,
                 width=_optional_int(getattr(row, "width", None)),
                 height=_optional_int(getattr(row, "height", None)),
+                restored=tuple(sorted(by_image.get(str(row.sha256)[:16], ()))),
             )
         )
     return tasks, links
@@ -126,23 +135,34 @@ COLUMNS = tuple(SCHEMA)
 
 
 def build_faceset(
-    downloads: pd.DataFrame, root: Path, faces_dir: Path, cfg: AlignConfig, progress: bool = True
+    downloads: pd.DataFrame,
+    root: Path,
+    faces_dir: Path,
+    cfg: AlignConfig,
+    progress: bool = True,
+    *,
+    curation: Curation | None = None,
 ) -> pd.DataFrame:
-    """Align every candidate face, remove near-duplicates, split by post; one row per candidate.
+    """Align every candidate face, apply curation.csv, remove near-duplicates, split by post;
+    one row per candidate.
 
     Writes the accepted faces to ``faces_dir/<face_id>.png`` and deletes any other PNG
     there (near-duplicates, faces of an earlier run), so the folder holds exactly the ok faces.
+    A face rejected in ``curation`` gets the status ``manual`` before near-duplicates are
+    grouped; a restored one passes the checks and is never marked a near-duplicate.
     """
     from facegen.align.dedupe import near_duplicate_groups
     from facegen.align.split import assign_split
 
     faces_dir.mkdir(parents=True, exist_ok=True)
-    tasks, links = tasks_from_downloads(downloads, root)
+    curation = curation or Curation()
+    tasks, links = tasks_from_downloads(downloads, root, curation.restored)
     check_sources(tasks)
     rows = run_tasks(tasks, cfg, faces_dir, progress)
     table = pd.DataFrame(rows, columns=list(COLUMNS)).sort_values("face_id", kind="stable").reset_index(drop=True)
     table = table.astype({"status": object, "duplicate_of": object, "split": object, "path": object})
 
+    table.loc[table["face_id"].isin(list(curation.rejected)), "status"] = MANUAL
     ok = table["status"] == "ok"
     removed = near_duplicate_groups(
         table.loc[ok, "face_id"].tolist(),
@@ -150,6 +170,7 @@ def build_faceset(
         table.loc[ok, "face_area"].tolist(),
         cfg.dedupe_max_distance,
     )
+    removed = {dup: keep for dup, keep in removed.items() if dup not in curation.restored}
     post_of = dict(zip(table["face_id"], table["post_id"], strict=False))
     is_dup = table["face_id"].isin(list(removed))
     table.loc[is_dup, "status"] = "near_duplicate"
@@ -211,7 +232,7 @@ def summary(table: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def _tile(row: pd.Series, sources: dict[str, str], root: Path, cfg: AlignConfig) -> np.ndarray:
+def face_tile(row: pd.Series, sources: dict[str, str], root: Path, cfg: AlignConfig) -> np.ndarray:
     """The face as the dataset has it (ok), re-aligned from its source (rejected), or the source image."""
     from facegen.common.images import read_image
 
@@ -242,34 +263,45 @@ def write_preview(table: pd.DataFrame, downloads: pd.DataFrame, root: Path, path
     rejected = pick_rejected(table, cfg.preview_max)
     top, bottom = yield_titles(summary(table), len(accepted), len(rejected))
     return save_preview(
-        [(_tile(r, sources, root, cfg), accepted_caption(r)) for _, r in accepted.iterrows()],
-        [(_tile(r, sources, root, cfg), caption(r)) for _, r in rejected.iterrows()],
+        [(face_tile(r, sources, root, cfg), accepted_caption(r)) for _, r in accepted.iterrows()],
+        [(face_tile(r, sources, root, cfg), caption(r)) for _, r in rejected.iterrows()],
         path,
         accepted_title=top,
         rejected_title=bottom,
     )
 
 
+@dataclass(frozen=True)
+class AlignOutputs:
+    """Where the align stage writes."""
+
+    faces_dir: Path  # aligned PNGs of the accepted faces
+    table: Path  # faces.parquet (and <stem>_config.json beside it)
+    preview: Path  # the contact sheet
+    metrics: Path  # metrics/align.json
+
+
 def run_align(
     downloads_path: Path,
     root: Path,
-    faces_dir: Path,
-    table_path: Path,
-    preview_path: Path,
-    metrics_path: Path,
+    out: AlignOutputs,
     cfg: AlignConfig,
+    *,
+    curation: Curation | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """The whole stage: faces/*.png, faces.parquet, the preview, counts and the resolved config."""
+    """The whole stage: faces/*.png, faces.parquet, the preview, counts (with the ``manual``
+    decisions of ``curation``) and the resolved config."""
+    from facegen.align.curation import counts
     from facegen.common.config import save_config
 
     if not downloads_path.is_file():
         raise FileNotFoundError(f"{downloads_path} not found: run the download stage first (dvc repro download)")
     downloads = pd.read_parquet(downloads_path)
-    table = build_faceset(downloads, root, faces_dir, cfg, progress)
-    write_table(table, table_path)
-    write_preview(table, downloads, root, preview_path, cfg)
-    metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(metrics_path, summary(table))
-    save_config(cfg, table_path.with_name(table_path.stem + "_config.json"))
+    curation = curation or Curation()
+    table = build_faceset(downloads, root, out.faces_dir, cfg, progress, curation=curation)
+    write_table(table, out.table)
+    write_preview(table, downloads, root, out.preview, cfg)
+    write_json(out.metrics, {**summary(table), "manual": counts(table, curation)})
+    save_config(cfg, out.table.with_name(out.table.stem + "_config.json"))
     return table

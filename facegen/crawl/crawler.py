@@ -32,7 +32,7 @@ import requests
 import urllib3
 
 from facegen.common.atomic import write_bytes_atomic
-from facegen.common.config import NON_NEGATIVE, POSITIVE, validate
+from facegen.common.config import Range, validate
 from facegen.common.http import (
     BlockedHostError,
     BodyLimitError,
@@ -47,6 +47,17 @@ from facegen.common.tables import Schema, write_parquet
 from facegen.crawl import ptt
 
 log = logging.getLogger(__name__)
+
+
+# every number of params.yaml ``crawl``: finite, and within what a polite crawl can use
+CRAWL_RANGES = {
+    "delay_s": Range(0, 3600),
+    "timeout_s": Range(0, 3600, lo_open=True),
+    "backoff_s": Range(0, 3600),
+    "retries": Range(0, 100),
+    "max_bytes": Range(1, 1_000_000_000),  # a page is held in memory while it is parsed
+    "body_deadline_s": Range(0, 86400, lo_open=True),
+}
 
 
 @dataclass(frozen=True)
@@ -81,18 +92,7 @@ class CrawlConfig:
             raise ValueError(f"crawl.start_date={self.start_date} is after crawl.end_date={self.end_date}")
         if urlsplit(self.base_url).scheme not in ("http", "https"):
             raise ValueError(f"crawl.base_url={self.base_url!r} must start with http:// or https://")
-        validate(
-            self,
-            "crawl",
-            {
-                "delay_s": NON_NEGATIVE,
-                "timeout_s": POSITIVE,
-                "backoff_s": NON_NEGATIVE,
-                "retries": NON_NEGATIVE,
-                "max_bytes": POSITIVE,
-                "body_deadline_s": POSITIVE,
-            },
-        )
+        validate(self, "crawl", CRAWL_RANGES)
 
     @property
     def window(self) -> tuple[int, int]:

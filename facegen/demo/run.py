@@ -184,7 +184,9 @@ def summary(repo: Path) -> str:
     score = json.loads((repo / "metrics" / "fid.json").read_text(encoding="utf-8"))
     metric = "fid" if "fid" in score else next(k for k in score if k.startswith("fd_"))
     kid = kid_of(metric)
-    source = f", Inception from {score['inception_source']}" if "inception_source" in score else ""
+    info_file = repo / "metrics" / "fid_info.json"  # the score's text (facegen.fid.score.write_metrics)
+    info = json.loads(info_file.read_text(encoding="utf-8")) if info_file.is_file() else {}
+    source = f", Inception from {info['inception_source']}" if "inception_source" in info else ""
     uri = mask_uri(tracking_uri(repo))  # $MLFLOW_TRACKING_URI or sqlite:///<repo>/mlflow.db, password masked
     scored = (
         f"{best['metric']} = {best['value']:.4g}"

@@ -34,13 +34,14 @@ import numpy as np
 import pandas as pd
 
 from facegen.common.atomic import atomic_path, is_temp_name
-from facegen.common.config import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, to_dict, validate
+from facegen.common.config import FRACTION, Range, to_dict, validate
 from facegen.common.http import DestinationPolicy, HttpConfig, allowed_hosts, make_session
 from facegen.common.images import ImageRejected, decode_image, sha256_file, sha256_hex
 from facegen.common.tables import Schema, write_parquet
 from facegen.download.cache import Analysis, FetchCache, FetchRecord
 from facegen.download.fetch import FETCHED, TRANSIENT_FAILURES, FetchResult, HostGate, fetch_url
-from facegen.faces.detect import Detection, FacesConfig, box_area
+from facegen.faces.detect import STATUSES as DETECTOR_STATUSES
+from facegen.faces.detect import Detection, DetectionFailed, FacesConfig, box_area
 from facegen.faces.quality import region_sharpness
 
 log = logging.getLogger(__name__)
@@ -60,13 +61,36 @@ STATUSES = (
     "corrupt",
     "placeholder",
     "too_small",
+    "bad_shape",
+    "detector_error",
     "no_face",
     "face_too_small",
     "blurry",
 )
 _SIZE_RE = re.compile(r"[1-9][0-9]*x[1-9][0-9]*")
 _KEPT_NAME = re.compile(r"[0-9a-f]{64}\.[a-z]+")
-_ANALYSIS_VERSION = 1  # bump when analyse() changes meaning, so cached analyses are redone
+_ANALYSIS_VERSION = 2  # bump when analyse() changes meaning, so cached analyses are redone
+
+
+HOUR_S, DAY_S = 3600.0, 86400.0
+# every number of params.yaml ``download``: finite, and within what the machine and a server can use
+DOWNLOAD_RANGES = {
+    "min_face_area": FRACTION,
+    "blur_threshold": Range(0, 1e7),  # above any 8-bit Laplacian variance (at most (8 x 255)^2 = 4.2e6)
+    "sharpness_size": Range(0, 4096),
+    "min_side": Range(1, 100_000),
+    "max_pixels": Range(1, 1_000_000_000),  # 3 GB as RGB: the decode cap must fit in memory
+    "max_bytes": Range(1, 1_000_000_000),  # a body is held in memory while it is analysed
+    "workers": Range(1, 256),
+    "per_host": Range(1, 256),
+    "host_delay_s": Range(0, HOUR_S),
+    "detect_workers": Range(1, 64),  # one detector's buffers each
+    "timeout_s": Range(0, HOUR_S, lo_open=True),
+    "body_deadline_s": Range(0, DAY_S, lo_open=True),
+    "retries": Range(0, 100),
+    "backoff_s": Range(0, HOUR_S),
+    "backoff_max_s": Range(0, DAY_S),
+}
 
 
 @dataclass(frozen=True)
@@ -103,27 +127,7 @@ class DownloadConfig:
         for size in self.placeholder_sizes:
             if not _SIZE_RE.fullmatch(size):
                 raise ValueError(f"download.placeholder_sizes: {size!r} is not WIDTHxHEIGHT (e.g. '161x81')")
-        validate(
-            self,
-            "download",
-            {
-                "min_face_area": FRACTION,
-                "blur_threshold": NON_NEGATIVE,
-                "sharpness_size": NON_NEGATIVE,
-                "min_side": AT_LEAST_ONE,
-                "max_pixels": AT_LEAST_ONE,
-                "max_bytes": AT_LEAST_ONE,
-                "workers": AT_LEAST_ONE,
-                "per_host": AT_LEAST_ONE,
-                "host_delay_s": NON_NEGATIVE,
-                "detect_workers": AT_LEAST_ONE,
-                "timeout_s": POSITIVE,
-                "body_deadline_s": POSITIVE,
-                "retries": NON_NEGATIVE,
-                "backoff_s": NON_NEGATIVE,
-                "backoff_max_s": NON_NEGATIVE,
-            },
-        )
+        validate(self, "download", DOWNLOAD_RANGES)
 
     def http(self) -> HttpConfig:
         return HttpConfig(
@@ -158,26 +162,36 @@ class Detector(Protocol):
 
 
 def analyse(data: bytes, detector: Detector, cfg: DownloadConfig, key: str) -> Analysis:
-    """Decode ``data`` safely, detect faces (largest first) and measure the largest face's sharpness."""
+    """Decode ``data`` safely, detect faces (largest first) and measure the largest face's sharpness.
+
+    An image whose shorter side is below ``min_side`` is too_small whatever it holds: it never
+    reaches the detector (``detections`` None: not measured). A photo the detector refuses or
+    fails on keeps :class:`DetectionFailed`'s status (``bad_shape``, ``detector_error``).
+    """
     sha = sha256_hex(data)
     try:
         img = decode_image(data, max_pixels=cfg.max_pixels, max_bytes=cfg.max_bytes)
     except ImageRejected as rej:
         return Analysis(sha, key, rej.status, rej.reason, None, None, None, None, None, None, None)
-    dets = detector.detect(np.ascontiguousarray(img.rgb[:, :, ::-1]))  # BGR, as insightface expects
+    facts = (img.format, img.ext, img.width, img.height, img.n_frames)
+    if min(img.width, img.height) < cfg.min_side:
+        return Analysis(sha, key, "decoded", None, *facts, None, None)
+    try:
+        dets = detector.detect(np.ascontiguousarray(img.rgb[:, :, ::-1]))  # BGR, as insightface expects
+    except DetectionFailed as exc:
+        return Analysis(sha, key, exc.status, exc.reason, *facts, None, None)
     sharp = region_sharpness(img.rgb, dets[0].bbox, cfg.sharpness_size) if dets else None
-    return Analysis(
-        sha,
-        key,
-        "decoded",
-        None,
-        img.format,
-        img.ext,
-        img.width,
-        img.height,
-        img.n_frames,
-        json.dumps([d.to_record() for d in dets]),
-        sharp,
+    return Analysis(sha, key, "decoded", None, *facts, json.dumps([d.to_record() for d in dets]), sharp)
+
+
+def stale(an: Analysis, cfg: DownloadConfig) -> bool:
+    """Whether a cached analysis must be redone: detection skipped at a larger ``min_side`` than now."""
+    return (
+        an.status == "decoded"
+        and an.detections is None
+        and an.width is not None
+        and an.height is not None
+        and min(an.width, an.height) >= cfg.min_side
     )
 
 
@@ -191,13 +205,17 @@ def decide(fetch: FetchRecord | None, an: Analysis | None, cfg: DownloadConfig) 
         return "placeholder", f"redirected to placeholder {fetch.final_url}"
     if an is None:
         return "corrupt", "not analysed (run interrupted before this image)"
-    if an.status != "decoded":
+    if an.status != "decoded" and an.status not in DETECTOR_STATUSES:
         return an.status, an.error
-    assert an.width is not None and an.height is not None and an.detections is not None
+    assert an.width is not None and an.height is not None
     if an.sha256 in cfg.placeholder_sha256 or f"{an.width}x{an.height}" in cfg.placeholder_sizes:
         return "placeholder", f"known placeholder picture ({an.width}x{an.height}, sha256 {an.sha256[:12]})"
     if min(an.width, an.height) < cfg.min_side:
         return "too_small", f"{an.width}x{an.height}: shorter side < min_side={cfg.min_side}"
+    if an.status in DETECTOR_STATUSES:
+        return an.status, an.error
+    if an.detections is None:
+        return "corrupt", "not analysed at this min_side (run interrupted before this image)"
     dets = json.loads(an.detections)
     if not dets:
         return "no_face", None
@@ -251,7 +269,7 @@ def fetch_and_analyse(
         or (cfg.retry_failed and known[u].status in TRANSIENT_FAILURES)
     ]
     have = {r.sha256 for r in known.values() if r.sha256}
-    analysed = set(cache.analyses(have, key))
+    analysed = {sha for sha, an in cache.analyses(have, key).items() if not stale(an, cfg)}
     to_analyse = sorted(have - analysed)
     if not todo and not to_analyse:
         return
@@ -362,35 +380,50 @@ def build_table(
                 status, error = ("duplicate", None) if first == "ok" else (first, first_err)
             else:
                 first_url[sha], first_status[sha] = url, (status, error)
-        decoded = an if an is not None and an.status == "decoded" else None
-        dets = json.loads(decoded.detections) if decoded is not None and decoded.detections else []
-        rows.append(
-            {
-                "post_id": rec_in.post_id,
-                "url": url,
-                "source": getattr(rec_in, "source", None),
-                "status": status,
-                "sha256": sha,
-                "path": (out_dir / f"{sha}.{an.ext}").as_posix() if status == "ok" and an else None,
-                "format": decoded.format if decoded else None,
-                "width": decoded.width if decoded else None,
-                "height": decoded.height if decoded else None,
-                "bytes": f.size if f is not None else None,
-                "sharpness": decoded.sharpness if decoded else None,
-                "n_faces": len(dets) if decoded else None,
-                "face_area": _face_fraction(dets[0], int(decoded.width), int(decoded.height))
-                if decoded is not None and dets and decoded.width and decoded.height
-                else None,
-                "error": error,
-                "duplicate_of": dup_of,
-                "detections": decoded.detections if decoded else None,
-                "http_status": f.http_status if f is not None else None,
-                "final_url": f.final_url if f is not None else None,
-                "content_type": f.content_type if f is not None else None,
-            }
-        )
+        rows.append(_row(rec_in, f=f, an=an, fate=(status, error), sha=sha, dup_of=dup_of, out_dir=out_dir))
     df = pd.DataFrame(rows, columns=list(_COLUMNS))
     return df.astype(_COLUMNS)
+
+
+def _row(
+    link: tuple,
+    *,
+    f: FetchRecord | None,
+    an: Analysis | None,
+    fate: tuple[str, str | None],
+    sha: str | None,
+    dup_of: str | None,
+    out_dir: Path,
+) -> dict:
+    """One downloads.parquet row: the link, its fate, the image's facts (any decoded image, a
+    refused shape included) and its detections (None where the detector did not run)."""
+    status, error = fate
+    facts = an if an is not None and an.width is not None else None
+    measured = facts if facts is not None and facts.detections is not None else None
+    dets = json.loads(measured.detections) if measured is not None and measured.detections else []
+    return {
+        "post_id": link.post_id,  # type: ignore[attr-defined]
+        "url": link.url,  # type: ignore[attr-defined]
+        "source": getattr(link, "source", None),
+        "status": status,
+        "sha256": sha,
+        "path": (out_dir / f"{sha}.{an.ext}").as_posix() if status == "ok" and an else None,
+        "format": facts.format if facts else None,
+        "width": facts.width if facts else None,
+        "height": facts.height if facts else None,
+        "bytes": f.size if f is not None else None,
+        "sharpness": measured.sharpness if measured else None,
+        "n_faces": len(dets) if measured else None,
+        "face_area": _face_fraction(dets[0], int(measured.width), int(measured.height))  # type: ignore[arg-type]
+        if measured is not None and dets
+        else None,
+        "error": error,
+        "duplicate_of": dup_of,
+        "detections": measured.detections if measured else None,
+        "http_status": f.http_status if f is not None else None,
+        "final_url": f.final_url if f is not None else None,
+        "content_type": f.content_type if f is not None else None,
+    }
 
 
 # downloads.parquet columns: pandas nullable dtypes in memory, their Arrow types on disk

@@ -26,32 +26,49 @@ ONNX has a static 640 input), paid only by frame-filling close-ups and photos wi
 so photos whose face pass 1 finds keep today's speed. ``pad_always: true`` also finds a
 frame-filling face beside smaller ones pass 1 found (a selfie in front of a crowd) at twice
 the detection time on every photo; ``pad: 0`` turns pass 2 off.
+
+Shape-proof: one guard (:func:`shape_problem`, :func:`padded_margin`) runs inside
+:meth:`FaceDetector.detect`, so every caller (download, studio upload, pose measurement) gets it.
+SCRFD resizes the longer side to ``det_size``: a photo more than ``det_size`` times longer than
+wide shrinks to 0 px and crashes OpenCV, so a photo past ``faces.max_aspect`` (or with more than
+``faces.max_canvas_pixels``) is refused before any detector call (``bad_shape``). Pass 2's
+canvas is bounded too: its margin shrinks until the canvas holds at most ``max_canvas_pixels``
+(equal margins never raise the aspect ratio), and pass 2 is skipped when no margin fits. Any
+exception the detector raises on one photo becomes :class:`DetectionFailed` (``detector_error``)
+with its type and message, so the caller records it as that photo's status and carries on.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from facegen.common.config import NON_NEGATIVE, Range, validate
+from facegen.common.config import Range, validate
 
 INSIGHTFACE_ROOT = Path("~/.insightface").expanduser()
 PAD_FILL = 127  # gray of the padded canvas: no edges, no texture, nothing face-like
 MERGE_IOU = 0.4  # a pass-2 box overlapping a pass-1 box this much is the same face (SCRFD's NMS threshold)
+MAX_PAD = 2.0  # faces.pad above this only adds gray: the photo shrinks to < 1/5 of the detector's input
+BAD_SHAPE = "bad_shape"  # status of a photo refused by the shape guard (aspect ratio or pixels)
+DETECTOR_ERROR = "detector_error"  # status of a photo on which the detector raised
+STATUSES = (BAD_SHAPE, DETECTOR_ERROR)  # every status DetectionFailed carries
 
 
 @dataclass(frozen=True)
 class FacesConfig:
-    """params.yaml ``faces``: which detector, at what input size and confidence."""
+    """params.yaml ``faces``: which detector, at what input size and confidence, and its shape guard."""
 
     model: str = "buffalo_l"
     det_size: int = 640
     min_score: float = 0.5
     pad: float = 0.5  # pass 2: gray margin on every edge / the photo's longer side; 0 = no pass 2
     pad_always: bool = False  # pass 2 on every photo, not only when pass 1 finds no face (2x detection time)
+    max_aspect: float = 20.0  # longer / shorter side above this is bad_shape (<= det_size: SCRFD's hard limit)
+    max_canvas_pixels: int = 50_000_000  # detector input (photo, padded canvas) pixel cap: 150 MB as BGR
 
     def __post_init__(self) -> None:
         if self.det_size < 32 or self.det_size % 32:
@@ -63,7 +80,13 @@ class FacesConfig:
         validate(
             self,
             "faces",
-            {"det_size": Range(32), "min_score": Range(0, 1, lo_open=True, hi_open=True), "pad": NON_NEGATIVE},
+            {
+                "det_size": Range(32, 4096),
+                "min_score": Range(0, 1, lo_open=True, hi_open=True),
+                "pad": Range(0, MAX_PAD),
+                "max_aspect": Range(1, self.det_size),
+                "max_canvas_pixels": Range(self.det_size**2, 1_000_000_000),
+            },
         )
 
 
@@ -127,6 +150,51 @@ class Detection:
             age=None if rec.get("age") is None else int(rec["age"]),
             pose=None if rec.get("pose") is None else tuple(float(v) for v in rec["pose"]),  # type: ignore[arg-type]
         )
+
+
+class DetectionFailed(ValueError):
+    """A photo the detector must not or could not run on; ``status`` (:data:`STATUSES`) is its reason."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def shape_problem(height: int, width: int, cfg: FacesConfig) -> str | None:
+    """Why a ``height`` x ``width`` photo must not reach the detector, or None when it may.
+
+    SCRFD scales the longer side to ``det_size``; the shorter becomes ``det_size / ratio`` px,
+    0 (an OpenCV error) past ``det_size`` and too thin for any face long before.
+    """
+    if height < 1 or width < 1:
+        return f"{width}x{height}: an empty image"
+    ratio = max(height, width) / min(height, width)
+    if ratio > cfg.max_aspect:
+        return (
+            f"{width}x{height}: aspect ratio {ratio:.1f} > faces.max_aspect={cfg.max_aspect:g} (the detector "
+            f"scales the longer side to {cfg.det_size} px, the shorter to {int(cfg.det_size / ratio)} px)"
+        )
+    if height * width > cfg.max_canvas_pixels:
+        return f"{width}x{height}: {height * width} pixels > faces.max_canvas_pixels={cfg.max_canvas_pixels}"
+    return None
+
+
+def padded_margin(height: int, width: int, cfg: FacesConfig) -> int:
+    """Pass 2's gray margin in px: ``pad`` x the longer side, shrunk so the canvas fits; 0 = no pass 2.
+
+    The canvas ``(height + 2m) x (width + 2m)`` holds at most ``max_canvas_pixels``: ``m`` is the
+    largest integer root of ``4m^2 + 2(h + w)m + hw - P <= 0`` when ``pad`` asks for more. Equal
+    margins bring the aspect ratio towards 1, so the canvas passes ``max_aspect`` when the photo does.
+    """
+    m = int(round(cfg.pad * max(height, width)))
+    limit = cfg.max_canvas_pixels
+    if (height + 2 * m) * (width + 2 * m) > limit:
+        s = height + width
+        m = max(0, int((-s + math.sqrt(max(0.0, s * s - 4.0 * (height * width - limit)))) / 4))
+        while m > 0 and (height + 2 * m) * (width + 2 * m) > limit:  # float rounding
+            m -= 1
+    return m
 
 
 class WeightsMissingError(FileNotFoundError):
@@ -194,42 +262,46 @@ class FaceDetector:
         """Whether pass 1's (N, 5) ``boxes`` call for the padded pass."""
         return self.cfg.pad > 0 and (self.cfg.pad_always or boxes.shape[0] == 0)
 
+    def _run(self, img: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray]:
+        """One detector pass on ``img``: (N, 5) boxes + score, (N, 5, 2) keypoints, minus ``shift`` px."""
+        size = (self.cfg.det_size, self.cfg.det_size)
+        b, k = self._det.detect(img, input_size=size)  # type: ignore[attr-defined]
+        b = np.array(b, dtype=np.float32).reshape(-1, 5)
+        k = np.zeros((b.shape[0], 5, 2), np.float32) if k is None else np.array(k, dtype=np.float32).reshape(-1, 5, 2)
+        b[:, :4] -= shift
+        return b, k - shift
+
     def raw_detect(self, image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-        """(N, 5) boxes + score, (N, 5, 2) keypoints in the photo's pixels (best score first), passes run."""
+        """(N, 5) boxes + score, (N, 5, 2) keypoints in the photo's pixels (best score first), passes run.
+
+        Raises :class:`DetectionFailed` (``bad_shape``) for a photo :func:`shape_problem` refuses,
+        before any detector call.
+        """
         import cv2
 
-        det = self._det
-        size = (self.cfg.det_size, self.cfg.det_size)
-
-        def run(img: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray]:
-            b, k = det.detect(img, input_size=size)  # type: ignore[attr-defined]
-            b = np.array(b, dtype=np.float32).reshape(-1, 5)
-            k = (
-                np.zeros((b.shape[0], 5, 2), np.float32)
-                if k is None
-                else np.array(k, dtype=np.float32).reshape(-1, 5, 2)
-            )
-            b[:, :4] -= shift
-            return b, k - shift
-
+        if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
+            raise DetectionFailed(BAD_SHAPE, f"expected an (H, W, 3) BGR image, got shape {image_bgr.shape}")
         h, w = image_bgr.shape[:2]
-        m = int(round(self.cfg.pad * max(h, w)))
+        problem = shape_problem(h, w, self.cfg)
+        if problem is not None:
+            raise DetectionFailed(BAD_SHAPE, problem)
+        m = padded_margin(h, w, self.cfg) if self.cfg.pad > 0 else 0
         self.images += 1
 
         def padded_pass() -> tuple[np.ndarray, np.ndarray]:
             self.padded += 1
             canvas = cv2.copyMakeBorder(image_bgr, m, m, m, m, cv2.BORDER_CONSTANT, value=(PAD_FILL,) * 3)
-            return run(canvas, m)
+            return self._run(canvas, m)
 
-        if self.cfg.pad > 0 and max(h, w) + 2 * m <= self.cfg.det_size:
+        if m > 0 and max(h, w) + 2 * m <= self.cfg.det_size:
             # a small photo: its padded canvas fits the detector's input without shrinking, so the
             # padded pass alone sees every face at its native size or larger (pass 1 would only
             # enlarge faces far below align.min_face_size) as well as the frame-filling ones
             boxes, kpss = padded_pass()
             order = np.argsort(-boxes[:, 4], kind="stable")
             return boxes[order], kpss[order], 1
-        boxes, kpss = run(image_bgr, 0)
-        if not self.needs_padded_pass(boxes):
+        boxes, kpss = self._run(image_bgr, 0)
+        if m == 0 or not self.needs_padded_pass(boxes):
             return boxes, kpss, 1
         pboxes, pkpss = padded_pass()
         # a face pass 1 found keeps pass 1's detection; pass 2 adds only the faces it missed
@@ -247,9 +319,19 @@ class FaceDetector:
         """Faces in an (H, W, 3) uint8 BGR image, largest first, score >= ``faces.min_score``.
 
         Boxes and keypoints are in the image's pixels and may lie outside it (a face cut by
-        the photo's edge, found by the padded pass).
+        the photo's edge, found by the padded pass). Raises :class:`DetectionFailed`, whose
+        ``status`` is ``bad_shape`` (refused before any detector call) or ``detector_error``.
         """
         image_bgr = np.ascontiguousarray(image_bgr)
+        try:
+            return self._detect(image_bgr)
+        except DetectionFailed:
+            raise
+        except Exception as exc:  # third-party code on a stranger's pixels: the photo's status, with its reason
+            raise DetectionFailed(DETECTOR_ERROR, f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+
+    def _detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        """:meth:`detect` without the exception guard."""
         boxes, kpss, _ = self.raw_detect(image_bgr)
         out: list[Detection] = []
         for i in range(boxes.shape[0]):

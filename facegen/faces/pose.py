@@ -5,7 +5,8 @@ the detector's 5 keypoints and :func:`facegen.faces.attributes.yaw` (insightface
 when the pack has it, else keypoint yaw; degrees, negative = the face turned to the image's
 left). A sample is small (32-64 px) and filled by its face, so it is enlarged to ``size`` px
 (bicubic) and detected with the pipeline's detector (``faces.*``, its padded pass included).
-An image where no face is found measures NaN: counted by the caller, never guessed.
+An image where no face is found (or the detector fails: ``DetectionFailed``) measures NaN:
+counted by the caller, never guessed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from facegen.faces import attributes
+from facegen.faces.detect import DetectionFailed
 
 if TYPE_CHECKING:  # pragma: no cover
     from facegen.faces.detect import FaceDetector
@@ -32,7 +34,10 @@ def measure_yaw(images: np.ndarray, detector: FaceDetector, size: int = MEASURE_
     out = np.full(len(images), np.nan)
     for i, image in enumerate(images):
         big = cv2.resize(image, (size, size), interpolation=cv2.INTER_CUBIC)
-        found = detector.detect(np.ascontiguousarray(big[:, :, ::-1]))
+        try:
+            found = detector.detect(np.ascontiguousarray(big[:, :, ::-1]))
+        except DetectionFailed:  # a failed detection measures nothing, as a missed face does
+            continue
         if found:
             out[i] = attributes.yaw(found[0].kps, found[0].pose)
     return out

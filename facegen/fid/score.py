@@ -187,9 +187,18 @@ def log_to_run(metrics: dict[str, Any], run_id: str, uri: str) -> bool:
     return True
 
 
+def info_path(path: str | Path) -> Path:
+    """``metrics/fid_info.json`` beside ``metrics/fid.json``: the score's text (no DVC metric)."""
+    return Path(path).with_name(f"{Path(path).stem}_info.json")
+
+
 def write_metrics(metrics: dict[str, Any], path: str | Path) -> None:
-    """Write the metrics JSON (a DVC metric, tracked in git)."""
+    """Write the numbers, the score first, as the metrics JSON (a DVC metric, tracked in git: they
+    lead ``dvc exp show``) and the text (extractor, reference, Inception source, run id) to
+    :func:`info_path`, which is no DVC metric (text columns would crowd ``dvc exp show``)."""
     from facegen.common.atomic import write_json
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, metrics)
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    write_json(path, numbers, sort_keys=False)
+    write_json(info_path(path), {k: v for k, v in metrics.items() if k not in numbers})

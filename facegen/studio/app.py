@@ -34,6 +34,7 @@ from facegen.common.images import ImageRejected, decode_image
 from facegen.diffusion.sampling import SAMPLERS
 from facegen.sample.stage import SampleConfig
 from facegen.studio import editing
+from facegen.studio.dataset_routes import dataset_router
 from facegen.studio.guard import HostPolicy, OriginGuard
 from facegen.studio.jobs import Cancelled, Job, JobRunner, QueueFull
 from facegen.studio.judge import JudgementStore, log_to_mlflow
@@ -672,6 +673,7 @@ def create_app(cfg: StudioConfig) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _invalid)
     for add in (_model_routes, _edit_routes, _run_routes, _judge_routes):
         add(app, state)
+    app.include_router(dataset_router(root, cfg.faces), max_body_size=cfg.json_body_bytes)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -38,14 +38,15 @@ from facegen.train.config import TrainConfig, TrainPaths, run_key
 from facegen.train.data import augment, epoch_batches, load_split, pick_data_device, to_tensor
 from facegen.train.ema import make_ema
 from facegen.train.evaluate import Evaluator
+from facegen.train.metrics_files import write_epoch_files
 from facegen.train.tracking import (
     Tracker,
     git_commit,
     portable_path,
     repo_root,
+    run_name,
     run_tags,
     tracking_uri,
-    write_epoch_files,
 )
 
 __all__ = ["TrainConfig", "TrainPaths", "TrainState", "latest_checkpoint", "run_key", "train"]
@@ -212,7 +213,7 @@ def _open_tracking(run: _Run, state: TrainState) -> None:
     run.tracker = Tracker(
         uri,
         cfg.experiment,
-        f"{cfg.model}-{run.key}",
+        run_name(cfg.model, run.key),
         paths.artifact_root,
         state.run_id,
         tags={
@@ -377,6 +378,12 @@ def _finish(run: _Run, state: TrainState) -> dict[str, Any]:
         "run_key": run.key,
     }
     write_epoch_files(history, summary, paths.metrics, metric)
+    shown = sorted((run.run_dir / "grids").glob("epoch_*.png"))
+    if shown:  # the last grid at step 0 too: the step MLflow's image chart opens on
+        from PIL import Image
+
+        with Image.open(shown[-1]) as grid:
+            run.tracker.log_grid(grid.convert("RGB"), 0)
     run.tracker.log_artifacts(best_dir, "best")
     run.tracker.log_model(best_dir, step=state.best["epoch"])
     run.tracker.end("FINISHED")

@@ -1,11 +1,11 @@
-"""MLflow run records and the DVC metrics/plots files of a training run.
+"""MLflow run records of a training run (the :class:`Tracker`) and the tags naming where it came from.
 
 Store: ``MLFLOW_TRACKING_URI`` when set, else an embedded SQLite store ``<repo>/mlflow.db`` with
 artifacts under ``<repo>/mlruns``. ``<repo>`` is the real repository even inside a ``dvc exp run
 --temp/--queue`` workspace (``<repo>/.dvc/tmp/exps/...``), so every experiment lands in the same
-store. MLflow keeps absolute artifact paths; the embedded store records the root it was made
-under and, when the repository was moved or copied, rewrites those paths to the new root on
-open (:func:`relocate_store`), so a copy never writes into the original's tree.
+store. A copied or moved workspace is brought home when the store is opened
+(:mod:`facegen.train.mlflow_store`). The DVC metrics and plots files are
+:mod:`facegen.train.metrics_files`; questions about finished runs are :mod:`facegen.train.runs`.
 
 The tracker never stops training: each call is retried with backoff, and a call that still fails
 is kept in a buffer (replayed before the next call and at the end) with one warning on stderr.
@@ -14,11 +14,8 @@ mlflow is imported inside the functions that use it.
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -26,35 +23,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from facegen.common.atomic import write_json
 from facegen.common.redact import mask_uri
+from facegen.train.mlflow_store import experiment_id, open_store, repo_root, tracking_uri
+from facegen.train.runs import best_runs, resolve_checkpoint  # their home before runs.py
 
-EPOCH_COLUMNS = ("epoch", "step", "loss", "lr", "images_per_s", "seconds")
-SCORE_COLUMNS = (
-    "fid",
-    "kid",
-    "kid_std",
-    "fd_offline",
-    "kid_offline",
-    "kid_offline_std",
-)  # always written (empty when not scored): stable plot keys
-ROOT_TAG = "facegen.repo_root"  # experiment tag: the root the embedded store's paths were made under
+__all__ = [
+    "RUN_KEY_TAG",
+    "Tracker",
+    "best_runs",
+    "git_commit",
+    "portable_path",
+    "repo_root",
+    "resolve_checkpoint",
+    "run_name",
+    "run_tags",
+    "tracking_uri",
+]
+
 RUN_KEY_TAG = "facegen.run_key"
-
-
-def repo_root(start: str | Path = ".") -> Path:
-    """The repository that owns ``start``: the folder holding ``.dvc`` for DVC's temp workspaces."""
-    path = Path(start).resolve()
-    parts = path.parts
-    for i in range(len(parts) - 1):
-        if parts[i] == ".dvc" and parts[i + 1] == "tmp":
-            return Path(*parts[:i])
-    return path
-
-
-def tracking_uri(root: str | Path) -> str:
-    """``$MLFLOW_TRACKING_URI`` or ``sqlite:///<root>/mlflow.db`` (absolute)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
 
 
 def git_commit(root: str | Path) -> str:
@@ -81,6 +67,12 @@ def run_tags(root: str | Path) -> dict[str, str]:
     return tags
 
 
+def run_name(model: str, key: str) -> str:
+    """The MLflow run name: the DVC experiment's name under ``dvc exp run`` (``$DVC_EXP_NAME``,
+    which DVC sets for the stage), else ``<model preset>-<run key>``."""
+    return os.environ.get("DVC_EXP_NAME") or f"{model}-{key}"
+
+
 def portable_path(path: str | Path, root: str | Path) -> str:
     """``path`` relative to ``root`` when inside it (a tag that survives moving the repo), else absolute."""
     path, root = Path(path).resolve(), Path(root).resolve()
@@ -88,65 +80,6 @@ def portable_path(path: str | Path, root: str | Path) -> str:
         return path.relative_to(root).as_posix()
     except ValueError:
         return str(path)
-
-
-def _sqlite_file(uri: str) -> Path | None:
-    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
-
-
-def relocate_store(uri: str, root: str | Path) -> int:
-    """Rewrite the artifact paths of the embedded store ``<root>/mlflow.db`` made under another root.
-
-    Returns the number of rows changed (0 when the store is not ``<root>/mlflow.db``, is new, or
-    already belongs to ``root``). Only the path prefix changes, so artifacts copied along with the
-    repository are found and new ones are written under ``root``.
-    """
-    db = _sqlite_file(uri)
-    root = Path(root).resolve()
-    if db is None or not db.is_file() or db.resolve() != root / "mlflow.db":
-        return 0
-    con = sqlite3.connect(db)
-    try:
-        rows = con.execute("SELECT experiment_id, value FROM experiment_tags WHERE key = ?", (ROOT_TAG,)).fetchall()
-        changed = 0
-        for exp_id, old in rows:
-            if old == str(root):
-                continue
-            old_uri, new_uri = Path(old).as_uri(), root.as_uri()
-            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            for table, column, key in (
-                ("experiments", "artifact_location", "experiment_id"),
-                ("runs", "artifact_uri", "experiment_id"),
-                ("logged_models", "artifact_location", "experiment_id"),
-            ):  # MLflow 3 models
-                if table not in tables:
-                    continue
-                for prefix_old, prefix_new in ((old_uri, new_uri), (old, str(root))):
-                    cur = con.execute(
-                        f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
-                        f"WHERE {key} = ? AND substr({column}, 1, ?) = ?",
-                        (prefix_new, len(prefix_old) + 1, exp_id, len(prefix_old), prefix_old),
-                    )
-                    changed += cur.rowcount
-            con.execute(
-                "UPDATE experiment_tags SET value = ? WHERE experiment_id = ? AND key = ?",
-                (str(root), exp_id, ROOT_TAG),
-            )
-        con.commit()
-    finally:
-        con.close()
-    return changed
-
-
-def _experiment_id(client: Any, name: str, uri: str, artifact_root: Path | None) -> str:
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    location = tags = None
-    if artifact_root is not None and uri.startswith("sqlite:"):
-        location = (Path(artifact_root) / name).resolve().as_uri()
-        tags = {ROOT_TAG: str(Path(artifact_root).resolve().parent)}
-    return client.create_experiment(name, artifact_location=location, tags=tags)
 
 
 class Tracker:
@@ -198,8 +131,8 @@ class Tracker:
         from mlflow.exceptions import MlflowException
 
         if artifact_root is not None:
-            relocate_store(self.uri, Path(artifact_root).resolve().parent)
-        self.experiment_id = _experiment_id(self.client, experiment, self.uri, artifact_root)
+            open_store(Path(artifact_root).resolve().parent, self.uri)
+        self.experiment_id = experiment_id(self.client, experiment, self.uri, artifact_root)
         if run_id is not None:
             try:
                 run = self.client.get_run(run_id)
@@ -307,7 +240,14 @@ class Tracker:
         self._call(f"log epoch {epoch}", lambda: self.client.log_batch(self.run_id, metrics=batch))
 
     def log_grid(self, image: Any, epoch: int, key: str = "samples") -> None:
-        """A sample grid at step ``epoch`` (MLflow's image slider) and as ``samples/epoch_NNNNN.png``."""
+        """A sample grid at step ``epoch`` (MLflow's image slider) and as ``samples/epoch_NNNNN.png``.
+
+        Epoch 0 is the final grid again, at the step MLflow's image chart opens on (its slider
+        starts at 0), logged once at the end of a run.
+        """
+        if epoch == 0:
+            self._call("log the latest grid", lambda: self.client.log_image(self.run_id, image, key=key, step=0))
+            return
         if epoch <= self.last_step:
             return
 
@@ -331,16 +271,23 @@ class Tracker:
         """The faces of ``split`` (rows of the faces table) as an MLflow dataset input of the run."""
 
         def log() -> None:
+            import warnings
+
             import pandas as pd
-            from mlflow.entities import DatasetInput, InputTag
+            from mlflow.entities import Dataset, DatasetInput, InputTag
 
             table = pd.read_parquet(faces_table)
             rows = table[(table["status"] == "ok") & (table["split"] == split)].reset_index(drop=True)
-            dataset = self.mlflow.data.from_pandas(
-                rows, source=str(faces_table), name=f"faces-{split}", digest=digest[:36]
-            )
+            with warnings.catch_warnings():
+                # MLflow registers its local-file source for two URI schemes and warns that a path
+                # matches both (it picks that same source); the integer-column hint is about
+                # enforcing a model signature, and nothing enforces a logged dataset's schema
+                warnings.filterwarnings("ignore", message=".*(interpreted in multiple ways|integer column).*")
+                dataset = self.mlflow.data.from_pandas(
+                    rows, source=str(faces_table), name=f"faces-{split}", digest=digest[:36]
+                )
             tag = InputTag("mlflow.data.context", context)
-            self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), [tag])])
+            self.client.log_inputs(self.run_id, datasets=[DatasetInput(Dataset(**dataset.to_dict()), [tag])])
 
         self._call(f"log the {split} dataset", log)
 
@@ -352,7 +299,17 @@ class Tracker:
         run_id = self.run_id
         if run_id is None:  # the store was never reached: nothing to attach the model to
             return
-        self._call("log the model", lambda: log_mlflow_model(self.uri, run_id, model_dir, register_as, step))
+
+        def log() -> None:
+            import warnings
+
+            with warnings.catch_warnings():
+                # the pyfunc model is given an explicit signature (seed: long), yet MLflow still infers
+                # one from the seed example (integer hint) and from predict's type hints, and says so
+                warnings.filterwarnings("ignore", message=".*(integer column|infer signature from type hint).*")
+                log_mlflow_model(self.uri, run_id, model_dir, register_as, step)
+
+        self._call("log the model", log)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         self._call("set tags", lambda: [self.client.set_tag(self.run_id, k, str(v)) for k, v in tags.items()])
@@ -370,82 +327,3 @@ class Tracker:
                 "Checkpoints and metrics/ files are complete.",
                 file=sys.stderr,
             )
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def write_epoch_files(
-    history: list[dict[str, Any]], summary: dict[str, Any], metrics_dir: str | Path, metric: str
-) -> None:
-    """``metrics/train.json`` (the summary's finite numbers only: stable keys for ``dvc metrics``)
-    and ``metrics/train_epochs.csv`` (one row per epoch for ``dvc plots``; every score column of
-    :data:`SCORE_COLUMNS` is present, empty for epochs without that score)."""
-    out = Path(metrics_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    numbers = {k: v for k, v in summary.items() if _number(v)}
-    write_json(out / "train.json", numbers)
-    from facegen.fid.features import kid_of
-
-    kid = kid_of(metric)
-    extra = [c for c in (metric, kid, f"{kid}_std") if c not in SCORE_COLUMNS]
-    columns = [*EPOCH_COLUMNS, *SCORE_COLUMNS, *extra]
-    with (out / "train_epochs.csv").open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for row in history:
-            writer.writerow({c: row.get(c, "") for c in columns})
-
-
-def resolve_checkpoint(tag: str, root: str | Path, run_id: str) -> str:
-    """An existing folder for a run's best model: the ``best_checkpoint`` tag (repo-relative or
-    absolute), else ``models/best`` when it holds that run, else the run's MLflow ``best`` artifact
-    (``runs:/<id>/best``)."""
-    root = Path(root)
-    if tag:
-        path = Path(tag) if Path(tag).is_absolute() else root / tag
-        if path.is_dir():
-            return str(path)
-    best_json = root / "models" / "best" / "best.json"
-    if best_json.is_file() and json.loads(best_json.read_text(encoding="utf-8")).get("run_id") == run_id:
-        return str(root / "models" / "best")
-    return f"runs:/{run_id}/best"
-
-
-def best_runs(uri: str, experiment: str, all_runs: bool = False, root: str | Path = ".") -> list[dict[str, Any]]:
-    """The best epoch of the latest evaluated run (or of every run) of ``experiment``, newest first.
-
-    Each entry: run_id, run_name, status, metric (``fid`` or ``fd_offline``), value, epoch,
-    checkpoint (an existing folder of the best model, see :func:`resolve_checkpoint`), and the DVC
-    experiment name when the run came from ``dvc exp run``. Runs without an evaluation are skipped.
-    """
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        names = [e.name for e in client.search_experiments()]
-        raise ValueError(f"no MLflow experiment {experiment!r} in {mask_uri(uri)} (experiments: {names})")
-    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1000)
-    results = []
-    for run in runs:
-        metrics, tags = run.data.metrics, run.data.tags
-        name = tags.get("metric")
-        if not name or f"best_{name}" not in metrics:
-            continue
-        results.append(
-            {
-                "run_id": run.info.run_id,
-                "run_name": run.info.run_name,
-                "status": run.info.status,
-                "metric": name,
-                "value": metrics[f"best_{name}"],
-                "epoch": int(metrics["best_epoch"]),
-                "checkpoint": resolve_checkpoint(tags.get("best_checkpoint", ""), root, run.info.run_id),
-                "dvc_exp_name": tags.get("dvc.exp_name", ""),
-            }
-        )
-        if not all_runs:
-            break
-    return results

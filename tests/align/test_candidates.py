@@ -144,7 +144,7 @@ def test_face_checks_are_the_one_list_of_rejection_reasons() -> None:
     from facegen.align.candidates import FACE_CHECKS, IMAGE_STATUSES, REASON_VALUE, STATUSES
 
     reasons = [c.reason for c in FACE_CHECKS]
-    assert ("ok", *IMAGE_STATUSES, *reasons, "near_duplicate") == STATUSES
+    assert ("ok", *IMAGE_STATUSES, *reasons, "near_duplicate", "manual") == STATUSES
     assert len(set(STATUSES)) == len(STATUSES)
     assert stage.STATUSES is STATUSES and preview.REASON_VALUE is REASON_VALUE
     assert {c.column for c in FACE_CHECKS if c.column} <= set(stage.SCHEMA)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from config_bounds import assert_named_in_one_line, bad_numbers, numeric_keys
 
 from facegen.align.geometry import AlignConfig, align_face, crop_geometry, crop_outside_fraction
 from facegen.common.config import from_dict
@@ -200,3 +201,18 @@ def test_fill_settings_are_checked() -> None:
         AlignConfig(max_crop_outside=1.5)
     with pytest.raises(ValueError, match=r"align.fill_ramp=0"):
         AlignConfig(fill_ramp=0)
+
+
+@pytest.mark.parametrize(("key", "value"), bad_numbers(AlignConfig))
+def test_every_number_is_finite_and_bounded(key, value):
+    assert_named_in_one_line(AlignConfig, "align", key, value)
+
+
+def test_seed_beyond_numpy_range_is_named():
+    assert_named_in_one_line(AlignConfig, "align", "seed", 2**32)
+
+
+def test_every_number_has_a_range():
+    from facegen.align.geometry import ALIGN_RANGES
+
+    assert set(ALIGN_RANGES) == numeric_keys(AlignConfig)

@@ -128,10 +128,15 @@ def test_every_dataclass_default_equals_params_yaml():
         ("faces", "det_size", 0, r"faces\.det_size=0 must be a multiple of 32"),
         ("faces", "det_size", -64, r"faces\.det_size=-64 must be a multiple of 32"),
         ("faces", "pad", -0.5, r"faces\.pad=-0\.5 must be >= 0"),
-        ("crawl", "timeout_s", 0, r"crawl\.timeout_s = 0\.0 is out of range: valid values are > 0"),
+        ("crawl", "timeout_s", 0, r"crawl\.timeout_s = 0\.0 is out of range: valid values are in \(0, 3600\]"),
         ("align", "max_abs_yaw", 200, r"align\.max_abs_yaw = 200\.0 is out of range: valid values are in \[0, 180\]"),
         ("sample", "batch_size", 0, r"sample\.batch_size must be >= 1"),
-        ("download", "backoff_max_s", -1, r"download\.backoff_max_s = -1\.0 is out of range: valid values are >= 0"),
+        (
+            "download",
+            "backoff_max_s",
+            -1,
+            r"download\.backoff_max_s = -1\.0 is out of range: valid values are in \[0, 86400\]",
+        ),
     ],
 )
 def test_out_of_range_params_name_the_key_and_the_valid_range(section, key, value, message):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from config_bounds import assert_named_in_one_line, bad_numbers, numeric_keys
 from localserver import LocalServer, Route
 
 from facegen.crawl.crawler import ArticleCache, CrawlConfig, crawl, write_outputs
@@ -103,3 +104,14 @@ def test_a_cached_page_that_inflates_past_the_cap_is_dropped_not_inflated(tmp_pa
     assert cache.get("M.1.A.2") is None and not page.exists()
     (cache.dir / "M.1.A.3.html.gz").write_bytes(gzip.compress(b"<html>cut short")[:-6])
     assert cache.get("M.1.A.3") is None
+
+
+@pytest.mark.parametrize(("key", "value"), bad_numbers(CrawlConfig))
+def test_every_number_is_finite_and_bounded(key, value):
+    assert_named_in_one_line(CrawlConfig, "crawl", key, value)
+
+
+def test_every_number_has_a_range():
+    from facegen.crawl.crawler import CRAWL_RANGES
+
+    assert set(CRAWL_RANGES) == numeric_keys(CrawlConfig)

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import struct
-import subprocess
-import sys
 import time
 import zlib
 from dataclasses import replace
@@ -21,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
+from config_bounds import assert_named_in_one_line, bad_numbers, numeric_keys
 from localserver import LocalServer, Route
 from PIL import Image
 
@@ -419,25 +416,10 @@ def test_links_without_contract_columns_are_refused(faces_cfg, tmp_path):
 
 
 @pytest.mark.slow
-def test_stage_entry_point(site, scrfd_model, tmp_path):
+def test_stage_entry_point(site, scrfd_model, download_stage, tmp_path):
     srv, links, _statuses, _ = site
     sub = links.iloc[[0, 1, 2, 6, 10]].reset_index(drop=True)  # face, 404, duplicate, blurry, html
-    (tmp_path / "data").mkdir()
-    sub.to_parquet(tmp_path / "data" / "links.parquet")
-    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))  # the real defaults, but
-    params["faces"]["model"] = str(scrfd_model)  # the offline detector
-    params["download"]["host_delay_s"] = 0.0
-    params["download"]["allow_private_hosts"] = [srv.url("").split("//")[1]]  # 127.0.0.1:<port>
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "stages" / "download.py"), "--no-progress"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = download_stage(tmp_path, sub, srv.url("").split("//")[1])  # 127.0.0.1:<port>
     assert proc.returncode == 0, proc.stderr
     out = pd.read_parquet(tmp_path / "data" / "downloads.parquet")
     assert out.status.tolist() == ["ok", "http_404", "duplicate", "blurry", "not_an_image"]
@@ -458,3 +440,14 @@ def test_stage_entry_point(site, scrfd_model, tmp_path):
     assert got["rejected"] == {
         s: int(s in ("blurry", "duplicate", "http_404", "not_an_image")) for s in STATUSES if s != "ok"
     }
+
+
+@pytest.mark.parametrize(("key", "value"), bad_numbers(DownloadConfig))
+def test_every_number_is_finite_and_bounded(key, value):
+    assert_named_in_one_line(DownloadConfig, "download", key, value)
+
+
+def test_every_number_has_a_range():
+    from facegen.download.stage import DOWNLOAD_RANGES
+
+    assert set(DOWNLOAD_RANGES) == numeric_keys(DownloadConfig)

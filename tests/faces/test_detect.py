@@ -5,8 +5,17 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from config_bounds import assert_named_in_one_line, bad_numbers
 
-from facegen.faces.detect import Detection, FaceDetector, FacesConfig, WeightsMissingError
+from facegen.faces.detect import (
+    Detection,
+    DetectionFailed,
+    FaceDetector,
+    FacesConfig,
+    WeightsMissingError,
+    padded_margin,
+    shape_problem,
+)
 
 
 def test_scrfd_finds_faces_largest_first(scrfd_model, faces_dir):
@@ -126,3 +135,127 @@ def test_faces_config_names_bad_values():
         FacesConfig(det_size=600)
     with pytest.raises(ValueError, match=r"faces\.min_score=1\.5"):
         FacesConfig(min_score=1.5)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("pad", float("inf")),
+        ("pad", 1000.0),
+        ("pad", float("nan")),
+        ("pad", 2.01),
+        ("min_score", float("nan")),
+        ("max_aspect", 641.0),  # past det_size the shorter side reaches the detector at 0 px
+        ("max_aspect", 0.5),
+        ("max_aspect", float("inf")),
+        ("max_canvas_pixels", 10**12),
+        ("max_canvas_pixels", 1000),
+        ("det_size", 8192),
+    ],
+)
+def test_faces_config_names_each_bad_value_in_one_line(key, value):
+    from facegen.common.config import from_dict
+
+    with pytest.raises(ValueError) as info:
+        from_dict(FacesConfig, {key: value}, "faces")
+    msg = str(info.value)
+    assert f"faces.{key}" in msg and "\n" not in msg
+
+
+def test_shape_guard_bounds_aspect_and_pixels():
+    cfg = FacesConfig()
+    assert shape_problem(641, 1, cfg) is not None and "faces.max_aspect=20" in shape_problem(641, 1, cfg)
+    assert "0 px" in shape_problem(641, 1, cfg)  # what SCRFD's resize would have made of it
+    assert shape_problem(50000, 100, cfg) is not None and shape_problem(16000, 64, cfg) is not None
+    assert shape_problem(2000, 100, cfg) is None and shape_problem(2001, 100, cfg) is not None  # ratio 20 kept
+    assert "max_canvas_pixels" in shape_problem(8000, 7000, cfg)  # 56 Mpx
+    assert shape_problem(0, 10, cfg) is not None
+
+
+def test_padded_margin_keeps_the_canvas_within_max_canvas_pixels():
+    cfg = FacesConfig()
+    assert padded_margin(900, 600, cfg) == 450  # pad x the longer side, unbounded by the cap
+    assert padded_margin(900, 600, FacesConfig(pad=0.0)) == 0
+    for h, w in [(16000, 64), (50000, 100), (3000, 4000), (7000, 7000), (5000, 9999)]:
+        m = padded_margin(h, w, cfg)
+        assert m < round(0.5 * max(h, w))  # shrunk ...
+        assert (h + 2 * m) * (w + 2 * m) <= cfg.max_canvas_pixels < (h + 2 * m + 2) * (w + 2 * m + 2)  # ... just enough
+    assert padded_margin(7072, 7070, cfg) == 0  # the photo alone fills the cap: no pass 2
+
+
+def _counting(det: FaceDetector) -> list[tuple[int, ...]]:
+    """Record the shape of every image the SCRFD model itself is given."""
+    calls: list[tuple[int, ...]] = []
+    inner = det._det.detect
+
+    def detect(img, **kw):
+        calls.append(img.shape)
+        return inner(img, **kw)
+
+    det._det.detect = detect  # type: ignore[attr-defined]
+    return calls
+
+
+def test_thin_images_are_refused_before_any_detector_call(scrfd_model):
+    det = FaceDetector(FacesConfig(model=str(scrfd_model)))
+    calls = _counting(det)
+    for h, w in [(641, 1), (50000, 100), (16000, 64), (1, 641)]:
+        with pytest.raises(DetectionFailed) as info:
+            det.detect(np.zeros((h, w, 3), np.uint8))
+        assert info.value.status == "bad_shape" and f"{w}x{h}" in info.value.reason
+    with pytest.raises(DetectionFailed, match="H, W, 3"):
+        det.detect(np.zeros((64, 64), np.uint8))
+    assert calls == [] and det.images == 0
+
+
+def test_padded_pass_on_a_thin_image_stays_within_the_canvas_bound(scrfd_model):
+    """64x16000 past the default max_aspect: pass 2's canvas was 16064 x 32000 (1.5 GB), now within the cap."""
+    import tracemalloc
+
+    cfg = FacesConfig(model=str(scrfd_model), max_aspect=640.0, max_canvas_pixels=4_000_000)
+    det = FaceDetector(cfg)
+    calls = _counting(det)
+    image = np.full((16000, 64, 3), 200, np.uint8)
+    tracemalloc.start()
+    try:
+        assert det.detect(image) == []
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    m = padded_margin(16000, 64, cfg)
+    assert calls == [(16000, 64, 3), (16000 + 2 * m, 64 + 2 * m, 3)] and det.padded == 1
+    assert (16000 + 2 * m) * (64 + 2 * m) <= 4_000_000
+    assert peak < 3 * 4_000_000 + 20_000_000  # one BGR canvas at the cap plus the detector's 640^2 buffers
+
+
+def test_a_detector_exception_becomes_the_images_status(scrfd_model):
+    import cv2
+
+    det = FaceDetector(FacesConfig(model=str(scrfd_model)))
+
+    def broken(img, **kw):
+        raise cv2.error("OpenCV(4.x) resize.cpp: error: (-215:Assertion failed) inv_scale_x > 0")
+
+    det._det.detect = broken  # type: ignore[attr-defined]
+    with pytest.raises(DetectionFailed) as info:
+        det.detect(np.zeros((200, 200, 3), np.uint8))
+    assert info.value.status == "detector_error" and "inv_scale_x > 0" in info.value.reason
+    assert "error" in info.value.reason.split(":")[0]  # the exception's type comes first
+
+
+def test_pose_measurement_counts_a_refused_image_as_unmeasured(scrfd_model):
+    from facegen.faces.pose import measure_yaw
+
+    det = FaceDetector(FacesConfig(model=str(scrfd_model)))
+
+    def broken(img, **kw):
+        raise RuntimeError("onnxruntime Fail")
+
+    det._det.detect = broken  # type: ignore[attr-defined]
+    out = measure_yaw(np.zeros((2, 32, 32, 3), np.uint8), det)
+    assert np.isnan(out).all()
+
+
+@pytest.mark.parametrize(("key", "value"), bad_numbers(FacesConfig))
+def test_every_number_is_finite_and_bounded(key, value):
+    assert_named_in_one_line(FacesConfig, "faces", key, value)

@@ -64,9 +64,9 @@ def test_stage_scores_samples_against_the_test_split_only(tmp_path):
         "num_samples",
         "num_reference",
         "image_size",
-        "fid_extractor",
-        "fid_reference",
-    }  # never called "fid" / "kid"
+    }  # never called "fid" / "kid"; the text beside it, no DVC metric
+    info = json.loads((tmp_path / "metrics" / "fid_info.json").read_text())
+    assert set(info) == {"fid_extractor", "fid_reference"}
     assert metrics["num_samples"] == 4 and metrics["num_reference"] == 5 and metrics["image_size"] == 16
     ext = fid.get_extractor("offline")
     feats, ref = fid.extract_features(samples, ext), fid.extract_features(test_faces, ext)
@@ -76,7 +76,7 @@ def test_stage_scores_samples_against_the_test_split_only(tmp_path):
     assert (metrics["kid_offline"], metrics["kid_offline_std"]) == pytest.approx((kid, kid_std), rel=1e-6)
     # the reference features were cached by extractor, resolution and content, for the next run and for train
     cached = list((tmp_path / "cache" / "fid").glob("offline-16px-*.npz"))
-    assert [p.stem for p in cached] == [metrics["fid_reference"]]
+    assert [p.stem for p in cached] == [info["fid_reference"]]
     assert "MLflow" not in proc.stdout  # no models/best: nothing to log to
 
 
@@ -120,11 +120,12 @@ def test_stage_logs_its_score_to_the_run_of_the_scored_model(tmp_path):
     proc = _run(tmp_path, "fid:\n  extractor: offline\n  device: cpu\n")
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((tmp_path / "metrics" / "fid.json").read_text())
-    assert metrics["run_id"] == run_id
+    info = json.loads((tmp_path / "metrics" / "fid_info.json").read_text())
+    assert info["run_id"] == run_id
     run = client.get_run(run_id)
     assert run.data.metrics["sample_fd_offline"] == metrics["fd_offline"]
     assert run.data.metrics["sample_kid_offline"] == metrics["kid_offline"]
-    assert run.data.metrics["sample_num_samples"] == 3 and run.data.tags["fid_reference"] == metrics["fid_reference"]
+    assert run.data.metrics["sample_num_samples"] == 3 and run.data.tags["fid_reference"] == info["fid_reference"]
     # a run that is not in the store: the score stays in metrics/fid.json, the stage still succeeds
     (tmp_path / "models" / "best" / "best.json").write_text(json.dumps({"epoch": 3, "run_id": "0" * 32}))
     proc = _run(tmp_path, "fid:\n  extractor: offline\n  device: cpu\n")

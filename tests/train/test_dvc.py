@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -95,20 +96,86 @@ def test_first_run_outputs_progress_and_plots(repo):
     assert all(isinstance(v, (int, float)) for v in values.values())
     plots = json.loads(_sh(repo, "dvc", "plots", "show", "--json").stdout)["data"]
     names = set(plots)
-    assert {"loss", "score"} <= names and any(n.startswith("metrics/grids") for n in names), names
+    assert {"loss", "fid", "kid"} <= names and any(n.startswith("metrics/grids") for n in names), names
     _sh(repo, "dvc", "plots", "show")
     assert (repo / "dvc_plots" / "index.html").is_file()
     assert "dvc_plots" not in _sh(repo, "git", "status", "--porcelain").stdout
-    score = plots["score"][0]["content"]
-    assert {row["fd_offline"] != "" for row in score["data"]["values"]} == {True}
+    score = plots["fid"][0]["content"]
+    assert [row["fd_offline"] != "" for row in score["data"]["values"]] == [True, True]
 
 
-def test_exp_show_lists_scores_first():
-    """`dvc exp show` orders metric columns by stage order in dvc.yaml: fid, then train."""
+@pytest.fixture(scope="module")
+def views(tmp_path_factory) -> Path:
+    """git + DVC repo with the real dvc.yaml and params.yaml and the metrics files the train and fid
+    stages write (their own writers), for three epochs of which 2 and 3 were scored; nothing run."""
+    from PIL import Image
+
+    from facegen.fid.score import write_metrics
+    from facegen.train.metrics_files import write_epoch_files
+
+    root = tmp_path_factory.mktemp("views")
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    rows = [
+        {"epoch": e, "step": 4 * e, "loss": 1 / e, "lr": 1e-3, "images_per_s": 10.0, "seconds": 1.0} for e in (1, 2, 3)
+    ]
+    rows[1].update(fid=90.5, kid=0.05, kid_std=0.01)
+    rows[2].update(fid=80.25, kid=0.04, kid_std=0.01)
+    summary = {"metric": "fid", "best_epoch": 3, "best_fid": 80.25, "epochs": 3, "steps": 12, "run_id": "a" * 32}
+    write_epoch_files(rows, summary, root / "metrics", "fid")
+    score = {"fid": 81.5, "kid": 0.041, "kid_std": 0.01, "num_samples": 16, "num_reference": 8, "image_size": 32}
+    write_metrics({**score, "fid_extractor": "inception", "inception_sha256": "f" * 64, "run_id": "a" * 32},
+                  root / "metrics" / "fid.json")  # fmt: skip
+    (root / "metrics" / "grids").mkdir()
+    for epoch in (2, 3):
+        Image.new("RGB", (8, 8), "gray").save(root / "metrics" / "grids" / f"epoch_{epoch:05d}.png")
+    (root / "data").mkdir()
+    for image in ("samples_grid.png", "faces_preview.png"):  # the sample and align stages' image plots
+        Image.new("RGB", (8, 8), "gray").save(root / "data" / image)
+    _sh(root, "git", "init", "-q")
+    _sh(root, "git", "config", "user.email", "t@example.com")
+    _sh(root, "git", "config", "user.name", "t")
+    _sh(root, "dvc", "init", "-q")
+    _sh(root, "git", "add", "-A")
+    _sh(root, "git", "commit", "-qm", "views")
+    return root
+
+
+def test_plots_show_one_chart_each_and_only_scored_epochs(views):
+    plots = json.loads(_sh(views, "dvc", "plots", "show", "--json").stdout)
+    assert not plots.get("errors"), plots["errors"]
+    names = sorted(plots["data"])
+    grids = ["metrics/grids/epoch_00002.png", "metrics/grids/epoch_00003.png"]
+    assert names == ["data/faces_preview.png", "data/samples_grid.png", "fid", "kid", "loss", *grids]
+    values = {name: plots["data"][name][0]["content"]["data"]["values"] for name in ("fid", "kid", "loss")}
+    series = {
+        name: [(int(v["epoch"]), float(v.get("dvc_inferred_y_value", v[name]))) for v in vs]
+        for name, vs in values.items()
+    }
+    assert series["fid"] == [(2, 90.5), (3, 80.25)] and series["kid"] == [(2, 0.05), (3, 0.04)]
+    assert [e for e, _ in series["loss"]] == [1, 2, 3]
+    assert all(len(plots["data"][n]) == 1 for n in names)  # each grid once
+
+
+def test_exp_show_lists_scores_first(views):
+    """Real `dvc exp show`: the fid stage's score, then train's best epoch, lead the metric columns;
+    no text column among them; docs/pipeline.md's short command shows them at 120 columns."""
+    header = _sh(views, "dvc", "exp", "show", "--csv").stdout.splitlines()[0].split(",")
+    first = header.index("parent") + 1
+    assert header[first : first + 5] == ["fid", "kid", "kid_std", "num_samples", "num_reference"]
+    assert header[first + 6 : first + 8] == ["best_fid", "best_epoch"]
+    assert not {"run_id", "fid_extractor", "inception_sha256", "metric"} & set(header)
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    with_metrics = [name for name, stage in stages.items() if stage.get("metrics")]
-    assert with_metrics[:2] == ["fid", "train"]
     assert "models/checkpoints" not in json.dumps(stages)  # checkpoints are no DVC output
+    docs = (REPO / "docs" / "pipeline.md").read_text()
+    short = next(line for line in docs.splitlines() if line.startswith("dvc exp show --only-changed"))
+    cmd = shlex.split(short.split("  #")[0])
+    proc = subprocess.run([*cmd, "--no-pager"], cwd=views, env={**os.environ, "COLUMNS": "120"}, capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    lines = proc.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 120
+    assert lines[1].split() == ["Experiment", "Created", "fid", "kid", "kid_std", "best_fid", "best_epoch"]
+    assert lines[3].split()[2:] == ["81.5", "0.041", "0.01", "80.25", "3"]  # workspace row: values, no "…"
 
 
 @pytest.mark.slow
@@ -145,6 +212,7 @@ def test_checkpoints_survive_exp_apply_checkout_and_temp_experiments(repo):
     exp = client.get_experiment_by_name("test-dvc")
     assert exp.artifact_location.startswith((repo / "mlruns").as_uri())
     (run,) = client.search_runs([exp.experiment_id], "tags.`dvc.exp_name` = 't4'")
+    assert run.info.run_name == "t4"  # the DVC experiment's name
     head = _sh(repo, "git", "rev-parse", "HEAD").stdout.strip()
     assert run.data.tags["dvc.baseline_rev"] == head and run.data.tags["mlflow.source.git.commit"] == head
     assert run.data.tags["best_checkpoint"].startswith("cache/checkpoints/")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow_runs import log_run as _log_run
 
-from facegen.train import tracking
+from facegen.train import metrics_files, mlflow_store, tracking
 
 
 def test_repo_root_sees_through_dvc_temp_workspaces(tmp_path):
@@ -45,8 +45,12 @@ def test_epoch_files_hold_numbers_and_stable_columns(tmp_path):
         "nan": float("nan"),
         "flag": True,
     }
-    tracking.write_epoch_files(history, summary, tmp_path, "fid")
-    assert json.loads((tmp_path / "train.json").read_text()) == {"best_fid": 42.5, "best_epoch": 2}
+    metrics_files.write_epoch_files(history, {"epochs": 2, **summary}, tmp_path, "fid")
+    assert list(json.loads((tmp_path / "train.json").read_text()).items()) == [  # headline first
+        ("best_fid", 42.5),
+        ("best_epoch", 2),
+        ("epochs", 2),
+    ]
     with (tmp_path / "train_epochs.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == [
@@ -64,6 +68,10 @@ def test_epoch_files_hold_numbers_and_stable_columns(tmp_path):
         "kid_offline_std",
     ]
     assert rows[0]["fid"] == "" and rows[1]["fid"] == "42.5" and rows[1]["loss"] == "0.4" and rows[1]["kid"] == ""
+    # the scores alone, one row per scored epoch (dvc plots); the other extractor's file: header only
+    assert (tmp_path / "train_fid.csv").read_text().splitlines() == ["epoch,fid,kid,kid_std", "2,42.5,,"]
+    offline = (tmp_path / "train_fd_offline.csv").read_text().splitlines()
+    assert offline == ["epoch,fd_offline,kid_offline,kid_offline_std"]
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +133,9 @@ def test_run_tags_name_the_dvc_experiment_and_commit(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_EXP_BASELINE_REV", "a" * 40)
     tags = tracking.run_tags(tmp_path)
     assert tags["dvc.exp_name"] == "lr1e-4" and tags["dvc.baseline_rev"] == "a" * 40
+    assert tracking.run_name("tiny", "abc") == "lr1e-4"  # the DVC experiment's name
+    monkeypatch.delenv("DVC_EXP_NAME")
+    assert tracking.run_name("tiny", "abc") == "tiny-abc"
     assert tracking.portable_path(tmp_path / "cache" / "x", tmp_path) == "cache/x"
     assert tracking.portable_path("/elsewhere/x", tmp_path) == "/elsewhere/x"
 
@@ -205,7 +216,7 @@ def test_a_moved_store_writes_into_its_new_tree(tmp_path):
     assert old.info.artifact_uri.startswith((copy / "mlruns").as_uri())
     local = client.download_artifacts(t.run_id, "note.txt", str(tmp_path))
     assert Path(local).read_text() == "hi"
-    assert tracking.relocate_store(new_uri, copy) == 0  # already at home
+    assert mlflow_store.relocate_store(new_uri, copy) == 0  # already at home
 
 
 def test_grid_logged_with_its_step(two_runs):
@@ -215,8 +226,10 @@ def test_grid_logged_with_its_step(two_runs):
     uri = two_runs[0]
     t = tracking.Tracker(uri, "grid", "r", artifact_root=two_runs[3] / "mlruns")
     t.log_grid(Image.new("RGB", (8, 8), "red"), 3)
+    t.log_grid(Image.new("RGB", (8, 8), "red"), 0)  # the end of the run: the last grid where the UI opens
     t.end()
     client = mlflow.MlflowClient(tracking_uri=uri)
     names = [a.path for a in client.list_artifacts(t.run_id, "images")]
-    assert names and all("samples+step+3+" in n for n in names)  # MLflow's image-slider naming
+    steps = sorted({n.split("+step+")[1].split("+")[0] for n in names})
+    assert steps == ["0", "3"]  # MLflow's image-slider naming: samples+step+N+...
     assert [a.path for a in client.list_artifacts(t.run_id, "samples")] == ["samples/epoch_00003.png"]

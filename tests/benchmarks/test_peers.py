@@ -1,0 +1,43 @@
+"""The two peer recipes of the quality benchmark train and sample (needs the bench extra)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("denoising_diffusion_pytorch", reason="the bench extra is not installed: pip install -e '.[bench]'")
+pytest.importorskip("ema_pytorch", reason="the bench extra is not installed: pip install -e '.[bench]'")
+
+from budget import train_flops
+from peers import PEERS, build_peer
+
+from facegen.diffusion.model import build_unet, count_parameters
+
+
+@pytest.mark.parametrize(("name", "size"), [("peer-ddpm-pytorch", 16), ("peer-diffusers-example", 32)])
+def test_a_peer_trains_two_steps_and_samples(name: str, size: int) -> None:
+    torch.manual_seed(0)
+    peer = build_peer(name, "matched", image_size=size, total_steps=2, batch_size=2, sample_steps=3)
+    before = [p.detach().clone() for p in peer.module.parameters()]
+    x = torch.rand(peer.batch_size, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert train_flops(lambda: peer.loss(x), peer.module.parameters()) > 0
+    losses = [peer.step(x) for _ in range(2)]
+    assert all(math.isfinite(v) and v > 0 for v in losses)
+    assert any(not torch.equal(a, b) for a, b in zip(before, peer.module.parameters(), strict=True))
+    images = peer.sample(2, 0)
+    assert images.shape == (2, size, size, 3) and images.dtype == np.uint8
+    assert np.array_equal(images, peer.sample(2, 0))  # a seed draws the same images
+    assert not np.array_equal(images, peer.sample(2, 1))
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_the_matched_width_is_within_20_percent_of_faces32(name: str) -> None:
+    faces32 = count_parameters(build_unet("faces32", 32))
+    peer = build_peer(name, "matched", image_size=32, total_steps=10)
+    assert abs(peer.num_parameters / faces32 - 1) <= 0.2
+
+
+def test_an_unknown_width_names_the_choices() -> None:
+    with pytest.raises(ValueError, match="documented"):
+        build_peer("peer-ddpm-pytorch", "wide", image_size=32, total_steps=10)
