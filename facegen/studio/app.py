@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import errno
 import random
 import threading
 from collections import OrderedDict
@@ -604,19 +605,31 @@ def _judge_routes(app: FastAPI, state: State) -> None:
             raise HTTPException(
                 404, f"judge token {req.token!r} is unknown or already answered; GET /api/judge/next for a new face"
             )
-        state.store.add(
-            item["model_id"], item["run_id"], item["epoch"], item=item["item"], truth=item["truth"], answer=req.answer
-        )
+        try:
+            state.store.add(
+                item["model_id"],
+                item["run_id"],
+                item["epoch"],
+                item=item["item"],
+                truth=item["truth"],
+                answer=req.answer,
+            )
+        except OSError as exc:
+            with state.lock:  # not saved: the same token may answer again once there is room
+                state.pending[req.token] = item
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise HTTPException(
+                    507, f"judgement not saved: no space left for {state.store.path} (free some disk and answer again)"
+                ) from exc
+            raise HTTPException(500, f"judgement not saved to {state.store.path}: {_clear(exc)}") from exc
         summary = state.store.summary_of(item["model_id"], item["run_id"], item["epoch"])
         logged = False
         if item["run_id"] and cfg.tracking_uri:
-            from mlflow.exceptions import MlflowException
-
             try:
                 await asyncio.to_thread(log_to_mlflow, cfg.tracking_uri, item["run_id"], summary, item["epoch"])
                 logged = True
-            except MlflowException as exc:  # the run is not in this store: keep the judgement, say so
-                summary["mlflow_error"] = _clear(exc)
+            except Exception as exc:
+                summary["mlflow_error"] = f"{type(exc).__name__}: {_clear(exc)}"
         return {
             "correct": item["truth"] == req.answer,
             "truth": item["truth"],

@@ -184,6 +184,18 @@ def test_upload_detects_and_aligns_like_the_pipeline(repo, faces_dir, scrfd_mode
     np.testing.assert_array_equal(decode(body["image"]), expected)
 
 
+@pytest.mark.parametrize("width, height", [(1, 641), (100, 50000), (64, 16000)])
+def test_uploads_of_degenerate_shapes_answer_4xx(repo, scrfd_model, width, height):
+    """A photo the detector cannot take (issue 22: thin or tall PNGs) is a 4xx naming why, never a 5xx."""
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (128, 100, 90)).save(buf, format="PNG")
+    with page_client(StudioConfig(root=repo, detector=str(scrfd_model))) as c:
+        r = c.post("/api/upload", files={"file": ("thin.png", buf.getvalue(), "image/png")})
+        assert 400 <= r.status_code < 500, r.text
+        assert f"{width}x{height}" in r.json()["detail"]
+        assert c.post("/api/generate", json={"n": 1}).status_code == 200
+
+
 def test_conditional_model_shows_its_conditions_and_samples_them(repo):
     import torch
 

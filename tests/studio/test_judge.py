@@ -139,3 +139,46 @@ def test_runs_checkpoints_and_judgements_logged_to_the_judged_run(repo, tracked)
     assert [h.step for h in history] == [2, 2, 2] and history[-1].value == final["error_rate"]
     metrics = mlflow.MlflowClient(uri).get_run(run_id).data.metrics
     assert metrics["human_judgements"] == 3 and metrics["human_ci_high"] == final["ci_high"]
+
+
+def test_a_full_disk_answers_507_and_counts_only_saved_rows(repo, monkeypatch):
+    import errno
+
+    from facegen.studio import judge
+
+    _faces(repo)
+    with page_client(StudioConfig(root=repo)) as c:
+        c.app.state.studio.rng = random.Random(1)
+        assert len(_judge(c, ["real"])) == 1
+        real_write = judge.write_parquet
+
+        def full(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(judge, "write_parquet", full)
+        token = c.get("/api/judge/next").json()["token"]
+        for _ in range(3):  # retried answers are refused the same way and change nothing
+            r = c.post("/api/judge", json={"token": token, "answer": "fake"})
+            assert r.status_code == 507 and "no space left for" in r.json()["detail"]
+        assert c.get("/api/judge/summary").json()["model"]["n"] == 1
+        monkeypatch.setattr(judge, "write_parquet", real_write)
+        r = c.post("/api/judge", json={"token": token, "answer": "fake"})  # room again: the same answer lands
+        assert r.status_code == 200 and r.json()["summary"]["n"] == 2
+    assert len(pd.read_parquet(repo / "data" / "studio_judgements.parquet")) == 2
+
+
+def test_an_mlflow_failure_never_fails_a_saved_answer(repo, tracked, monkeypatch):
+    from facegen.studio import app as studio_app
+
+    uri, run_id = tracked
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "database or disk is full")
+
+    monkeypatch.setattr(studio_app, "log_to_mlflow", broken)
+    with page_client(StudioConfig(root=repo, tracking_uri=uri, experiment="exp")) as c:
+        assert c.post("/api/model", json={"id": f"run:{run_id}:epoch:2"}).status_code == 200
+        c.app.state.studio.rng = random.Random(3)
+        (result,) = _judge(c, ["fake"])
+    assert result["logged_to_mlflow"] is False and "disk is full" in result["summary"]["mlflow_error"]
+    assert len(pd.read_parquet(repo / "data" / "studio_judgements.parquet")) == 1
