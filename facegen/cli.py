@@ -203,7 +203,8 @@ def _add_curate(sub: argparse._SubParsersAction) -> None:
 def _studio(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from facegen.studio.app import StudioConfig, create_app
+    from facegen.common.config import load_params
+    from facegen.studio.app import StudioConfig, create_app, params_limits
     from facegen.studio.guard import is_loopback
     from facegen.studio.models import UnknownCheckpoint
 
@@ -217,12 +218,11 @@ def _studio(args: argparse.Namespace) -> int:
             return 2
         _say(f"facegen studio: warning: listening on {args.host}, reachable from other machines", err=True)
     root = Path(args.root)
-    overrides = {
-        k: getattr(args, k)
-        for k in ("max_images", "max_steps", "max_upload_bytes", "queue_size", "experiment", "detector", "device")
-        if getattr(args, k) is not None
-    }
+    flags = ("max_images", "max_steps", "max_cost", "max_upload_bytes", "queue_size", "experiment", "detector")
+    overrides = {k: getattr(args, k) for k in (*flags, "device") if getattr(args, k) is not None}
     try:
+        params_path = root / "params.yaml"
+        overrides = {**params_limits(load_params(params_path) if params_path.is_file() else {}), **overrides}
         cfg = StudioConfig(
             model=Path(args.model),
             root=root,
@@ -267,6 +267,9 @@ def _add_studio(sub: argparse._SubParsersAction) -> None:
     studio.add_argument("--device", default=None, help="torch device (default cpu)")
     studio.add_argument("--max-images", type=int, default=None, help="images per request (default 64)")
     studio.add_argument("--max-steps", type=int, default=None, help="denoising steps per request (default 250)")
+    studio.add_argument(
+        "--max-cost", type=int, default=None, help="images x steps per request (default params.yaml studio.max_cost)"
+    )
     studio.add_argument("--max-upload-bytes", type=int, default=None, help="upload size limit (default 10 MB)")
     studio.add_argument("--queue-size", type=int, default=None, help="model jobs waiting at most (default 4)")
     studio.set_defaults(func=_studio)

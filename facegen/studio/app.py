@@ -14,6 +14,7 @@ import asyncio
 import base64
 import binascii
 import errno
+import hashlib
 import random
 import threading
 from collections import OrderedDict
@@ -44,7 +45,11 @@ from facegen.studio.models import Catalog, LoadedModel, UnknownCheckpoint
 STATIC = Path(__file__).with_name("static")
 UPLOAD_PATH = "/api/upload"
 MULTIPART_SLACK = 64 * 1024  # bytes of multipart headers and boundaries allowed beyond the file
+DISCONNECT_POLL_S = 0.2  # how often a waiting request checks that its client is still there
 JUDGE_SEED_BASE = 1_000_000  # fakes shown for judging use seeds from here on (clear of sample seeds)
+
+
+LIMIT_KEYS = ("max_images", "max_steps", "max_cost", "max_upload_bytes", "max_upload_pixels", "queue_size")
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ class StudioConfig:
     device: str | None = None  # torch device; None = params.yaml sample.device (as the sample stage)
     max_images: int = 64  # per request
     max_steps: int = 250  # per request (ddpm's full 1000 needs --max-steps 1000)
+    max_cost: int = 16_000  # images x denoising steps per request (64 images x 250 steps)
     max_upload_bytes: int = 10_000_000
     max_upload_pixels: int = 50_000_000
     queue_size: int = 4  # model jobs waiting behind the running one
@@ -83,9 +89,23 @@ class StudioConfig:
         return self.upload_body_bytes if path == UPLOAD_PATH else self.json_body_bytes
 
     def __post_init__(self) -> None:
-        for name in ("max_images", "max_steps", "max_upload_bytes", "max_upload_pixels", "queue_size"):
+        for name in LIMIT_KEYS:
             if getattr(self, name) < 1:
                 raise ValueError(f"studio {name}={getattr(self, name)} must be >= 1")
+
+
+def params_limits(params: dict[str, Any]) -> dict[str, int]:
+    """params.yaml ``studio``: the per-request limits (keys of :data:`LIMIT_KEYS`); flags override them."""
+    section = params.get("studio") or {}
+    if not isinstance(section, dict):
+        raise ValueError(f"studio: must be a mapping of limits {list(LIMIT_KEYS)}, got {section!r}")
+    unknown = sorted(set(section) - set(LIMIT_KEYS))
+    if unknown:
+        raise ValueError(f"studio.{unknown[0]} is not a studio key; known: {list(LIMIT_KEYS)}")
+    for key, value in section.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"studio.{key} must be an integer >= 1, got {value!r}")
+    return dict(section)
 
 
 class SampleSettings(BaseModel):
@@ -147,28 +167,40 @@ class State:
     rng: random.Random = field(default_factory=random.SystemRandom)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    async def run_job(self, request: Request, fn: Callable[[Job], Any], name: str) -> Any:
-        """Run ``fn`` as a model job; cancel it when the client disconnects; errors -> HTTP errors."""
+    async def run_job(self, request: Request, fn: Callable[[Job], Any], name: str, key: str | None = None) -> Any:
+        """Run ``fn`` as a model job (or join the identical one, ``key``); errors -> HTTP errors.
+
+        A client that disconnects leaves the job, which stops at its next step when no client
+        is left; ``POST /api/cancel`` stops it for everyone (409 ``cancelled``)."""
         try:
-            job = self.runner.submit(fn, name)
+            job = self.runner.submit(fn, name, key)
         except QueueFull as exc:
             raise HTTPException(429, _clear(exc)) from exc
         waiter = asyncio.wrap_future(job.future)
         while True:
-            done, _ = await asyncio.wait({waiter}, timeout=0.2)
+            done, _ = await asyncio.wait({waiter}, timeout=DISCONNECT_POLL_S)
             if done:
                 break
             if await request.is_disconnected():
-                job.cancel()
+                self.runner.leave(job)
                 raise HTTPException(499, f"{name} cancelled: the client disconnected")
         try:
             return waiter.result()
         except Cancelled as exc:
-            raise HTTPException(499, _clear(exc)) from exc
+            raise (HTTPException(409, "cancelled") if job.by_user else HTTPException(499, _clear(exc))) from exc
         except UnknownCheckpoint as exc:
             raise HTTPException(404, _clear(exc)) from exc
         except ValueError as exc:  # a setting the model or sampler refuses (steps past the schedule, ...)
             raise HTTPException(422, _clear(exc)) from exc
+
+    def cost(self, images: int, steps: int, what: str) -> None:
+        """413 when a request's work (images x denoising steps) passes max_cost."""
+        if images * steps > self.cfg.max_cost:
+            raise HTTPException(
+                413,
+                f"{what}: {images} images x {steps} steps = {images * steps} exceeds this studio's "
+                f"max_cost={self.cfg.max_cost} (ask for fewer images or steps, or start it with --max-cost)",
+            )
 
     def settings(self, req: SampleSettings, model: LoadedModel, conditional: bool = False) -> tuple[str, int]:
         """Sampler and steps of a request (params.yaml defaults), checked against limits and conditions."""
@@ -261,6 +293,12 @@ def _sample_config(params: dict[str, Any]) -> SampleConfig:
     return from_dict(SampleConfig, params.get("sample"), "sample") if "sample" in params else SampleConfig()
 
 
+def _key(name: str, model: LoadedModel, req: BaseModel) -> str:
+    """What makes two requests the same work: the action, the model and the request's fields."""
+    digest = hashlib.sha256(req.model_dump_json().encode()).hexdigest()
+    return f"{name}:{model.id}:{digest}"
+
+
 def _clear(exc: Exception) -> str:
     return str(exc).strip() or type(exc).__name__
 
@@ -312,6 +350,7 @@ def _model_routes(app: FastAPI, state: State) -> None:
             "limits": {
                 "max_images": cfg.max_images,
                 "max_steps": cfg.max_steps,
+                "max_cost": cfg.max_cost,
                 "max_upload_bytes": cfg.max_upload_bytes,
                 "queue_size": cfg.queue_size,
             },
@@ -333,6 +372,7 @@ def _model_routes(app: FastAPI, state: State) -> None:
         state.limit(req.n, "n")
         model = state.model
         sampler, steps = state.settings(req, model, conditional=True)
+        state.cost(req.n, steps, "generate")
         seeds = [req.seed + i for i in range(req.n)]
         guidance = state.sample.guidance if req.guidance is None else req.guidance
 
@@ -356,14 +396,14 @@ def _model_routes(app: FastAPI, state: State) -> None:
                 seeds,
                 conditions=req.condition or None,
                 progress=False,
-                on_step=lambda done, total: job.check(),
+                on_step=job.step,
             )
             for _, images in batches:
                 out.extend(images)
                 job.check()
             return out
 
-        images = await state.run_job(request, work, "generate")
+        images = await state.run_job(request, work, "generate", _key("generate", model, req))
         return {
             "images": [editing.png_b64(im) for im in images],
             "seeds": seeds,
@@ -377,6 +417,7 @@ def _model_routes(app: FastAPI, state: State) -> None:
     ) -> dict[str, Any]:
         model = state.model
         sampler, steps = state.settings(req, model)
+        state.cost(len(seeds), steps, name)
 
         def work(job: Job) -> np.ndarray:
             from facegen.diffusion.sampling import SampleSpec, generate_from_noise
@@ -391,11 +432,9 @@ def _model_routes(app: FastAPI, state: State) -> None:
                 precision=state.sample.precision,
                 device=state.device,
             )
-            return generate_from_noise(
-                model.unet, model.scheduler_config, spec, noise, seeds, on_step=lambda done, total: job.check()
-            )
+            return generate_from_noise(model.unet, model.scheduler_config, spec, noise, seeds, on_step=job.step)
 
-        images = await state.run_job(request, work, name)
+        images = await state.run_job(request, work, name, _key(name, model, req))
         return {"images": [editing.png_b64(im) for im in images], **state.echo(model, sampler, steps)}
 
     @app.post("/api/interpolate", max_body_size=cfg.json_body_bytes)
@@ -458,6 +497,7 @@ def _edit_routes(app: FastAPI, state: State) -> None:
         """SDEdit (re-generate from a noise level) or RePaint (re-draw the masked region) of a face."""
         model = state.model
         sampler, steps = state.settings(req, model)
+        state.cost(req.resample if req.mode == "repaint" else 1, steps, req.mode)
         face = editing.resize_face(_image_from_b64(req.image, "image", cfg), model.size)
         mask = None
         if req.mode == "repaint":
@@ -495,7 +535,7 @@ def _edit_routes(app: FastAPI, state: State) -> None:
                 check=job.check,
             )[0]
 
-        image = await state.run_job(request, work, req.mode)
+        image = await state.run_job(request, work, req.mode, _key(req.mode, model, req))
         return {
             "image": editing.png_b64(image),
             "mode": req.mode,
@@ -527,6 +567,16 @@ def _run_routes(app: FastAPI, state: State) -> None:
         except UnknownCheckpoint as exc:
             raise HTTPException(404, _clear(exc)) from exc
         return Response(png, media_type="image/png")
+
+    @app.get("/api/progress")
+    async def progress() -> dict[str, Any]:
+        """The running job: its name and denoising steps done of total, and how many wait."""
+        return state.runner.progress()
+
+    @app.post("/api/cancel", max_body_size=cfg.json_body_bytes)
+    async def cancel() -> dict[str, bool]:
+        """Cancel the running job (its request answers 409 ``cancelled``)."""
+        return {"cancelled": state.runner.cancel_running()}
 
     @app.get("/api/status")
     async def status() -> dict[str, Any]:

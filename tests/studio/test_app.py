@@ -257,7 +257,7 @@ def test_conditional_model_shows_its_conditions_and_samples_them(repo):
 
 def test_a_disconnected_client_cancels_its_job(repo):
     """Drive the ASGI app by hand: the body arrives, then the client goes away."""
-    app = create_app(StudioConfig(root=repo, max_steps=1000))
+    app = create_app(StudioConfig(root=repo, max_steps=1000, max_cost=64_000))
     runner = app.state.studio.runner
     body = json.dumps({"n": 64, "steps": 1000, "sampler": "ddim"}).encode()
     scope = {
