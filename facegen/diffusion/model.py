@@ -158,7 +158,6 @@ def save_model_dir(
 
 def load_model_dir(model_dir: str | Path) -> tuple[UNet2DModel, DDPMScheduler, dict[str, Any]]:
     """Load ``(unet, noise_scheduler, train_config)`` from a ``models/best/`` folder."""
-    from diffusers import DDPMScheduler
 
     from facegen.diffusion.conditional import unet_class
 
@@ -169,8 +168,18 @@ def load_model_dir(model_dir: str | Path) -> tuple[UNet2DModel, DDPMScheduler, d
         )
     unet_dir = root / UNET_DIR
     unet = unet_class(json.loads((unet_dir / "config.json").read_text(encoding="utf-8"))).from_pretrained(unet_dir)
+    scheduler, config = load_schedule_and_config(root)
+    return unet, scheduler, config
+
+
+def load_schedule_and_config(model_dir: str | Path) -> tuple[DDPMScheduler, dict[str, Any]]:
+    """The training noise schedule and train config of a ``models/best/`` folder (its UNet aside:
+    an epoch checkpoint's EMA weights go into that folder's architecture, :func:`unet_from_ema`)."""
+    from diffusers import DDPMScheduler
+
+    root = Path(model_dir)
     noise_dir = root / NOISE_SCHEDULER_DIR  # older folders kept the training schedule in scheduler/
     scheduler = DDPMScheduler.from_pretrained(noise_dir if noise_dir.is_dir() else root / SCHEDULER_DIR)
     config_path = root / TRAIN_CONFIG_FILE
     config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
-    return unet, scheduler, config
+    return scheduler, config

@@ -15,7 +15,9 @@ import base64
 import binascii
 import errno
 import hashlib
+import json
 import random
+import shlex
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -33,6 +35,7 @@ from pydantic import BaseModel, Field
 
 from facegen.common.device import resolve_device
 from facegen.common.images import ImageRejected, decode_image
+from facegen.diffusion.edit import sdedit
 from facegen.diffusion.sampling import SAMPLERS
 from facegen.sample.stage import SampleConfig
 from facegen.studio import editing
@@ -111,7 +114,9 @@ def params_limits(params: dict[str, Any]) -> dict[str, int]:
 class SampleSettings(BaseModel):
     sampler: Literal["ddpm", "ddim", "dpm++"] | None = Field(None, description="default: params.yaml sample.sampler")
     steps: int | None = Field(None, ge=1, description="denoising steps; default: params.yaml sample.steps")
-    condition: dict[str, float] = Field(default_factory=dict, description="attribute -> value (conditional models)")
+    condition: dict[str, float] | None = Field(
+        None, description="attribute -> value (conditional models); null or {} = unconditional"
+    )
     guidance: float | None = Field(None, ge=0.0, description="classifier-free guidance scale (conditional models)")
 
 
@@ -135,7 +140,9 @@ class VariationsRequest(SampleSettings):
 class EditRequest(SampleSettings):
     image: str = Field(..., description="base64 PNG/JPEG of an aligned face (from /api/upload or a canvas)")
     mode: Literal["sdedit", "repaint"] = "sdedit"
-    strength: float = Field(0.5, gt=0.0, le=1.0, description="SDEdit noise level")
+    strength: float = Field(
+        0.5, ge=0.0, le=1.0, description="SDEdit noise level: 0 keeps the face, 1 is generation's image of `seed`"
+    )
     mask: str | None = Field(None, description="repaint: base64 PNG, white = repaint")
     seed: int = Field(0, ge=0)
     resample: int = Field(2, ge=1, le=10, description="repaint: resampling rounds per step")
@@ -215,14 +222,15 @@ class State:
                 "(ask for fewer, or start it with --max-steps)",
             )
         names = {c["name"] for c in model.conditions}
-        if req.condition or req.guidance is not None:
+        condition = req.condition or {}
+        if condition or (req.guidance is not None and not conditional):
             if not names:
                 raise HTTPException(
                     422,
                     f"model {model.id} is unconditional: drop 'condition' and 'guidance' "
                     "(or load a model trained with train.condition)",
                 )
-            unknown = sorted(set(req.condition) - names)
+            unknown = sorted(set(condition) - names)
             if unknown:
                 raise HTTPException(422, f"condition names {unknown} are not among the model's {sorted(names)}")
             if not conditional:
@@ -234,10 +242,33 @@ class State:
             from facegen.diffusion.conditional import check_request
 
             try:
-                check_request(model.unet.config, req.condition)
+                check_request(model.unet.config, condition)
             except ValueError as exc:
                 raise HTTPException(422, _clear(exc)) from exc
         return sampler, steps
+
+    def reproduce(
+        self, model: LoadedModel, req: GenerateRequest, *, sampler: str, steps: int, guidance: float
+    ) -> str | None:
+        """The shell command whose sample stage writes these images' bytes (``data/samples/00001.png``
+        on), or None when none does: only models/best is what the sample stage reads."""
+        stage_model = (Path(self.cfg.root) / "models" / "best").resolve()
+        if model.id != "best" or Path(model.path).resolve() != stage_model:
+            return None
+        condition = dict(req.condition or {})
+        sets = {
+            "seed": req.seed,
+            "num_images": req.n,
+            "sampler": sampler,
+            "steps": steps,
+            "batch_size": self.sample.batch_size,
+            "timestep_spacing": self.sample.timestep_spacing,
+            "precision": self.sample.precision,
+            "device": self.device,
+            "condition": json.dumps(condition, separators=(",", ":")),
+            "guidance": guidance if condition else self.sample.guidance,
+        }
+        return "dvc exp run sample " + " ".join(f"-S {shlex.quote(f'sample.{k}={v}')}" for k, v in sets.items())
 
     def limit(self, n: int, what: str) -> None:
         """413 when a request asks for more than max_images images."""
@@ -408,8 +439,9 @@ def _model_routes(app: FastAPI, state: State) -> None:
             "images": [editing.png_b64(im) for im in images],
             "seeds": seeds,
             **state.echo(model, sampler, steps),
-            "condition": dict(req.condition),
+            "condition": dict(req.condition or {}),
             "guidance": guidance if req.condition else None,
+            "reproduce": state.reproduce(model, req, sampler=sampler, steps=steps, guidance=guidance),
         }
 
     async def from_noise(
@@ -496,8 +528,11 @@ def _edit_routes(app: FastAPI, state: State) -> None:
     async def edit(req: EditRequest, request: Request) -> dict[str, Any]:
         """SDEdit (re-generate from a noise level) or RePaint (re-draw the masked region) of a face."""
         model = state.model
-        sampler, steps = state.settings(req, model)
+        sampler, steps = state.settings(req, model, conditional=req.mode == "sdedit")
+        if req.mode == "sdedit":
+            sampler = "ddim"  # facegen.diffusion.edit's SDEdit: DDIM, so strength 1 is generation's image
         state.cost(req.resample if req.mode == "repaint" else 1, steps, req.mode)
+        guidance = state.sample.guidance if req.guidance is None else req.guidance
         face = editing.resize_face(_image_from_b64(req.image, "image", cfg), model.size)
         mask = None
         if req.mode == "repaint":
@@ -511,18 +546,22 @@ def _edit_routes(app: FastAPI, state: State) -> None:
         def work(job: Job) -> np.ndarray:
             import torch
 
-            x0 = editing.to_tensor(face[None], state.device)
             if mask is None:
-                return editing.sdedit(
+                return sdedit(
                     model.unet,
                     model.scheduler_config,
-                    sampler,
-                    steps,
-                    x0,
-                    strength=req.strength,
+                    np.array(face),  # writable: torch.from_numpy of a read-only array warns
+                    req.condition,
+                    req.strength,
                     seed=req.seed,
-                    check=job.check,
+                    steps=steps,
+                    guidance=guidance if req.condition else 1.0,
+                    device=state.device,
+                    timestep_spacing=state.sample.timestep_spacing,
+                    batch_size=state.sample.batch_size,
+                    on_step=job.step,
                 )[0]
+            x0 = editing.to_tensor(face[None], state.device)
             return editing.repaint(
                 model.unet,
                 model.scheduler_config,
