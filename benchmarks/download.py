@@ -12,6 +12,12 @@
    second pass (``faces.pad: 0``, before) and with it (params.yaml ``faces``, after), runs
    alternating before/after back to back; ``--padding-only`` runs just this section and writes
    benchmarks/results/download_padding.json.
+6. ``shapes`` (issue 22): the stage's peak memory (``stages/download.py`` in a subprocess, its
+   ``ru_maxrss``) on a board of wild photos, alone and with a 1x641, a 100x50000 and a 64x16000
+   PNG among them; also with ``faces.max_aspect: 640`` (only the canvas bound stands between
+   the thin PNGs and the padded pass) and with the canvas bound lifted to 1e9 pixels for the
+   64x16000 alone (about the unguarded canvas of before). ``--shapes-only`` runs just this and
+   writes benchmarks/results/download_shapes.json.
 
 Writes benchmarks/results/download.json. Run: ``.venv/bin/python benchmarks/download.py``.
 """
@@ -62,7 +68,7 @@ class NoFace:
 
 
 def pipeline(
-    routes: dict[str, Route], latency: float, cfg: DownloadConfig, faces: FacesConfig, detector: object
+    routes: dict[str, Route], latency: float, cfg: DownloadConfig, faces: FacesConfig, *, detector: object
 ) -> dict:
     with LocalServer(routes, latency_s=latency) as srv, tempfile.TemporaryDirectory() as tmp:
         links = pd.DataFrame(
@@ -71,7 +77,7 @@ def pipeline(
         cfg = replace(cfg, allow_private_hosts=(srv.url("").split("//")[1],))  # the local server, past the SSRF guard
         t = time.perf_counter()
         table = run_download(
-            links, cfg, faces, Path(tmp) / "raw", Path(tmp) / "cache", detector=detector, progress=False
+            links, cfg, faces, Path(tmp) / "raw", cache_dir=Path(tmp) / "cache", detector=detector, progress=False
         )
         wall = time.perf_counter() - t
         t = time.perf_counter()
@@ -80,7 +86,7 @@ def pipeline(
             replace(cfg, blur_threshold=cfg.blur_threshold + 1),
             faces,
             Path(tmp) / "raw",
-            Path(tmp) / "cache",
+            cache_dir=Path(tmp) / "cache",
             detector=NoFace(),
             progress=False,
         )
@@ -94,6 +100,82 @@ def pipeline(
         "refilter_seconds": round(refilter, 3),
         "refilter_links_per_s": round(len(links) / refilter, 1),
     }
+
+
+_CHILD = (
+    "import resource, runpy, sys; sys.argv = ['stages/download.py', '--no-progress']\n"
+    "try:\n    runpy.run_path({stage!r}, run_name='__main__')\n"
+    "finally:\n    print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+)
+
+
+def stage_peak(routes: dict[str, Route], faces: dict, work: Path) -> dict:
+    """Run stages/download.py on ``routes`` with params.yaml's defaults but ``faces``: exit code,
+    statuses, peak RSS (MB) of the stage process and its wall time."""
+    import subprocess
+
+    import yaml
+
+    work.mkdir(parents=True)
+    with LocalServer(routes) as srv:
+        (work / "data").mkdir()
+        links = pd.DataFrame(
+            {"post_id": [f"M.{i}.A.000" for i in range(len(routes))], "url": [srv.url(p) for p in routes]}
+        )
+        links.to_parquet(work / "data" / "links.parquet")
+        params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+        params["faces"].update(faces)
+        params["download"].update(host_delay_s=0.0, allow_private_hosts=[srv.url("").split("//")[1]])
+        (work / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+        t = time.perf_counter()
+        code = _CHILD.format(stage=str(REPO / "stages" / "download.py"))
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t
+    kb = int(proc.stderr.rsplit("MAXRSS_KB", 1)[1].split()[0])
+    table = pd.read_parquet(work / "data" / "downloads.parquet") if proc.returncode == 0 else None
+    return {
+        "exit_code": proc.returncode,
+        "peak_rss_mb": round(kb / 1024, 1),
+        "seconds": round(wall, 2),
+        "statuses": None if table is None else table.status.value_counts().to_dict(),
+    }
+
+
+def shapes(shared: Path, model: str, n_photos: int = 20) -> dict:
+    """Peak memory of the stage with and without the crafted PNGs of issue 22 (see the module doc)."""
+    from PIL import Image
+
+    def png(width: int, height: int) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        Image.new("L", (width, height), 180).save(buf, "PNG", optimize=True)
+        return buf.getvalue()
+
+    photos = sorted((shared / "faces" / "wild").glob("*.jp*g"))[:n_photos]
+    good = {f"/{i:03d}.jpg": Route(p.read_bytes()) for i, p in enumerate(photos)}
+    crafted = {"/thin.png": png(1, 641), "/long.png": png(100, 50000), "/strip.png": png(64, 16000)}
+    crafted_routes = {k: Route(v, "image/png") for k, v in crafted.items()}
+    runs = {
+        "good_only": (good, {}),
+        "with_crafted": ({**good, **crafted_routes}, {}),
+        "with_crafted_max_aspect_640": ({**good, **crafted_routes}, {"max_aspect": 640.0}),
+        "strip_max_aspect_640_canvas_1e9": (
+            {**good, "/strip.png": crafted_routes["/strip.png"]},
+            {"max_aspect": 640.0, "max_canvas_pixels": 1_000_000_000},
+        ),
+    }
+    out: dict = {
+        "board": f"{len(good)} shared/faces/wild JPEGs",
+        "crafted_bytes": {k: len(v) for k, v in crafted.items()},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (routes, faces) in runs.items():
+            out[name] = stage_peak(routes, {"model": model, **faces}, Path(tmp) / name)
+            print(f"shapes {name}:", out[name])
+    out["with_crafted_over_good_only"] = round(out["with_crafted"]["peak_rss_mb"] / out["good_only"]["peak_rss_mb"], 3)
+    return out
 
 
 def face_filter(wild: Path, faces: FacesConfig, cfg: DownloadConfig) -> dict:
@@ -131,13 +213,13 @@ def face_filter(wild: Path, faces: FacesConfig, cfg: DownloadConfig) -> dict:
     }
 
 
-def padding(routes: dict[str, Route], latency: float, cfg: DownloadConfig, faces: FacesConfig, repeats: int) -> dict:
+def padding(routes: dict[str, Route], latency: float, cfg: DownloadConfig, faces: FacesConfig, *, repeats: int) -> dict:
     """End-to-end links/s without (before) and with (after) the padded pass, alternating runs."""
     runs: dict[str, list[dict]] = {"before": [], "after": []}
     for _ in range(repeats):
         for name, f in (("before", replace(faces, pad=0.0)), ("after", faces)):
             timed = Timed(FaceDetector(f))
-            r = pipeline(routes, latency, cfg, f, timed)
+            r = pipeline(routes, latency, cfg, f, detector=timed)
             r["detect_ms_per_image"] = round(1000 * timed.seconds / max(1, timed.calls), 1)
             r["padded_pass_share"] = round(timed.inner.padded / max(1, timed.inner.images), 3)  # type: ignore[attr-defined]
             runs[name].append(r)
@@ -150,7 +232,7 @@ def padding(routes: dict[str, Route], latency: float, cfg: DownloadConfig, faces
     return out
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", default=os.environ.get("FACEGEN_SHARED", str(REPO.parent / "shared")))
     ap.add_argument("--links", type=int, default=400, help="links in the network run (small portraits)")
@@ -161,12 +243,51 @@ def main() -> None:
     ap.add_argument(
         "--out",
         default=None,
-        help="default benchmarks/results/download.json (download_padding.json with --padding-only)",
+        help="default benchmarks/results/download.json (download_padding.json with --padding-only, "
+        "download_shapes.json with --shapes-only)",
     )
     ap.add_argument("--padding-only", action="store_true", help="only the before/after padded-pass comparison")
-    args = ap.parse_args()
+    ap.add_argument("--shapes-only", action="store_true", help="only the crafted-shapes peak memory (issue 22)")
+    return ap.parse_args()
+
+
+def _write(results: dict, out: str | Path) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print("wrote", out)
+
+
+def end_to_end(
+    routes: dict[str, Route], latency: float, cfg: DownloadConfig, faces: FacesConfig, *, repeats: int
+) -> dict:
+    """Median end-to-end run for 1 and 2 detect workers; the machine is shared (other jobs load
+    it), so the two settings alternate and the median counts."""
+    runs: dict[int, list[dict]] = {1: [], 2: []}
+    for _ in range(repeats):
+        for dw in (1, 2):
+            timed = Timed(FaceDetector(faces))
+            r = pipeline(routes, latency, replace(cfg, detect_workers=dw), faces, detector=timed)
+            r["detect_s_total"] = round(timed.seconds, 2)
+            runs[dw].append(r)
+            print(f"end to end, detect_workers={dw}:", r)
+    return {
+        f"detect_workers_{dw}": {
+            **sorted(rs, key=lambda r: r["links_per_s"])[len(rs) // 2],
+            "links_per_s_runs": [r["links_per_s"] for r in rs],
+        }
+        for dw, rs in runs.items()
+    }
+
+
+def main() -> None:
+    args = _args()
     shared = Path(args.shared)
     results_dir = REPO / "benchmarks" / "results"
+    if args.shapes_only:
+        model = str(shared / "models" / "scrfd_500m_bnkps.onnx")
+        result = {"machine": {"cpus": os.cpu_count(), "gpu": None}, "shapes": shapes(shared, model)}
+        _write(result, args.out or results_dir / "download_shapes.json")
+        return
     args.out = args.out or str(results_dir / ("download_padding.json" if args.padding_only else "download.json"))
     from facegen.common.config import load_section
 
@@ -180,7 +301,6 @@ def main() -> None:
     photos = [p.read_bytes() for p in sorted((shared / "faces" / "wild").glob("*.jp*g"))]
     routes = {f"/{i:05d}.jpg": Route(photos[i % len(photos)] + f"#{i}".encode()) for i in range(args.e2e_links)}
     cfg = DownloadConfig(workers=args.workers, per_host=args.workers, host_delay_s=0.0, timeout_s=10.0, retries=0)
-
     results: dict = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -196,43 +316,20 @@ def main() -> None:
         },
         "loadavg_before": os.getloadavg(),
     }
-    if args.padding_only:
-        results["padding"] = padding(routes, args.latency, replace(cfg, detect_workers=2), faces, args.repeats)
-        results["loadavg_after"] = os.getloadavg()
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        print("padding:", json.dumps(results["padding"], indent=1))
-        print("wrote", args.out)
-        return
-    results["network"] = pipeline(small, args.latency, cfg, faces, NoFace())
-    results["network"]["ideal_links_per_s"] = round(args.workers / args.latency, 1)
-    print("network (no detector):", results["network"])
-    # the machine is shared (other jobs load it), so the two settings alternate and the median counts
-    runs: dict[int, list[dict]] = {1: [], 2: []}
-    for _ in range(args.repeats):
-        for dw in (1, 2):
-            timed = Timed(FaceDetector(faces))
-            r = pipeline(routes, args.latency, replace(cfg, detect_workers=dw), faces, timed)
-            r["detect_s_total"] = round(timed.seconds, 2)
-            runs[dw].append(r)
-            print(f"end to end, detect_workers={dw}:", r)
-    results["end_to_end"] = {
-        f"detect_workers_{dw}": {
-            **sorted(rs, key=lambda r: r["links_per_s"])[len(rs) // 2],
-            "links_per_s_runs": [r["links_per_s"] for r in rs],
-        }
-        for dw, rs in runs.items()
-    }
-    results["padding"] = padding(routes, args.latency, replace(cfg, detect_workers=2), faces, args.repeats)
-    results["face_filter_wild"] = [
-        face_filter(shared / "faces" / "wild", replace(faces, det_size=s), cfg) for s in (640, 320, 640, 320)
-    ]
-    for r in results["face_filter_wild"]:
-        print("face filter on wild/:", r)
+    dw2 = replace(cfg, detect_workers=2)
+    if not args.padding_only:
+        results["network"] = pipeline(small, args.latency, cfg, faces, detector=NoFace())
+        results["network"]["ideal_links_per_s"] = round(args.workers / args.latency, 1)
+        print("network (no detector):", results["network"])
+        results["end_to_end"] = end_to_end(routes, args.latency, cfg, faces, repeats=args.repeats)
+    results["padding"] = padding(routes, args.latency, dw2, faces, repeats=args.repeats)
+    if not args.padding_only:
+        wild = shared / "faces" / "wild"
+        results["face_filter_wild"] = [face_filter(wild, replace(faces, det_size=s), cfg) for s in (640, 320, 640, 320)]
+        for r in results["face_filter_wild"]:
+            print("face filter on wild/:", r)
     results["loadavg_after"] = os.getloadavg()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print("wrote", args.out)
+    _write(results, args.out)
 
 
 if __name__ == "__main__":

@@ -179,7 +179,9 @@ def run_setting(
         timed.inner.images = timed.inner.padded = 0
         root = Path(tmp)
         t = time.perf_counter()
-        table = run_download(links, cfg, faces, root / "data" / "raw", root / "cache", detector=timed, progress=False)
+        table = run_download(
+            links, cfg, faces, root / "data" / "raw", cache_dir=root / "cache", detector=timed, progress=False
+        )
         wall = time.perf_counter() - t
         table["folder"] = table["url"].map(folder_of)
         open_ = replace(align, max_crop_outside=1.0)

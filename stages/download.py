@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, FileNotFoundError) as err:
         raise SystemExit(f"download: error: {err}") from None
     links = pd.read_parquet(args.links)
-    table = run_download(links, cfg, faces, Path(args.out_dir), Path(args.cache_dir), progress=not args.no_progress)
+    table = run_download(
+        links, cfg, faces, Path(args.out_dir), cache_dir=Path(args.cache_dir), progress=not args.no_progress
+    )
     write_table(table, Path(args.table))
     Path(args.config_out).parent.mkdir(parents=True, exist_ok=True)
     resolved = {"download": to_dict(cfg), "faces": to_dict(faces)}

@@ -331,7 +331,9 @@ def test_documented_cli_flags_exist() -> None:
     found = list(command_flags(all_claims()))
     stages = {f"stages/{p.name}" for p in (ROOT / "stages").glob("*.py")}
     top = help_texts(["facegen"])["facegen"]
-    commands = set(re.search(r"\{([\w,-]+)\}", top).group(1).split(","))  # type: ignore[union-attr]
+    # argparse lists each subcommand on its own line, indented four spaces under the COMMAND metavar
+    commands = set(re.findall(r"^    ([a-z][\w-]*)(?:\s{2,}|$)", top, flags=re.M))
+    assert commands, f"no subcommands found in `facegen --help`:\n{top}"
     problems = [
         f"{c.where}: `{c.text.strip()}`: `{cmd}` is not a facegen command (commands: {', '.join(sorted(commands))})"
         for c, cmd, _ in found

@@ -64,6 +64,7 @@ def save_preview(
     accepted: Sequence[tuple[np.ndarray, str]],
     rejected: Sequence[tuple[np.ndarray, str]],
     path: str | Path,
+    *,
     accepted_title: str = "accepted",
     rejected_title: str = "rejected",
     columns: int = 8,

@@ -139,8 +139,8 @@ def build_faceset(
     root: Path,
     faces_dir: Path,
     cfg: AlignConfig,
-    progress: bool = True,
     *,
+    progress: bool = True,
     curation: Curation | None = None,
 ) -> pd.DataFrame:
     """Align every candidate face, apply curation.csv, remove near-duplicates, split by post;
@@ -247,7 +247,7 @@ def face_tile(row: pd.Series, sources: dict[str, str], root: Path, cfg: AlignCon
     return align_face(image, np.array([list(p) for p in row["kps"]], dtype=np.float64), cfg).image
 
 
-def write_preview(table: pd.DataFrame, downloads: pd.DataFrame, root: Path, path: Path, cfg: AlignConfig) -> Path:
+def write_preview(table: pd.DataFrame, downloads: pd.DataFrame, root: Path, *, path: Path, cfg: AlignConfig) -> Path:
     """data/faces_preview.png: accepted faces (captioned with split) above rejected ones (with reasons)."""
     from facegen.align.preview import (
         accepted_caption,
@@ -299,9 +299,9 @@ def run_align(
         raise FileNotFoundError(f"{downloads_path} not found: run the download stage first (dvc repro download)")
     downloads = pd.read_parquet(downloads_path)
     curation = curation or Curation()
-    table = build_faceset(downloads, root, out.faces_dir, cfg, progress, curation=curation)
+    table = build_faceset(downloads, root, out.faces_dir, cfg, progress=progress, curation=curation)
     write_table(table, out.table)
-    write_preview(table, downloads, root, out.preview, cfg)
+    write_preview(table, downloads, root, path=out.preview, cfg=cfg)
     write_json(out.metrics, {**summary(table), "manual": counts(table, curation)})
     save_config(cfg, out.table.with_name(out.table.stem + "_config.json"))
     return table

@@ -16,196 +16,42 @@ a row of posts.parquet with that status) and is not cached. The session connects
 
 from __future__ import annotations
 
-import gzip
 import logging
 import time
-import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-import urllib3
 
-from facegen.common.atomic import write_bytes_atomic
-from facegen.common.config import Range, validate
-from facegen.common.http import (
-    BlockedHostError,
-    BodyLimitError,
-    DestinationPolicy,
-    HttpConfig,
-    host_port,
-    is_timeout,
-    make_session,
-    read_body,
-)
 from facegen.common.tables import Schema, write_parquet
 from facegen.crawl import ptt
+from facegen.crawl.config import CRAWL_RANGES, CrawlConfig
+from facegen.crawl.fetch import ArticleCache, Fetcher, FetchFailed, Page, failure_reason
+
+__all__ = [
+    "CRAWL_RANGES",
+    "ArticleCache",
+    "BoardIndex",
+    "CrawlConfig",
+    "CrawlError",
+    "CrawlResult",
+    "FetchFailed",
+    "Fetcher",
+    "Page",
+    "crawl",
+    "failure_reason",
+    "write_outputs",
+]
 
 log = logging.getLogger(__name__)
 
 
-# every number of params.yaml ``crawl``: finite, and within what a polite crawl can use
-CRAWL_RANGES = {
-    "delay_s": Range(0, 3600),
-    "timeout_s": Range(0, 3600, lo_open=True),
-    "backoff_s": Range(0, 3600),
-    "retries": Range(0, 100),
-    "max_bytes": Range(1, 1_000_000_000),  # a page is held in memory while it is parsed
-    "body_deadline_s": Range(0, 86400, lo_open=True),
-}
-
-
-@dataclass(frozen=True)
-class CrawlConfig:
-    """params.yaml ``crawl``. Dates are inclusive calendar dates in Asia/Taipei."""
-
-    base_url: str = "https://www.ptt.cc"
-    board: str = "Beauty"
-    start_date: str = "2024-01-01"
-    end_date: str = "2024-12-31"
-    keywords: tuple[str, ...] = ()  # empty keeps every post; else one must be in title or body
-    skip_title_prefixes: tuple[str, ...] = ptt.ANNOUNCEMENT_PREFIXES
-    categories: tuple[str, ...] = ()  # title category allow-list ('正妹', '神人'); empty keeps all
-    delay_s: float = 0.5
-    timeout_s: float = 20.0
-    max_bytes: int = 10_000_000  # a page larger than this (decoded) fails with too_large
-    body_deadline_s: float = 60.0  # a page still arriving this long after its response began fails with timeout
-    retries: int = 5
-    backoff_s: float = 1.0
-    user_agent: str = HttpConfig.user_agent
-
-    def __post_init__(self) -> None:
-        for key in ("start_date", "end_date"):
-            value = getattr(self, key)
-            try:
-                # fromisoformat alone also takes '20240101'; the string comparison below needs YYYY-MM-DD
-                if date.fromisoformat(value).isoformat() != value:
-                    raise ValueError
-            except (TypeError, ValueError):
-                raise ValueError(f"crawl.{key}={value!r} is not a date: write it as YYYY-MM-DD") from None
-        if self.start_date > self.end_date:
-            raise ValueError(f"crawl.start_date={self.start_date} is after crawl.end_date={self.end_date}")
-        if urlsplit(self.base_url).scheme not in ("http", "https"):
-            raise ValueError(f"crawl.base_url={self.base_url!r} must start with http:// or https://")
-        validate(self, "crawl", CRAWL_RANGES)
-
-    @property
-    def window(self) -> tuple[int, int]:
-        """[start, end) in Unix seconds: start_date 00:00 to the day after end_date, Taipei."""
-        day = lambda s: int(datetime.combine(date.fromisoformat(s), datetime.min.time(), ptt.TAIPEI).timestamp())  # noqa: E731
-        return day(self.start_date), day(self.end_date) + 86400
-
-    def http(self) -> HttpConfig:
-        return HttpConfig(
-            user_agent=self.user_agent, timeout_s=self.timeout_s, retries=self.retries, backoff_s=self.backoff_s
-        )
-
-    def policy(self) -> DestinationPolicy:
-        """base_url is the user's choice (a loopback board is fine); nothing else is ever contacted."""
-        parts = urlsplit(self.base_url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        only = host_port(parts.hostname or "", port)
-        return DestinationPolicy(block_private=False, only=only, setting="crawl.base_url")
-
-
 class CrawlError(RuntimeError):
     """An index page could not be fetched: the crawl cannot know which posts exist."""
-
-
-class FetchFailed(Exception):
-    """A page that could not be read; ``reason`` is its status (timeout, too_large, http_503, ...)."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class Page:
-    """A fully read response: status, final URL and decoded text ('' unless status 200)."""
-
-    status_code: int
-    url: str
-    text: str
-
-
-class ArticleCache:
-    """Article pages on disk: ``<root>/<host>/<board>/<post_id>.html.gz``, or ``.404`` for
-    articles that answered 404. Writes are atomic, so an interrupted crawl leaves no
-    half-written page and resumes from what is there. A stored page that inflates past
-    ``max_bytes`` or is damaged is dropped (and fetched again), never inflated whole."""
-
-    def __init__(self, root: str | Path, base_url: str, board: str, max_bytes: int = CrawlConfig.max_bytes) -> None:
-        host = (urlsplit(base_url).netloc or "local").replace(":", "_")
-        self.dir = Path(root) / host / board
-        self.max_bytes = max_bytes
-
-    def get(self, post_id: str) -> tuple[int, str | None] | None:
-        page = self.dir / f"{post_id}.html.gz"
-        if page.is_file():
-            inflate = zlib.decompressobj(wbits=31)  # gzip container
-            try:
-                html = inflate.decompress(page.read_bytes(), self.max_bytes + 1)
-            except zlib.error:
-                html = b""
-            if inflate.eof and len(html) <= self.max_bytes:
-                return 200, html.decode("utf-8")
-            page.unlink()
-            return None
-        if (self.dir / f"{post_id}.404").is_file():
-            return 404, None
-        return None
-
-    def put(self, post_id: str, status: int, html: str | None) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        name, data = (
-            (f"{post_id}.html.gz", gzip.compress((html or "").encode("utf-8"), 6))
-            if status == 200
-            else (f"{post_id}.404", b"")
-        )
-        write_bytes_atomic(self.dir / name, data)
-
-
-class Fetcher:
-    """GETs paths of the board with the over-18 cookie, a politeness delay between network
-    requests and urllib3's retries (429 Retry-After, backoff on 5xx and timeouts)."""
-
-    def __init__(self, cfg: CrawlConfig, session: requests.Session | None = None) -> None:
-        self.cfg = cfg
-        self.base = cfg.base_url.rstrip("/")
-        self.session = session or make_session(cfg.http(), cookies={"over18": "1"}, policy=cfg.policy())
-        self.requests: Counter[str] = Counter()
-        self._last = 0.0
-
-    def get(self, path: str, kind: str) -> Page:
-        """One GET of ``base_url + path``, the body streamed within the caps; raises
-        :class:`FetchFailed` when it fails after the retries or breaks a cap."""
-        wait = self.cfg.delay_s - (time.monotonic() - self._last)
-        if wait > 0 and self._last:
-            time.sleep(wait)
-        self.requests[kind] += 1
-        try:
-            with self.session.get(self.base + path, timeout=self.cfg.timeout_s, stream=True) as resp:
-                body = read_body(resp, self.cfg.max_bytes, self.cfg.body_deadline_s) if resp.status_code == 200 else b""
-                return Page(resp.status_code, resp.url, body.decode(resp.encoding or "utf-8", errors="replace"))
-        except BodyLimitError as exc:
-            raise FetchFailed(exc.status, str(exc)) from exc
-        except BlockedHostError as exc:
-            raise FetchFailed("blocked_host", str(exc)) from exc
-        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:  # urllib3's: from the body read
-            raise FetchFailed(failure_reason(exc), f"{type(exc).__name__}: {exc}"[:500]) from exc
-        finally:
-            self._last = time.monotonic()
-
-
-def failure_reason(exc: requests.RequestException | urllib3.exceptions.HTTPError) -> str:
-    """'timeout' or 'connection_error' for a request that failed after its retries."""
-    return "timeout" if is_timeout(exc) else "connection_error"
 
 
 class BoardIndex:
@@ -353,7 +199,7 @@ def _walk(index: BoardIndex, cfg: CrawlConfig, result: CrawlResult, progress: bo
 
 
 def _article(
-    fetcher: Fetcher, cache: ArticleCache, cfg: CrawlConfig, post_id: str, result: CrawlResult
+    fetcher: Fetcher, cache: ArticleCache, cfg: CrawlConfig, *, post_id: str, result: CrawlResult
 ) -> tuple[int, str | None] | FetchFailed:
     """(status, html) of an article, from the cache or the board; the failure when the
     request failed (not cached: the next run tries again)."""
@@ -376,6 +222,65 @@ def _article(
         cache.put(post_id, 404, None)
         return 404, None
     return FetchFailed(f"http_{resp.status_code}", f"HTTP {resp.status_code}")
+
+
+def _parsed(got: tuple[int, str | None] | FetchFailed, url: str) -> tuple[ptt.Article | None, str | None, str | None]:
+    """(article, failure reason, error text) of one article's fetch outcome: exactly one of article / reason is set."""
+    if isinstance(got, FetchFailed):
+        return None, got.reason, str(got)
+    if got[0] != 200:
+        return None, f"http_{got[0]}", f"HTTP {got[0]}"
+    try:
+        return ptt.parse_article(got[1] or ""), None, None
+    except ValueError as exc:
+        log.warning("%s: %s", url, exc)
+        return None, "parse_error", str(exc)
+
+
+def post_row(
+    cfg: CrawlConfig,
+    entry: ptt.IndexEntry,
+    page_no: int,
+    url: str,
+    *,
+    article: ptt.Article | None = None,
+    links: Sequence[tuple[str, str, str]] = (),
+) -> dict[str, Any]:
+    """One posts.parquet row (without status / error): from the index entry, and the article when read.
+
+    ``links`` are the article's :func:`ptt.image_links`. A post whose article failed keeps what the
+    index knows; ``n_pushes`` and ``n_links`` are null.
+    """
+    post_id = entry.post_id
+    assert post_id is not None, "only entries with an article link are crawled"
+    return {
+        "post_id": post_id,
+        "board": cfg.board,
+        "url": url,
+        "title": entry.title,
+        "category": ptt.category(entry.title),
+        "author": entry.author if article is None else (entry.author or article.author_id),
+        "posted_at": ptt.post_time(post_id),
+        "push_count": entry.push_count,
+        "n_pushes": None if article is None else len(article.pushes),
+        "n_links": None if article is None else len(links),
+        "index_page": page_no,
+    }
+
+
+def link_rows(post_id: str, links: Sequence[tuple[str, str, str]]) -> list[dict[str, Any]]:
+    """links.parquet rows of one post: each (url, source, raw url) of :func:`ptt.image_links`, in order."""
+    return [
+        {
+            "post_id": post_id,
+            "url": link,
+            "source": source,
+            "raw_url": raw,
+            "host": urlsplit(link).netloc,
+            "position": i,
+        }
+        for i, (link, source, raw) in enumerate(links)
+    ]
 
 
 def crawl(
@@ -403,80 +308,27 @@ def crawl(
     todo = _walk(BoardIndex(fetcher, cfg.board), cfg, result, progress)
     todo.sort(key=lambda item: (item[0].timestamp, item[0].post_id))
     keywords = [k.casefold() for k in cfg.keywords]
-    base = fetcher.base
     for entry, page_no in tqdm(todo, desc="articles", unit="post", disable=not progress, leave=False):
         post_id = entry.post_id
-        url = f"{base}/bbs/{cfg.board}/{post_id}.html"
-        got = _article(fetcher, cache, cfg, post_id, result)
-        reason: str | None = None
-        error: str | None = None
-        html: str | None = None
-        if isinstance(got, FetchFailed):
-            reason, error = got.reason, str(got)
-        elif got[0] != 200:
-            reason, error = f"http_{got[0]}", f"HTTP {got[0]}"
-        else:
-            html = got[1]
-        article = None
-        if reason is None:
-            try:
-                article = ptt.parse_article(html or "")
-            except ValueError as exc:
-                reason, error = "parse_error", str(exc)
-                log.warning("%s: %s", url, exc)
-        if article is not None and keywords:
-            text = f"{entry.title}\n{article.body}".casefold()
-            if not any(k in text for k in keywords):
-                result.skipped["keyword"] += 1
-                article = None
+        assert post_id is not None
+        url = f"{fetcher.base}/bbs/{cfg.board}/{post_id}.html"
+        article, reason, error = _parsed(_article(fetcher, cache, cfg, post_id=post_id, result=result), url)
+        if (
+            article is not None
+            and keywords
+            and not any(k in f"{entry.title}\n{article.body}".casefold() for k in keywords)
+        ):
+            result.skipped["keyword"] += 1
+            article = None
         if reason is not None:
             result.skipped[reason] += 1
             result.failed.append({"post_id": post_id, "url": url, "reason": reason})
-            result.failed_rows.append(
-                {
-                    "post_id": post_id,
-                    "board": cfg.board,
-                    "url": url,
-                    "title": entry.title,
-                    "category": ptt.category(entry.title),
-                    "author": entry.author,
-                    "posted_at": ptt.post_time(post_id),
-                    "push_count": entry.push_count,
-                    "n_pushes": None,
-                    "n_links": None,
-                    "index_page": page_no,
-                    "status": reason,
-                    "error": (error or "")[:500],
-                }
-            )
+            row = post_row(cfg, entry, page_no, url)
+            result.failed_rows.append({**row, "status": reason, "error": (error or "")[:500]})
         if article is not None:
             links = ptt.image_links(article, base_url=url)
-            result.posts.append(
-                {
-                    "post_id": post_id,
-                    "board": cfg.board,
-                    "url": url,
-                    "title": entry.title,
-                    "category": ptt.category(entry.title),
-                    "author": entry.author or article.author_id,
-                    "posted_at": ptt.post_time(post_id),
-                    "push_count": entry.push_count,
-                    "n_pushes": len(article.pushes),
-                    "n_links": len(links),
-                    "index_page": page_no,
-                }
-            )
-            result.links.extend(
-                {
-                    "post_id": post_id,
-                    "url": link,
-                    "source": source,
-                    "raw_url": raw,
-                    "host": urlsplit(link).netloc,
-                    "position": i,
-                }
-                for i, (link, source, raw) in enumerate(links)
-            )
+            result.posts.append(post_row(cfg, entry, page_no, url, article=article, links=links))
+            result.links.extend(link_rows(post_id, links))
         if on_post is not None:
             on_post(post_id)
     result.requests = fetcher.requests

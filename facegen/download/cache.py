@@ -43,9 +43,11 @@ class FetchRecord:
 class Analysis:
     """Decode + detection result for one image under one analysis key.
 
-    ``status`` is ``decoded`` or the decode rejection (``not_an_image``, ``too_large``,
-    ``corrupt``); ``detections`` is JSON text of ``Detection.to_record()`` dicts, largest first;
-    ``sharpness`` is the largest face's region sharpness (None without a face).
+    ``status`` is ``decoded``, the decode rejection (``not_an_image``, ``too_large``,
+    ``corrupt``) or the detector's refusal (``bad_shape``, ``detector_error``: size kept);
+    ``detections`` is JSON text of ``Detection.to_record()`` dicts, largest first, or None when
+    the detector did not run (an image below ``download.min_side``); ``sharpness`` is the largest
+    face's region sharpness (None without a face).
     """
 
     sha256: str

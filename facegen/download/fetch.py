@@ -134,6 +134,7 @@ def fetch_url(
     session: requests.Session,
     url: str,
     gate: HostGate,
+    *,
     timeout_s: float,
     max_bytes: int,
     body_deadline_s: float | None = None,

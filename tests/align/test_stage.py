@@ -225,7 +225,7 @@ def test_missing_columns_and_paths_are_named(tmp_path) -> None:
     with pytest.raises(ValueError, match="status ok but no image path"):
         build_faceset(no_path, tmp_path, tmp_path / "faces", AlignConfig(workers=1), progress=False)
     empty = build_faceset(
-        bad.iloc[:0].assign(detections=[]), tmp_path, tmp_path / "faces", AlignConfig(workers=1), False
+        bad.iloc[:0].assign(detections=[]), tmp_path, tmp_path / "faces", AlignConfig(workers=1), progress=False
     )
     assert empty.empty and tuple(empty.columns) == COLUMNS
 
@@ -262,7 +262,7 @@ def test_preview_shows_a_face_with_coincident_eyes_instead_of_crashing(tmp_path)
     cfg = AlignConfig()
     table = build_faceset(downloads, tmp_path, tmp_path / "data" / "faces", cfg, progress=False)
     assert table["status"].tolist() == ["eyes_too_close"]
-    out = write_preview(table, downloads, tmp_path, tmp_path / "preview.png", cfg)
+    out = write_preview(table, downloads, tmp_path, path=tmp_path / "preview.png", cfg=cfg)
     assert Image.open(out).size[0] > 0
 
 

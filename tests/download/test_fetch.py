@@ -40,7 +40,9 @@ def test_host_gate_limits_concurrency_and_spaces_starts():
     assert len(a) == 6 and len(starts) == 7
     assert all(later - earlier >= 0.045 for earlier, later in itertools.pairwise(a))  # 50 ms apart per host
     b = next(t for h, t in starts if h == "b")
-    assert b - a[0] < 0.04  # another host is not held back by host a
+    # another host is not queued behind host a: b starts before a's last slot (a needs >= 5 x 50 ms),
+    # a bound that holds on a loaded machine, where thread start-up can take tens of ms
+    assert b < a[-1]
     assert peak[0] <= 3  # two for host a, one for host b
 
 
@@ -80,21 +82,28 @@ def test_fetch_outcomes():
     session = make_session(HttpConfig(timeout_s=1.0, retries=0, backoff_s=0.0))
     gate = HostGate(4, 0.0)
     with LocalServer(routes) as srv:
-        ok = fetch_url(session, srv.url("/a.jpg"), gate, 1.0, 100)
+        ok = fetch_url(session, srv.url("/a.jpg"), gate, timeout_s=1.0, max_bytes=100)
         assert (ok.status, ok.body, ok.http_status, ok.content_type) == ("fetched", b"\xff\xd8abc", 200, "image/jpeg")
         assert ok.final_url == srv.url("/a.jpg") and ok.error is None
-        big = fetch_url(session, srv.url("/big.jpg"), gate, 1.0, 999)
+        big = fetch_url(session, srv.url("/big.jpg"), gate, timeout_s=1.0, max_bytes=999)
         assert big.status == "too_large" and big.body is None and "Content-Length 1000" in big.error
-        assert fetch_url(session, srv.url("/forbidden.jpg"), gate, 1.0, 100).error == "HTTP 403 Forbidden"
-        assert fetch_url(session, srv.url("/gone.jpg"), gate, 1.0, 100).status == "http_404"
-        assert fetch_url(session, srv.url("/loop.jpg"), gate, 1.0, 100).status == "http_error"
-        assert fetch_url(session, "mailto:someone@example.com", gate, 1.0, 100).status == "invalid_url"
-        cut = fetch_url(session, srv.url("/cut.jpg"), gate, 1.0, 1000)
+        assert (
+            fetch_url(session, srv.url("/forbidden.jpg"), gate, timeout_s=1.0, max_bytes=100).error
+            == "HTTP 403 Forbidden"
+        )
+        assert fetch_url(session, srv.url("/gone.jpg"), gate, timeout_s=1.0, max_bytes=100).status == "http_404"
+        assert fetch_url(session, srv.url("/loop.jpg"), gate, timeout_s=1.0, max_bytes=100).status == "http_error"
+        assert (
+            fetch_url(session, "mailto:someone@example.com", gate, timeout_s=1.0, max_bytes=100).status == "invalid_url"
+        )
+        cut = fetch_url(session, srv.url("/cut.jpg"), gate, timeout_s=1.0, max_bytes=1000)
         assert cut.status == "connection_error" and cut.body is None and "IncompleteRead" in cut.error
         t = time.monotonic()
-        drip = fetch_url(session, srv.url("/drip.jpg"), gate, 1.0, 100, body_deadline_s=0.3)
+        drip = fetch_url(session, srv.url("/drip.jpg"), gate, timeout_s=1.0, max_bytes=100, body_deadline_s=0.3)
         assert drip.status == "timeout" and "body_deadline_s=0.3" in drip.error and time.monotonic() - t < 1.0
-        slow_but_in_time = fetch_url(session, srv.url("/drip.jpg"), gate, 1.0, 100, body_deadline_s=5.0)
+        slow_but_in_time = fetch_url(
+            session, srv.url("/drip.jpg"), gate, timeout_s=1.0, max_bytes=100, body_deadline_s=5.0
+        )
         assert slow_but_in_time.status == "fetched" and slow_but_in_time.body == b"0123456789" * 3
     assert srv.hits["/a.jpg"] == 1 and srv.hits["/big.jpg"] == 1
 
@@ -118,9 +127,11 @@ def test_a_429_slows_down_the_whole_host():
     session = make_session(HttpConfig(timeout_s=2.0, retries=1, backoff_s=0.0))
     gate = HostGate(4, 0.0)
     with LocalServer(routes) as srv:
-        assert fetch_url(session, srv.url("/calm.jpg"), gate, 2.0, 100).status == "fetched"
+        assert fetch_url(session, srv.url("/calm.jpg"), gate, timeout_s=2.0, max_bytes=100).status == "fetched"
         assert gate.delay("127.0.0.1") == 0.0
-        busy = fetch_url(session, srv.url("/busy.jpg"), gate, 2.0, 100)  # 429 + Retry-After: 1, then 200
+        busy = fetch_url(
+            session, srv.url("/busy.jpg"), gate, timeout_s=2.0, max_bytes=100
+        )  # 429 + Retry-After: 1, then 200
         assert busy.status == "fetched" and busy.elapsed_s >= 1.0
         assert gate.delay("127.0.0.1") == HostGate.throttle_floor_s
 
@@ -137,7 +148,7 @@ def test_a_redirect_to_an_unlisted_loopback_port_is_blocked_before_connecting():
             def fetch(allow: tuple[str, ...], path: str):
                 http = HttpConfig(timeout_s=1.0, retries=2, backoff_s=0.0)
                 session = make_session(http, policy=DestinationPolicy(allow))
-                return fetch_url(session, outer.url(path), HostGate(4, 0.0), 1.0, 100)
+                return fetch_url(session, outer.url(path), HostGate(4, 0.0), timeout_s=1.0, max_bytes=100)
 
             assert fetch((listed,), "/b.jpg").body == b"\xff\xd8img"  # the listed host:port passes
             hop = fetch((listed,), "/a.jpg")  # ... but its redirect to another loopback port does not

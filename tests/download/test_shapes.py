@@ -72,7 +72,7 @@ def faces_cfg(scrfd_model: Path) -> FacesConfig:
 def test_crafted_shapes_get_a_status_and_a_rerun_is_stable(board, faces_cfg, tmp_path):
     srv, links = board
     before = srv.hits
-    table = run_download(links, CFG, faces_cfg, tmp_path / "raw", tmp_path / "cache", progress=False)
+    table = run_download(links, CFG, faces_cfg, tmp_path / "raw", cache_dir=tmp_path / "cache", progress=False)
     assert table.status.tolist() == list(EXPECTED.values())
     assert srv.hits - before == dict.fromkeys(EXPECTED, 1)
     row = table.set_index(table.url.str.rsplit("/", n=1).str[1])
@@ -82,7 +82,7 @@ def test_crafted_shapes_get_a_status_and_a_rerun_is_stable(board, faces_cfg, tmp
     assert metrics(table)["yield"]["rejected"]["bad_shape"] == 2
     mid = srv.hits
     again = run_download(
-        links, CFG, faces_cfg, tmp_path / "raw", tmp_path / "cache", detector=NoDetector(), progress=False
+        links, CFG, faces_cfg, tmp_path / "raw", cache_dir=tmp_path / "cache", detector=NoDetector(), progress=False
     )
     assert srv.hits == mid  # no request
     pd.testing.assert_frame_equal(again, table)
@@ -90,7 +90,7 @@ def test_crafted_shapes_get_a_status_and_a_rerun_is_stable(board, faces_cfg, tmp
 
 def test_min_side_is_checked_before_detection_and_a_lower_one_detects_again(board, faces_cfg, tmp_path):
     srv, links = board
-    run_download(links, CFG, faces_cfg, tmp_path / "raw", tmp_path / "cache", detector=None, progress=False)
+    run_download(links, CFG, faces_cfg, tmp_path / "raw", cache_dir=tmp_path / "cache", detector=None, progress=False)
     seen: list[tuple[int, ...]] = []
 
     class Recording:
@@ -101,7 +101,7 @@ def test_min_side_is_checked_before_detection_and_a_lower_one_detects_again(boar
     mid = srv.hits
     low = replace(CFG, min_side=1)  # the 1x641 now reaches the detector's guard
     again = run_download(
-        links, low, faces_cfg, tmp_path / "raw", tmp_path / "cache", detector=Recording(), progress=False
+        links, low, faces_cfg, tmp_path / "raw", cache_dir=tmp_path / "cache", detector=Recording(), progress=False
     )
     assert srv.hits == mid and seen == [(641, 1, 3)]  # only the image that was too small before
     assert again.status.tolist() == ["ok", "bad_shape", "bad_shape", "bad_shape", "ok"]
@@ -139,7 +139,9 @@ def test_a_detector_exception_is_recorded_once_as_detector_error(board, faces_cf
             Broken.calls += 1
             raise DetectionFailed("detector_error", "error: OpenCV resize.cpp inv_scale_x > 0")
 
-    table = run_download(links, CFG, faces_cfg, tmp_path / "raw", tmp_path / "cache", detector=Broken(), progress=False)
+    table = run_download(
+        links, CFG, faces_cfg, tmp_path / "raw", cache_dir=tmp_path / "cache", detector=Broken(), progress=False
+    )
     assert table.status.tolist() == [
         "detector_error",
         "too_small",
@@ -150,7 +152,7 @@ def test_a_detector_exception_is_recorded_once_as_detector_error(board, faces_cf
     assert "inv_scale_x" in table.error[0] and Broken.calls == 4
     mid = srv.hits
     again = run_download(
-        links, CFG, faces_cfg, tmp_path / "raw", tmp_path / "cache", detector=NoDetector(), progress=False
+        links, CFG, faces_cfg, tmp_path / "raw", cache_dir=tmp_path / "cache", detector=NoDetector(), progress=False
     )
     assert srv.hits == mid and again.status.tolist() == table.status.tolist()
     assert {"bad_shape", "detector_error"} <= set(STATUSES)

@@ -161,7 +161,7 @@ def full_run(site, faces_cfg, tmp_path_factory):
     srv, links, _, _ = site
     root = tmp_path_factory.mktemp("full")
     before = srv.hits
-    table = run_download(links, CFG, faces_cfg, root / "raw", root / "cache", progress=False)
+    table = run_download(links, CFG, faces_cfg, root / "raw", cache_dir=root / "cache", progress=False)
     return table, root, srv.hits - before
 
 
@@ -249,7 +249,9 @@ def test_rerun_refilters_from_cache_without_network_or_detector(site, faces_cfg,
 
     before = srv.hits
     lenient = replace(CFG, blur_threshold=1.0, min_face_area=0.001)
-    again = run_download(links, lenient, faces_cfg, root / "raw", root / "cache", detector=NoDetector(), progress=False)
+    again = run_download(
+        links, lenient, faces_cfg, root / "raw", cache_dir=root / "cache", detector=NoDetector(), progress=False
+    )
     assert srv.hits == before  # no request at all
     changed = {
         u.rsplit("/", 1)[1]: s for u, s, old in zip(again.url, again.status, table.status, strict=False) if s != old
@@ -257,7 +259,9 @@ def test_rerun_refilters_from_cache_without_network_or_detector(site, faces_cfg,
     assert changed == {"blur.jpg": "ok", "far.jpg": "ok"}
     assert len(list((root / "raw").iterdir())) == 7
     # and back: the same thresholds give the same table and files as the first run
-    same = run_download(links, CFG, faces_cfg, root / "raw", root / "cache", detector=NoDetector(), progress=False)
+    same = run_download(
+        links, CFG, faces_cfg, root / "raw", cache_dir=root / "cache", detector=NoDetector(), progress=False
+    )
     pd.testing.assert_frame_equal(same, table)
     assert len(list((root / "raw").iterdir())) == 5
 
@@ -275,7 +279,7 @@ def test_a_direct_rerun_rewrites_a_raw_file_whose_bytes_are_not_its_hash(site, f
     damaged.write_bytes(bytes(wrong))
     other.unlink()
     before = srv.hits
-    again = run_download(links, CFG, faces_cfg, root / "raw", root / "cache", progress=False)
+    again = run_download(links, CFG, faces_cfg, root / "raw", cache_dir=root / "cache", progress=False)
     assert srv.hits == before  # repaired from the fetch cache, no request
     pd.testing.assert_frame_equal(again, table)
     assert damaged.read_bytes() == good and other.is_file()
@@ -288,7 +292,7 @@ def test_retry_failed_refetches_only_transient_failures(site, faces_cfg, full_ru
     _table, root, _ = full_run
     before = srv.hits
     again = run_download(
-        links, replace(CFG, retry_failed=True), faces_cfg, root / "raw", root / "cache", progress=False
+        links, replace(CFG, retry_failed=True), faces_cfg, root / "raw", cache_dir=root / "cache", progress=False
     )
     fetched_again = srv.hits - before
     # timeout and http_error links are asked again (each with its one retry); 404s and images are not
@@ -316,7 +320,13 @@ def test_crash_and_restart_gives_the_same_table_without_refetching(site, faces_c
 
     with pytest.raises(Interrupt):
         run_download(
-            links, CFG, faces_cfg, tmp_path / "raw", tmp_path / "cache", after_persist=crash_after_six, progress=False
+            links,
+            CFG,
+            faces_cfg,
+            tmp_path / "raw",
+            cache_dir=tmp_path / "cache",
+            after_persist=crash_after_six,
+            progress=False,
         )
     time.sleep(1.2)  # let requests that were in flight at the crash reach the server
     mid = srv.hits
@@ -326,7 +336,7 @@ def test_crash_and_restart_gives_the_same_table_without_refetching(site, faces_c
         CFG,
         faces_cfg,
         tmp_path / "raw",
-        tmp_path / "cache",
+        cache_dir=tmp_path / "cache",
         progress=False,
         after_persist=lambda kind, key: analysed_after.add(key) if kind == "analysis" else None,
     )
@@ -403,16 +413,18 @@ def test_missing_urls_and_empty_links_need_no_network(tmp_path):
     (tmp_path / "raw" / "notes.txt").write_text("not ours")
     (tmp_path / "raw" / f"{'0' * 64}.jpg").write_bytes(b"stale")
     links = pd.DataFrame({"post_id": ["a", "b", "c"], "url": [None, "", "javascript:alert(1)"]})
-    table = run_download(links, CFG, faces, tmp_path / "raw", tmp_path / "cache", progress=False)
+    table = run_download(links, CFG, faces, tmp_path / "raw", cache_dir=tmp_path / "cache", progress=False)
     assert table.status.tolist() == ["invalid_url"] * 3 and table.url.tolist() == ["", "", "javascript:alert(1)"]
     assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["notes.txt"]  # stale kept file removed, others left
-    empty = run_download(links.iloc[:0], CFG, faces, tmp_path / "raw", tmp_path / "cache", progress=False)
+    empty = run_download(links.iloc[:0], CFG, faces, tmp_path / "raw", cache_dir=tmp_path / "cache", progress=False)
     assert len(empty) == 0 and "detections" in empty.columns
 
 
 def test_links_without_contract_columns_are_refused(faces_cfg, tmp_path):
     with pytest.raises(ValueError, match="post_id"):
-        run_download(pd.DataFrame({"url": ["http://x/a.jpg"]}), CFG, faces_cfg, tmp_path / "raw", tmp_path / "cache")
+        run_download(
+            pd.DataFrame({"url": ["http://x/a.jpg"]}), CFG, faces_cfg, tmp_path / "raw", cache_dir=tmp_path / "cache"
+        )
 
 
 @pytest.mark.slow
@@ -451,3 +463,33 @@ def test_every_number_has_a_range():
     from facegen.download.stage import DOWNLOAD_RANGES
 
     assert set(DOWNLOAD_RANGES) == numeric_keys(DownloadConfig)
+
+
+def test_the_scheduler_plans_only_what_the_cache_lacks(tmp_path):
+    """Unknown and blocked_host URLs are fetched; bodies without an analysis (or analysed without
+    detection at a larger min_side) are analysed; nothing else."""
+    from facegen.download.cache import FetchCache
+    from facegen.download.config import analysis_key
+    from facegen.download.fetch import FetchResult
+    from facegen.download.scheduler import FetchAnalyse
+
+    faces = FacesConfig()
+    key = analysis_key(CFG, faces)
+    with FetchCache(tmp_path) as cache:
+        done, small, raw = (cache.put_fetch(FetchResult(f"http://h/{n}", "fetched", body=n.encode())) for n in "abc")
+        cache.put_fetch(FetchResult("http://h/blocked", "blocked_host"))
+        cache.put_fetch(FetchResult("http://h/404", "http_404"))
+        cache.put_analysis(Analysis(done.sha256, key, "decoded", None, "PNG", "png", 100, 100, 1, "[]", None))
+        cache.put_analysis(Analysis(small.sha256, key, "decoded", None, "PNG", "png", 40, 40, 1, None, None))
+        urls = ["http://h/a", "http://h/b", "http://h/c", "http://h/blocked", "http://h/404", "http://h/new"]
+        todo, to_analyse = FetchAnalyse(CFG, faces, cache).plan(urls)
+        assert todo == ["http://h/blocked", "http://h/new"] and to_analyse == [raw.sha256]
+        _, again = FetchAnalyse(replace(CFG, min_side=32), faces, cache).plan(urls)  # the 40x40 now needs detection
+        assert again == sorted([raw.sha256, small.sha256])
+
+
+def test_documented_modules_and_limits_exist():
+    from facegen.download import analysis, config, table  # noqa: F401  (docs/download.md)
+    from facegen.download.scheduler import BODIES_PER_DETECTOR
+
+    assert BODIES_PER_DETECTOR == 4  # the limit the stage was tuned with (docs/download.md)
