@@ -89,9 +89,15 @@ def test_interpolation_ends_are_the_two_seeds_images(client, tiny_unet):
 
 def test_variations_are_near_the_seed_and_differ(client):
     r = client.post("/api/variations", json={"seed": 2, "n": 3, "amount": 0.3})
-    images = [decode(b) for b in r.json()["images"]]
+    images = [decode(b).astype(np.float64) for b in r.json()["images"]]
     assert len(images) == 3 and images[0].shape == (16, 16, 3)
     assert not np.array_equal(images[0], images[1])
+    # near: each variation is closer to seed 2's own face (frame 0 of a slerp from seed 2) than other seeds' faces
+    own = decode(client.post("/api/interpolate", json={"seed_a": 2, "seed_b": 9, "frames": 2}).json()["images"][0])
+    others = client.post("/api/interpolate", json={"seed_a": 40, "seed_b": 41, "frames": 2}).json()["images"]
+    far = min(np.abs(decode(b).astype(np.float64) - own).mean() for b in others)
+    near = max(np.abs(im - own).mean() for im in images)
+    assert near < 0.6 * far, (near, far)
 
 
 def test_sdedit_and_repaint_keep_size_and_repaint_keeps_unmasked_pixels(client):

@@ -39,6 +39,39 @@ def test_store_is_atomic_and_refuses_a_foreign_table(tmp_path):
         JudgementStore(path)
 
 
+WRITER = """
+import sys
+from facegen.studio.judge import JudgementStore
+store = JudgementStore(sys.argv[1])
+while True:
+    store.add("best", None, None, item="sample:%d" % len(store.rows), truth="fake", answer="real")
+    print(len(store.rows), flush=True)
+"""
+
+
+def test_the_table_survives_a_kill_mid_write(tmp_path):
+    """kill -9 a writer between and during rewrites: the table on disk is always whole and readable."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "j.parquet"
+    store = JudgementStore(path)
+    store.rows = [dict(store.add("best", None, None, item="seed", truth="fake", answer="real"))] * 200_000
+    store.add("best", None, None, item="last", truth="real", answer="real")  # a big table: each rewrite is slow
+    for delay in (0.6, 0.9, 1.3):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        first = int(proc.stdout.readline())  # one rewrite done: the next ones are in flight
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        rows = pd.read_parquet(path)
+        assert len(rows) >= first and rows["item"].iloc[:200_001].tolist()[-1] == "last"
+
+
 def _faces(repo, n=3):
     """A faces.parquet with n accepted test-split faces (32 px PNGs) and one train face."""
     rows = []
