@@ -275,20 +275,33 @@ def _add_curate(sub: argparse._SubParsersAction) -> None:
 def _studio(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from facegen.studio.app import StudioConfig, create_app
+    from facegen.common.config import load_params
+    from facegen.studio.app import StudioConfig, create_app, params_limits
+    from facegen.studio.guard import is_loopback
     from facegen.studio.models import UnknownCheckpoint
 
+    if not is_loopback(args.host):
+        if not args.public:
+            _say(
+                f"facegen studio: error: --host {args.host} is reachable from other machines: anyone who can "
+                "reach it can use the model and post judgements; add --public to mean it",
+                err=True,
+            )
+            return 2
+        _say(f"facegen studio: warning: listening on {args.host}, reachable from other machines", err=True)
     root = Path(args.root)
-    overrides = {
-        k: getattr(args, k)
-        for k in ("max_images", "max_steps", "max_upload_bytes", "queue_size", "experiment", "detector", "device")
-        if getattr(args, k) is not None
-    }
+    flags = ("max_images", "max_steps", "max_cost", "max_upload_bytes", "queue_size", "experiment", "detector")
+    overrides = {k: getattr(args, k) for k in (*flags, "device") if getattr(args, k) is not None}
     try:
+        params_path = root / "params.yaml"
+        overrides = {**params_limits(load_params(params_path) if params_path.is_file() else {}), **overrides}
         cfg = StudioConfig(
             model=Path(args.model),
             root=root,
             tracking_uri=args.tracking_uri or tracking_uri(repo_root(root)),
+            host=args.host,
+            port=args.port,
+            allow_hosts=tuple(args.allow_host),
             **overrides,
         )
         app = create_app(cfg)
@@ -308,6 +321,16 @@ def _add_studio(sub: argparse._SubParsersAction) -> None:
         "--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)"
     )
     studio.add_argument("--port", type=int, default=8765)
+    studio.add_argument(
+        "--public", action="store_true", help="allow a --host other than loopback (reachable from other machines)"
+    )
+    studio.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME[:PORT]",
+        help="a further Host name the studio answers to (repeatable; default: the bound address only)",
+    )
     studio.add_argument("--model", default="models/best", help="a models/best-layout folder (default models/best)")
     studio.add_argument("--root", default=".", help="repository root: params.yaml, data/ (default .)")
     studio.add_argument("--tracking-uri", default=None, help="MLflow store (default: as `facegen best`)")
@@ -316,6 +339,9 @@ def _add_studio(sub: argparse._SubParsersAction) -> None:
     studio.add_argument("--device", default=None, help="torch device (default params.yaml sample.device)")
     studio.add_argument("--max-images", type=int, default=None, help="images per request (default 64)")
     studio.add_argument("--max-steps", type=int, default=None, help="denoising steps per request (default 250)")
+    studio.add_argument(
+        "--max-cost", type=int, default=None, help="images x steps per request (default params.yaml studio.max_cost)"
+    )
     studio.add_argument("--max-upload-bytes", type=int, default=None, help="upload size limit (default 10 MB)")
     studio.add_argument("--queue-size", type=int, default=None, help="model jobs waiting at most (default 4)")
     studio.set_defaults(func=_studio)

@@ -3,8 +3,9 @@
 The aligned face x0 is noised to the sampler step nearest ``strength`` x T with the forward
 process, x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps (Ho et al. 2020, eq. 4), then denoised
 with DDIM (eta 0, Song et al. 2021 eq. 12) under the new condition (classifier-free guided as
-in facegen.diffusion.sampling). strength 0 returns the face unchanged; 1 is a fresh sample
-that only shares the seed. Larger strengths move the attribute further and keep less face.
+in facegen.diffusion.sampling). strength 0 returns the face unchanged; 1 is the sample
+stage's own image of that seed (DDIM, the same steps, spacing and batch size): generation from
+the seed's initial noise, the face forgotten. Larger strengths move the attribute further and keep less face.
 
 The report says how much of the face is kept against how far the attribute moved:
 
@@ -26,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from facegen.diffusion.sampling import StepCallback
 from facegen.faces.appearance import MEASURES, luma
 
 SSIM_SIGMA = 1.5
@@ -83,6 +85,10 @@ def sdedit(
     steps: int = 50,
     guidance: float = 1.0,
     device: str = "cpu",
+    *,
+    timestep_spacing: str = "trailing",  # DDIM's step placement (sample.timestep_spacing)
+    batch_size: int = 1,  # strength 1: the batch generation pads to (sample.batch_size), for its bytes
+    on_step: StepCallback | None = None,  # after every denoising step; may raise to cancel
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Edit one aligned face (H, W, 3) uint8 toward ``condition``; returns (edited uint8 face, report).
 
@@ -94,7 +100,9 @@ def sdedit(
     from PIL import Image
 
     from facegen.diffusion.sampling import (
+        SampleSpec,
         encode_conditions,
+        generate,
         generators,
         make_scheduler,
         run_steps,
@@ -111,11 +119,29 @@ def sdedit(
     if image.shape[:2] != (h, w):
         image = np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BICUBIC))
     encoded = encode_conditions(unet, dict(condition or {}), 1)
-    scheduler = make_scheduler(scheduler_config, "ddim", steps)
+    scheduler = make_scheduler(scheduler_config, "ddim", steps, timestep_spacing)
     start = int(round(strength * len(scheduler.timesteps)))
     timesteps = scheduler.timesteps[len(scheduler.timesteps) - start :]
     edited = image
-    if start > 0:
+    if start == len(scheduler.timesteps):  # the whole schedule: generation of the seed, byte for byte
+        spec = SampleSpec(
+            sampler="ddim",
+            steps=steps,
+            timestep_spacing=timestep_spacing,
+            batch_size=batch_size,
+            guidance=guidance,
+            device=device,
+        )
+        edited = generate(
+            unet,
+            scheduler_config,
+            spec,
+            [seed],
+            conditions=dict(condition or {}) or None,
+            progress=False,
+            on_step=on_step,
+        )[0]
+    elif start > 0:
         dev = torch.device(device)
         dtype = next(unet.parameters()).dtype
         x0 = torch.from_numpy(image).permute(2, 0, 1)[None].to(dev, torch.float32).div(127.5).sub(1.0).to(dtype)
@@ -127,9 +153,17 @@ def sdedit(
         unet.eval()
         try:
             with torch.inference_mode():
+                done = iter(range(1, start + 1))
                 edited = to_uint8(
                     run_steps(
-                        unet, scheduler, x, timesteps, step_kwargs_for(scheduler, gens), cond=cond, guidance=guidance
+                        unet,
+                        scheduler,
+                        x,
+                        timesteps,
+                        step_kwargs_for(scheduler, gens),
+                        cond=cond,
+                        guidance=guidance,
+                        on_step=None if on_step is None else lambda: on_step(next(done), start),
                     )
                 )[0]
         finally:

@@ -262,14 +262,22 @@ def load_model_dir(model_dir: str | Path, device: str = "cpu") -> tuple[UNet2DMo
     loader (sample and control stages, studio, pyfunc). Every problem is a ModelFileError naming
     its file (:func:`load_unet`, :func:`read_json`; ``best.json`` too when present); ``device``
     sizes the memory check (the UNet is returned on the CPU)."""
-    from diffusers import DDPMScheduler
-
     root = Path(model_dir)
     if not (root / UNET_DIR).is_dir():
         raise FileNotFoundError(
             f"no trained model at {root}: expected {root / UNET_DIR}/ (run `dvc repro train` first)"
         )
     unet = load_unet(root / UNET_DIR, device)
+    scheduler, config = load_schedule_and_config(root)
+    return unet, scheduler, config
+
+
+def load_schedule_and_config(model_dir: str | Path) -> tuple[DDPMScheduler, dict[str, Any]]:
+    """The training noise schedule and train config of a ``models/best/`` folder, each file checked
+    (its UNet aside: an epoch checkpoint's EMA weights go into that folder's architecture, :func:`unet_from_ema`)."""
+    from diffusers import DDPMScheduler
+
+    root = Path(model_dir)
     noise_dir = root / NOISE_SCHEDULER_DIR  # older folders kept the training schedule in scheduler/
     noise_dir = noise_dir if noise_dir.is_dir() else root / SCHEDULER_DIR
     noise_file = noise_dir / "scheduler_config.json"
@@ -281,4 +289,4 @@ def load_model_dir(model_dir: str | Path, device: str = "cpu") -> tuple[UNet2DMo
     config = read_json(root / TRAIN_CONFIG_FILE) if (root / TRAIN_CONFIG_FILE).is_file() else {}
     if (root / BEST_FILE).is_file():
         read_json(root / BEST_FILE)
-    return unet, scheduler, config
+    return scheduler, config

@@ -13,7 +13,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import errno
+import hashlib
+import json
 import random
+import shlex
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -31,16 +35,24 @@ from pydantic import BaseModel, Field
 
 from facegen.common.device import resolve_device
 from facegen.common.images import ImageRejected, decode_image
+from facegen.diffusion.edit import sdedit
 from facegen.diffusion.sampling import SAMPLERS
 from facegen.sample.stage import SampleConfig
 from facegen.studio import editing
 from facegen.studio.dataset_routes import dataset_router
+from facegen.studio.guard import HostPolicy, OriginGuard
 from facegen.studio.jobs import Cancelled, Job, JobRunner, QueueFull
 from facegen.studio.judge import JudgementStore, log_to_mlflow
 from facegen.studio.models import Catalog, LoadedModel, UnknownCheckpoint
 
 STATIC = Path(__file__).with_name("static")
+UPLOAD_PATH = "/api/upload"
+MULTIPART_SLACK = 64 * 1024  # bytes of multipart headers and boundaries allowed beyond the file
+DISCONNECT_POLL_S = 0.2  # how often a waiting request checks that its client is still there
 JUDGE_SEED_BASE = 1_000_000  # fakes shown for judging use seeds from here on (clear of sample seeds)
+
+
+LIMIT_KEYS = ("max_images", "max_steps", "max_cost", "max_upload_bytes", "max_upload_pixels", "queue_size")
 
 
 @dataclass(frozen=True)
@@ -54,23 +66,57 @@ class StudioConfig:
     device: str | None = None  # torch device; None = params.yaml sample.device (as the sample stage)
     max_images: int = 64  # per request
     max_steps: int = 250  # per request (ddpm's full 1000 needs --max-steps 1000)
+    max_cost: int = 16_000  # images x denoising steps per request (64 images x 250 steps)
     max_upload_bytes: int = 10_000_000
     max_upload_pixels: int = 50_000_000
     queue_size: int = 4  # model jobs waiting behind the running one
     judgements: Path = Path("data/studio_judgements.parquet")
     faces: Path = Path("data/faces.parquet")
     detector: str | None = None  # faces.model override; None = params.yaml faces.model
+    host: str = "127.0.0.1"  # the bound interface: requests must name it (or allow_hosts) as Host
+    port: int | None = None  # the bound port; None = any port (a caller that picks a free one)
+    allow_hosts: tuple[str, ...] = ()  # further Host names ('name' or 'name:port'), --allow-host
+
+    @property
+    def upload_body_bytes(self) -> int:
+        """Cap of a multipart upload body: the file plus the multipart envelope."""
+        return self.max_upload_bytes + MULTIPART_SLACK
+
+    @property
+    def json_body_bytes(self) -> int:
+        """Cap of any other body: an edit carries a base64 image and a base64 mask (4/3 each)."""
+        return 3 * self.max_upload_bytes + MULTIPART_SLACK
+
+    def body_limit(self, path: str) -> int:
+        """The byte cap of a request body to ``path``."""
+        return self.upload_body_bytes if path == UPLOAD_PATH else self.json_body_bytes
 
     def __post_init__(self) -> None:
-        for name in ("max_images", "max_steps", "max_upload_bytes", "max_upload_pixels", "queue_size"):
+        for name in LIMIT_KEYS:
             if getattr(self, name) < 1:
                 raise ValueError(f"studio {name}={getattr(self, name)} must be >= 1")
+
+
+def params_limits(params: dict[str, Any]) -> dict[str, int]:
+    """params.yaml ``studio``: the per-request limits (keys of :data:`LIMIT_KEYS`); flags override them."""
+    section = params.get("studio") or {}
+    if not isinstance(section, dict):
+        raise ValueError(f"studio: must be a mapping of limits {list(LIMIT_KEYS)}, got {section!r}")
+    unknown = sorted(set(section) - set(LIMIT_KEYS))
+    if unknown:
+        raise ValueError(f"studio.{unknown[0]} is not a studio key; known: {list(LIMIT_KEYS)}")
+    for key, value in section.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"studio.{key} must be an integer >= 1, got {value!r}")
+    return dict(section)
 
 
 class SampleSettings(BaseModel):
     sampler: Literal["ddpm", "ddim", "dpm++"] | None = Field(None, description="default: params.yaml sample.sampler")
     steps: int | None = Field(None, ge=1, description="denoising steps; default: params.yaml sample.steps")
-    condition: dict[str, float] = Field(default_factory=dict, description="attribute -> value (conditional models)")
+    condition: dict[str, float] | None = Field(
+        None, description="attribute -> value (conditional models); null or {} = unconditional"
+    )
     guidance: float | None = Field(None, ge=0.0, description="classifier-free guidance scale (conditional models)")
 
 
@@ -94,7 +140,9 @@ class VariationsRequest(SampleSettings):
 class EditRequest(SampleSettings):
     image: str = Field(..., description="base64 PNG/JPEG of an aligned face (from /api/upload or a canvas)")
     mode: Literal["sdedit", "repaint"] = "sdedit"
-    strength: float = Field(0.5, gt=0.0, le=1.0, description="SDEdit noise level")
+    strength: float = Field(
+        0.5, ge=0.0, le=1.0, description="SDEdit noise level: 0 keeps the face, 1 is generation's image of `seed`"
+    )
     mask: str | None = Field(None, description="repaint: base64 PNG, white = repaint")
     seed: int = Field(0, ge=0)
     resample: int = Field(2, ge=1, le=10, description="repaint: resampling rounds per step")
@@ -126,28 +174,40 @@ class State:
     rng: random.Random = field(default_factory=random.SystemRandom)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    async def run_job(self, request: Request, fn: Callable[[Job], Any], name: str) -> Any:
-        """Run ``fn`` as a model job; cancel it when the client disconnects; errors -> HTTP errors."""
+    async def run_job(self, request: Request, fn: Callable[[Job], Any], name: str, key: str | None = None) -> Any:
+        """Run ``fn`` as a model job (or join the identical one, ``key``); errors -> HTTP errors.
+
+        A client that disconnects leaves the job, which stops at its next step when no client
+        is left; ``POST /api/cancel`` stops it for everyone (409 ``cancelled``)."""
         try:
-            job = self.runner.submit(fn, name)
+            job = self.runner.submit(fn, name, key)
         except QueueFull as exc:
             raise HTTPException(429, _clear(exc)) from exc
         waiter = asyncio.wrap_future(job.future)
         while True:
-            done, _ = await asyncio.wait({waiter}, timeout=0.2)
+            done, _ = await asyncio.wait({waiter}, timeout=DISCONNECT_POLL_S)
             if done:
                 break
             if await request.is_disconnected():
-                job.cancel()
+                self.runner.leave(job)
                 raise HTTPException(499, f"{name} cancelled: the client disconnected")
         try:
             return waiter.result()
         except Cancelled as exc:
-            raise HTTPException(499, _clear(exc)) from exc
+            raise (HTTPException(409, "cancelled") if job.by_user else HTTPException(499, _clear(exc))) from exc
         except UnknownCheckpoint as exc:
             raise HTTPException(404, _clear(exc)) from exc
         except ValueError as exc:  # a setting the model or sampler refuses (steps past the schedule, ...)
             raise HTTPException(422, _clear(exc)) from exc
+
+    def cost(self, images: int, steps: int, what: str) -> None:
+        """413 when a request's work (images x denoising steps) passes max_cost."""
+        if images * steps > self.cfg.max_cost:
+            raise HTTPException(
+                413,
+                f"{what}: {images} images x {steps} steps = {images * steps} exceeds this studio's "
+                f"max_cost={self.cfg.max_cost} (ask for fewer images or steps, or start it with --max-cost)",
+            )
 
     def settings(self, req: SampleSettings, model: LoadedModel, conditional: bool = False) -> tuple[str, int]:
         """Sampler and steps of a request (params.yaml defaults), checked against limits and conditions."""
@@ -162,14 +222,15 @@ class State:
                 "(ask for fewer, or start it with --max-steps)",
             )
         names = {c["name"] for c in model.conditions}
-        if req.condition or req.guidance is not None:
+        condition = req.condition or {}
+        if condition or (req.guidance is not None and not conditional):
             if not names:
                 raise HTTPException(
                     422,
                     f"model {model.id} is unconditional: drop 'condition' and 'guidance' "
                     "(or load a model trained with train.condition)",
                 )
-            unknown = sorted(set(req.condition) - names)
+            unknown = sorted(set(condition) - names)
             if unknown:
                 raise HTTPException(422, f"condition names {unknown} are not among the model's {sorted(names)}")
             if not conditional:
@@ -181,10 +242,33 @@ class State:
             from facegen.diffusion.conditional import check_request
 
             try:
-                check_request(model.unet.config, req.condition)
+                check_request(model.unet.config, condition)
             except ValueError as exc:
                 raise HTTPException(422, _clear(exc)) from exc
         return sampler, steps
+
+    def reproduce(
+        self, model: LoadedModel, req: GenerateRequest, *, sampler: str, steps: int, guidance: float
+    ) -> str | None:
+        """The shell command whose sample stage writes these images' bytes (``data/samples/00001.png``
+        on), or None when none does: only models/best is what the sample stage reads."""
+        stage_model = (Path(self.cfg.root) / "models" / "best").resolve()
+        if model.id != "best" or Path(model.path).resolve() != stage_model:
+            return None
+        condition = dict(req.condition or {})
+        sets = {
+            "seed": req.seed,
+            "num_images": req.n,
+            "sampler": sampler,
+            "steps": steps,
+            "batch_size": self.sample.batch_size,
+            "timestep_spacing": self.sample.timestep_spacing,
+            "precision": self.sample.precision,
+            "device": self.device,
+            "condition": json.dumps(condition, separators=(",", ":")),
+            "guidance": guidance if condition else self.sample.guidance,
+        }
+        return "dvc exp run sample " + " ".join(f"-S {shlex.quote(f'sample.{k}={v}')}" for k, v in sets.items())
 
     def limit(self, n: int, what: str) -> None:
         """413 when a request asks for more than max_images images."""
@@ -240,6 +324,12 @@ def _sample_config(params: dict[str, Any]) -> SampleConfig:
     return from_dict(SampleConfig, params.get("sample"), "sample") if "sample" in params else SampleConfig()
 
 
+def _key(name: str, model: LoadedModel, req: BaseModel) -> str:
+    """What makes two requests the same work: the action, the model and the request's fields."""
+    digest = hashlib.sha256(req.model_dump_json().encode()).hexdigest()
+    return f"{name}:{model.id}:{digest}"
+
+
 def _clear(exc: Exception) -> str:
     return str(exc).strip() or type(exc).__name__
 
@@ -291,12 +381,13 @@ def _model_routes(app: FastAPI, state: State) -> None:
             "limits": {
                 "max_images": cfg.max_images,
                 "max_steps": cfg.max_steps,
+                "max_cost": cfg.max_cost,
                 "max_upload_bytes": cfg.max_upload_bytes,
                 "queue_size": cfg.queue_size,
             },
         }
 
-    @app.post("/api/model")
+    @app.post("/api/model", max_body_size=cfg.json_body_bytes)
     async def set_model(req: ModelRequest, request: Request) -> dict[str, Any]:
         """Switch the generator to another checkpoint (404 when unknown)."""
 
@@ -306,12 +397,13 @@ def _model_routes(app: FastAPI, state: State) -> None:
 
         return await state.run_job(request, work, f"load {req.id}")
 
-    @app.post("/api/generate")
+    @app.post("/api/generate", max_body_size=cfg.json_body_bytes)
     async def generate(req: GenerateRequest, request: Request) -> dict[str, Any]:
         """``n`` images from seeds ``seed .. seed+n-1``: the sample stage's images of those seeds."""
         state.limit(req.n, "n")
         model = state.model
         sampler, steps = state.settings(req, model, conditional=True)
+        state.cost(req.n, steps, "generate")
         seeds = [req.seed + i for i in range(req.n)]
         guidance = state.sample.guidance if req.guidance is None else req.guidance
 
@@ -335,20 +427,21 @@ def _model_routes(app: FastAPI, state: State) -> None:
                 seeds,
                 conditions=req.condition or None,
                 progress=False,
-                on_step=lambda done, total: job.check(),
+                on_step=job.step,
             )
             for _, images in batches:
                 out.extend(images)
                 job.check()
             return out
 
-        images = await state.run_job(request, work, "generate")
+        images = await state.run_job(request, work, "generate", _key("generate", model, req))
         return {
             "images": [editing.png_b64(im) for im in images],
             "seeds": seeds,
             **state.echo(model, sampler, steps),
-            "condition": dict(req.condition),
+            "condition": dict(req.condition or {}),
             "guidance": guidance if req.condition else None,
+            "reproduce": state.reproduce(model, req, sampler=sampler, steps=steps, guidance=guidance),
         }
 
     async def from_noise(
@@ -356,6 +449,7 @@ def _model_routes(app: FastAPI, state: State) -> None:
     ) -> dict[str, Any]:
         model = state.model
         sampler, steps = state.settings(req, model)
+        state.cost(len(seeds), steps, name)
 
         def work(job: Job) -> np.ndarray:
             from facegen.diffusion.sampling import SampleSpec, generate_from_noise
@@ -370,14 +464,12 @@ def _model_routes(app: FastAPI, state: State) -> None:
                 precision=state.sample.precision,
                 device=state.device,
             )
-            return generate_from_noise(
-                model.unet, model.scheduler_config, spec, noise, seeds, on_step=lambda done, total: job.check()
-            )
+            return generate_from_noise(model.unet, model.scheduler_config, spec, noise, seeds, on_step=job.step)
 
-        images = await state.run_job(request, work, name)
+        images = await state.run_job(request, work, name, _key(name, model, req))
         return {"images": [editing.png_b64(im) for im in images], **state.echo(model, sampler, steps)}
 
-    @app.post("/api/interpolate")
+    @app.post("/api/interpolate", max_body_size=cfg.json_body_bytes)
     async def interpolate(req: InterpolateRequest, request: Request) -> dict[str, Any]:
         """Frames of the slerp from seed_a's initial noise to seed_b's (both ends included)."""
         state.limit(req.frames, "frames")
@@ -390,7 +482,7 @@ def _model_routes(app: FastAPI, state: State) -> None:
         )
         return {**out, "t": np.linspace(0.0, 1.0, req.frames).round(6).tolist()}
 
-    @app.post("/api/variations")
+    @app.post("/api/variations", max_body_size=cfg.json_body_bytes)
     async def variations(req: VariationsRequest, request: Request) -> dict[str, Any]:
         """Faces near seed's: its noise moved ``amount`` towards seeds seed+1..seed+n."""
         state.limit(req.n, "n")
@@ -407,7 +499,7 @@ def _edit_routes(app: FastAPI, state: State) -> None:
     """Upload (detect and align) and edit (SDEdit, repaint)."""
     cfg = state.cfg
 
-    @app.post("/api/upload")
+    @app.post(UPLOAD_PATH, max_body_size=cfg.upload_body_bytes)
     async def upload(request: Request, file: Annotated[UploadFile, File()]) -> dict[str, Any]:
         """A photo -> its largest face, detected and aligned as the pipeline does, at the model's size."""
         data = await file.read(cfg.max_upload_bytes + 1)
@@ -432,11 +524,15 @@ def _edit_routes(app: FastAPI, state: State) -> None:
             "size": model.size,
         }
 
-    @app.post("/api/edit")
+    @app.post("/api/edit", max_body_size=cfg.json_body_bytes)
     async def edit(req: EditRequest, request: Request) -> dict[str, Any]:
         """SDEdit (re-generate from a noise level) or RePaint (re-draw the masked region) of a face."""
         model = state.model
-        sampler, steps = state.settings(req, model)
+        sampler, steps = state.settings(req, model, conditional=req.mode == "sdedit")
+        if req.mode == "sdedit":
+            sampler = "ddim"  # facegen.diffusion.edit's SDEdit: DDIM, so strength 1 is generation's image
+        state.cost(req.resample if req.mode == "repaint" else 1, steps, req.mode)
+        guidance = state.sample.guidance if req.guidance is None else req.guidance
         face = editing.resize_face(_image_from_b64(req.image, "image", cfg), model.size)
         mask = None
         if req.mode == "repaint":
@@ -450,18 +546,22 @@ def _edit_routes(app: FastAPI, state: State) -> None:
         def work(job: Job) -> np.ndarray:
             import torch
 
-            x0 = editing.to_tensor(face[None], state.device)
             if mask is None:
-                return editing.sdedit(
+                return sdedit(
                     model.unet,
                     model.scheduler_config,
-                    sampler,
-                    steps,
-                    x0,
-                    strength=req.strength,
+                    np.array(face),  # writable: torch.from_numpy of a read-only array warns
+                    req.condition,
+                    req.strength,
                     seed=req.seed,
-                    check=job.check,
+                    steps=steps,
+                    guidance=guidance if req.condition else 1.0,
+                    device=state.device,
+                    timestep_spacing=state.sample.timestep_spacing,
+                    batch_size=state.sample.batch_size,
+                    on_step=job.step,
                 )[0]
+            x0 = editing.to_tensor(face[None], state.device)
             return editing.repaint(
                 model.unet,
                 model.scheduler_config,
@@ -474,7 +574,7 @@ def _edit_routes(app: FastAPI, state: State) -> None:
                 check=job.check,
             )[0]
 
-        image = await state.run_job(request, work, req.mode)
+        image = await state.run_job(request, work, req.mode, _key(req.mode, model, req))
         return {
             "image": editing.png_b64(image),
             "mode": req.mode,
@@ -506,6 +606,16 @@ def _run_routes(app: FastAPI, state: State) -> None:
         except UnknownCheckpoint as exc:
             raise HTTPException(404, _clear(exc)) from exc
         return Response(png, media_type="image/png")
+
+    @app.get("/api/progress")
+    async def progress() -> dict[str, Any]:
+        """The running job: its name and denoising steps done of total, and how many wait."""
+        return state.runner.progress()
+
+    @app.post("/api/cancel", max_body_size=cfg.json_body_bytes)
+    async def cancel() -> dict[str, bool]:
+        """Cancel the running job (its request answers 409 ``cancelled``)."""
+        return {"cancelled": state.runner.cancel_running()}
 
     @app.get("/api/status")
     async def status() -> dict[str, Any]:
@@ -575,7 +685,7 @@ def _judge_routes(app: FastAPI, state: State) -> None:
                 state.pending.popitem(last=False)
         return {"token": token, "image": editing.png_b64(image), "size": model.size}
 
-    @app.post("/api/judge")
+    @app.post("/api/judge", max_body_size=cfg.json_body_bytes)
     async def judge(req: JudgeRequest) -> dict[str, Any]:
         """Record a real/fake answer; returns the truth and the model's error rate with its 95% CI."""
         with state.lock:
@@ -584,19 +694,31 @@ def _judge_routes(app: FastAPI, state: State) -> None:
             raise HTTPException(
                 404, f"judge token {req.token!r} is unknown or already answered; GET /api/judge/next for a new face"
             )
-        state.store.add(
-            item["model_id"], item["run_id"], item["epoch"], item=item["item"], truth=item["truth"], answer=req.answer
-        )
+        try:
+            state.store.add(
+                item["model_id"],
+                item["run_id"],
+                item["epoch"],
+                item=item["item"],
+                truth=item["truth"],
+                answer=req.answer,
+            )
+        except OSError as exc:
+            with state.lock:  # not saved: the same token may answer again once there is room
+                state.pending[req.token] = item
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise HTTPException(
+                    507, f"judgement not saved: no space left for {state.store.path} (free some disk and answer again)"
+                ) from exc
+            raise HTTPException(500, f"judgement not saved to {state.store.path}: {_clear(exc)}") from exc
         summary = state.store.summary_of(item["model_id"], item["run_id"], item["epoch"])
         logged = False
         if item["run_id"] and cfg.tracking_uri:
-            from mlflow.exceptions import MlflowException
-
             try:
                 await asyncio.to_thread(log_to_mlflow, cfg.tracking_uri, item["run_id"], summary, item["epoch"])
                 logged = True
-            except MlflowException as exc:  # the run is not in this store: keep the judgement, say so
-                summary["mlflow_error"] = _clear(exc)
+            except Exception as exc:
+                summary["mlflow_error"] = f"{type(exc).__name__}: {_clear(exc)}"
         return {
             "correct": item["truth"] == req.answer,
             "truth": item["truth"],
@@ -648,11 +770,12 @@ def create_app(cfg: StudioConfig) -> FastAPI:
         redoc_url=None,
         description="Generate, explore, edit and judge faces of a trained facegen model (docs/studio.md).",
     )
+    app.add_middleware(OriginGuard, hosts=HostPolicy(cfg.host, cfg.port, cfg.allow_hosts), body_limit=cfg.body_limit)
     app.state.studio = state
     app.add_exception_handler(RequestValidationError, _invalid)
     for add in (_model_routes, _edit_routes, _run_routes, _judge_routes):
         add(app, state)
-    app.include_router(dataset_router(root, cfg.faces))
+    app.include_router(dataset_router(root, cfg.faces), max_body_size=cfg.json_body_bytes)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

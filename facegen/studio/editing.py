@@ -3,9 +3,7 @@
 - Interpolation: spherical interpolation (Shoemake 1985) of two seeds' initial noise, which
   keeps the norm a Gaussian sample of that dimension has (a straight line would pass through
   low-norm noise the model never saw), then the deterministic sampler from there.
-- SDEdit (Meng et al. 2022): noise an aligned face x0 to step t = strength * T with the
-  forward process x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps (Ho et al. eq. 4) and run the
-  sampler's remaining steps: strength 0 keeps the face, 1 draws a new one.
+- SDEdit is :func:`facegen.diffusion.edit.sdedit` (conditions, guidance, strength [0, 1]).
 - RePaint (Lugmayr et al. 2022, alg. 1): at each reverse step the known region is the
   forward-noised original at that step and the masked region is the model's step; each step
   is resampled ``resample`` times by jumping back one step with fresh noise
@@ -25,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from facegen.diffusion.sampling import initial_noise, make_scheduler, to_uint8
+from facegen.diffusion.sampling import initial_noise, make_scheduler, step_kwargs_for, to_uint8
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -123,53 +121,6 @@ def variation_noise(unet: UNet2DModel, seed: int, count: int, amount: float, dev
     return torch.cat([slerp(base, others[k : k + 1], amount) for k in range(count)])
 
 
-def _model_step_kwargs(scheduler: Any, gen: torch.Generator) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"generator": gen}
-    if type(scheduler).__name__ == "DDIMScheduler":
-        kwargs["use_clipped_model_output"] = True
-    return kwargs
-
-
-def sdedit(
-    unet: UNet2DModel,
-    scheduler_config: dict[str, Any],
-    sampler: str,
-    steps: int,
-    x0: torch.Tensor,
-    *,
-    strength: float,
-    seed: int,
-    check: Check = lambda: None,
-) -> np.ndarray:
-    """Re-generate faces x0 (B, 3, H, W) in [-1, 1] from noise level ``strength`` in (0, 1].
-
-    The sampler's last ``round(strength * steps)`` steps are run from x0 noised to the first
-    of them; returns (B, H, W, 3) uint8.
-    """
-    import torch
-    from diffusers import DDPMScheduler
-
-    if not 0.0 < strength <= 1.0:
-        raise ValueError(f"strength={strength} must be in (0, 1]")
-    scheduler = make_scheduler(scheduler_config, sampler, steps)
-    n_run = max(1, round(strength * len(scheduler.timesteps)))
-    start = len(scheduler.timesteps) - n_run
-    timesteps = scheduler.timesteps[start:]
-    if hasattr(scheduler, "set_begin_index"):
-        scheduler.set_begin_index(start)
-    gen = torch.Generator("cpu").manual_seed(int(seed))
-    noise = torch.randn(x0.shape, generator=gen).to(x0.device, x0.dtype)
-    forward = DDPMScheduler.from_config(scheduler_config)
-    x = forward.add_noise(x0, noise, timesteps[:1].repeat(x0.shape[0]).to(x0.device))
-    kwargs = _model_step_kwargs(scheduler, gen)
-    with torch.inference_mode():
-        for t in timesteps:
-            check()
-            out = unet(scheduler.scale_model_input(x, t), t).sample
-            x = scheduler.step(out, t, x, **kwargs).prev_sample
-    return to_uint8(x.clamp(-1.0, 1.0))
-
-
 def repaint(
     unet: UNet2DModel,
     scheduler_config: dict[str, Any],
@@ -207,7 +158,7 @@ def repaint(
         a = float(abar[t])
         return a**0.5 * x0 + (1.0 - a) ** 0.5 * randn()
 
-    kwargs = _model_step_kwargs(scheduler, gen)
+    kwargs = step_kwargs_for(scheduler, [gen])
     ts = [int(t) for t in scheduler.timesteps]
     x = randn()
     with torch.inference_mode():

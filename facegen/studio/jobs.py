@@ -4,8 +4,11 @@ Why: a CPU (or one GPU) runs one denoising job well and several badly; a web pag
 for work faster than the model answers. Every request that touches the model becomes a
 :class:`Job` run by the single worker thread in submission order. The queue holds at most
 ``queue_size`` waiting jobs (a full queue is refused at once, never buffered without bound),
-and each job carries a cancel flag that the route sets when its client disconnects; the
-job's code checks :meth:`Job.check` between batches or denoising steps and stops there.
+and each job carries a cancel flag that the route sets when its last client disconnects (or
+``POST /api/cancel`` sets); the job's code calls :meth:`Job.step` after every denoising step
+(the sampler's ``on_step``), which records its progress for ``GET /api/progress`` and stops
+there when cancelled. A request identical to one waiting or running joins it (``key``) instead
+of queueing the same work again.
 """
 
 from __future__ import annotations
@@ -32,12 +35,23 @@ class Job:
 
     fn: Callable[[Job], Any]
     name: str = "job"
+    key: str | None = None  # identical requests share one job (None: never shared)
     cancel_event: threading.Event = field(default_factory=threading.Event)
     future: Future = field(default_factory=Future)
+    done: int = 0  # denoising steps run so far
+    total: int = 0  # steps the job will run (0: not known yet)
+    watchers: int = 0  # requests waiting for this job's answer
+    by_user: bool = False  # cancelled through POST /api/cancel (not a disconnect)
 
-    def cancel(self) -> None:
+    def cancel(self, *, by_user: bool = False) -> None:
         """Ask the job to stop at its next :meth:`check` (or never to start)."""
+        self.by_user = self.by_user or by_user
         self.cancel_event.set()
+
+    def step(self, done: int, total: int) -> None:
+        """The sampler's ``on_step``: record progress, stop here when cancelled."""
+        self.done, self.total = done, total
+        self.check()
 
     def check(self) -> None:
         """Raise :class:`Cancelled` when the job was cancelled: call between units of work."""
@@ -55,6 +69,7 @@ class JobRunner:
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._lock = threading.Lock()
         self._waiting = 0
+        self._keyed: dict[str, Job] = {}  # jobs by key, until they finish
         self.running: Job | None = None
         self.completed = 0
         self.cancelled = 0
@@ -67,18 +82,51 @@ class JobRunner:
         with self._lock:
             return self._waiting
 
-    def submit(self, fn: Callable[[Job], Any], name: str = "job") -> Job:
-        """Queue ``fn`` (called with its Job); raises :class:`QueueFull` when the queue is full."""
-        job = Job(fn=fn, name=name)
+    def submit(self, fn: Callable[[Job], Any], name: str = "job", key: str | None = None) -> Job:
+        """Queue ``fn`` (called with its Job) or join the waiting or running job of the same ``key``.
+
+        The returned job counts one more watcher (see :meth:`leave`). Raises :class:`QueueFull`
+        when the queue is full."""
+        job = Job(fn=fn, name=name, key=key, watchers=1)
         with self._lock:
+            same = self._keyed.get(key) if key is not None else None
+            if same is not None and not same.cancel_event.is_set() and not same.future.done():
+                same.watchers += 1
+                return same
             if self._waiting >= self.queue_size:
                 raise QueueFull(
                     f"{self._waiting} model jobs are already waiting (queue_size={self.queue_size}); "
                     "retry when the current ones finish"
                 )
             self._waiting += 1
+            if key is not None:
+                self._keyed[key] = job
         self._queue.put(job)
         return job
+
+    def leave(self, job: Job) -> None:
+        """One watcher of ``job`` went away; the job is cancelled when none is left."""
+        with self._lock:
+            job.watchers -= 1
+            if job.watchers <= 0:
+                job.cancel()
+
+    def cancel_running(self) -> bool:
+        """Cancel the running job for its users (``POST /api/cancel``); False when none runs."""
+        with self._lock:
+            job = self.running
+        if job is None or job.future.done():
+            return False
+        job.cancel(by_user=True)
+        return True
+
+    def progress(self) -> dict[str, Any]:
+        """``GET /api/progress``: the running job's name and steps, and how many jobs wait."""
+        with self._lock:
+            job, queued = self.running, self._waiting
+        if job is None:
+            return {"busy": False, "name": None, "step": 0, "total": 0, "queued": queued}
+        return {"busy": True, "name": job.name, "step": job.done, "total": job.total, "queued": queued}
 
     def _work(self) -> None:
         while True:
@@ -102,6 +150,8 @@ class JobRunner:
             finally:
                 with self._lock:
                     self.running = None
+                    if job.key is not None and self._keyed.get(job.key) is job:
+                        del self._keyed[job.key]
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the worker after the jobs already queued (the running one is cancelled)."""

@@ -68,13 +68,16 @@ class JudgementStore:
             raise ValueError(f"{self.path}: not a judgements table (missing columns {missing}); move it away")
         return table.select(list(COLUMNS)).to_pylist()
 
-    def _write(self) -> None:
-        write_parquet(self.rows, SCHEMA, self.path)
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        write_parquet(rows, SCHEMA, self.path)
 
     def add(
         self, model_id: str, run_id: str | None, epoch: int | None, *, item: str, truth: str, answer: str
     ) -> dict[str, Any]:
-        """Record one judgement (truth/answer are ``real`` or ``fake``) and persist the table."""
+        """Record one judgement (truth/answer are ``real`` or ``fake``) and persist the table.
+
+        The row joins :attr:`rows` (and so every summary) only once the table holding it is on
+        disk: a failed write (a full disk) raises its OSError and changes nothing."""
         for name, value in (("truth", truth), ("answer", answer)):
             if value not in ("real", "fake"):
                 raise ValueError(f"{name}={value!r} must be 'real' or 'fake'")
@@ -89,8 +92,8 @@ class JudgementStore:
             "correct": truth == answer,
         }
         with self._lock:
+            self._write([*self.rows, row])
             self.rows.append(row)
-            self._write()
         return row
 
     def summary(

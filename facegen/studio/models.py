@@ -84,7 +84,7 @@ def load_dir(model_id: str, path: str | Path, device: str = "cpu") -> LoadedMode
 
     path = Path(path)
     try:
-        unet, scheduler, config = load_model_dir(path)
+        unet, scheduler, config = load_model_dir(path, device)
     except FileNotFoundError as exc:
         raise UnknownCheckpoint(str(exc)) from exc
     best_path = path / BEST_FILE
@@ -97,20 +97,22 @@ def load_dir(model_id: str, path: str | Path, device: str = "cpu") -> LoadedMode
 def load_epoch(
     model_id: str, best_dir: Path, epoch_dir: Path, *, run_id: str, epoch: int, device: str = "cpu"
 ) -> LoadedModel:
-    """The EMA weights of one epoch checkpoint, in the architecture and schedule of the run's best folder."""
-    from diffusers import DDPMScheduler, UNet2DModel
+    """The EMA weights of one epoch checkpoint, in the architecture and schedule of the run's best folder.
+
+    The UNet is built as training builds it (:func:`facegen.diffusion.model.unet_from_ema`: a
+    conditional run's checkpoint is a conditioned UNet), the schedule read as the sample stage reads it."""
+    from diffusers import UNet2DModel
     from diffusers.training_utils import EMAModel
 
-    from facegen.diffusion.model import SCHEDULER_DIR, TRAIN_CONFIG_FILE, UNET_DIR
+    from facegen.diffusion.conditional import unet_class
+    from facegen.diffusion.model import UNET_DIR, load_schedule_and_config, unet_from_ema
     from facegen.train.checkpoint import EMA_FILE, safe_torch_load
 
-    unet = UNet2DModel.from_config(UNet2DModel.load_config(best_dir / UNET_DIR))
-    ema = EMAModel(unet.parameters())
+    unet_config = UNet2DModel.load_config(best_dir / UNET_DIR)
+    ema = EMAModel(unet_class(unet_config).from_config(unet_config).parameters())
     ema.load_state_dict(safe_torch_load(epoch_dir / EMA_FILE))  # tensors only: no code from the folder
-    ema.copy_to(unet.parameters())
-    scheduler = DDPMScheduler.from_pretrained(best_dir / SCHEDULER_DIR)
-    cfg_path = best_dir / TRAIN_CONFIG_FILE
-    config = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
+    unet = unet_from_ema(ema, unet_config)
+    scheduler, config = load_schedule_and_config(best_dir)
     return LoadedModel(model_id, epoch_dir, unet.to(device).eval(), dict(scheduler.config), config, run_id, epoch)
 
 

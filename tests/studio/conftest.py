@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from fastapi.testclient import TestClient
+from studio_client import page_client
 
 from facegen.diffusion.model import build_unet, save_model_dir
 from facegen.diffusion.noise import make_noise_scheduler
-from facegen.studio.app import StudioConfig, create_app
+from facegen.studio.app import StudioConfig
 
 # params.yaml of the tiny repository: few steps and a small batch keep every request fast,
 # and batch_size 4 < the requests' n makes generation span several padded batches
@@ -48,5 +48,5 @@ def repo(tmp_path: Path, tiny_unet) -> Path:
 
 @pytest.fixture()
 def client(repo: Path):
-    with TestClient(create_app(StudioConfig(root=repo))) as c:
+    with page_client(StudioConfig(root=repo)) as c:
         yield c

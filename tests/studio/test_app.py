@@ -10,8 +10,8 @@ import time
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
+from studio_client import page_client
 
 from facegen import cli
 from facegen.diffusion import sampling
@@ -51,7 +51,7 @@ def test_bf16_sampling_is_the_sample_stages_too(repo):
     """sample.precision: bf16 reaches the studio's generation and stays byte-identical to the stage's."""
     params = repo / "params.yaml"
     params.write_text(params.read_text().replace("  grid_images: 4", "  grid_images: 4\n  precision: bf16"))
-    with TestClient(create_app(StudioConfig(root=repo))) as c:
+    with page_client(StudioConfig(root=repo)) as c:
         body = c.post("/api/generate", json={"seed": 0, "n": 2}).json()
     assert body["precision"] == "bf16"
     cfg = SampleConfig(
@@ -89,9 +89,15 @@ def test_interpolation_ends_are_the_two_seeds_images(client, tiny_unet):
 
 def test_variations_are_near_the_seed_and_differ(client):
     r = client.post("/api/variations", json={"seed": 2, "n": 3, "amount": 0.3})
-    images = [decode(b) for b in r.json()["images"]]
+    images = [decode(b).astype(np.float64) for b in r.json()["images"]]
     assert len(images) == 3 and images[0].shape == (16, 16, 3)
     assert not np.array_equal(images[0], images[1])
+    # near: each variation is closer to seed 2's own face (frame 0 of a slerp from seed 2) than other seeds' faces
+    own = decode(client.post("/api/interpolate", json={"seed_a": 2, "seed_b": 9, "frames": 2}).json()["images"][0])
+    others = client.post("/api/interpolate", json={"seed_a": 40, "seed_b": 41, "frames": 2}).json()["images"]
+    far = min(np.abs(decode(b).astype(np.float64) - own).mean() for b in others)
+    near = max(np.abs(im - own).mean() for im in images)
+    assert near < 0.6 * far, (near, far)
 
 
 def test_sdedit_and_repaint_keep_size_and_repaint_keeps_unmasked_pixels(client):
@@ -151,7 +157,7 @@ def test_malformed_json_is_a_400(client):
 
 
 def test_uploads_that_are_not_images_or_too_large_are_refused(repo):
-    with TestClient(create_app(StudioConfig(root=repo, max_upload_bytes=2000))) as c:
+    with page_client(StudioConfig(root=repo, max_upload_bytes=2000)) as c:
         r = c.post("/api/upload", files={"file": ("x.jpg", b"GIF89a not really", "image/jpeg")})
         assert r.status_code == 422 and "upload: " in r.json()["detail"]
         r = c.post("/api/upload", files={"file": ("x.png", b"\x89PNG" + bytes(5000), "image/png")})
@@ -169,7 +175,7 @@ def test_upload_detects_and_aligns_like_the_pipeline(repo, faces_dir, scrfd_mode
 
     photo = faces_dir / "wild" / "deepface__img12.jpg"  # 560x415, one face
     data = photo.read_bytes()
-    with TestClient(create_app(StudioConfig(root=repo, detector=str(scrfd_model)))) as c:
+    with page_client(StudioConfig(root=repo, detector=str(scrfd_model))) as c:
         r = c.post("/api/upload", files={"file": (photo.name, data, "image/jpeg")})
         assert r.status_code == 200, r.text
         body = r.json()
@@ -182,6 +188,18 @@ def test_upload_detects_and_aligns_like_the_pipeline(repo, faces_dir, scrfd_mode
     expected = resize_face(align_face(rgb, kps, AlignConfig(size=32)).image, 16)
     assert body["aligned_size"] == 32 and body["size"] == 16
     np.testing.assert_array_equal(decode(body["image"]), expected)
+
+
+@pytest.mark.parametrize("width, height", [(1, 641), (100, 50000), (64, 16000)])
+def test_uploads_of_degenerate_shapes_answer_4xx(repo, scrfd_model, width, height):
+    """A photo the detector cannot take (issue 22: thin or tall PNGs) is a 4xx naming why, never a 5xx."""
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (128, 100, 90)).save(buf, format="PNG")
+    with page_client(StudioConfig(root=repo, detector=str(scrfd_model))) as c:
+        r = c.post("/api/upload", files={"file": ("thin.png", buf.getvalue(), "image/png")})
+        assert 400 <= r.status_code < 500, r.text
+        assert f"{width}x{height}" in r.json()["detail"]
+        assert c.post("/api/generate", json={"n": 1}).status_code == 200
 
 
 def test_conditional_model_shows_its_conditions_and_samples_them(repo):
@@ -198,7 +216,7 @@ def test_conditional_model_shows_its_conditions_and_samples_them(repo):
         unet.condition_embedding[2].weight.normal_(0, 0.5)
     sched = make_noise_scheduler()
     save_model_dir(repo / "cond", unet, sched, {"model": "tiny", "condition": ["brightness"]})
-    with TestClient(create_app(StudioConfig(root=repo, model=repo / "cond"))) as c:
+    with page_client(StudioConfig(root=repo, model=repo / "cond")) as c:
         assert c.get("/api/model").json()["conditions"] == [
             {"name": "brightness", "min": 40.0, "max": 200.0, "default": 120.0}
         ]
@@ -245,7 +263,7 @@ def test_conditional_model_shows_its_conditions_and_samples_them(repo):
 
 def test_a_disconnected_client_cancels_its_job(repo):
     """Drive the ASGI app by hand: the body arrives, then the client goes away."""
-    app = create_app(StudioConfig(root=repo, max_steps=1000))
+    app = create_app(StudioConfig(root=repo, max_steps=1000, max_cost=64_000))
     runner = app.state.studio.runner
     body = json.dumps({"n": 64, "steps": 1000, "sampler": "ddim"}).encode()
     scope = {
@@ -254,7 +272,7 @@ def test_a_disconnected_client_cancels_its_job(repo):
         "path": "/api/generate",
         "raw_path": b"/api/generate",
         "query_string": b"",
-        "headers": [(b"content-type", b"application/json")],
+        "headers": [(b"content-type", b"application/json"), (b"host", b"127.0.0.1:80"), (b"x-facegen-studio", b"1")],
         "http_version": "1.1",
         "scheme": "http",
         "server": ("test", 80),

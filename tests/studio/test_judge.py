@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fastapi.testclient import TestClient
 from mlflow_runs import log_run
 from PIL import Image
+from studio_client import page_client
 
 from facegen.diffusion.model import save_model_dir
 from facegen.diffusion.noise import make_noise_scheduler
-from facegen.studio.app import StudioConfig, create_app
+from facegen.studio.app import StudioConfig
 from facegen.studio.judge import JudgementStore, wilson_interval
 
 
@@ -37,6 +37,39 @@ def test_store_is_atomic_and_refuses_a_foreign_table(tmp_path):
     pd.DataFrame({"x": [1]}).to_parquet(path)
     with pytest.raises(ValueError, match=r"not a judgements table \(missing columns"):
         JudgementStore(path)
+
+
+WRITER = """
+import sys
+from facegen.studio.judge import JudgementStore
+store = JudgementStore(sys.argv[1])
+while True:
+    store.add("best", None, None, item="sample:%d" % len(store.rows), truth="fake", answer="real")
+    print(len(store.rows), flush=True)
+"""
+
+
+def test_the_table_survives_a_kill_mid_write(tmp_path):
+    """kill -9 a writer between and during rewrites: the table on disk is always whole and readable."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "j.parquet"
+    store = JudgementStore(path)
+    store.rows = [dict(store.add("best", None, None, item="seed", truth="fake", answer="real"))] * 200_000
+    store.add("best", None, None, item="last", truth="real", answer="real")  # a big table: each rewrite is slow
+    for delay in (0.6, 0.9, 1.3):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        first = int(proc.stdout.readline())  # one rewrite done: the next ones are in flight
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        rows = pd.read_parquet(path)
+        assert len(rows) >= first and rows["item"].iloc[:200_001].tolist()[-1] == "last"
 
 
 def _faces(repo, n=3):
@@ -64,7 +97,7 @@ def _judge(client, answers):
 def test_judgements_persist_across_a_restart(repo):
     _faces(repo)
     cfg = StudioConfig(root=repo)
-    with TestClient(create_app(cfg)) as c:
+    with page_client(cfg) as c:
         c.app.state.studio.rng = random.Random(1)
         first = _judge(c, ["real", "fake", "real", "real", "fake", "fake"])
         assert {r["truth"] for r in first} == {"real", "fake"}
@@ -77,7 +110,7 @@ def test_judgements_persist_across_a_restart(repo):
     errors = sum(not r["correct"] for r in first) + 0
     table = pd.read_parquet(repo / "data" / "studio_judgements.parquet")
     assert len(table) == 7 and list(table["answer"][:6]) == ["real", "fake", "real", "real", "fake", "fake"]
-    with TestClient(create_app(cfg)) as c:  # a new server process reads them back
+    with page_client(cfg) as c:  # a new server process reads them back
         summary = c.get("/api/judge/summary").json()["model"]
         assert summary["n"] == 7
         assert summary["errors"] == errors + int(not table["correct"].iloc[6])
@@ -108,7 +141,7 @@ def tracked(repo, tiny_unet, tmp_path):
 
 def test_runs_checkpoints_and_judgements_logged_to_the_judged_run(repo, tracked):
     uri, run_id = tracked
-    with TestClient(create_app(StudioConfig(root=repo, tracking_uri=uri, experiment="exp"))) as c:
+    with page_client(StudioConfig(root=repo, tracking_uri=uri, experiment="exp")) as c:
         runs = c.get("/api/runs").json()["runs"]
         assert [r["run_id"] for r in runs] == [run_id]
         run = runs[0]
@@ -139,3 +172,46 @@ def test_runs_checkpoints_and_judgements_logged_to_the_judged_run(repo, tracked)
     assert [h.step for h in history] == [2, 2, 2] and history[-1].value == final["error_rate"]
     metrics = mlflow.MlflowClient(uri).get_run(run_id).data.metrics
     assert metrics["human_judgements"] == 3 and metrics["human_ci_high"] == final["ci_high"]
+
+
+def test_a_full_disk_answers_507_and_counts_only_saved_rows(repo, monkeypatch):
+    import errno
+
+    from facegen.studio import judge
+
+    _faces(repo)
+    with page_client(StudioConfig(root=repo)) as c:
+        c.app.state.studio.rng = random.Random(1)
+        assert len(_judge(c, ["real"])) == 1
+        real_write = judge.write_parquet
+
+        def full(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(judge, "write_parquet", full)
+        token = c.get("/api/judge/next").json()["token"]
+        for _ in range(3):  # retried answers are refused the same way and change nothing
+            r = c.post("/api/judge", json={"token": token, "answer": "fake"})
+            assert r.status_code == 507 and "no space left for" in r.json()["detail"]
+        assert c.get("/api/judge/summary").json()["model"]["n"] == 1
+        monkeypatch.setattr(judge, "write_parquet", real_write)
+        r = c.post("/api/judge", json={"token": token, "answer": "fake"})  # room again: the same answer lands
+        assert r.status_code == 200 and r.json()["summary"]["n"] == 2
+    assert len(pd.read_parquet(repo / "data" / "studio_judgements.parquet")) == 2
+
+
+def test_an_mlflow_failure_never_fails_a_saved_answer(repo, tracked, monkeypatch):
+    from facegen.studio import app as studio_app
+
+    uri, run_id = tracked
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "database or disk is full")
+
+    monkeypatch.setattr(studio_app, "log_to_mlflow", broken)
+    with page_client(StudioConfig(root=repo, tracking_uri=uri, experiment="exp")) as c:
+        assert c.post("/api/model", json={"id": f"run:{run_id}:epoch:2"}).status_code == 200
+        c.app.state.studio.rng = random.Random(3)
+        (result,) = _judge(c, ["fake"])
+    assert result["logged_to_mlflow"] is False and "disk is full" in result["summary"]["mlflow_error"]
+    assert len(pd.read_parquet(repo / "data" / "studio_judgements.parquet")) == 1
