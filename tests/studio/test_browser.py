@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import socket
 import threading
@@ -275,7 +276,8 @@ def test_progress_and_cancel_of_a_long_job(browser, server) -> None:
     except urllib.error.HTTPError:
         has_progress = False
     if has_progress:  # the sampler's steps, polled
-        _wait(browser, lambda d: " of 250" in d.find_element("id", "progress-text").text, 30)
+        step = re.compile(r"^generate\w*: step \d+ of \d+ · ")  # the sampler's steps, from the server
+        _wait(browser, lambda d: step.match(d.find_element("id", "progress-text").text), 30)
     else:
         _wait(browser, lambda d: d.find_element("id", "progress-text").text.startswith("generating · "), 30)
     _by_id(browser, "cancel-btn").click()
