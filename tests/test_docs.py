@@ -481,13 +481,13 @@ def test_train_doc_lists_the_csv_columns_and_operational_keys_of_the_code() -> N
 
 def test_pipeline_doc_demo_overrides_are_the_demos() -> None:
     """Each ``key: value`` span of the `train.*` / `sample.*` rows of docs/pipeline.md's demo table."""
-    from facegen.demo.run import TINY
+    from facegen.demo.run import DEMO_PARAMS
 
     for section in ("train", "sample"):
         where, line = doc_line("docs/pipeline.md", f"   | `{section}.*` | ")
         pairs = [p.split(": ", 1) for p in re.findall(r"`(\w+: [^`]+)`", line)]
         assert pairs, f"{where}: no `key: value` span"
-        wrong = {k: (yaml.safe_load(v), TINY.get(f"{section}.{k}")) for k, v in pairs}
+        wrong = {k: (yaml.safe_load(v), DEMO_PARAMS.get(f"{section}.{k}")) for k, v in pairs}
         wrong = {k: pair for k, pair in wrong.items() if pair[0] != pair[1]}
         assert not wrong, f"{where}: documented value != facegen.demo.run's (documented, demo): {wrong}"
 
