@@ -6,7 +6,8 @@ A checkpoint is named by a short id:
 - ``run:<run_id>``: the best epoch of a training run (its ``best_checkpoint`` folder, the
   ``models/best`` layout kept beside the run's checkpoints);
 - ``run:<run_id>:epoch:<N>``: the EMA weights of a saved epoch checkpoint
-  (``<checkpoint_root>/<key>/epoch_NNNNN/ema.pt``, :func:`facegen.train.config.checkpoint_root`) in the run's UNet architecture.
+  (``<checkpoint_root>/<key>/epoch_NNNNN/ema.pt``, :func:`facegen.train.config.checkpoint_root`)
+  in the run's UNet architecture.
 
 Runs and their per-epoch metrics come from MLflow through :mod:`facegen.train.tracking`'s
 store; mlflow and torch are imported inside the functions.
