@@ -201,14 +201,14 @@ def test_a_full_disk_answers_507_and_counts_only_saved_rows(repo, monkeypatch):
 
 
 def test_an_mlflow_failure_never_fails_a_saved_answer(repo, tracked, monkeypatch):
-    from facegen.studio import app as studio_app
+    from facegen.studio import judge_routes
 
     uri, run_id = tracked
 
     def broken(*args, **kwargs):
         raise OSError(28, "database or disk is full")
 
-    monkeypatch.setattr(studio_app, "log_to_mlflow", broken)
+    monkeypatch.setattr(judge_routes, "log_to_mlflow", broken)
     with page_client(StudioConfig(root=repo, tracking_uri=uri, experiment="exp")) as c:
         assert c.post("/api/model", json={"id": f"run:{run_id}:epoch:2"}).status_code == 200
         c.app.state.studio.rng = random.Random(3)
