@@ -174,8 +174,8 @@ def test_exp_show_lists_scores_first(views):
     docs = (REPO / "docs" / "pipeline.md").read_text()
     short = next(line for line in docs.splitlines() if line.startswith("dvc exp show --only-changed"))
     cmd = shlex.split(short.split("  #")[0])
-    proc = subprocess.run([*cmd, "--no-pager"], cwd=views, env={**os.environ, "COLUMNS": "120"}, capture_output=True,
-                          text=True, check=True)  # fmt: skip
+    env = {**os.environ, "COLUMNS": "120", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # dvc of this venv
+    proc = subprocess.run([*cmd, "--no-pager"], cwd=views, env=env, capture_output=True, text=True, check=True)
     lines = proc.stdout.splitlines()
     assert max(len(line) for line in lines) <= 120
     assert lines[1].split() == ["Experiment", "Created", "fid", "kid", "kid_std", "best_fid", "best_epoch"]
