@@ -66,7 +66,7 @@ def _score_parts(n: int, m: int, subsets: int, subset_size: int) -> dict[str, fl
     fid.frechet_distance_features(a, b)
     fd_s = time.perf_counter() - start
     start = time.perf_counter()
-    fid.kernel_distance(a, b, subsets, subset_size)
+    fid.kernel_distance(a, b, num_subsets=subsets, max_subset_size=subset_size)
     return {"fid_s": round(fd_s, 2), "kid_s": round(time.perf_counter() - start, 2)}
 
 

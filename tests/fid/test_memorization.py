@@ -75,7 +75,7 @@ def test_planted_training_faces_and_their_flips_and_shifts_are_flagged():
 def test_nearest_training_face_of_one_image():
     train, test = random_faces(20, SIZE, 10), random_faces(20, SIZE, 11)
     det, ext = _detector(train, test, quantile=0.05)
-    got = nearest_training_face(train[7][:, ::-1], det, ext)  # a mirrored training face
+    got = nearest_training_face(train[7][:, ::-1], detector=det, extractor=ext)  # a mirrored training face
     assert got["pixel_face_id"] == "t7" and got["flagged"] is True and got["pixel_distance"] < 1e-3
     assert got["path"] == "data/faces/t7.png" and got["pixel_threshold"] == det.pixel_threshold
 
@@ -111,15 +111,14 @@ def test_the_fid_stage_and_the_trainers_evaluation_give_the_same_numbers(tmp_pat
         tmp_path / "data" / "samples",
         tmp_path / "data" / "faces.parquet",
         tmp_path / "cache",
-        tmp_path,
+        root=tmp_path,
         memorization_out=tmp_path / "data" / "memorization.parquet",
         pairs_out=tmp_path / "metrics" / "nearest_pairs.png",
     )
     cfg = TrainConfig(image_size=SIZE, fid_extractor="offline", fid_batch_size=5)
     paths = TrainPaths(faces=tmp_path / "data" / "faces.parquet", root=tmp_path, fid_cache=tmp_path / "cache")
-    scorer = Evaluator(
-        cfg, None, None, paths, "cpu", fid_cfg=FidConfig(memorization_quantile=0.1, pixel_shift=1)
-    ).scorer
+    fid_cfg = FidConfig(memorization_quantile=0.1, pixel_shift=1)
+    scorer = Evaluator(cfg, paths, noise_scheduler=None, unet_config=None, device="cpu", fid_cfg=fid_cfg).scorer
     epoch = scorer(samples)
     for key in NOVELTY_SCORES:
         assert epoch[key] == stage[key], key
@@ -141,14 +140,14 @@ def test_replacing_samples_by_training_faces_flags_them_and_keeps_the_other_flag
     samples = random_faces(24, SIZE, 9)
     _workspace(tmp_path, samples)
     cfg = FidConfig(extractor="offline", device="cpu", memorization_quantile=0.05)
-    args = (tmp_path / "data" / "samples", tmp_path / "data" / "faces.parquet", tmp_path / "cache", tmp_path)
+    args = (tmp_path / "data" / "samples", tmp_path / "data" / "faces.parquet", tmp_path / "cache")
     out = tmp_path / "m.parquet"
-    score_samples(cfg, *args, memorization_out=out)
+    score_samples(cfg, *args, root=tmp_path, memorization_out=out)
     before = pd.read_parquet(out)["flagged"].to_numpy()
     train = random_faces(30, SIZE, 6)
     for i in range(8):
         Image.fromarray(train[i * 3]).save(tmp_path / "data" / "samples" / f"{i * 3 + 1:05d}.png")
-    after_metrics = score_samples(cfg, *args, memorization_out=out)
+    after_metrics = score_samples(cfg, *args, root=tmp_path, memorization_out=out)
     after = pd.read_parquet(out)["flagged"].to_numpy()
     planted = np.zeros(24, bool)
     planted[::3] = True

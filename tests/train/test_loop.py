@@ -177,7 +177,7 @@ def test_config_errors_name_the_key():
     with pytest.raises(ValueError, match=r"train.epochs = 0"):
         TrainConfig(epochs=0)
     with pytest.raises(ValueError, match=r"train.resume = 'latest'"):
-        resume(None, "latest", Path("."), None, None)
+        resume(None, "latest", Path("."), ema=None, raw_unet=None)
 
 
 def _stage_params(root: Path, **overrides) -> None:
