@@ -156,6 +156,43 @@ def test_replacing_samples_by_training_faces_flags_them_and_keeps_the_other_flag
     assert after_metrics["memorized_count"] == int(after.sum())
 
 
+def test_16_training_faces_resized_to_the_sample_size_among_64_samples_are_flagged(tmp_path):
+    """The issue's acceptance shape: training faces stored at 32 px, 64 samples at 16 px; 16 of them
+    replaced by training faces resized to 16 px (as the scorer loads them): >= 15 flagged and pointed
+    at their face, the other 48 keep their flags, the count follows."""
+    write_faceset(tmp_path, random_faces(40, 2 * SIZE, 12), random_faces(30, 2 * SIZE, 13))
+    samples_dir = tmp_path / "data" / "samples"
+    samples_dir.mkdir(parents=True)
+    for i, img in enumerate(random_faces(64, SIZE, 14)):
+        Image.fromarray(img).save(samples_dir / f"{i + 1:05d}.png")
+    cfg = FidConfig(extractor="offline", device="cpu", memorization_quantile=0.05)
+    out = tmp_path / "m.parquet"
+
+    def score() -> tuple[pd.DataFrame, dict]:
+        metrics = score_samples(
+            cfg,
+            samples_dir,
+            tmp_path / "data" / "faces.parquet",
+            tmp_path / "cache",
+            root=tmp_path,
+            memorization_out=out,
+        )
+        return pd.read_parquet(out), metrics
+
+    before, _ = score()
+    planted = np.zeros(64, bool)
+    planted[::4] = True
+    for n, i in enumerate(np.flatnonzero(planted)):
+        with Image.open(tmp_path / "data" / "faces" / f"train{2 * n:04d}.png") as face:
+            face.convert("RGB").resize((SIZE, SIZE), Image.Resampling.BICUBIC).save(samples_dir / f"{i + 1:05d}.png")
+    after, metrics = score()
+    assert after["flagged"][planted].sum() >= 15
+    assert (after["face_id"][planted] == [f"train{2 * n:04d}" for n in range(16)]).sum() >= 15
+    np.testing.assert_array_equal(after["flagged"][~planted], before["flagged"][~planted])
+    assert metrics["memorized_count"] == int(after["flagged"].sum()) and metrics["num_samples"] == 64
+    assert metrics["image_size"] == SIZE and metrics["memorization_num_train"] == 40
+
+
 @pytest.mark.slow
 def test_inception_features_find_mirrored_and_shifted_real_faces(portraits, portrait_feats, inception):
     """Real portraits, real Inception: copies of 4 training faces (mirrored, shifted 1-2 px) are
