@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from facegen.fid import features as fid
-from facegen.fid.score import Scorer
+from facegen.fid.score import Scorer, ScoringOptions
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = {"samples": 24, "reference": 25, "image_size": 32}  # facegen.demo.run: INCEPTION_SAMPLES vs its test split
@@ -66,7 +66,7 @@ def _score_parts(n: int, m: int, subsets: int, subset_size: int) -> dict[str, fl
     fid.frechet_distance_features(a, b)
     fd_s = time.perf_counter() - start
     start = time.perf_counter()
-    fid.kernel_distance(a, b, subsets, subset_size)
+    fid.kernel_distance(a, b, num_subsets=subsets, max_subset_size=subset_size)
     return {"fid_s": round(fd_s, 2), "kid_s": round(time.perf_counter() - start, 2)}
 
 
@@ -113,7 +113,9 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         ref = fid.reference_features(test, ext, cache, 32)
         ref_s = time.perf_counter() - start
-    scorer = Scorer(ext, ref, 32, args.kid_subsets, args.kid_subset_size)
+    scorer = Scorer(
+        ext, ref, ScoringOptions(batch_size=32, kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size)
+    )
     samples = _images(DEMO["samples"], DEMO["image_size"], seed=2000)
     start = time.perf_counter()
     scores = scorer(samples)

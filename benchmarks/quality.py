@@ -219,7 +219,7 @@ def run_recipe(
     from facegen.train.loop import train
 
     faces = WORK / "data" / "faces.parquet"
-    steps_per_epoch = len(epoch_batches(len(face_paths(faces, "train", WORK)), cfg.batch_size, 0, cfg.seed))
+    steps_per_epoch = len(epoch_batches(len(face_paths(faces, "train", WORK)), cfg.batch_size, epoch=0, seed=cfg.seed))
     per_eval = max(1, round(budget.steps / (steps_per_epoch * evals)))
     cfg = dataclasses.replace(cfg, epochs=per_eval * evals, fid_every=per_eval, checkpoint_every=per_eval * evals)
     print(
@@ -311,7 +311,7 @@ def run_peer(
     clock.start()
     paused = False
     while step < budget.steps:
-        for idx in epoch_batches(len(train_faces), peer.batch_size, epoch, 0):
+        for idx in epoch_batches(len(train_faces), peer.batch_size, epoch=epoch, seed=0):
             loss = peer.step(augment(train_faces[idx], gen, hflip=True))
             step += 1
             clock.tick(after_pause=paused)
@@ -361,17 +361,17 @@ def eval_scorer() -> Any:
     """The benchmark's evaluator: facegen.fid.score.Scorer against the test faces at 32 px."""
     import torch
 
-    from facegen.fid.score import Scorer
+    from facegen.fid.score import Scorer, ScoringOptions
 
     faces = WORK / "data" / "faces.parquet"
     return Scorer.for_split(
         faces,
         WORK,
         IMAGE_SIZE,
-        BENCH["fid_extractor"],
-        torch.device("cpu"),
-        WORK / "cache" / "fid",
-        BENCH["fid_batch_size"],
+        extractor=BENCH["fid_extractor"],
+        device=torch.device("cpu"),
+        cache_dir=WORK / "cache" / "fid",
+        options=ScoringOptions(batch_size=BENCH["fid_batch_size"]),
     )
 
 
@@ -388,7 +388,7 @@ def floor(cfg: Any) -> dict[str, float]:
 
     import torch
 
-    from facegen.fid.score import Scorer
+    from facegen.fid.score import Scorer, ScoringOptions
     from facegen.train.data import load_split
 
     faces = WORK / "data" / "faces.parquet"
@@ -397,7 +397,13 @@ def floor(cfg: Any) -> dict[str, float]:
     if cached.is_file() and json.loads(cached.read_text(encoding="utf-8")).get("faces_sha256") == digest:
         return {k: v for k, v in json.loads(cached.read_text(encoding="utf-8")).items() if k != "faces_sha256"}
     scorer = Scorer.for_split(
-        faces, WORK, IMAGE_SIZE, cfg.fid_extractor, torch.device("cpu"), WORK / "cache" / "fid", cfg.fid_batch_size
+        faces,
+        WORK,
+        IMAGE_SIZE,
+        extractor=cfg.fid_extractor,
+        device=torch.device("cpu"),
+        cache_dir=WORK / "cache" / "fid",
+        options=ScoringOptions(batch_size=cfg.fid_batch_size),
     )
     scores = scorer(load_split(faces, "train", WORK, IMAGE_SIZE))
     result = {"fid": round(scores["fid"], 2), "kid": round(scores["kid"], 5)}
@@ -411,7 +417,7 @@ def rescore(key: str, cfg: Any, results: Path) -> None:
     import torch
 
     from facegen.diffusion.sampling import SampleSpec, generate, load_model
-    from facegen.fid.score import Scorer
+    from facegen.fid.score import Scorer, ScoringOptions
 
     best = WORK / "runs" / key / "models" / "best"
     unet, sched = load_model(best)
@@ -419,7 +425,13 @@ def rescore(key: str, cfg: Any, results: Path) -> None:
     images = generate(unet, sched, spec, range(cfg.fid_num_samples), progress=False)
     faces = WORK / "data" / "faces.parquet"
     scorer = Scorer.for_split(
-        faces, WORK, IMAGE_SIZE, cfg.fid_extractor, torch.device("cpu"), WORK / "cache" / "fid", cfg.fid_batch_size
+        faces,
+        WORK,
+        IMAGE_SIZE,
+        extractor=cfg.fid_extractor,
+        device=torch.device("cpu"),
+        cache_dir=WORK / "cache" / "fid",
+        options=ScoringOptions(batch_size=cfg.fid_batch_size),
     )
     scores = scorer(images)
     out = json.loads(results.read_text(encoding="utf-8"))

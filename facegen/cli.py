@@ -253,7 +253,7 @@ def _curate(args: argparse.Namespace) -> int:
     match = table[table["face_id"] == args.face_id]
     row = None if match.empty else match.iloc[0].to_dict()
     try:
-        decide(args.curation, row, args.face_id, args.decision, args.note)
+        decide(args.curation, row, args.face_id, args.decision, note=args.note)
     except ValueError as err:
         _say(f"facegen curate: error: {err}", err=True)
         return 2

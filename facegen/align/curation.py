@@ -106,7 +106,7 @@ def restorable(row: Mapping[str, Any]) -> str | None:
 
 
 def decide(
-    path: str | Path, face_row: Mapping[str, Any] | None, face_id: str, decision: str, note: str = ""
+    path: str | Path, face_row: Mapping[str, Any] | None, face_id: str, decision: str, *, note: str = ""
 ) -> Curation:
     """Record ``decision`` for ``face_id`` (replacing its earlier one) after checking it against the
     face's row of faces.parquet (None: not in the table); returns the new decisions."""

@@ -147,7 +147,7 @@ def image_stats(images: np.ndarray, extractor: FeatureExtractor, batch_size: int
 
 
 def frechet_distance(
-    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, *, eps: float = 1e-6
 ) -> float:
     """Fréchet distance of two Gaussians (Dowson & Landau 1982; FID, Heusel et al. 2017, eq. 6).
 
@@ -199,7 +199,12 @@ def frechet_distance_features(feats1: np.ndarray, feats2: np.ndarray) -> float:
 
 
 def kernel_distance(
-    feats1: np.ndarray, feats2: np.ndarray, num_subsets: int = 100, max_subset_size: int = 1000, seed: int = KID_SEED
+    feats1: np.ndarray,
+    feats2: np.ndarray,
+    *,
+    num_subsets: int = 100,
+    max_subset_size: int = 1000,
+    seed: int = KID_SEED,
 ) -> tuple[float, float]:
     """KID (Bińkowski et al. 2018): (mean, std) over ``num_subsets`` unbiased MMD^2 estimates.
 

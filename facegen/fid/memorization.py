@@ -40,7 +40,7 @@ def feature_nearest(queries: np.ndarray, train: np.ndarray) -> tuple[np.ndarray,
 
 
 def pixel_nearest(
-    queries: np.ndarray, train: np.ndarray, shift: int, device: Any = "cpu", chunk: int = 512
+    queries: np.ndarray, train: np.ndarray, *, shift: int, device: Any = "cpu", chunk: int = 512
 ) -> tuple[np.ndarray, np.ndarray]:
     """(RMS pixel distance in [0, 1] (N,), index (N,)) of each uint8 query (N, H, W, 3) to ``train`` (M, H, W, 3).
 
@@ -158,7 +158,7 @@ class Detector:
         if len(train.ids) == 0 or len(test_images) == 0:
             raise ValueError("memorization needs at least one training face and one test face")
         fd, _ = feature_nearest(test_feats, train.feats)
-        pd_, _ = pixel_nearest(test_images, train.images, pixel_shift, device)
+        pd_, _ = pixel_nearest(test_images, train.images, shift=pixel_shift, device=device)
         ft, pt = float(np.quantile(fd, quantile)), float(np.quantile(pd_, quantile))
         flagged = float(((fd < ft) | (pd_ < pt)).mean())
         return cls(train, ft, pt, quantile, pixel_shift, len(test_images), flagged, str(device))
@@ -166,7 +166,7 @@ class Detector:
     def nearest(self, images: np.ndarray, feats: np.ndarray) -> Nearest:
         """Nearest training faces of uint8 ``images`` (N, H, W, 3) with features ``feats`` (N, D)."""
         fd, fi = feature_nearest(feats, self.train.feats)
-        pd_, pi = pixel_nearest(images, self.train.images, self.pixel_shift, self.device)
+        pd_, pi = pixel_nearest(images, self.train.images, shift=self.pixel_shift, device=self.device)
         fr, pr = _ratio(fd, self.feature_threshold), _ratio(pd_, self.pixel_threshold)
         return Nearest(
             fd, fi, pd_, pi, np.minimum(fr, pr), pr < fr, (fd < self.feature_threshold) | (pd_ < self.pixel_threshold)
@@ -214,7 +214,7 @@ class Detector:
         )
 
 
-def nearest_training_face(image: np.ndarray, detector: Detector, extractor: Any) -> dict[str, Any]:
+def nearest_training_face(image: np.ndarray, *, detector: Detector, extractor: Any) -> dict[str, Any]:
     """One image's nearest training face (for the studio): uint8 (H, W, 3) at the model's size.
 
     ``detector`` and ``extractor`` come from a scorer built once (``Scorer.from_config(...)``:

@@ -17,7 +17,7 @@ from facegen.fid.memorization import Detector, Nearest
 
 
 def nearest_pairs_image(
-    samples: np.ndarray, names: Sequence[str], nearest: Nearest, detector: Detector, count: int = 16
+    samples: np.ndarray, names: Sequence[str], *, nearest: Nearest, detector: Detector, count: int = 16
 ) -> object:
     """A PIL image of the ``count`` lowest-score samples (uint8 (N, H, W, 3)), 4 pairs per row."""
     from PIL import Image, ImageDraw
@@ -46,7 +46,7 @@ def nearest_pairs_image(
 
 
 def write_nearest_pairs(
-    path: str | Path, samples: np.ndarray, names: Sequence[str], nearest: Nearest, detector: Detector
+    path: str | Path, samples: np.ndarray, names: Sequence[str], *, nearest: Nearest, detector: Detector
 ) -> None:
     """Write :func:`nearest_pairs_image` as a PNG (atomically)."""
     from facegen.common.atomic import atomic_path
@@ -54,4 +54,4 @@ def write_nearest_pairs(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        nearest_pairs_image(samples, names, nearest, detector).save(tmp, format="PNG")  # type: ignore[attr-defined]
+        nearest_pairs_image(samples, names, nearest=nearest, detector=detector).save(tmp, format="PNG")  # type: ignore[attr-defined]

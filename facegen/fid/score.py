@@ -34,6 +34,16 @@ NOVELTY_SCORES = ("precision", "recall", "density", "coverage", "memorized_fract
 
 
 @dataclass(frozen=True)
+class ScoringOptions:
+    """How a :class:`Scorer` computes FID and KID: features per batch and the KID subsets
+    (count and size; clean-fid's defaults). They travel together from FidConfig or TrainConfig."""
+
+    batch_size: int = 64
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+
+
+@dataclass(frozen=True)
 class FidConfig:
     """params.yaml ``fid``: extractor, batch size, device and KID subsets of the fid stage; the
     precision/recall k and the memorization settings, which the trainer's evaluation reads too."""
@@ -47,6 +57,11 @@ class FidConfig:
     memorization_quantile: float = 0.01  # thresholds: this quantile of the test faces' nearest-train distances
     pixel_shift: int = 2  # the pixel distance is the minimum over shifts of up to this many px (and a flip)
     max_memorized_fraction: float = 0.05  # `facegen best` refuses an epoch with more flagged samples
+
+    @property
+    def scoring(self) -> ScoringOptions:
+        """The FID/KID options of this section (batch size and KID subsets)."""
+        return ScoringOptions(self.batch_size, self.kid_subsets, self.kid_subset_size)
 
     def __post_init__(self) -> None:
         if self.extractor not in fid.EXTRACTORS:
@@ -85,16 +100,17 @@ class Scorer:
         self,
         extractor: fid.FeatureExtractor,
         reference: fid.Reference,
-        batch_size: int = 64,
-        kid_subsets: int = 100,
-        kid_subset_size: int = 1000,
+        options: ScoringOptions | None = None,
         *,
         pr_k: int | None = None,
         detector: Detector | None = None,
     ) -> None:
-        """``pr_k`` adds precision/recall/density/coverage, ``detector`` the memorization scores."""
+        """``options``: batch size and KID subsets (defaults: :class:`ScoringOptions`); ``pr_k`` adds
+        precision/recall/density/coverage, ``detector`` the memorization scores."""
         self.extractor, self.reference = extractor, reference
-        self.batch_size, self.kid_subsets, self.kid_subset_size = batch_size, kid_subsets, kid_subset_size
+        self.options = options or ScoringOptions()
+        self.batch_size = self.options.batch_size
+        self.kid_subsets, self.kid_subset_size = self.options.kid_subsets, self.options.kid_subset_size
         self.metric, self.kid = fid.metric_name(extractor.name), fid.kid_name(extractor.name)
         self.pr_k, self.detector = pr_k, detector
 
@@ -120,12 +136,10 @@ class Scorer:
             faces_parquet,
             root,
             image_size,
-            cfg.extractor,
-            device,
-            cache_dir,
-            cfg.batch_size,
-            cfg.kid_subsets,
-            cfg.kid_subset_size,
+            extractor=cfg.extractor,
+            device=device,
+            cache_dir=cache_dir,
+            options=cfg.scoring,
         )
         train = training_faces(
             faces_parquet, root, image_size, extractor=base.extractor, cache_dir=cache_dir, batch_size=cfg.batch_size
@@ -153,14 +167,13 @@ class Scorer:
         faces_parquet: str | Path,
         root: str | Path,
         image_size: int,
+        *,
         extractor: str,
         device: Any,
         cache_dir: str | Path,
-        batch_size: int = 64,
-        kid_subsets: int = 100,
-        kid_subset_size: int = 1000,
+        options: ScoringOptions | None = None,
     ) -> Scorer:
-        """The scorer against the test split of ``faces_parquet`` at ``image_size`` px."""
+        """The scorer against the test split of ``faces_parquet`` at ``image_size`` px (FID and KID only)."""
         from facegen.train.data import load_split
 
         test = load_split(faces_parquet, "test", root, image_size)
@@ -169,10 +182,9 @@ class Scorer:
                 f"{faces_parquet}: the test split has {len(test)} face(s); a score needs at least 2 "
                 f"(raise align.test_fraction or crawl more posts)"
             )
+        options = options or ScoringOptions()
         ext = fid.get_extractor(extractor, device)
-        return cls(
-            ext, fid.reference_features(test, ext, cache_dir, batch_size), batch_size, kid_subsets, kid_subset_size
-        )
+        return cls(ext, fid.reference_features(test, ext, cache_dir, options.batch_size), options)
 
     @property
     def image_size(self) -> int:
@@ -193,7 +205,9 @@ class Scorer:
             )
         feats = fid.extract_features(samples, self.extractor, self.batch_size)
         ref = self.reference
-        kid, kid_std = fid.kernel_distance(feats, ref.feats, self.kid_subsets, self.kid_subset_size)
+        kid, kid_std = fid.kernel_distance(
+            feats, ref.feats, num_subsets=self.kid_subsets, max_subset_size=self.kid_subset_size
+        )
         scores = {
             self.metric: fid.frechet_distance_features(feats, ref.feats),
             self.kid: kid,
@@ -232,8 +246,8 @@ def score_samples(
     samples_dir: str | Path,
     faces_parquet: str | Path,
     cache_dir: str | Path,
-    root: str | Path = ".",
     *,
+    root: str | Path = ".",
     memorization_out: str | Path | None = None,  # data/memorization.parquet: one row per sample
     pairs_out: str | Path | None = None,  # metrics/nearest_pairs.png
 ) -> dict[str, Any]:
@@ -267,7 +281,7 @@ def score_samples(
         with atomic_path(memorization_out) as tmp:
             scorer.detector.rows(nearest, names).to_parquet(tmp, index=False)
     if pairs_out is not None:
-        write_nearest_pairs(pairs_out, samples, names, nearest, scorer.detector)
+        write_nearest_pairs(pairs_out, samples, names, nearest=nearest, detector=scorer.detector)
     return {
         **scores,
         **scorer.detector.calibration(scorer.extractor.name),

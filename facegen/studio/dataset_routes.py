@@ -156,7 +156,7 @@ def dataset_router(root: Path, faces: Path = Path("data/faces.parquet"), curatio
         row = data.row(face_id)
         with write_lock:
             try:
-                decisions = decide(data.curation, row.to_dict(), face_id, req.decision, req.note).decisions
+                decisions = decide(data.curation, row.to_dict(), face_id, req.decision, note=req.note).decisions
             except ValueError as exc:
                 raise HTTPException(422, str(exc)) from exc
         return {

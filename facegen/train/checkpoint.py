@@ -130,8 +130,8 @@ def _free_space(path: Path) -> str:
     return "unknown"
 
 
-def save_checkpoint(accelerator: Any, cfg: Any, state: TrainState, ema: Any, raw_unet: Any, run_dir: Path) -> Path:
-    """Save a complete checkpoint of ``state.epoch`` on all processes; return its folder.
+def save_checkpoint(accelerator: Any, cfg: Any, state: TrainState, run_dir: Path, *, ema: Any, raw_unet: Any) -> Path:
+    """Save a complete checkpoint of ``state.epoch`` (EMA and prepared weights) on all processes; return its folder.
 
     Written under a temp name and renamed when complete; then only the newest
     ``cfg.keep_checkpoints`` are kept. A full disk raises :class:`DiskFullError` naming the folder
@@ -248,7 +248,7 @@ def _load_one(accelerator: Any, ckpt: Path, ema: Any, raw_unet: Any) -> TrainSta
     return TrainState.from_json(record)
 
 
-def resume(accelerator: Any, resume: str, run_dir: Path, ema: Any, raw_unet: Any) -> tuple[TrainState, Path | None]:
+def resume(accelerator: Any, resume: str, run_dir: Path, *, ema: Any, raw_unet: Any) -> tuple[TrainState, Path | None]:
     """Load the checkpoint that ``train.resume`` asks for; return its state and folder (None: fresh start).
 
     ``auto`` tries the complete checkpoints of ``run_dir`` newest first: a bad one is skipped with a

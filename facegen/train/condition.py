@@ -35,7 +35,9 @@ PHOTOMETRIC = ("brightness", "top_brightness", "background_brightness", "colourf
 NOT_ATTRIBUTES = ("face_index", "face_area", "det_score", "crop_outside")  # numeric but not properties of the face
 
 
-def check_config(condition: tuple[str, ...], dropout: float, margin: float, hflip: bool, color_jitter: float) -> None:
+def check_config(
+    condition: tuple[str, ...], *, dropout: float, margin: float, hflip: bool, color_jitter: float
+) -> None:
     """Configuration errors of ``train.condition*`` that need no data."""
     if len(set(condition)) != len(condition):
         raise ValueError(f"train.condition = {list(condition)} names an attribute twice")
@@ -117,7 +119,13 @@ def prepare(cfg: Any, faces_parquet: str | Path, device: torch.device | str) -> 
         return None
     import torch
 
-    check_config(cfg.condition, cfg.condition_dropout, cfg.condition_margin, cfg.hflip, cfg.color_jitter)
+    check_config(
+        cfg.condition,
+        dropout=cfg.condition_dropout,
+        margin=cfg.condition_margin,
+        hflip=cfg.hflip,
+        color_jitter=cfg.color_jitter,
+    )
     values = load_values(faces_parquet, "train", tuple(cfg.condition))
     stats = fit_stats(values, tuple(cfg.condition), cfg.condition_margin)
     z = (values - np.asarray(stats["mean"])) / np.asarray(stats["std"])

@@ -201,7 +201,7 @@ def dry_run(cfg: TrainConfig, paths: TrainPaths, world_size: int = 1) -> dict[st
     train_np = load_split(paths.faces, "train", paths.root, cfg.image_size)
     key = run_key(cfg, content_hash(train_np), world_size)
     run_dir = Path(paths.checkpoints or checkpoint_root(paths.root)) / key
-    micro = len(epoch_batches(len(train_np), cfg.batch_size, 0, cfg.seed, 0, world_size))
+    micro = len(epoch_batches(len(train_np), cfg.batch_size, epoch=0, seed=cfg.seed, world_size=world_size))
     latest = latest_checkpoint(run_dir) if cfg.resume == "auto" else None
     return {
         "train": to_dict(cfg),

@@ -90,7 +90,7 @@ def pick_data_device(nbytes: int, device: torch.device, mode: str, max_fraction:
 
 
 def epoch_batches(
-    n: int, batch_size: int, epoch: int, seed: int, rank: int = 0, world_size: int = 1
+    n: int, batch_size: int, *, epoch: int, seed: int, rank: int = 0, world_size: int = 1
 ) -> list[torch.Tensor]:
     """This process's batches (index tensors) for one epoch.
 
@@ -114,6 +114,7 @@ def epoch_batches(
 def augment(
     images: torch.Tensor,
     generator: torch.Generator,
+    *,
     hflip: bool = True,
     rotate_deg: float = 0.0,
     color_jitter: float = 0.0,

@@ -28,13 +28,15 @@ class Evaluator:
     def __init__(
         self,
         cfg: TrainConfig,
+        paths: TrainPaths,
+        *,
         noise_scheduler: Any,
         unet_config: Any,
-        paths: TrainPaths,
         device: Any,
-        *,
-        fid_cfg: FidConfig | None = None,  # params.yaml `fid`: pr_k and the memorization keys
+        fid_cfg: FidConfig | None = None,
     ) -> None:
+        """Build the scorer once per run; ``noise_scheduler`` and ``unet_config`` rebuild the model
+        to sample, ``fid_cfg`` (params.yaml ``fid``) gives pr_k and the memorization keys."""
         self.cfg, self.device, self.unet_config = cfg, device, unet_config
         self.noise_scheduler = noise_scheduler
         self.scorer = Scorer.from_config(

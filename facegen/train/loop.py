@@ -9,37 +9,35 @@ checkpoint (``<checkpoint_root>/<run_key>/epoch_NNNNN/``, :func:`facegen.train.c
 written after the epoch's evaluation and before the epoch is logged to MLflow, so a tracker
 failure never costs a checkpoint. The config and run key live in :mod:`facegen.train.config`.
 
-Reading order: :func:`train` builds the parts (:func:`_build`), takes the run folder's lock,
-resumes, opens tracking, then per epoch trains (:func:`_train_epoch`), evaluates
-(:func:`_evaluate`), checkpoints and logs (:func:`_log_epoch`), and finally publishes
-(:func:`_finish`).
+Reading order: :func:`train` builds the parts (:mod:`facegen.train.parts`), takes the run
+folder's lock, resumes, opens tracking (:func:`_open_tracking`), runs the epochs
+(:func:`_run_epochs`), and finally publishes (:func:`_finish`). Each epoch (:func:`_epoch`)
+trains (:func:`_train_epoch`: per step :func:`_micro_batch` x ``grad_accum``, then
+:func:`_optimizer_step`), evaluates (:func:`_evaluate`), checkpoints and logs (:func:`_log_epoch`).
 """
 
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from facegen.common.config import to_dict
 from facegen.diffusion.model import count_parameters, save_model_dir, unet_from_ema
-from facegen.diffusion.noise import diffusion_loss, make_noise_scheduler, min_snr_weights, noisy_batch, training_target
+from facegen.diffusion.noise import diffusion_loss, min_snr_weights, noisy_batch, training_target
 from facegen.fid import features as fid
 from facegen.fid.score import NOVELTY_SCORES
-from facegen.train import condition as conditioning
 from facegen.train.checkpoint import TrainState, latest_checkpoint, resume, run_lock, save_checkpoint
-from facegen.train.config import TrainConfig, TrainPaths, checkpoint_root, run_key
-from facegen.train.data import augment, epoch_batches, load_split, pick_data_device, to_tensor
-from facegen.train.ema import make_ema
+from facegen.train.config import TrainConfig, TrainPaths, run_key
+from facegen.train.data import augment, epoch_batches
 from facegen.train.evaluate import Evaluator
 from facegen.train.metrics_files import write_epoch_files
+from facegen.train.parts import Run, announce, build_run, make_accelerator
 from facegen.train.tracking import (
     Tracker,
     git_commit,
@@ -57,33 +55,6 @@ def _step_seed(seed: int, step: int, rank: int) -> int:
     return ((seed * 1_000_003 + step) * 256 + rank) % (2**63)
 
 
-@dataclass
-class _Run:
-    """Everything one training holds, built once by :func:`_build` (tracker/evaluator: main process)."""
-
-    cfg: TrainConfig
-    paths: TrainPaths
-    accelerator: Any
-    key: str
-    run_dir: Path
-    data_hash: str
-    data: Any  # uint8 (N, 3, H, W) on the data device
-    unet: Any  # prepared by Accelerate (DDP-wrapped when distributed)
-    forward: Any  # unet, or torch.compile(unet)
-    raw_unet: Any
-    optimizer: Any
-    lr_sched: Any
-    ema: Any  # diffusers EMAModel on the main process, else None
-    noise_sched: Any
-    steps_per_epoch: int
-    metric: str
-    cond: Any = None  # facegen.train.condition.Conditioning, None when unconditional
-    tracker: Tracker | None = None
-    evaluator: Evaluator | None = None
-    bar: Any = None  # one tqdm bar over the whole run (main process, terminal only)
-    fid_cfg: Any = None  # facegen.fid.score.FidConfig: params.yaml `fid` (pr_k, memorization keys)
-
-
 def train(
     cfg: TrainConfig,
     paths: TrainPaths | None = None,
@@ -98,134 +69,29 @@ def train(
     ``on_step(epoch, step, loss)`` is called after each optimizer step on every process
     (tests use it to record losses or to simulate a kill).
     """
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     paths = paths if paths is not None else TrainPaths()
-
-    launched = os.environ.get("ACCELERATE_MIXED_PRECISION")  # `accelerate launch` flags / `accelerate config`
-    accelerator = Accelerator(mixed_precision=None if launched else cfg.precision, step_scheduler_with_optimizer=False)
-    if launched and launched != cfg.precision:
-        accelerator.print(
-            f"precision {launched} from accelerate launch/config (train.precision {cfg.precision} ignored)"
-        )
-    if cfg.num_processes > 1 and accelerator.num_processes != cfg.num_processes:
-        raise ValueError(
-            f"train.num_processes = {cfg.num_processes} but {accelerator.num_processes} process(es) run: "
-            "start the stage with `python stages/train.py` (it launches Accelerate) or `accelerate launch "
-            f"--multi_gpu --num_processes {cfg.num_processes} stages/train.py` (ACCELERATE_USE_CPU=true on CPU)"
-        )
+    accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
-    run = _build(cfg, paths, accelerator)
-    _announce(run)
+    run = build_run(cfg, paths, accelerator)
+    announce(run)
     run.fid_cfg = fid_cfg
     main = accelerator.is_main_process
     with run_lock(run.run_dir) if main else nullcontext():
-        state, ckpt = resume(accelerator, cfg.resume, run.run_dir, run.ema, run.raw_unet)
+        state, ckpt = resume(accelerator, cfg.resume, run.run_dir, ema=run.ema, raw_unet=run.raw_unet)
         if ckpt is not None:
             accelerator.print(f"resumed from {ckpt} (epoch {state.epoch}, step {state.step})")
         if main:
             _open_tracking(run, state)
-        from tqdm import tqdm
-
-        run.bar = tqdm(
-            total=cfg.epochs * run.steps_per_epoch,
-            initial=state.step,
-            desc="train",
-            unit="step",
-            disable=not main or not sys.stderr.isatty(),
-            dynamic_ncols=True,
-        )
-        try:
-            for epoch in range(state.epoch + 1, cfg.epochs + 1):
-                row = _train_epoch(run, state, epoch, on_step)
-                grid = _evaluate(run, state, row) if main else None
-                saved = None
-                if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
-                    saved = save_checkpoint(accelerator, cfg, state, run.ema, run.raw_unet, run.run_dir)
-                if main:
-                    _log_epoch(run, state, row, grid, saved)
-                    scored = f" {run.metric} {row[run.metric]:.4f}" if run.metric in row else ""
-                    (run.bar.write if not run.bar.disable else print)(
-                        f"epoch {epoch}/{cfg.epochs} loss {row['loss']:.4f} lr {row['lr']:.2e} "
-                        f"{row['images_per_s']:.0f} img/s{scored}",
-                        file=sys.stderr,
-                    )
-            run.bar.close()
-        except BaseException as err:
-            run.bar.close()
-            if run.tracker is not None:  # a kill (Ctrl-C, sys.exit) is resumable; a divergence or a bug is a failure
-                run.tracker.end("KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED")
-            raise
+        _run_epochs(run, state, on_step)
         summary = _finish(run, state) if main else {}
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
 
 
-def _announce(run: _Run) -> None:
-    """Say what really runs (an Accelerate launch that started fewer processes shows here)."""
-    cfg, accelerator, world = run.cfg, run.accelerator, run.accelerator.num_processes
-    accelerator.print(
-        f"train: {world} process(es), device {accelerator.device}, precision {accelerator.mixed_precision}, "
-        f"effective batch {cfg.batch_size * cfg.grad_accum * world} ({cfg.batch_size} x {cfg.grad_accum} "
-        f"micro-batches x {world}), run key {run.key}, checkpoints {run.run_dir}",
-        file=sys.stderr,
-    )
-
-
-def _build(cfg: TrainConfig, paths: TrainPaths, accelerator: Any) -> _Run:
-    """Load the data, build and prepare the UNet, optimizer, LR and noise schedules and the EMA."""
-    import torch
-    from diffusers.optimization import get_cosine_schedule_with_warmup
-
-    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
-    train_np = load_split(paths.faces, "train", paths.root, cfg.image_size)
-    data_hash = fid.content_hash(train_np)
-    key = run_key(cfg, data_hash, world)
-    data = to_tensor(train_np, pick_data_device(train_np.nbytes, device, cfg.data_device))
-    del train_np
-    cond = conditioning.prepare(cfg, paths.faces, device)  # None: unconditional, as before
-
-    unet = conditioning.build_unet(cfg, cond)
-    if cfg.channels_last:
-        unet = unet.to(memory_format=torch.channels_last)
-    noise_sched = make_noise_scheduler(
-        cfg.schedule, cfg.num_train_timesteps, cfg.prediction, cfg.beta_start, cfg.beta_end
-    )
-    micro_per_epoch = len(epoch_batches(len(data), cfg.batch_size, 0, cfg.seed, rank, world))
-    steps_per_epoch = micro_per_epoch // cfg.grad_accum
-    if steps_per_epoch < 1:
-        raise ValueError(f"train.grad_accum = {cfg.grad_accum} exceeds the {micro_per_epoch} batches per epoch")
-    optimizer = torch.optim.AdamW(
-        unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
-    )
-    lr_sched = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.epochs * steps_per_epoch)
-    unet, optimizer, lr_sched = accelerator.prepare(unet, optimizer, lr_sched)
-    raw_unet = accelerator.unwrap_model(unet)
-    ema = make_ema(raw_unet.parameters(), cfg) if accelerator.is_main_process else None
-    return _Run(
-        cfg=cfg,
-        paths=paths,
-        accelerator=accelerator,
-        key=key,
-        run_dir=Path(paths.checkpoints or checkpoint_root(paths.root)) / key,
-        data_hash=data_hash,
-        data=data,
-        unet=unet,
-        forward=torch.compile(unet) if cfg.compile else unet,
-        raw_unet=raw_unet,
-        optimizer=optimizer,
-        lr_sched=lr_sched,
-        ema=ema,
-        noise_sched=noise_sched,
-        steps_per_epoch=steps_per_epoch,
-        metric=fid.metric_name(cfg.fid_extractor),
-        cond=cond,
-    )
-
-
-def _open_tracking(run: _Run, state: TrainState) -> None:
+def _open_tracking(run: Run, state: TrainState) -> None:
     """Main process: open (or continue) the MLflow run, log params and tags, set up evaluation."""
     cfg, paths = run.cfg, run.paths
     uri = paths.tracking_uri or tracking_uri(paths.root)
@@ -258,58 +124,91 @@ def _open_tracking(run: _Run, state: TrainState) -> None:
     run.tracker.log_dataset(paths.faces, "train", run.data_hash)
     if cfg.fid_every:
         run.evaluator = Evaluator(
-            cfg, run.noise_sched, run.raw_unet.config, paths, run.accelerator.device, fid_cfg=run.fid_cfg
+            cfg,
+            paths,
+            noise_scheduler=run.noise_sched,
+            unet_config=run.raw_unet.config,
+            device=run.accelerator.device,
+            fid_cfg=run.fid_cfg,
         )
         run.tracker.set_tags(run.evaluator.scorer.tags())
 
 
+def _run_epochs(run: Run, state: TrainState, on_step: Callable[[int, int, float], None] | None) -> None:
+    """Each remaining epoch in turn (:func:`_epoch`) under one progress bar. A kill (Ctrl-C,
+    sys.exit) ends the MLflow run as KILLED (resumable), any other error as FAILED."""
+    from tqdm import tqdm
+
+    main = run.accelerator.is_main_process
+    run.bar = tqdm(
+        total=run.cfg.epochs * run.steps_per_epoch,
+        initial=state.step,
+        desc="train",
+        unit="step",
+        disable=not main or not sys.stderr.isatty(),
+        dynamic_ncols=True,
+    )
+    try:
+        for epoch in range(state.epoch + 1, run.cfg.epochs + 1):
+            _epoch(run, state, epoch, on_step)
+        run.bar.close()
+    except BaseException as err:
+        run.bar.close()
+        if run.tracker is not None:
+            run.tracker.end("KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED")
+        raise
+
+
+def _epoch(run: Run, state: TrainState, epoch: int, on_step: Callable[[int, int, float], None] | None) -> None:
+    """One epoch: train on every process, evaluate (main), checkpoint when due (all), then log (main).
+
+    The checkpoint is written before the epoch is logged, so a tracker failure never costs one.
+    """
+    cfg, main = run.cfg, run.accelerator.is_main_process
+    row = _train_epoch(run, state, epoch, on_step)
+    grid = _evaluate(run, state, row) if main else None
+    saved = None
+    if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
+        saved = save_checkpoint(run.accelerator, cfg, state, run.run_dir, ema=run.ema, raw_unet=run.raw_unet)
+    if main:
+        _log_epoch(run, state, row, grid=grid, checkpoint=saved)
+        scored = f" {run.metric} {row[run.metric]:.4f}" if run.metric in row else ""
+        (run.bar.write if not run.bar.disable else print)(
+            f"epoch {epoch}/{cfg.epochs} loss {row['loss']:.4f} lr {row['lr']:.2e} "
+            f"{row['images_per_s']:.0f} img/s{scored}",
+            file=sys.stderr,
+        )
+
+
 def _train_epoch(
-    run: _Run, state: TrainState, epoch: int, on_step: Callable[[int, int, float], None] | None
+    run: Run, state: TrainState, epoch: int, on_step: Callable[[int, int, float], None] | None
 ) -> dict[str, Any]:
-    """One epoch of optimizer steps on every process; returns the epoch's row (loss, lr, speed)."""
+    """One epoch of optimizer steps on every process; returns the epoch's row (loss, lr, speed).
+
+    Each step is ``grad_accum`` micro-batches (:func:`_micro_batch`) drawn with one generator
+    seeded by (seed, step, rank), so a resumed run replays the same steps.
+    """
     import torch
 
-    cfg, accelerator, sched = run.cfg, run.accelerator, run.noise_sched
+    cfg, accelerator = run.cfg, run.accelerator
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     run.unet.train()
-    batches = epoch_batches(len(run.data), cfg.batch_size, epoch, cfg.seed, rank, world)
+    batches = epoch_batches(len(run.data), cfg.batch_size, epoch=epoch, seed=cfg.seed, rank=rank, world_size=world)
     losses, start = [], time.perf_counter()
     for _ in range(run.steps_per_epoch):
         step = state.step + 1
         gen = torch.Generator(device).manual_seed(_step_seed(cfg.seed, step, rank))
+        first = (step - 1) % run.steps_per_epoch * cfg.grad_accum
         total = torch.zeros((), device=device)
         for micro in range(cfg.grad_accum):
-            idx = batches[(step - 1) % run.steps_per_epoch * cfg.grad_accum + micro]
-            x0 = augment(
-                run.data[idx.to(run.data.device)].to(device, non_blocking=True),
-                gen,
-                cfg.hflip,
-                cfg.rotate_deg,
-                cfg.color_jitter,
-            )
-            if cfg.channels_last:
-                x0 = x0.contiguous(memory_format=torch.channels_last)
-            xt, noise, t = noisy_batch(sched, x0, gen)
-            weights = min_snr_weights(sched, t, cfg.min_snr_gamma) if cfg.min_snr_gamma > 0 else None
-            sync = nullcontext() if micro == cfg.grad_accum - 1 else accelerator.no_sync(run.unet)
-            with sync:
-                pred = run.forward(xt, t, **(run.cond.batch(idx, gen) if run.cond else {})).sample
-                loss = diffusion_loss(pred, training_target(sched, x0, noise, t), cfg.loss, cfg.l1_weight, weights)
-                accelerator.backward(loss / cfg.grad_accum)
-            total += loss.detach() / cfg.grad_accum
+            total += _micro_batch(run, batches[first + micro], gen, sync=micro == cfg.grad_accum - 1) / cfg.grad_accum
         step_loss = accelerator.reduce(total, "mean").item()
         if not math.isfinite(step_loss):
             raise FloatingPointError(
                 f"loss is {step_loss} at epoch {epoch}, step {step}: training diverged. Lower train.lr "
                 f"(now {cfg.lr}), set train.clip_grad (now {cfg.clip_grad}) or use train.precision: no"
             )
-        if cfg.clip_grad > 0:
-            accelerator.clip_grad_norm_(run.unet.parameters(), cfg.clip_grad)
-        run.optimizer.step()
-        run.lr_sched.step()
-        run.optimizer.zero_grad(set_to_none=True)
-        if run.ema is not None:
-            run.ema.step(run.raw_unet.parameters())
+        _optimizer_step(run)
         state.step = step
         losses.append(step_loss)
         if run.bar is not None:
@@ -329,7 +228,42 @@ def _train_epoch(
     }
 
 
-def _evaluate(run: _Run, state: TrainState, row: dict[str, Any]) -> Any:
+def _micro_batch(run: Run, idx: Any, gen: Any, *, sync: bool) -> Any:
+    """Forward and backward of the faces ``idx`` (augmentation, timesteps, noise from ``gen``);
+    gradients are all-reduced only when ``sync`` (the step's last micro-batch). Returns the detached loss."""
+    import torch
+
+    cfg, accelerator, sched = run.cfg, run.accelerator, run.noise_sched
+    x0 = augment(
+        run.data[idx.to(run.data.device)].to(accelerator.device, non_blocking=True),
+        gen,
+        hflip=cfg.hflip,
+        rotate_deg=cfg.rotate_deg,
+        color_jitter=cfg.color_jitter,
+    )
+    if cfg.channels_last:
+        x0 = x0.contiguous(memory_format=torch.channels_last)
+    xt, noise, t = noisy_batch(sched, x0, gen)
+    weights = min_snr_weights(sched, t, cfg.min_snr_gamma) if cfg.min_snr_gamma > 0 else None
+    with nullcontext() if sync else accelerator.no_sync(run.unet):
+        pred = run.forward(xt, t, **(run.cond.batch(idx, gen) if run.cond else {})).sample
+        loss = diffusion_loss(pred, training_target(sched, x0, noise, t), cfg.loss, cfg.l1_weight, weights)
+        accelerator.backward(loss / cfg.grad_accum)
+    return loss.detach()
+
+
+def _optimizer_step(run: Run) -> None:
+    """Clip (when ``train.clip_grad``), step the optimizer and LR schedule, clear the gradients, update the EMA."""
+    if run.cfg.clip_grad > 0:
+        run.accelerator.clip_grad_norm_(run.unet.parameters(), run.cfg.clip_grad)
+    run.optimizer.step()
+    run.lr_sched.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.ema is not None:
+        run.ema.step(run.raw_unet.parameters())
+
+
+def _evaluate(run: Run, state: TrainState, row: dict[str, Any]) -> Any:
     """Main process: score the EMA weights when due, keep the best epoch's model; record the row.
 
     Returns the epoch's sample grid (PIL image) when evaluated, else None.
@@ -354,7 +288,7 @@ def _evaluate(run: _Run, state: TrainState, row: dict[str, Any]) -> Any:
     return grid
 
 
-def _log_epoch(run: _Run, state: TrainState, row: dict[str, Any], grid: Any, checkpoint: Path | None) -> None:
+def _log_epoch(run: Run, state: TrainState, row: dict[str, Any], *, grid: Any, checkpoint: Path | None) -> None:
     """Main process: log the epoch's metrics, sample grid and (when asked) checkpoint to MLflow."""
     assert run.tracker is not None
     kid = fid.kid_of(run.metric)
@@ -372,7 +306,7 @@ def _log_epoch(run: _Run, state: TrainState, row: dict[str, Any], grid: Any, che
         run.tracker.log_artifacts(checkpoint, f"checkpoints/{checkpoint.name}")
 
 
-def _finish(run: _Run, state: TrainState) -> dict[str, Any]:
+def _finish(run: Run, state: TrainState) -> dict[str, Any]:
     """Main process: publish models/best, write the metrics files, close the MLflow run."""
     assert run.tracker is not None
     cfg, paths = run.cfg, run.paths

@@ -120,7 +120,7 @@ def test_a_face_without_anything_to_align_cannot_be_restored(tmp_path) -> None:
     flat = {"face_index": 0, "status": "eyes_too_close", "eye_distance": 0.0}
     with pytest.raises(ValueError, match="eye keypoints coincide"):
         decide(tmp_path / "curation.csv", flat, "0123456789abcdef_00", "restore")
-    decide(tmp_path / "curation.csv", row, "0123456789abcdef_none", "reject", "spam")
+    decide(tmp_path / "curation.csv", row, "0123456789abcdef_none", "reject", note="spam")
     assert read_curation(tmp_path / "curation.csv").rejected == {"0123456789abcdef_none"}
 
 

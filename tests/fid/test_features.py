@@ -116,7 +116,7 @@ def test_kid_matches_clean_fid_and_is_about_zero_for_a_set_with_itself():
     mean, std = fid.kernel_distance(a, b, num_subsets=10, max_subset_size=100, seed=3)
     np.random.seed(3)  # clean-fid draws from numpy's global generator, in the same order
     assert mean == pytest.approx(clean_kid(a, b, num_subsets=10, max_subset_size=100), rel=1e-12)
-    assert std > 0 and fid.kernel_distance(a, b, 10, 100, seed=3) == (mean, std)
+    assert std > 0 and fid.kernel_distance(a, b, num_subsets=10, max_subset_size=100, seed=3) == (mean, std)
     same, same_std = fid.kernel_distance(a, a, num_subsets=10)
     # every subset is all of a: 2 (mean off-diagonal k - mean diagonal k) / m, about 0 at m = 200
     assert abs(same) < 0.06 * mean and same_std == pytest.approx(0.0, abs=1e-12)

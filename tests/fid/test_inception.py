@@ -115,11 +115,11 @@ def test_clean_fids_own_file_gives_the_wheels_features(tmp_path, portraits, port
 
 @pytest.mark.slow
 def test_fid_of_a_set_with_itself_is_zero_and_faces_beat_noise(portraits, portrait_feats, inception):
-    from facegen.fid.score import Scorer
+    from facegen.fid.score import Scorer, ScoringOptions
 
     test, train = portraits[:4], portraits[4:]
     ref = fid.Reference(portrait_feats[:4], *fid.feature_stats(portrait_feats[:4]), key="inception-32px-test")
-    scorer = Scorer(inception, ref, batch_size=4, kid_subsets=20)
+    scorer = Scorer(inception, ref, ScoringOptions(batch_size=4, kid_subsets=20))
     same = scorer(test)
     assert same["fid"] == pytest.approx(0.0, abs=1e-3)
     noise = np.random.default_rng(0).integers(0, 256, test.shape, dtype=np.uint8)

@@ -75,7 +75,7 @@ def test_planted_training_faces_and_their_flips_and_shifts_are_flagged():
 def test_nearest_training_face_of_one_image():
     train, test = random_faces(20, SIZE, 10), random_faces(20, SIZE, 11)
     det, ext = _detector(train, test, quantile=0.05)
-    got = nearest_training_face(train[7][:, ::-1], det, ext)  # a mirrored training face
+    got = nearest_training_face(train[7][:, ::-1], detector=det, extractor=ext)  # a mirrored training face
     assert got["pixel_face_id"] == "t7" and got["flagged"] is True and got["pixel_distance"] < 1e-3
     assert got["path"] == "data/faces/t7.png" and got["pixel_threshold"] == det.pixel_threshold
 
@@ -111,15 +111,14 @@ def test_the_fid_stage_and_the_trainers_evaluation_give_the_same_numbers(tmp_pat
         tmp_path / "data" / "samples",
         tmp_path / "data" / "faces.parquet",
         tmp_path / "cache",
-        tmp_path,
+        root=tmp_path,
         memorization_out=tmp_path / "data" / "memorization.parquet",
         pairs_out=tmp_path / "metrics" / "nearest_pairs.png",
     )
     cfg = TrainConfig(image_size=SIZE, fid_extractor="offline", fid_batch_size=5)
     paths = TrainPaths(faces=tmp_path / "data" / "faces.parquet", root=tmp_path, fid_cache=tmp_path / "cache")
-    scorer = Evaluator(
-        cfg, None, None, paths, "cpu", fid_cfg=FidConfig(memorization_quantile=0.1, pixel_shift=1)
-    ).scorer
+    fid_cfg = FidConfig(memorization_quantile=0.1, pixel_shift=1)
+    scorer = Evaluator(cfg, paths, noise_scheduler=None, unet_config=None, device="cpu", fid_cfg=fid_cfg).scorer
     epoch = scorer(samples)
     for key in NOVELTY_SCORES:
         assert epoch[key] == stage[key], key
@@ -141,20 +140,57 @@ def test_replacing_samples_by_training_faces_flags_them_and_keeps_the_other_flag
     samples = random_faces(24, SIZE, 9)
     _workspace(tmp_path, samples)
     cfg = FidConfig(extractor="offline", device="cpu", memorization_quantile=0.05)
-    args = (tmp_path / "data" / "samples", tmp_path / "data" / "faces.parquet", tmp_path / "cache", tmp_path)
+    args = (tmp_path / "data" / "samples", tmp_path / "data" / "faces.parquet", tmp_path / "cache")
     out = tmp_path / "m.parquet"
-    score_samples(cfg, *args, memorization_out=out)
+    score_samples(cfg, *args, root=tmp_path, memorization_out=out)
     before = pd.read_parquet(out)["flagged"].to_numpy()
     train = random_faces(30, SIZE, 6)
     for i in range(8):
         Image.fromarray(train[i * 3]).save(tmp_path / "data" / "samples" / f"{i * 3 + 1:05d}.png")
-    after_metrics = score_samples(cfg, *args, memorization_out=out)
+    after_metrics = score_samples(cfg, *args, root=tmp_path, memorization_out=out)
     after = pd.read_parquet(out)["flagged"].to_numpy()
     planted = np.zeros(24, bool)
     planted[::3] = True
     assert after[planted].all()
     np.testing.assert_array_equal(after[~planted], before[~planted])
     assert after_metrics["memorized_count"] == int(after.sum())
+
+
+def test_16_training_faces_resized_to_the_sample_size_among_64_samples_are_flagged(tmp_path):
+    """The issue's acceptance shape: training faces stored at 32 px, 64 samples at 16 px; 16 of them
+    replaced by training faces resized to 16 px (as the scorer loads them): >= 15 flagged and pointed
+    at their face, the other 48 keep their flags, the count follows."""
+    write_faceset(tmp_path, random_faces(40, 2 * SIZE, 12), random_faces(30, 2 * SIZE, 13))
+    samples_dir = tmp_path / "data" / "samples"
+    samples_dir.mkdir(parents=True)
+    for i, img in enumerate(random_faces(64, SIZE, 14)):
+        Image.fromarray(img).save(samples_dir / f"{i + 1:05d}.png")
+    cfg = FidConfig(extractor="offline", device="cpu", memorization_quantile=0.05)
+    out = tmp_path / "m.parquet"
+
+    def score() -> tuple[pd.DataFrame, dict]:
+        metrics = score_samples(
+            cfg,
+            samples_dir,
+            tmp_path / "data" / "faces.parquet",
+            tmp_path / "cache",
+            root=tmp_path,
+            memorization_out=out,
+        )
+        return pd.read_parquet(out), metrics
+
+    before, _ = score()
+    planted = np.zeros(64, bool)
+    planted[::4] = True
+    for n, i in enumerate(np.flatnonzero(planted)):
+        with Image.open(tmp_path / "data" / "faces" / f"train{2 * n:04d}.png") as face:
+            face.convert("RGB").resize((SIZE, SIZE), Image.Resampling.BICUBIC).save(samples_dir / f"{i + 1:05d}.png")
+    after, metrics = score()
+    assert after["flagged"][planted].sum() >= 15
+    assert (after["face_id"][planted] == [f"train{2 * n:04d}" for n in range(16)]).sum() >= 15
+    np.testing.assert_array_equal(after["flagged"][~planted], before["flagged"][~planted])
+    assert metrics["memorized_count"] == int(after["flagged"].sum()) and metrics["num_samples"] == 64
+    assert metrics["image_size"] == SIZE and metrics["memorization_num_train"] == 40
 
 
 @pytest.mark.slow

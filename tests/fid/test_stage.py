@@ -91,7 +91,7 @@ def test_stage_scores_samples_against_the_test_split_only(tmp_path):
     feats, ref = fid.extract_features(samples, ext), fid.extract_features(test_faces, ext)
     expected = fid.frechet_distance(*fid.feature_stats(feats), *fid.feature_stats(ref))
     assert metrics["fd_offline"] == pytest.approx(expected, rel=1e-6)  # batch size moves the last float bits
-    kid, kid_std = fid.kernel_distance(feats, ref, 100, 1000)
+    kid, kid_std = fid.kernel_distance(feats, ref, num_subsets=100, max_subset_size=1000)
     assert (metrics["kid_offline"], metrics["kid_offline_std"]) == pytest.approx((kid, kid_std), rel=1e-6)
     # the reference features were cached by extractor, resolution and content, for the next run and for train
     cached = list((tmp_path / "cache" / "fid").glob("offline-16px-*.npz"))

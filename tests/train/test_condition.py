@@ -60,14 +60,14 @@ def test_dropout_drops_whole_conditions_and_missing_values():
 
 def test_config_errors():
     with pytest.raises(ValueError, match=r"horizontal flip negates.*train.hflip: false"):
-        condition.check_config(("yaw",), 0.1, 0.25, True, 0.0)
+        condition.check_config(("yaw",), dropout=0.1, margin=0.25, hflip=True, color_jitter=0.0)
     with pytest.raises(ValueError, match=r"colour jitter changes.*train.color_jitter: 0"):
-        condition.check_config(("brightness",), 0.1, 0.25, False, 0.1)
+        condition.check_config(("brightness",), dropout=0.1, margin=0.25, hflip=False, color_jitter=0.1)
     with pytest.raises(ValueError, match=r"train.condition_dropout = 1.0"):
-        condition.check_config(("brightness",), 1.0, 0.25, True, 0.0)
+        condition.check_config(("brightness",), dropout=1.0, margin=0.25, hflip=True, color_jitter=0.0)
     with pytest.raises(ValueError, match="twice"):
-        condition.check_config(("brightness", "brightness"), 0.1, 0.25, True, 0.0)
-    condition.check_config(("yaw",), 0.1, 0.25, False, 0.0)
+        condition.check_config(("brightness", "brightness"), dropout=0.1, margin=0.25, hflip=True, color_jitter=0.0)
+    condition.check_config(("yaw",), dropout=0.1, margin=0.25, hflip=False, color_jitter=0.0)
 
 
 def test_unconditional_config_is_todays_run():

@@ -78,10 +78,10 @@ def test_hflip_mirrors_exactly_the_drawn_images():
 
 def test_rotation_and_jitter_stay_in_range_and_are_seeded():
     x = dataset.to_tensor(random_faces(4, 16, 0))
-    a = dataset.augment(x, torch.Generator().manual_seed(1), True, rotate_deg=10, color_jitter=0.2)
-    b = dataset.augment(x, torch.Generator().manual_seed(1), True, rotate_deg=10, color_jitter=0.2)
+    a = dataset.augment(x, torch.Generator().manual_seed(1), hflip=True, rotate_deg=10, color_jitter=0.2)
+    b = dataset.augment(x, torch.Generator().manual_seed(1), hflip=True, rotate_deg=10, color_jitter=0.2)
     assert torch.equal(a, b) and a.min() >= -1 and a.max() <= 1
-    assert not torch.allclose(a, dataset.augment(x, torch.Generator().manual_seed(1), True))
+    assert not torch.allclose(a, dataset.augment(x, torch.Generator().manual_seed(1), hflip=True))
 
 
 def test_pick_data_device():

@@ -27,7 +27,7 @@ def test_epoch_scores_equal_the_fid_stage_at_the_models_image_size(tmp_path):
     _faces(tmp_path, size=16)
     cfg = TrainConfig(image_size=8, fid_extractor="offline", fid_batch_size=2, kid_subsets=7, kid_subset_size=4)
     paths = TrainPaths(faces=tmp_path / "data" / "faces.parquet", root=tmp_path, fid_cache=tmp_path / "cache")
-    scorer = Evaluator(cfg, None, None, paths, "cpu").scorer
+    scorer = Evaluator(cfg, paths, noise_scheduler=None, unet_config=None, device="cpu").scorer
     assert scorer.image_size == 8 and scorer.reference.key.startswith("offline-8px-")  # test faces resized to 8 px
     samples = np.random.default_rng(1).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
     epoch = scorer(samples)
@@ -39,7 +39,7 @@ def test_epoch_scores_equal_the_fid_stage_at_the_models_image_size(tmp_path):
         tmp_path / "samples",
         paths.faces,
         paths.fid_cache,
-        tmp_path,
+        root=tmp_path,
     )
     assert set(epoch) == {"fd_offline", "kid_offline", "kid_offline_std", *NOVELTY_SCORES}
     for key, value in epoch.items():

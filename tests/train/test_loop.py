@@ -131,6 +131,9 @@ def test_other_objectives_accumulation_and_augmentations_train(tmp_path, store, 
     losses = _run(tmp_path, cfg, store)
     assert sorted(losses) == [1, 2, 3, 4]  # 32 faces / (4 x 2 accumulated) per optimizer step
     assert all(0 < v < 10 for v in losses.values())
+    micro = [entry[-1] for entry in seen["loss"]]  # each step's loss is the mean of its 2 micro-batches'
+    for step, value in losses.items():
+        assert value == pytest.approx((micro[2 * step - 2] + micro[2 * step - 1]) / 2, rel=1e-6), step
     _, sched, saved = load_model_dir(tmp_path / "models" / "best")
     assert sched.config.prediction_type == "v_prediction" and sched.config.beta_schedule == "squaredcos_cap_v2"
     assert saved["grad_accum"] == 2
@@ -177,7 +180,7 @@ def test_config_errors_name_the_key():
     with pytest.raises(ValueError, match=r"train.epochs = 0"):
         TrainConfig(epochs=0)
     with pytest.raises(ValueError, match=r"train.resume = 'latest'"):
-        resume(None, "latest", Path("."), None, None)
+        resume(None, "latest", Path("."), ema=None, raw_unet=None)
 
 
 def _stage_params(root: Path, **overrides) -> None:
