@@ -191,7 +191,7 @@ def _build(cfg: TrainConfig, paths: TrainPaths, accelerator: Any) -> _Run:
     if cfg.channels_last:
         unet = unet.to(memory_format=torch.channels_last)
     noise_sched = make_noise_scheduler(
-        cfg.schedule, cfg.num_train_timesteps, cfg.prediction, cfg.beta_start, cfg.beta_end
+        cfg.schedule, cfg.num_train_timesteps, cfg.prediction, beta_start=cfg.beta_start, beta_end=cfg.beta_end
     )
     micro_per_epoch = len(epoch_batches(len(data), cfg.batch_size, 0, cfg.seed, rank, world))
     steps_per_epoch = micro_per_epoch // cfg.grad_accum
@@ -294,7 +294,8 @@ def _train_epoch(
             sync = nullcontext() if micro == cfg.grad_accum - 1 else accelerator.no_sync(run.unet)
             with sync:
                 pred = run.forward(xt, t, **(run.cond.batch(idx, gen) if run.cond else {})).sample
-                loss = diffusion_loss(pred, training_target(sched, x0, noise, t), cfg.loss, cfg.l1_weight, weights)
+                target = training_target(sched, x0, noise, t)
+                loss = diffusion_loss(pred, target, cfg.loss, l1_weight=cfg.l1_weight, weights=weights)
                 accelerator.backward(loss / cfg.grad_accum)
             total += loss.detach() / cfg.grad_accum
         step_loss = accelerator.reduce(total, "mean").item()
@@ -349,7 +350,7 @@ def _evaluate(run: _Run, state: TrainState, row: dict[str, Any]) -> Any:
                 "num_train_images": len(run.data),
                 **scores,  # kid, precision, recall, memorized_fraction, ... for best.json and the model card
             }
-            save_model_dir(run.run_dir / "best", eval_unet, run.noise_sched, to_dict(cfg), state.best)
+            save_model_dir(run.run_dir / "best", eval_unet, run.noise_sched, to_dict(cfg), best=state.best)
     state.history.append(row)
     return grid
 
@@ -380,7 +381,11 @@ def _finish(run: _Run, state: TrainState) -> dict[str, Any]:
     if state.best is None:  # no evaluation configured: the last epoch's EMA weights
         state.best = {"epoch": state.epoch, "metric": None, "value": None, "run_id": state.run_id}
         save_model_dir(
-            run.run_dir / "best", unet_from_ema(run.ema, run.raw_unet.config), run.noise_sched, to_dict(cfg), state.best
+            run.run_dir / "best",
+            unet_from_ema(run.ema, run.raw_unet.config),
+            run.noise_sched,
+            to_dict(cfg),
+            best=state.best,
         )
     _publish(run.run_dir / "best", best_dir)
     grids = Path(paths.metrics) / "grids"
