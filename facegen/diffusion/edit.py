@@ -28,7 +28,16 @@ from typing import Any
 
 import numpy as np
 
-from facegen.diffusion.sampling import SampleSpec, StepCallback
+from facegen.diffusion.sampling import (
+    SampleSpec,
+    StepCallback,
+    encode_conditions,
+    generate,
+    generators,
+    make_scheduler,
+    run_steps,
+    to_uint8,
+)
 from facegen.faces.appearance import MEASURES, luma
 
 SSIM_SIGMA = 1.5
@@ -106,8 +115,6 @@ def sdedit(
     The face is resized (PIL bicubic) to the model's size when it differs. ``condition`` is
     checked against the model as sampling checks it (unknown names, values far outside the
     training range, a condition on an unconditional model are errors)."""
-    from facegen.diffusion.sampling import encode_conditions, generate, make_scheduler
-
     if spec.sampler != "ddim":
         raise ValueError(f"sdedit denoises with DDIM (strength 1 = generation's image), got sampler={spec.sampler!r}")
     image = _model_sized(unet, image)
@@ -161,8 +168,6 @@ def _redraw_last_steps(
     """Noise ``image`` with the forward process to the first of the last ``start`` DDIM steps,
     then denoise it through them: the edited (H, W, 3) uint8 face."""
     import torch
-
-    from facegen.diffusion.sampling import generators, run_steps, to_uint8
 
     dev = torch.device(spec.device)
     dtype = next(unet.parameters()).dtype
