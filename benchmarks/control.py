@@ -57,7 +57,12 @@ def main(argv: list[str] | None = None) -> None:
         )
         with tempfile.TemporaryDirectory() as tmp:
             result = run_control(
-                args.model_dir, sample_cfg, cfg, Path(tmp) / "c", Path(tmp) / "m.json", detector=lambda: detector
+                args.model_dir,
+                sample_cfg,
+                cfg,
+                out_dir=Path(tmp) / "c",
+                metrics_path=Path(tmp) / "m.json",
+                detector=lambda: detector,
             )
             for name in result["attributes"]:
                 shutil.copy(Path(tmp) / "c" / f"{name}.png", RESULTS / f"control_{name}_g{guidance:g}.png")

@@ -163,7 +163,7 @@ def recipe_step(cfg: Any) -> tuple[Callable[[], Any], list[Any], Callable[[], No
 
     def loss() -> Any:
         xt, noise, t = noisy_batch(sched, x0, gen)
-        return diffusion_loss(unet(xt, t).sample, training_target(sched, x0, noise, t), "mse", 0.25)
+        return diffusion_loss(unet(xt, t).sample, training_target(sched, x0, noise, t), "mse", l1_weight=0.25)
 
     def step() -> None:
         loss().backward()

@@ -39,7 +39,15 @@ def main(argv: list[str] | None = None) -> None:
         return FaceDetector(load_section(FacesConfig, "faces", args.params))
 
     try:
-        result = run_control(args.model_dir, sample_cfg, cfg, args.out_dir, args.metrics, uri, detector)
+        result = run_control(
+            args.model_dir,
+            sample_cfg,
+            cfg,
+            out_dir=args.out_dir,
+            metrics_path=args.metrics,
+            tracking_uri=uri,
+            detector=detector,
+        )
     except (ValueError, FileNotFoundError) as err:  # a named value or model file
         sys.exit(f"control: error: {err}")
     print(

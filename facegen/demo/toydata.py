@@ -34,6 +34,7 @@ def gradient_discs(n: int, size: int = 16, seed: int = 0) -> np.ndarray:
 def fit_toy_unet(
     images: np.ndarray,
     steps: int,
+    *,
     channels: tuple[int, ...] = (8, 16),
     batch_size: int = 32,
     lr: float = 3e-3,

@@ -23,11 +23,21 @@ The report says how much of the face is kept against how far the attribute moved
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from facegen.diffusion.sampling import StepCallback
+from facegen.diffusion.sampling import (
+    SampleSpec,
+    StepCallback,
+    encode_conditions,
+    generate,
+    generators,
+    make_scheduler,
+    run_steps,
+    to_uint8,
+)
 from facegen.faces.appearance import MEASURES, luma
 
 SSIM_SIGMA = 1.5
@@ -75,103 +85,113 @@ def edit_report(original: np.ndarray, edited: np.ndarray, condition: Mapping[str
     return report
 
 
+@dataclass(frozen=True)
+class SDEditSpec:
+    """What an SDEdit asks for besides how images are drawn (a SampleSpec): the target
+    condition, how much of the face to redraw and the seed of the noise it adds."""
+
+    condition: Mapping[str, float] | None  # {attribute: value in its own units}; None/empty = the null condition
+    strength: float  # 0 keeps the face, 1 redraws it (the seed's generated image); about strength x steps run
+    seed: int = 0  # the forward-process noise (and, at strength 1, the generation's seed)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.strength <= 1.0:
+            raise ValueError(f"strength = {self.strength}: must be in [0, 1] (0 keeps the face, 1 redraws it)")
+
+
 def sdedit(
     unet: Any,
     scheduler_config: dict[str, Any],
+    spec: SampleSpec,
     image: np.ndarray,
-    condition: Mapping[str, float] | None,
-    strength: float,
-    seed: int = 0,
-    steps: int = 50,
-    guidance: float = 1.0,
-    device: str = "cpu",
     *,
-    timestep_spacing: str = "trailing",  # DDIM's step placement (sample.timestep_spacing)
-    batch_size: int = 1,  # strength 1: the batch generation pads to (sample.batch_size), for its bytes
+    edit: SDEditSpec,
     on_step: StepCallback | None = None,  # after every denoising step; may raise to cancel
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Edit one aligned face (H, W, 3) uint8 toward ``condition``; returns (edited uint8 face, report).
+    """Edit one aligned face (H, W, 3) uint8 toward ``edit.condition``; returns (edited uint8 face, report).
 
-    The face is resized (PIL bicubic) to the model's size when it differs. ``steps`` is the
-    number of DDIM steps of the full schedule; about ``strength`` x ``steps`` of them run.
-    ``condition`` is checked against the model as sampling checks it (unknown names, values
-    far outside the training range, a condition on an unconditional model are errors)."""
-    import torch
+    ``spec`` is how the sample stage draws (sampler ``ddim``, its steps, spacing, guidance, batch
+    size, precision, device), so strength 1 is that stage's image of ``edit.seed`` byte for byte.
+    The face is resized (PIL bicubic) to the model's size when it differs. ``condition`` is
+    checked against the model as sampling checks it (unknown names, values far outside the
+    training range, a condition on an unconditional model are errors)."""
+    if spec.sampler != "ddim":
+        raise ValueError(f"sdedit denoises with DDIM (strength 1 = generation's image), got sampler={spec.sampler!r}")
+    image = _model_sized(unet, image)
+    condition = dict(edit.condition or {})
+    encoded = encode_conditions(unet, condition, 1)
+    scheduler = make_scheduler(scheduler_config, "ddim", spec.steps, spec.timestep_spacing)
+    start = int(round(edit.strength * len(scheduler.timesteps)))
+    edited = image
+    if start == len(scheduler.timesteps):  # the whole schedule: generation of the seed, byte for byte
+        batches = generate(
+            unet, scheduler_config, spec, [edit.seed], conditions=condition or None, progress=False, on_step=on_step
+        )
+        edited = batches[0]
+    elif start > 0:
+        edited = _redraw_last_steps(
+            unet, scheduler, spec, image, start=start, seed=edit.seed, encoded=encoded, on_step=on_step
+        )
+    return edited, {
+        **edit_report(image, edited, condition),
+        "strength": edit.strength,
+        "steps_run": int(start),
+        "seed": edit.seed,
+        "guidance": spec.guidance,
+    }
+
+
+def _model_sized(unet: Any, image: np.ndarray) -> np.ndarray:
+    """``image`` checked to be (H, W, 3) uint8 and resized (PIL bicubic) to the model's size."""
     from PIL import Image
 
-    from facegen.diffusion.sampling import (
-        SampleSpec,
-        encode_conditions,
-        generate,
-        generators,
-        make_scheduler,
-        run_steps,
-        step_kwargs_for,
-        to_uint8,
-    )
-
-    if not 0.0 <= strength <= 1.0:
-        raise ValueError(f"strength = {strength}: must be in [0, 1] (0 keeps the face, 1 redraws it)")
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 face, got {image.shape} {image.dtype}")
     size = unet.config.sample_size
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     if image.shape[:2] != (h, w):
         image = np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BICUBIC))
-    encoded = encode_conditions(unet, dict(condition or {}), 1)
-    scheduler = make_scheduler(scheduler_config, "ddim", steps, timestep_spacing)
-    start = int(round(strength * len(scheduler.timesteps)))
+    return image
+
+
+def _redraw_last_steps(
+    unet: Any,
+    scheduler: Any,
+    spec: SampleSpec,
+    image: np.ndarray,
+    *,
+    start: int,  # how many of the scheduler's last steps to run (1 .. all but one)
+    seed: int,
+    encoded: np.ndarray | None,  # the encoded (1, 2K) condition; None = unconditional model
+    on_step: StepCallback | None,
+) -> np.ndarray:
+    """Noise ``image`` with the forward process to the first of the last ``start`` DDIM steps,
+    then denoise it through them: the edited (H, W, 3) uint8 face."""
+    import torch
+
+    dev = torch.device(spec.device)
+    dtype = next(unet.parameters()).dtype
     timesteps = scheduler.timesteps[len(scheduler.timesteps) - start :]
-    edited = image
-    if start == len(scheduler.timesteps):  # the whole schedule: generation of the seed, byte for byte
-        spec = SampleSpec(
-            sampler="ddim",
-            steps=steps,
-            timestep_spacing=timestep_spacing,
-            batch_size=batch_size,
-            guidance=guidance,
-            device=device,
-        )
-        edited = generate(
-            unet,
-            scheduler_config,
-            spec,
-            [seed],
-            conditions=dict(condition or {}) or None,
-            progress=False,
-            on_step=on_step,
-        )[0]
-    elif start > 0:
-        dev = torch.device(device)
-        dtype = next(unet.parameters()).dtype
-        x0 = torch.from_numpy(image).permute(2, 0, 1)[None].to(dev, torch.float32).div(127.5).sub(1.0).to(dtype)
-        gens = generators([seed])
-        noise = torch.randn(x0.shape, generator=gens[0], dtype=torch.float32).to(dev, dtype)
-        x = scheduler.add_noise(x0, noise, timesteps[:1])
-        cond = None if encoded is None else torch.as_tensor(encoded, device=dev)
-        was_training = unet.training
-        unet.eval()
-        try:
-            with torch.inference_mode():
-                done = iter(range(1, start + 1))
-                edited = to_uint8(
-                    run_steps(
-                        unet,
-                        scheduler,
-                        x,
-                        timesteps,
-                        step_kwargs_for(scheduler, gens),
-                        cond=cond,
-                        guidance=guidance,
-                        on_step=None if on_step is None else lambda: on_step(next(done), start),
-                    )
-                )[0]
-        finally:
-            unet.train(was_training)
-    return edited, {
-        **edit_report(image, edited, dict(condition or {})),
-        "strength": strength,
-        "steps_run": int(start),
-        "seed": seed,
-        "guidance": guidance,
-    }
+    x0 = torch.from_numpy(image).permute(2, 0, 1)[None].to(dev, torch.float32).div(127.5).sub(1.0).to(dtype)
+    gens = generators([seed])
+    noise = torch.randn(x0.shape, generator=gens[0], dtype=torch.float32).to(dev, dtype)
+    x = scheduler.add_noise(x0, noise, timesteps[:1])
+    cond = None if encoded is None else torch.as_tensor(encoded, device=dev)
+    done = iter(range(1, start + 1))
+    was_training = unet.training
+    unet.eval()
+    try:
+        with torch.inference_mode():
+            x0_edited = run_steps(
+                unet,
+                scheduler,
+                x,
+                timesteps,
+                spec=spec,
+                gens=gens,
+                cond=cond,
+                on_step=None if on_step is None else lambda: on_step(next(done), start),
+            )
+            return to_uint8(x0_edited)[0]
+    finally:
+        unet.train(was_training)

@@ -137,6 +137,7 @@ def save_model_dir(
     unet: UNet2DModel,
     scheduler: DDPMScheduler,
     train_config: dict[str, Any],
+    *,
     best: dict[str, Any] | None = None,
 ) -> Path:
     """Write the ``models/best/`` layout (see module docstring) into ``out_dir``.

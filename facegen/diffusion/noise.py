@@ -29,6 +29,7 @@ def make_noise_scheduler(
     schedule: str = "linear",
     num_train_timesteps: int = 1000,
     prediction: str = "epsilon",
+    *,
     beta_start: float = 1e-4,
     beta_end: float = 0.02,
 ) -> DDPMScheduler:
@@ -83,6 +84,7 @@ def diffusion_loss(
     pred: torch.Tensor,
     target: torch.Tensor,
     kind: str = "mse",
+    *,
     l1_weight: float = 0.25,
     weights: torch.Tensor | None = None,
 ) -> torch.Tensor:

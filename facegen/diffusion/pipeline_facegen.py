@@ -80,6 +80,7 @@ class FacegenPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(
         self,
+        *,
         batch_size: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         num_inference_steps: int = 25,

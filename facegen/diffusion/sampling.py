@@ -165,7 +165,7 @@ def step_kwargs_for(scheduler: Any, gens: list[torch.Generator]) -> dict[str, An
 
 
 def guided_output(
-    unet: UNet2DModel, x: torch.Tensor, t: Any, cond: torch.Tensor | None, guidance: float
+    unet: UNet2DModel, x: torch.Tensor, t: Any, cond: torch.Tensor | None, *, guidance: float = 1.0
 ) -> torch.Tensor:
     """The model output at ``(x, t)``: unconditional (``cond`` None), conditional, or guided (module doc)."""
     import torch
@@ -185,25 +185,23 @@ def run_steps(
     scheduler: Any,
     x: torch.Tensor,
     timesteps: Any,
-    step_kwargs: dict[str, Any],
     *,
+    spec: SampleSpec,  # its guidance and precision; the scheduler was built from its sampler and steps
+    gens: list[torch.Generator],  # one CPU generator per row: the ancestral sampler's noise
     cond: torch.Tensor | None = None,  # encoded (B, 2K) condition; None = unconditional
-    guidance: float = 1.0,  # classifier-free guidance scale (module doc)
-    precision: Precision = "no",  # bf16: the UNet under bfloat16 autocast
     on_step: Callable[[], None] | None = None,  # called after each step; may raise to stop
 ) -> torch.Tensor:
     """Denoise ``x`` through ``timesteps``; returns x0 (B, C, H, W) clamped to [-1, 1].
 
-    ``precision`` ``bf16`` runs the UNet under bfloat16 autocast (its output back in ``x``'s
+    ``spec.precision`` ``bf16`` runs the UNet under bfloat16 autocast (its output back in ``x``'s
     dtype; the solver's arithmetic stays fp32): ~1.9x faster on AVX-512 CPUs (docs/sample.md)."""
     import torch
 
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r} is not one of {list(PRECISIONS)}")
+    step_kwargs = step_kwargs_for(scheduler, gens)
     for t in timesteps:
         model_in = scheduler.scale_model_input(x, t)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            out = guided_output(unet, model_in, t, cond, guidance)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=spec.precision == "bf16"):
+            out = guided_output(unet, model_in, t, cond, guidance=spec.guidance)
         x = scheduler.step(out.to(x.dtype), t, x, **step_kwargs).prev_sample
         if on_step is not None:  # between two steps: a cancelled request stops here, not after its batch
             on_step()
@@ -294,10 +292,9 @@ def iter_batches(
                     scheduler,
                     x,
                     scheduler.timesteps,
-                    step_kwargs_for(scheduler, gens),
+                    spec=spec,
+                    gens=gens,
                     cond=None if cond is None else torch.as_tensor(cond, device=torch.device(spec.device)),
-                    guidance=spec.guidance,
-                    precision=spec.precision,
                     on_step=counter,
                 )
                 bar.update(len(chunk))
@@ -335,8 +332,8 @@ def generate_from_noise(
     scheduler_config: dict[str, Any],
     spec: SampleSpec,
     noise: torch.Tensor,
-    seeds: Sequence[int],
     *,
+    seeds: Sequence[int],  # one per row of ``noise``: the ancestral sampler's per-step noise
     conditions: Conditions = None,  # one {attribute: value} for all, or one per row
     on_step: StepCallback | None = None,  # after every denoising step; may raise to cancel
 ) -> np.ndarray:
@@ -369,10 +366,9 @@ def generate_from_noise(
                 scheduler,
                 x,
                 scheduler.timesteps,
-                step_kwargs_for(scheduler, gens),
+                spec=spec,
+                gens=gens,
                 cond=None if encoded is None else torch.as_tensor(encoded, device=noise.device),
-                guidance=spec.guidance,
-                precision=spec.precision,
                 on_step=counter,
             )
             return to_uint8(x0)

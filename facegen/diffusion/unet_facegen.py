@@ -30,6 +30,7 @@ class ConditionedUNet2DModel(UNet2DModel):
     @register_to_config
     def __init__(
         self,
+        *,
         condition_names: Sequence[str] = ("value",),
         condition_mean: Sequence[float] = (0.0,),
         condition_std: Sequence[float] = (1.0,),
@@ -65,11 +66,13 @@ class ConditionedUNet2DModel(UNet2DModel):
         self,
         sample: torch.Tensor,
         timestep: Any,
-        condition: torch.Tensor | None = None,
         class_labels: torch.Tensor | None = None,
         return_dict: bool = True,
+        *,
+        condition: torch.Tensor | None = None,
     ) -> Any:
-        """``condition`` (B, 2K) encoded; None = fully dropped (unconditional)."""
+        """``condition`` (B, 2K) encoded; None = fully dropped (unconditional). The positional
+        order is ``UNet2DModel.forward``'s, so diffusers' own calls keep working."""
         if class_labels is not None:
             raise ValueError("ConditionedUNet2DModel takes `condition`, not `class_labels`")
         k = len(self.config.condition_names)

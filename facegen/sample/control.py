@@ -115,11 +115,11 @@ def measure(images: np.ndarray, name: str, detector: FaceDetector | None = None)
 def sweep(
     unet: Any,
     scheduler_config: dict[str, Any],
-    name: str,
-    values: np.ndarray,
-    seeds: list[int],
     spec: SampleSpec,
+    name: str,
     *,
+    values: np.ndarray,  # the requested values of ``name`` (columns)
+    seeds: list[int],  # one row per seed, the same seeds for every value
     progress: bool = False,  # a tqdm bar of images
     detector: FaceDetector | None = None,  # measures pose attributes (yaw); None for appearance ones
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -137,6 +137,7 @@ def run_control(
     model_dir: str | Path,
     sample_cfg: Any,
     cfg: ControlConfig,
+    *,
     out_dir: str | Path,
     metrics_path: str | Path,
     tracking_uri: str | None = None,
@@ -150,10 +151,7 @@ def run_control(
     MLflow run that trained the model when ``tracking_uri`` is given. Sampler, steps,
     guidance, batch size and device are ``sample_cfg``'s (a SampleConfig). ``detector`` builds
     the face detector that measures yaw; it is called only when the model is conditioned on it."""
-    from PIL import Image
-
     from facegen.common.device import resolve_device
-    from facegen.common.images import make_grid
     from facegen.diffusion.conditional import names
     from facegen.diffusion.sampling import load_model
 
@@ -174,29 +172,43 @@ def run_control(
         "guidance": sample_cfg.guidance,
         "attributes": {},
     }
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in measurable:
         values = sweep_values(unet.config, name, cfg.num_values, cfg.span)
-        images, measured = sweep(unet, sched_config, name, values, seeds, sample_cfg.spec(device), detector=found)
-        Image.fromarray(make_grid(images.reshape(-1, *images.shape[2:]), nrow=len(values))).save(
-            out_dir / f"{name}.png"
+        images, measured = sweep(
+            unet, sched_config, sample_cfg.spec(device), name, values=values, seeds=seeds, detector=found
         )
-        result["attributes"][name] = {
-            **scores(values, measured),
-            "requested": values.round(3).tolist(),
-            "measured_mean": [None if not np.isfinite(m) else round(float(m), 3) for m in _row_means(measured)],
-        }
-        rows += [
-            {"attribute": name, "requested": float(v), "seed": s, "measured": float(measured[i, j])}
-            for i, v in enumerate(values)
-            for j, s in enumerate(seeds)
-        ]
+        result["attributes"][name] = _attribute_result(images, values, measured, out_dir / f"{name}.png")
+        rows += _sweep_rows(name, values, seeds, measured)
     write_parquet(rows, SWEEP_SCHEMA, out_dir / "sweep.parquet")
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     write_json(metrics_path, result)
     if tracking_uri is not None and result["attributes"]:
         _log_to_training_run(Path(model_dir), tracking_uri, result, out_dir)
     return result
+
+
+def _attribute_result(images: np.ndarray, values: np.ndarray, measured: np.ndarray, grid_path: Path) -> dict[str, Any]:
+    """Save one attribute's sweep grid (seeds down, values across) and return its scores."""
+    from PIL import Image
+
+    from facegen.common.images import make_grid
+
+    Image.fromarray(make_grid(images.reshape(-1, *images.shape[2:]), nrow=len(values))).save(grid_path)
+    return {
+        **scores(values, measured),
+        "requested": values.round(3).tolist(),
+        "measured_mean": [None if not np.isfinite(m) else round(float(m), 3) for m in _row_means(measured)],
+    }
+
+
+def _sweep_rows(name: str, values: np.ndarray, seeds: list[int], measured: np.ndarray) -> list[dict[str, Any]]:
+    """sweep.parquet's rows of one attribute: one per (requested value, seed)."""
+    return [
+        {"attribute": name, "requested": float(v), "seed": s, "measured": float(measured[i, j])}
+        for i, v in enumerate(values)
+        for j, s in enumerate(seeds)
+    ]
 
 
 def _row_means(measured: np.ndarray) -> np.ndarray:

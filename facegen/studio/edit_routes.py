@@ -12,7 +12,8 @@ import numpy as np
 from fastapi import APIRouter, Depends, File, HTTPException, Request, UploadFile
 
 from facegen.common.images import ImageRejected, decode_image
-from facegen.diffusion.edit import sdedit
+from facegen.diffusion.edit import SDEditSpec, sdedit
+from facegen.diffusion.sampling import SampleSpec
 from facegen.studio import editing
 from facegen.studio.jobs import Job
 from facegen.studio.models import LoadedModel
@@ -38,7 +39,11 @@ async def upload(request: Request, file: Annotated[UploadFile, File()], state: S
 
     def work(job: Job) -> tuple[np.ndarray, dict[str, Any]]:
         return editing.prepare_upload(
-            data, state.get_detector(), state.align_config(), cfg.max_upload_pixels, cfg.max_upload_bytes
+            data,
+            state.get_detector(),
+            state.align_config(),
+            max_pixels=cfg.max_upload_pixels,
+            max_bytes=cfg.max_upload_bytes,
         )
 
     face, det = await state.run_job(request, work, "upload")
@@ -72,30 +77,26 @@ async def edit(req: EditRequest, request: Request, state: StateDep) -> dict[str,
     if mask is not None and sampler == "dpm++":
         sampler = "ddim"  # a multistep solver cannot jump back: RePaint runs on DDIM
 
-    def work(job: Job) -> np.ndarray:
+    def work(job: Job) -> np.ndarray:  # the specs' checks run here: a refused value is a 422
         import torch
 
         if mask is None:
-            return sdedit(
-                model.unet,
-                model.scheduler_config,
-                np.array(face),  # writable: torch.from_numpy of a read-only array warns
-                req.condition,
-                req.strength,
-                seed=req.seed,
+            spec = SampleSpec(
+                sampler="ddim",
                 steps=steps,
-                guidance=guidance if req.condition else 1.0,
-                device=state.device,
                 timestep_spacing=state.sample.timestep_spacing,
                 batch_size=state.sample.batch_size,
-                on_step=job.step,
-            )[0]
+                guidance=guidance if req.condition else 1.0,
+                device=state.device,
+            )
+            edit = SDEditSpec(condition=req.condition, strength=req.strength, seed=req.seed)
+            writable = np.array(face)  # torch.from_numpy of a read-only array warns
+            return sdedit(model.unet, model.scheduler_config, spec, writable, edit=edit, on_step=job.step)[0]
         x0 = editing.to_tensor(face[None], state.device)
         return editing.repaint(
             model.unet,
             model.scheduler_config,
-            sampler,
-            steps,
+            SampleSpec(sampler=sampler, steps=steps, device=state.device),  # trailing spacing, as repaint always ran
             x0,
             mask=torch.from_numpy(mask),
             seed=req.seed,

@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from diffusers import UNet2DModel
 
     from facegen.align.geometry import AlignConfig
+    from facegen.diffusion.sampling import SampleSpec
     from facegen.faces.detect import FaceDetector
 
 Check = Callable[[], None]  # raises to stop between steps (the job's cancel check)
@@ -66,7 +67,7 @@ def to_tensor(images: np.ndarray, device: str = "cpu") -> torch.Tensor:
 
 
 def prepare_upload(
-    data: bytes, detector: FaceDetector, align: AlignConfig, max_pixels: int, max_bytes: int
+    data: bytes, detector: FaceDetector, align: AlignConfig, *, max_pixels: int, max_bytes: int
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Decode, detect and align the largest face of an uploaded photo, as the pipeline does.
 
@@ -103,7 +104,9 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     return out.reshape(a.shape).to(a.dtype)
 
 
-def interpolation_noise(unet: UNet2DModel, seed_a: int, seed_b: int, frames: int, device: str = "cpu") -> torch.Tensor:
+def interpolation_noise(
+    unet: UNet2DModel, seed_a: int, seed_b: int, frames: int, *, device: str = "cpu"
+) -> torch.Tensor:
     """(frames, C, H, W): the slerp from seed_a's initial noise (frame 0) to seed_b's (last)."""
     import torch
 
@@ -112,7 +115,7 @@ def interpolation_noise(unet: UNet2DModel, seed_a: int, seed_b: int, frames: int
     return torch.cat([slerp(a, b, float(t)) for t in ts])
 
 
-def variation_noise(unet: UNet2DModel, seed: int, count: int, amount: float, device: str = "cpu") -> torch.Tensor:
+def variation_noise(unet: UNet2DModel, seed: int, count: int, amount: float, *, device: str = "cpu") -> torch.Tensor:
     """(count, C, H, W): seed's noise moved ``amount`` (0..1) of the way towards seed+1+k's noise."""
     import torch
 
@@ -124,27 +127,24 @@ def variation_noise(unet: UNet2DModel, seed: int, count: int, amount: float, dev
 def repaint(
     unet: UNet2DModel,
     scheduler_config: dict[str, Any],
-    sampler: str,
-    steps: int,
+    spec: SampleSpec,
     x0: torch.Tensor,
     *,
-    mask: torch.Tensor,
-    seed: int,
-    resample: int = 2,
-    check: Check = lambda: None,
+    mask: torch.Tensor,  # (B, 1, H, W): 1 where to repaint
+    seed: int,  # one CPU generator for every draw (start noise, known-region noise, jumps back)
+    resample: int = 2,  # passes per step (1 = no jump back)
+    check: Check = lambda: None,  # before every pass; raises to stop
 ) -> np.ndarray:
-    """Repaint the masked region of x0 (B, 3, H, W); ``mask`` (B, 1, H, W) is 1 where to repaint.
+    """Repaint the masked region of x0 (B, 3, H, W); returns (B, H, W, 3) uint8 with the unmasked pixels kept.
 
-    ``sampler`` is ``ddim`` or ``ddpm`` (step-wise stateless schedulers: a step can be
-    repeated after a jump back); returns (B, H, W, 3) uint8 with the unmasked pixels kept.
+    ``spec.sampler`` is ``ddim`` or ``ddpm`` (step-wise stateless schedulers: a step can be
+    repeated after a jump back), placed over ``spec.steps`` steps with ``spec.timestep_spacing``.
+    The UNet runs unconditional in full precision on x0's device, so a spec asking for guidance
+    or bf16 is an error; its batch size and device are not used (all rows run as one batch).
     """
     import torch
 
-    if sampler not in ("ddim", "ddpm"):
-        raise ValueError(f"sampler={sampler!r}: repaint needs 'ddim' or 'ddpm' (a multistep solver cannot jump back)")
-    if resample < 1:
-        raise ValueError(f"resample={resample} must be >= 1")
-    scheduler = make_scheduler(scheduler_config, sampler, steps)
+    scheduler = _repaint_scheduler(scheduler_config, spec, resample)
     abar = scheduler.alphas_cumprod.to(torch.float64)
     gen = torch.Generator("cpu").manual_seed(int(seed))
     mask = mask.to(x0.device, x0.dtype)
@@ -174,3 +174,19 @@ def repaint(
                     x = ratio**0.5 * x + (1.0 - ratio) ** 0.5 * randn()
         x = mask * x + (1.0 - mask) * x0
     return to_uint8(x.clamp(-1.0, 1.0))
+
+
+def _repaint_scheduler(scheduler_config: dict[str, Any], spec: SampleSpec, resample: int) -> Any:
+    """The step-wise scheduler repaint runs, after refusing what it cannot do."""
+    if spec.sampler not in ("ddim", "ddpm"):
+        raise ValueError(
+            f"sampler={spec.sampler!r}: repaint needs 'ddim' or 'ddpm' (a multistep solver cannot jump back)"
+        )
+    if spec.guidance != 1.0 or spec.precision != "no":
+        raise ValueError(
+            f"repaint runs the unconditional model in full precision, got guidance={spec.guidance}, "
+            f"precision={spec.precision!r}"
+        )
+    if resample < 1:
+        raise ValueError(f"resample={resample} must be >= 1")
+    return make_scheduler(scheduler_config, spec.sampler, spec.steps, spec.timestep_spacing)

@@ -144,7 +144,7 @@ async def _from_noise(
             precision=state.sample.precision,
             device=state.device,
         )
-        return generate_from_noise(model.unet, model.scheduler_config, spec, noise, seeds, on_step=job.step)
+        return generate_from_noise(model.unet, model.scheduler_config, spec, noise, seeds=seeds, on_step=job.step)
 
     images = await state.run_job(request, work, name, job_key(name, model, req))
     return {"images": [editing.png_b64(im) for im in images], **state.echo(model, sampler, steps)}
@@ -157,7 +157,7 @@ async def interpolate(req: InterpolateRequest, request: Request, state: StateDep
     out = await _from_noise(
         state,
         request,
-        lambda m: editing.interpolation_noise(m.unet, req.seed_a, req.seed_b, req.frames, state.device),
+        lambda m: editing.interpolation_noise(m.unet, req.seed_a, req.seed_b, req.frames, device=state.device),
         seeds=[req.seed_a] * req.frames,
         req=req,
         name="interpolate",
@@ -172,7 +172,7 @@ async def variations(req: VariationsRequest, request: Request, state: StateDep) 
     return await _from_noise(
         state,
         request,
-        lambda m: editing.variation_noise(m.unet, req.seed, req.n, req.amount, state.device),
+        lambda m: editing.variation_noise(m.unet, req.seed, req.n, req.amount, device=state.device),
         seeds=[req.seed] * req.n,
         req=req,
         name="variations",

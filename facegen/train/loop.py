@@ -247,7 +247,9 @@ def _micro_batch(run: Run, idx: Any, gen: Any, *, sync: bool) -> Any:
     weights = min_snr_weights(sched, t, cfg.min_snr_gamma) if cfg.min_snr_gamma > 0 else None
     with nullcontext() if sync else accelerator.no_sync(run.unet):
         pred = run.forward(xt, t, **(run.cond.batch(idx, gen) if run.cond else {})).sample
-        loss = diffusion_loss(pred, training_target(sched, x0, noise, t), cfg.loss, cfg.l1_weight, weights)
+        loss = diffusion_loss(
+            pred, training_target(sched, x0, noise, t), cfg.loss, l1_weight=cfg.l1_weight, weights=weights
+        )
         accelerator.backward(loss / cfg.grad_accum)
     return loss.detach()
 
@@ -283,7 +285,7 @@ def _evaluate(run: Run, state: TrainState, row: dict[str, Any]) -> Any:
                 "num_train_images": len(run.data),
                 **scores,  # kid, precision, recall, memorized_fraction, ... for best.json and the model card
             }
-            save_model_dir(run.run_dir / "best", eval_unet, run.noise_sched, to_dict(cfg), state.best)
+            save_model_dir(run.run_dir / "best", eval_unet, run.noise_sched, to_dict(cfg), best=state.best)
     state.history.append(row)
     return grid
 
@@ -314,7 +316,11 @@ def _finish(run: Run, state: TrainState) -> dict[str, Any]:
     if state.best is None:  # no evaluation configured: the last epoch's EMA weights
         state.best = {"epoch": state.epoch, "metric": None, "value": None, "run_id": state.run_id}
         save_model_dir(
-            run.run_dir / "best", unet_from_ema(run.ema, run.raw_unet.config), run.noise_sched, to_dict(cfg), state.best
+            run.run_dir / "best",
+            unet_from_ema(run.ema, run.raw_unet.config),
+            run.noise_sched,
+            to_dict(cfg),
+            best=state.best,
         )
     _publish(run.run_dir / "best", best_dir)
     grids = Path(paths.metrics) / "grids"

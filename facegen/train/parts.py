@@ -98,7 +98,7 @@ def build_run(cfg: TrainConfig, paths: TrainPaths, accelerator: Any) -> Run:
     if cfg.channels_last:
         unet = unet.to(memory_format=torch.channels_last)
     noise_sched = make_noise_scheduler(
-        cfg.schedule, cfg.num_train_timesteps, cfg.prediction, cfg.beta_start, cfg.beta_end
+        cfg.schedule, cfg.num_train_timesteps, cfg.prediction, beta_start=cfg.beta_start, beta_end=cfg.beta_end
     )
     micro_per_epoch = len(epoch_batches(len(data), cfg.batch_size, epoch=0, seed=cfg.seed, rank=rank, world_size=world))
     steps_per_epoch = micro_per_epoch // cfg.grad_accum

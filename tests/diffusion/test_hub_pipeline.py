@@ -24,7 +24,7 @@ def toy_dir(tmp_path_factory):
 
     unet, config, _ = toy_model()
     out = tmp_path_factory.mktemp("cond") / "best"
-    return save_model_dir(out, unet, DDPMScheduler.from_config(config), {"model": "tiny", "epochs": 4}, SCORES)
+    return save_model_dir(out, unet, DDPMScheduler.from_config(config), {"model": "tiny", "epochs": 4}, best=SCORES)
 
 
 def _stage_images(toy_dir, out, **cfg):

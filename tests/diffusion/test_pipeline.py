@@ -31,7 +31,7 @@ def model_dir(tmp_path_factory):
     unet = build_unet("tiny", 16, (8, 16))
     sched = make_noise_scheduler("linear", 100, "v_prediction")
     out = tmp_path_factory.mktemp("best") / "best"
-    save_model_dir(out, unet, sched, {"model": "tiny", "image_size": 16, "epochs": 9, "lr": 0.002}, BEST)
+    save_model_dir(out, unet, sched, {"model": "tiny", "image_size": 16, "epochs": 9, "lr": 0.002}, best=BEST)
     return out
 
 

@@ -23,14 +23,14 @@ def test_generate_from_the_seeds_noise_equals_generate(tiny, sampler, steps):
     seeds = [5, 9, 2]
     noise = sampling.initial_noise(unet, seeds)
     assert noise.shape == (3, 3, 16, 16)
-    got = sampling.generate_from_noise(unet, cfg, sampling.SampleSpec(sampler=sampler, steps=steps), noise, seeds)
+    got = sampling.generate_from_noise(unet, cfg, sampling.SampleSpec(sampler=sampler, steps=steps), noise, seeds=seeds)
     want = sampling.generate(
         unet, cfg, sampling.SampleSpec(sampler=sampler, steps=steps, batch_size=3), seeds, progress=False
     )
     np.testing.assert_array_equal(got, want)
     # other noise, other images
     other = sampling.generate_from_noise(
-        unet, cfg, sampling.SampleSpec(sampler=sampler, steps=steps), noise.flip(0), seeds
+        unet, cfg, sampling.SampleSpec(sampler=sampler, steps=steps), noise.flip(0), seeds=seeds
     )
     assert not np.array_equal(other[0], want[0])
 
@@ -39,7 +39,11 @@ def test_noise_and_seeds_must_match(tiny):
     unet, cfg = tiny
     with pytest.raises(ValueError, match=r"noise of shape \(2, 3, 16, 16\) needs one seed per row, got 3"):
         sampling.generate_from_noise(
-            unet, cfg, sampling.SampleSpec(sampler="ddim", steps=2), sampling.initial_noise(unet, [1, 2]), [1, 2, 3]
+            unet,
+            cfg,
+            sampling.SampleSpec(sampler="ddim", steps=2),
+            sampling.initial_noise(unet, [1, 2]),
+            seeds=[1, 2, 3],
         )
 
 
@@ -61,7 +65,7 @@ def test_bf16_sampling_is_deterministic_close_to_fp32_and_shared_by_both_entry_p
     noise = sampling.initial_noise(unet, seeds)
     np.testing.assert_array_equal(
         sampling.generate_from_noise(
-            unet, cfg, sampling.SampleSpec(sampler="dpm++", steps=4, precision="bf16"), noise, seeds
+            unet, cfg, sampling.SampleSpec(sampler="dpm++", steps=4, precision="bf16"), noise, seeds=seeds
         ),
         bf16,
     )
@@ -93,7 +97,7 @@ def test_on_step_counts_every_step_of_every_batch_and_can_stop_between_steps(tin
     assert calls == [(1, 6), (2, 6)]  # stopped inside the first batch, not after it
     calls.clear()
     noise = sampling.initial_noise(unet, [4, 5])
-    sampling.generate_from_noise(unet, cfg, spec, noise, [4, 5], on_step=lambda d, t: calls.append((d, t)))
+    sampling.generate_from_noise(unet, cfg, spec, noise, seeds=[4, 5], on_step=lambda d, t: calls.append((d, t)))
     assert calls == [(1, 3), (2, 3), (3, 3)]
 
 

@@ -47,7 +47,11 @@ def toy_dir(tmp_path):
     from diffusers import DDPMScheduler
 
     best = save_model_dir(
-        tmp_path / "best", unet, DDPMScheduler.from_config(config), {"experiment": "test"}, {"epoch": 1, "run_id": None}
+        tmp_path / "best",
+        unet,
+        DDPMScheduler.from_config(config),
+        {"experiment": "test"},
+        best={"epoch": 1, "run_id": None},
     )
     return best
 
@@ -60,8 +64,8 @@ def test_control_stage_measures_the_toy_model(tmp_path, toy_dir):
         toy_dir,
         FAST,
         control.ControlConfig(num_values=5, num_seeds=4),
-        tmp_path / "control",
-        tmp_path / "metrics" / "control.json",
+        out_dir=tmp_path / "control",
+        metrics_path=tmp_path / "metrics" / "control.json",
         detector=lambda: pytest.fail("the face detector is built only for a model conditioned on yaw"),
     )
     scores = result["attributes"]["brightness"]
@@ -76,7 +80,9 @@ def test_control_stage_measures_the_toy_model(tmp_path, toy_dir):
 def test_control_of_an_unconditional_model_reports_nothing(tmp_path):
     torch.manual_seed(0)
     best = save_model_dir(tmp_path / "best", build_unet("tiny", 8, (8, 16)), make_noise_scheduler(), {})
-    result = control.run_control(best, FAST, control.ControlConfig(), tmp_path / "c", tmp_path / "m.json")
+    result = control.run_control(
+        best, FAST, control.ControlConfig(), out_dir=tmp_path / "c", metrics_path=tmp_path / "m.json"
+    )
     assert result["conditioned"] == [] and result["attributes"] == {}
     assert not list((tmp_path / "c").glob("*.png"))
 

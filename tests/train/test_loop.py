@@ -106,8 +106,8 @@ def test_other_objectives_accumulation_and_augmentations_train(tmp_path, store, 
         seen["t"].append((sched, t.clone(), gamma))
         return real_weights(sched, t, gamma)
 
-    def loss(pred, target, kind, l1_weight, w):
-        out = real_loss(pred, target, kind, l1_weight, w)
+    def loss(pred, target, kind, *, l1_weight, weights):
+        out = real_loss(pred, target, kind, l1_weight=l1_weight, weights=weights)
         seen["loss"].append((pred.detach().clone(), target.clone(), kind, l1_weight, out.item()))
         return out
 

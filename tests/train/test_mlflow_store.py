@@ -42,7 +42,7 @@ def moved(tmp_path_factory):
     torch.manual_seed(0)
     best = {"epoch": 2, "metric": "fd_offline", "value": 3.5, "run_id": "x"}
     save_model_dir(first / "models" / "best", build_unet("tiny", 16, (8, 16)), make_noise_scheduler("linear", 50),
-                   {"model": "tiny", "image_size": 16}, best)  # fmt: skip
+                   {"model": "tiny", "image_size": 16}, best=best)  # fmt: skip
     t = tracking.Tracker(f"sqlite:///{first / 'mlflow.db'}", "move", "r", artifact_root=first / "mlruns")
     t.set_tags({"metric": "fd_offline"})
     t.log_metrics({"fd_offline": 3.5, "best_fd_offline": 3.5, "best_epoch": 2}, 2)
