@@ -48,6 +48,43 @@ def _sh(root: Path, *cmd: str, ok: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
+def _terminal(root: Path, cols: int, *cmd: str) -> list[str]:
+    """What ``cmd`` shows in a ``cols``-wide terminal, as a user sees it: run in a pseudo-terminal
+    with DVC's default pager (``less -RS``: long lines chopped at the window), ``q`` pressed once
+    the output settles; the screen's lines without escape codes."""
+    import fcntl
+    import pty
+    import re
+    import select
+    import struct
+    import termios
+    import time
+
+    drop = ("COLUMNS", "LINES", "PAGER", "DVC_PAGER", "LESS", "MLFLOW_TRACKING_URI")
+    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("DVC_")}
+    env.update(PATH=f"{BIN}{os.pathsep}{env['PATH']}", PYTHONPATH=str(REPO), TERM="xterm-256color")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a session whose controlling terminal is the pty (as less needs)
+        os.chdir(root)
+        os.execvpe(cmd[0], list(cmd), env)
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, cols, 0, 0))
+    out, quiet, deadline = b"", 0, time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except OSError:  # the child closed the terminal
+                break
+            out, quiet = out + chunk, 0
+        elif os.waitpid(pid, os.WNOHANG)[0]:
+            break
+        elif out and (quiet := quiet + 1) >= 4:  # the pager waits for a key
+            os.write(fd, b"q")
+    os.close(fd)
+    text = re.sub(rb"\x1b\[[0-9;?]*[a-zA-Z]|\x1b[=>()][0-9A-B]?|\r", b"", out).decode(errors="replace")
+    return text.splitlines()
+
+
 def _checkpoints(root: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in (root / "cache" / "checkpoints").glob("*/epoch_*")}
 
@@ -180,6 +217,19 @@ def test_exp_show_lists_scores_first(views):
     assert max(len(line) for line in lines) <= 120
     assert lines[1].split() == ["Experiment", "Created", "fid", "kid", "kid_std", "best_fid", "best_epoch"]
     assert lines[3].split()[2:] == ["81.5", "0.041", "0.01", "80.25", "3"]  # workspace row: values, no "…"
+
+
+def test_plain_exp_show_in_a_120_column_terminal_shows_fid_and_kid(views):
+    """Plain ``dvc exp show`` in a terminal: DVC lays the table out up to 1024 columns for its pager
+    and ``less -S`` shows its first 120, which begin with the scores (fid, kid, ...) and their values."""
+    if shutil.which("less") is None:
+        pytest.skip("no less: DVC's default pager")
+    lines = _terminal(views, 120, str(BIN / "dvc"), "exp", "show")
+    header = next(line for line in lines if "Experiment" in line)
+    assert header.split()[:5] == ["Experiment", "Created", "fid", "kid", "kid_std"], lines[:6]
+    workspace = next(line for line in lines if line.split()[:1] == ["workspace"])
+    assert workspace.split()[1:5] == ["-", "81.5", "0.041", "0.01"], workspace  # values, no "…"
+    assert max(len(line) for line in lines) <= 120
 
 
 @pytest.mark.slow
