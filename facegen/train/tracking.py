@@ -301,13 +301,7 @@ class Tracker:
             return
 
         def log() -> None:
-            import warnings
-
-            with warnings.catch_warnings():
-                # the pyfunc model is given an explicit signature (seed: long), yet MLflow still infers
-                # one from the seed example (integer hint) and from predict's type hints, and says so
-                warnings.filterwarnings("ignore", message=".*(integer column|infer signature from type hint).*")
-                log_mlflow_model(self.uri, run_id, model_dir, register_as, step)
+            log_mlflow_model(self.uri, run_id, model_dir, register_as=register_as, step=step)
 
         self._call("log the model", log)
 
