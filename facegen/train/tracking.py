@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from facegen.train.runs import best_runs, resolve_checkpoint  # their home befor
 
 __all__ = [
     "RUN_KEY_TAG",
+    "Retry",
     "Tracker",
     "best_runs",
     "git_commit",
@@ -82,6 +84,15 @@ def portable_path(path: str | Path, root: str | Path) -> str:
         return str(path)
 
 
+@dataclass(frozen=True)
+class Retry:
+    """How a tracking call is retried before it is buffered: ``attempts`` tries, waiting
+    ``backoff_s`` x 2^attempt between them."""
+
+    attempts: int = 3
+    backoff_s: float = 0.5
+
+
 class Tracker:
     """One MLflow run: params once, metrics per epoch (step = epoch), images and artifacts.
 
@@ -96,16 +107,16 @@ class Tracker:
         uri: str,
         experiment: str,
         run_name: str,
+        *,
         artifact_root: Path | None = None,
         run_id: str | None = None,
         tags: dict[str, Any] | None = None,
         run_key: str | None = None,
-        retries: int = 3,
-        backoff_s: float = 0.5,
+        retry: Retry = Retry(),
     ) -> None:
         import mlflow
 
-        self.mlflow, self.uri, self.retries, self.backoff_s = mlflow, uri, retries, backoff_s
+        self.mlflow, self.uri, self.retry = mlflow, uri, retry
         self.pending: list[tuple[str, Callable[[], Any]]] = []
         self.warned = False
         self.last_step = 0
@@ -117,12 +128,18 @@ class Tracker:
         tags = {k: str(v) for k, v in (tags or {}).items()}
         if run_key:
             tags[RUN_KEY_TAG] = run_key
-        self._call("open the run", lambda: self._open(experiment, run_name, artifact_root, run_id, tags, run_key))
+        self._call(
+            "open the run",
+            lambda: self._open(
+                experiment, run_name, artifact_root=artifact_root, run_id=run_id, tags=tags, run_key=run_key
+            ),
+        )
 
     def _open(
         self,
         experiment: str,
         run_name: str,
+        *,
         artifact_root: Path | None,
         run_id: str | None,
         tags: dict[str, str],
@@ -189,13 +206,13 @@ class Tracker:
             name, call = self.pending[0]
             if self.run_id is None and name != "open the run":
                 return False  # nothing can be logged before the run exists
-            for attempt in range(self.retries):
+            for attempt in range(self.retry.attempts):
                 try:
                     call()
                     break
                 # any store failure (sqlite locked/readonly, HTTP, disk): degrade, warn, keep the record
                 except Exception as err:
-                    if attempt == self.retries - 1:
+                    if attempt == self.retry.attempts - 1:
                         if not self.warned:
                             print(
                                 f"warning: MLflow ({mask_uri(self.uri)}) failed to {name}: {type(err).__name__}: "
@@ -205,7 +222,7 @@ class Tracker:
                             )
                             self.warned = True
                         return False
-                    time.sleep(self.backoff_s * 2**attempt)
+                    time.sleep(self.retry.backoff_s * 2**attempt)
             self.pending.pop(0)
         if self.warned:
             print(f"MLflow ({mask_uri(self.uri)}) reachable again: buffered records logged", file=sys.stderr)

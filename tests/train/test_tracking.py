@@ -179,7 +179,7 @@ def test_a_locked_store_is_retried_buffered_and_replayed(two_runs, capsys):
     import mlflow
 
     uri = two_runs[0]
-    t = tracking.Tracker(uri, "lock", "r", retries=2, backoff_s=0.01)
+    t = tracking.Tracker(uri, "lock", "r", retry=tracking.Retry(attempts=2, backoff_s=0.01))
     t.log_metrics({"loss": 1.0}, 1)
     capsys.readouterr()
     lock = sqlite3.connect(two_runs[3] / "mlflow.db", timeout=0)
