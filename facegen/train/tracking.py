@@ -3,9 +3,10 @@
 Store: ``MLFLOW_TRACKING_URI`` when set, else an embedded SQLite store ``<repo>/mlflow.db`` with
 artifacts under ``<repo>/mlruns``. ``<repo>`` is the real repository even inside a ``dvc exp run
 --temp/--queue`` workspace (``<repo>/.dvc/tmp/exps/...``), so every experiment lands in the same
-store. A copied or moved workspace is brought home when the store is opened
-(:mod:`facegen.train.mlflow_store`). The DVC metrics and plots files are
-:mod:`facegen.train.metrics_files`; questions about finished runs are :mod:`facegen.train.runs`.
+store. Its artifact paths are relative to the workspace, so a copied or moved workspace keeps
+them (:mod:`facegen.train.mlflow_store`); each MLflow call runs from the store's folder. The DVC
+metrics and plots files are :mod:`facegen.train.metrics_files`; questions about finished runs are
+:mod:`facegen.train.runs`.
 
 The tracker never stops training: each call is retried with backoff, and a call that still fails
 is kept in a buffer (replayed before the next call and at the end) with one warning on stderr.
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from facegen.common.redact import mask_uri
-from facegen.train.mlflow_store import experiment_id, open_store, repo_root, tracking_uri
+from facegen.train.mlflow_store import at_store, experiment_id, open_store, repo_root, tracking_uri
 from facegen.train.runs import best_runs, resolve_checkpoint  # their home before runs.py
 
 __all__ = [
@@ -126,6 +127,8 @@ class Tracker:
         self.client = mlflow.MlflowClient(tracking_uri=uri)
         mlflow.set_tracking_uri(uri)  # the system-metrics monitor logs through the fluent API
         tags = {k: str(v) for k, v in (tags or {}).items()}
+        artifact_root = Path(artifact_root).resolve() if artifact_root is not None else None  # before at_store
+        self.workspace = repo_root(Path.cwd())  # the workspace this process runs in (before at_store)
         if run_key:
             tags[RUN_KEY_TAG] = run_key
         self._call(
@@ -149,7 +152,9 @@ class Tracker:
 
         if artifact_root is not None:
             open_store(Path(artifact_root).resolve().parent, self.uri)
-        self.experiment_id = experiment_id(self.client, experiment, self.uri, artifact_root)
+        self.experiment_id = experiment_id(
+            self.client, experiment, self.uri, artifact_root=artifact_root, workspace=self.workspace
+        )
         if run_id is not None:
             try:
                 run = self.client.get_run(run_id)
@@ -208,7 +213,8 @@ class Tracker:
                 return False  # nothing can be logged before the run exists
             for attempt in range(self.retry.attempts):
                 try:
-                    call()
+                    with at_store(self.uri):  # relative artifact paths resolve in the store's folder
+                        call()
                     break
                 # any store failure (sqlite locked/readonly, HTTP, disk): degrade, warn, keep the record
                 except Exception as err:
@@ -280,12 +286,12 @@ class Tracker:
         )
 
     def log_artifacts(self, local_dir: str | Path, artifact_path: str) -> None:
-        self._call(
-            f"log {artifact_path}", lambda: self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
-        )
+        local = str(Path(local_dir).resolve())  # the call runs from the store's folder (at_store)
+        self._call(f"log {artifact_path}", lambda: self.client.log_artifacts(self.run_id, local, artifact_path))
 
     def log_dataset(self, faces_table: str | Path, split: str, digest: str, context: str = "training") -> None:
         """The faces of ``split`` (rows of the faces table) as an MLflow dataset input of the run."""
+        table_path = Path(faces_table).resolve()  # the call runs from the store's folder (at_store)
 
         def log() -> None:
             import warnings
@@ -293,7 +299,7 @@ class Tracker:
             import pandas as pd
             from mlflow.entities import Dataset, DatasetInput, InputTag
 
-            table = pd.read_parquet(faces_table)
+            table = pd.read_parquet(table_path)
             rows = table[(table["status"] == "ok") & (table["split"] == split)].reset_index(drop=True)
             with warnings.catch_warnings():
                 # MLflow registers its local-file source for two URI schemes and warns that a path
@@ -317,8 +323,10 @@ class Tracker:
         if run_id is None:  # the store was never reached: nothing to attach the model to
             return
 
+        folder = Path(model_dir).resolve()  # the call runs from the store's folder (at_store)
+
         def log() -> None:
-            log_mlflow_model(self.uri, run_id, model_dir, register_as=register_as, step=step)
+            log_mlflow_model(self.uri, run_id, folder, register_as=register_as, step=step)
 
         self._call("log the model", log)
 
