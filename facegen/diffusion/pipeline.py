@@ -16,7 +16,9 @@ diffusers, mlflow and huggingface_hub are imported inside the functions.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from facegen.common.atomic import write_json
 
 SAMPLER, SAMPLE_STEPS, TIMESTEP_SPACING = "dpm++", 25, "trailing"  # = params.yaml sample defaults
 MODEL_ARTIFACT = "model"
+PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"  # MLflow's switch for its download bars
 
 
 def sampling_scheduler(noise_config: dict[str, Any]) -> Any:
@@ -256,6 +259,10 @@ def log_mlflow_model(
     example = pd.DataFrame({"seed": np.array([0], dtype=np.int64)})
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.start_run(run_id=run_id)
+    # checking the example downloads the model: no tqdm bar (\r lines) in a log that is no terminal
+    quiet = not sys.stderr.isatty() and PROGRESS_BAR_ENV not in os.environ
+    if quiet:
+        os.environ[PROGRESS_BAR_ENV] = "false"
     try:
         return mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
@@ -268,6 +275,8 @@ def log_mlflow_model(
             pip_requirements=["facegen", "diffusers", "torch"],
         )
     finally:
+        if quiet:
+            os.environ.pop(PROGRESS_BAR_ENV, None)
         mlflow.end_run(status="RUNNING")  # pops the fluent run; the trainer closes it
 
 

@@ -167,9 +167,10 @@ class _Records(__import__("logging").Handler):
 
 
 @pytest.mark.slow
-def test_mlflow_pyfunc_model_signature_and_registry(model_dir, tmp_path, recwarn):
+def test_mlflow_pyfunc_model_signature_and_registry(model_dir, tmp_path, recwarn, capfd):
     """Logged from code with a built signature and an input example: MLflow warns nothing (no
-    CloudPickle, type-hint, integer-column or input-example warning), and the model serves."""
+    CloudPickle, type-hint, integer-column or input-example warning) and draws no download bar
+    off a terminal, and the model serves."""
     import logging
 
     import mlflow
@@ -188,6 +189,7 @@ def test_mlflow_pyfunc_model_signature_and_registry(model_dir, tmp_path, recwarn
     warned = [f"{w.category.__name__}: {w.message}" for w in recwarn if not issubclass(w.category, DeprecationWarning)]
     logged = [r.getMessage() for r in handler.records if r.levelno >= logging.WARNING]
     assert warned == [] and logged == [], (warned, logged)
+    assert "Downloading artifacts" not in capfd.readouterr().err  # no progress bar off a terminal
     assert info.signature.params.to_dict()[0] == {"name": "steps", "type": "long", "default": 25, "shape": None}
     (output,) = info.signature.outputs.to_dict()
     assert output["tensor-spec"]["dtype"] == "uint8" and tuple(output["tensor-spec"]["shape"]) == (-1, 16, 16, 3)

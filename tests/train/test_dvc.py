@@ -78,8 +78,8 @@ def _terminal(root: Path, cols: int, *cmd: str) -> list[str]:
             out, quiet = out + chunk, 0
         elif os.waitpid(pid, os.WNOHANG)[0]:
             break
-        elif out and (quiet := quiet + 1) >= 4:  # the pager waits for a key
-            os.write(fd, b"q")
+        elif out and (quiet := quiet + 1) >= 4:  # the pager waits for a key (RETURN past a terminfo warning)
+            os.write(fd, b"\rq" if b"not fully functional" in out else b"q")
     os.close(fd)
     text = re.sub(rb"\x1b\[[0-9;?]*[a-zA-Z]|\x1b[=>()][0-9A-B]?|\r", b"", out).decode(errors="replace")
     return text.splitlines()
