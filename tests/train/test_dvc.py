@@ -221,7 +221,8 @@ def test_exp_show_lists_scores_first(views):
 
 def test_plain_exp_show_in_a_120_column_terminal_shows_fid_and_kid(views):
     """Plain ``dvc exp show`` in a terminal: DVC lays the table out up to 1024 columns for its pager
-    and ``less -S`` shows its first 120, which begin with the scores (fid, kid, ...) and their values."""
+    and ``less -S`` shows its first 120, which begin with the scores (fid, kid, ...) and their values;
+    piped, the same table."""
     if shutil.which("less") is None:
         pytest.skip("no less: DVC's default pager")
     lines = _terminal(views, 120, str(BIN / "dvc"), "exp", "show")
@@ -230,6 +231,11 @@ def test_plain_exp_show_in_a_120_column_terminal_shows_fid_and_kid(views):
     workspace = next(line for line in lines if line.split()[:1] == ["workspace"])
     assert workspace.split()[1:5] == ["-", "81.5", "0.041", "0.01"], workspace  # values, no "…"
     assert max(len(line) for line in lines) <= 120
+    env = {**os.environ, "COLUMNS": "120", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    piped = subprocess.run([str(BIN / "dvc"), "exp", "show"], cwd=views, env=env, capture_output=True, text=True)
+    rows = piped.stdout.splitlines()  # no terminal: the same wide table, the scores first on each line
+    assert rows[1].split()[:5] == ["Experiment", "Created", "fid", "kid", "kid_std"], rows[:3]
+    assert rows[3].split()[:5] == ["workspace", "-", "81.5", "0.041", "0.01"]
 
 
 @pytest.mark.slow
