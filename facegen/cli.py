@@ -191,14 +191,14 @@ def ui_command(root: Path, uri: str, host: str, port: int) -> list[str]:
 def _ui(args: argparse.Namespace) -> int:
     import subprocess
 
-    from facegen.train.mlflow_store import open_store
+    from facegen.train.mlflow_store import open_store, store_home
 
     root = repo_root(args.root)
     uri = open_store(root, args.tracking_uri)  # a copied or moved workspace: paths brought home first
     cmd = ui_command(root, uri, args.host, args.port)
     _say(f"facegen ui: {' '.join(cmd)}", err=True)
     try:
-        return subprocess.run(cmd).returncode
+        return subprocess.run(cmd, cwd=store_home(uri) or root).returncode  # relative artifact paths resolve there
     except KeyboardInterrupt:
         return 0
 

@@ -29,7 +29,9 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     """Read params.yaml into a dict; a missing file is a clear error.
 
     Parsed as YAML 1.2 (ruamel, as DVC reads and rewrites it): ``dvc exp run -S`` writes
-    ``precision: no`` unquoted, which YAML 1.1 (PyYAML) would read as False.
+    ``precision: no`` unquoted, which YAML 1.1 (PyYAML) would read as False. A choice key with a
+    ``"no"`` choice (the precision keys) also takes ``false``: ``no``, ``"no"`` and ``false`` all
+    mean off (see :func:`_coerce`).
     """
     from ruamel.yaml import YAML
 
@@ -166,6 +168,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             else tuple(value)
         )
     if origin is typing.Literal:
+        if value is False and "no" in args:  # `-S key=false`, or `no` read as YAML 1.1 (PyYAML): off
+            return "no"
         if value not in args:
             raise ValueError(f"{where}: {value!r} is not one of {list(args)}")
         return value

@@ -189,6 +189,10 @@ def summary(repo: Path) -> str:
     info = json.loads(info_file.read_text(encoding="utf-8")) if info_file.is_file() else {}
     source = f", Inception from {info['inception_source']}" if "inception_source" in info else ""
     uri = mask_uri(tracking_uri(repo))  # $MLFLOW_TRACKING_URI or sqlite:///<repo>/mlflow.db, password masked
+    here = Path(repo).resolve()  # the workspace store's artifact paths are relative to it: start the UI there
+    own = uri == f"sqlite:///{here / 'mlflow.db'}"
+    ui = f"mlflow ui --backend-store-uri {'sqlite:///mlflow.db' if own else uri}"
+    ui = f"cd {here} && {ui}" if own else ui
     scored = (
         f"{best['metric']} = {best['value']:.4g}"
         if best.get("value") is not None
@@ -211,7 +215,7 @@ def summary(repo: Path) -> str:
             f"at {score['image_size']} px{source} (grid: data/samples_grid.png)",
             *follows,
             "compare experiments:  dvc exp show   |   dvc plots show   |   facegen best --experiment facegen-demo",
-            f"open MLflow:          mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)",
+            f"open MLflow:          {ui}   (then http://127.0.0.1:5000)",
             "back to the real-world params:  git checkout params.yaml",
         ]
     )

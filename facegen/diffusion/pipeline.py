@@ -4,7 +4,8 @@
   ``pipeline_facegen.py``, and for a conditional model ``unet/unet_facegen.py``), the sampling
   scheduler (``scheduler/``: DPM-Solver++ 2M with trailing timesteps and x0 thresholding, the
   sample stage's defaults) and the model card ``README.md`` (``huggingface_hub.ModelCard``).
-- :class:`FaceSampler` / :func:`log_mlflow_model`: an MLflow pyfunc model wrapping the folder;
+- :class:`FaceSampler` / :func:`log_mlflow_model`: an MLflow pyfunc model wrapping the folder
+  (logged from code: :mod:`facegen.diffusion.mlflow_pyfunc`);
   input one ``seed`` per row (int64) and optional attribute columns, output uint8 images (N, H, W, 3).
 - :func:`export_model`: copy the folder, sample it through diffusers (:func:`check_pipeline`),
   and (``repo_id``) create the Hub repository and upload the folder.
@@ -15,8 +16,9 @@ diffusers, mlflow and huggingface_hub are imported inside the functions.
 from __future__ import annotations
 
 import json
+import os
 import shutil
-import warnings
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from facegen.common.atomic import write_json
 
 SAMPLER, SAMPLE_STEPS, TIMESTEP_SPACING = "dpm++", 25, "trailing"  # = params.yaml sample defaults
 MODEL_ARTIFACT = "model"
+PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"  # MLflow's switch for its download bars
 
 
 def sampling_scheduler(noise_config: dict[str, Any]) -> Any:
@@ -219,53 +222,61 @@ class FaceSampler:
         )
 
 
-def _pyfunc_class() -> type:
-    import mlflow.pyfunc
-
-    return type("FaceSamplerModel", (FaceSampler, mlflow.pyfunc.PythonModel), {"__module__": __name__})
-
-
-def log_mlflow_model(
-    tracking_uri: str, run_id: str, model_dir: str | Path, register_as: str | None = None, step: int = 0
-) -> Any:
-    """Log ``model_dir`` as the pyfunc model ``model`` of run ``run_id`` (signature: seed and the
-    optional attribute columns -> images, params ``steps`` and ``guidance``); register it under
-    ``register_as`` in the model registry when given.
-
-    MLflow's fluent API needs an active run: the run is entered here and left RUNNING."""
-    import mlflow
+def _signature(config: dict[str, Any]) -> Any:
+    """The pyfunc signature, built, not inferred (inference from an int64 example warns that integer
+    columns cannot hold missing values): ``seed`` (long) and a conditional model's attributes
+    (double, optional) -> uint8 images (-1, H, W, 3); params ``steps`` and ``guidance``."""
     import numpy as np
-    import pandas as pd
-    from mlflow.models import infer_signature
-    from mlflow.types import ColSpec, Schema
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
     from facegen.diffusion.conditional import names
 
-    config = json.loads((Path(model_dir) / "unet" / "config.json").read_text(encoding="utf-8"))
     size = config["sample_size"]
-    example = pd.DataFrame({"seed": np.array([0], dtype=np.int64)})
-    params = {"steps": SAMPLE_STEPS, "guidance": 1.0}
-    signature = infer_signature(example, np.zeros((1, size, size, 3), np.uint8), params=params)
     attributes = [ColSpec("double", name, required=False) for name in names(config)]
-    signature.inputs = Schema([*signature.inputs.inputs, *attributes])  # optional condition columns
+    return ModelSignature(
+        inputs=Schema([ColSpec("long", "seed"), *attributes]),
+        outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, size, size, 3))]),
+        params=ParamSchema([ParamSpec("steps", "long", SAMPLE_STEPS), ParamSpec("guidance", "double", 1.0)]),
+    )
+
+
+def log_mlflow_model(
+    tracking_uri: str, run_id: str, model_dir: str | Path, *, register_as: str | None = None, step: int = 0
+) -> Any:
+    """Log ``model_dir`` as the pyfunc model ``model`` of run ``run_id`` (:func:`_signature`);
+    register it under ``register_as`` in the model registry when given.
+
+    Logged from code (:mod:`facegen.diffusion.mlflow_pyfunc`, nothing pickled) with a one-row
+    input example whose params ask for one denoising step: MLflow stores it and checks that the
+    logged model serves it, at the cost of one 1-step sample. MLflow's fluent API needs an active
+    run: the run is entered here and left RUNNING."""
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    config = json.loads((Path(model_dir) / "unet" / "config.json").read_text(encoding="utf-8"))
+    example = pd.DataFrame({"seed": np.array([0], dtype=np.int64)})
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.start_run(run_id=run_id)
+    # checking the example downloads the model: no tqdm bar (\r lines) in a log that is no terminal
+    quiet = not sys.stderr.isatty() and PROGRESS_BAR_ENV not in os.environ
+    if quiet:
+        os.environ[PROGRESS_BAR_ENV] = "false"
     try:
-        with warnings.catch_warnings():
-            # the signature is given; MLflow still tries type hints and asks for an input example
-            warnings.filterwarnings(
-                "ignore", message=".*(type hint|input example|integer column).*", category=UserWarning
-            )
-            return mlflow.pyfunc.log_model(
-                name=MODEL_ARTIFACT,
-                python_model=_pyfunc_class()(),
-                artifacts={"pipeline": str(model_dir)},
-                signature=signature,
-                registered_model_name=register_as,
-                step=step,
-                pip_requirements=["facegen", "diffusers", "torch"],
-            )
+        return mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT,
+            python_model=Path(__file__).with_name("mlflow_pyfunc.py"),  # its code, not a pickle
+            artifacts={"pipeline": str(model_dir)},
+            signature=_signature(config),
+            input_example=(example, {"steps": 1}),
+            registered_model_name=register_as,
+            step=step,
+            pip_requirements=["facegen", "diffusers", "torch"],
+        )
     finally:
+        if quiet:
+            os.environ.pop(PROGRESS_BAR_ENV, None)
         mlflow.end_run(status="RUNNING")  # pops the fluent run; the trainer closes it
 
 

@@ -99,8 +99,8 @@ def _open_tracking(run: Run, state: TrainState) -> None:
         uri,
         cfg.experiment,
         run_name(cfg.model, run.key),
-        paths.artifact_root,
-        state.run_id,
+        artifact_root=paths.artifact_root,
+        run_id=state.run_id,
         tags={
             "metric": run.metric,
             "data_hash": run.data_hash,

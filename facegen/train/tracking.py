@@ -3,9 +3,10 @@
 Store: ``MLFLOW_TRACKING_URI`` when set, else an embedded SQLite store ``<repo>/mlflow.db`` with
 artifacts under ``<repo>/mlruns``. ``<repo>`` is the real repository even inside a ``dvc exp run
 --temp/--queue`` workspace (``<repo>/.dvc/tmp/exps/...``), so every experiment lands in the same
-store. A copied or moved workspace is brought home when the store is opened
-(:mod:`facegen.train.mlflow_store`). The DVC metrics and plots files are
-:mod:`facegen.train.metrics_files`; questions about finished runs are :mod:`facegen.train.runs`.
+store. Its artifact paths are relative to the workspace, so a copied or moved workspace keeps
+them (:mod:`facegen.train.mlflow_store`); each MLflow call runs from the store's folder. The DVC
+metrics and plots files are :mod:`facegen.train.metrics_files`; questions about finished runs are
+:mod:`facegen.train.runs`.
 
 The tracker never stops training: each call is retried with backoff, and a call that still fails
 is kept in a buffer (replayed before the next call and at the end) with one warning on stderr.
@@ -20,15 +21,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from facegen.common.redact import mask_uri
-from facegen.train.mlflow_store import experiment_id, open_store, repo_root, tracking_uri
+from facegen.train.mlflow_store import at_store, experiment_id, open_store, repo_root, tracking_uri
 from facegen.train.runs import best_runs, resolve_checkpoint  # their home before runs.py
 
 __all__ = [
     "RUN_KEY_TAG",
+    "Retry",
     "Tracker",
     "best_runs",
     "git_commit",
@@ -82,6 +85,15 @@ def portable_path(path: str | Path, root: str | Path) -> str:
         return str(path)
 
 
+@dataclass(frozen=True)
+class Retry:
+    """How a tracking call is retried before it is buffered: ``attempts`` tries, waiting
+    ``backoff_s`` x 2^attempt between them."""
+
+    attempts: int = 3
+    backoff_s: float = 0.5
+
+
 class Tracker:
     """One MLflow run: params once, metrics per epoch (step = epoch), images and artifacts.
 
@@ -96,16 +108,16 @@ class Tracker:
         uri: str,
         experiment: str,
         run_name: str,
+        *,
         artifact_root: Path | None = None,
         run_id: str | None = None,
         tags: dict[str, Any] | None = None,
         run_key: str | None = None,
-        retries: int = 3,
-        backoff_s: float = 0.5,
+        retry: Retry = Retry(),
     ) -> None:
         import mlflow
 
-        self.mlflow, self.uri, self.retries, self.backoff_s = mlflow, uri, retries, backoff_s
+        self.mlflow, self.uri, self.retry = mlflow, uri, retry
         self.pending: list[tuple[str, Callable[[], Any]]] = []
         self.warned = False
         self.last_step = 0
@@ -115,14 +127,22 @@ class Tracker:
         self.client = mlflow.MlflowClient(tracking_uri=uri)
         mlflow.set_tracking_uri(uri)  # the system-metrics monitor logs through the fluent API
         tags = {k: str(v) for k, v in (tags or {}).items()}
+        artifact_root = Path(artifact_root).resolve() if artifact_root is not None else None  # before at_store
+        self.workspace = repo_root(Path.cwd())  # the workspace this process runs in (before at_store)
         if run_key:
             tags[RUN_KEY_TAG] = run_key
-        self._call("open the run", lambda: self._open(experiment, run_name, artifact_root, run_id, tags, run_key))
+        self._call(
+            "open the run",
+            lambda: self._open(
+                experiment, run_name, artifact_root=artifact_root, run_id=run_id, tags=tags, run_key=run_key
+            ),
+        )
 
     def _open(
         self,
         experiment: str,
         run_name: str,
+        *,
         artifact_root: Path | None,
         run_id: str | None,
         tags: dict[str, str],
@@ -132,7 +152,9 @@ class Tracker:
 
         if artifact_root is not None:
             open_store(Path(artifact_root).resolve().parent, self.uri)
-        self.experiment_id = experiment_id(self.client, experiment, self.uri, artifact_root)
+        self.experiment_id = experiment_id(
+            self.client, experiment, self.uri, artifact_root=artifact_root, workspace=self.workspace
+        )
         if run_id is not None:
             try:
                 run = self.client.get_run(run_id)
@@ -189,13 +211,14 @@ class Tracker:
             name, call = self.pending[0]
             if self.run_id is None and name != "open the run":
                 return False  # nothing can be logged before the run exists
-            for attempt in range(self.retries):
+            for attempt in range(self.retry.attempts):
                 try:
-                    call()
+                    with at_store(self.uri):  # relative artifact paths resolve in the store's folder
+                        call()
                     break
                 # any store failure (sqlite locked/readonly, HTTP, disk): degrade, warn, keep the record
                 except Exception as err:
-                    if attempt == self.retries - 1:
+                    if attempt == self.retry.attempts - 1:
                         if not self.warned:
                             print(
                                 f"warning: MLflow ({mask_uri(self.uri)}) failed to {name}: {type(err).__name__}: "
@@ -205,7 +228,7 @@ class Tracker:
                             )
                             self.warned = True
                         return False
-                    time.sleep(self.backoff_s * 2**attempt)
+                    time.sleep(self.retry.backoff_s * 2**attempt)
             self.pending.pop(0)
         if self.warned:
             print(f"MLflow ({mask_uri(self.uri)}) reachable again: buffered records logged", file=sys.stderr)
@@ -263,12 +286,12 @@ class Tracker:
         )
 
     def log_artifacts(self, local_dir: str | Path, artifact_path: str) -> None:
-        self._call(
-            f"log {artifact_path}", lambda: self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
-        )
+        local = str(Path(local_dir).resolve())  # the call runs from the store's folder (at_store)
+        self._call(f"log {artifact_path}", lambda: self.client.log_artifacts(self.run_id, local, artifact_path))
 
     def log_dataset(self, faces_table: str | Path, split: str, digest: str, context: str = "training") -> None:
         """The faces of ``split`` (rows of the faces table) as an MLflow dataset input of the run."""
+        table_path = Path(faces_table).resolve()  # the call runs from the store's folder (at_store)
 
         def log() -> None:
             import warnings
@@ -276,7 +299,7 @@ class Tracker:
             import pandas as pd
             from mlflow.entities import Dataset, DatasetInput, InputTag
 
-            table = pd.read_parquet(faces_table)
+            table = pd.read_parquet(table_path)
             rows = table[(table["status"] == "ok") & (table["split"] == split)].reset_index(drop=True)
             with warnings.catch_warnings():
                 # MLflow registers its local-file source for two URI schemes and warns that a path
@@ -300,14 +323,10 @@ class Tracker:
         if run_id is None:  # the store was never reached: nothing to attach the model to
             return
 
-        def log() -> None:
-            import warnings
+        folder = Path(model_dir).resolve()  # the call runs from the store's folder (at_store)
 
-            with warnings.catch_warnings():
-                # the pyfunc model is given an explicit signature (seed: long), yet MLflow still infers
-                # one from the seed example (integer hint) and from predict's type hints, and says so
-                warnings.filterwarnings("ignore", message=".*(integer column|infer signature from type hint).*")
-                log_mlflow_model(self.uri, run_id, model_dir, register_as, step)
+        def log() -> None:
+            log_mlflow_model(self.uri, run_id, folder, register_as=register_as, step=step)
 
         self._call("log the model", log)
 

@@ -78,6 +78,24 @@ def test_params_are_read_as_dvc_writes_them(tmp_path):
     assert load_section(Cfg, "train", path) == Cfg(name="no", lr=1e-3)
 
 
+@pytest.mark.parametrize("written", ["no", '"no"', "false", "False"])
+def test_precision_no_quoted_or_false_means_off(tmp_path, written):
+    """`-S sample.precision=no` (unquoted), `"no"` and `false` all mean no mixed precision, for the
+    real train and sample configs; any other bool is still an error."""
+    from facegen.sample.stage import SampleConfig
+    from facegen.train.config import TrainConfig
+
+    path = tmp_path / "params.yaml"
+    path.write_text(f"train:\n  precision: {written}\nsample:\n  precision: {written}\n", encoding="utf-8")
+    assert load_section(TrainConfig, "train", path).precision == "no"
+    assert load_section(SampleConfig, "sample", path).precision == "no"
+    assert from_dict(SampleConfig, {"precision": False}, "sample").precision == "no"  # PyYAML 1.1's `no`
+    with pytest.raises(ValueError, match=r"sample\.precision"):
+        from_dict(SampleConfig, {"precision": True}, "sample")
+    with pytest.raises(ValueError, match=r"train\.mode"):  # only a choice list holding "no" takes false
+        from_dict(Cfg, {"name": "x", "mode": False}, "train")
+
+
 # --- one source per default, ranges, choices, YAML pitfalls -------------------------------------
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[2]

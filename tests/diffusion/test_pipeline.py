@@ -155,15 +155,44 @@ def test_export_drives_the_real_hub_client_up_to_the_upload(model_dir):
     assert body.get("private") is True or body.get("visibility") == "private"
 
 
+class _Records(__import__("logging").Handler):
+    """MLflow's log records (its loggers do not propagate to pytest's caplog)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list = []
+
+    def emit(self, record) -> None:
+        self.records.append(record)
+
+
 @pytest.mark.slow
-def test_mlflow_pyfunc_model_signature_and_registry(model_dir, tmp_path):
+def test_mlflow_pyfunc_model_signature_and_registry(model_dir, tmp_path, recwarn, capfd):
+    """Logged from code with a built signature and an input example: MLflow warns nothing (no
+    CloudPickle, type-hint, integer-column or input-example warning) and draws no download bar
+    off a terminal, and the model serves."""
+    import logging
+
     import mlflow
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri)
     exp = client.create_experiment("m", artifact_location=(tmp_path / "mlruns").as_uri())
     run = client.create_run(exp)
-    info = pipeline.log_mlflow_model(uri, run.info.run_id, model_dir)
+    handler, mlflow_logger = _Records(), logging.getLogger("mlflow")
+    mlflow_logger.addHandler(handler)
+    recwarn.clear()
+    try:
+        info = pipeline.log_mlflow_model(uri, run.info.run_id, model_dir)
+    finally:
+        mlflow_logger.removeHandler(handler)
+    warned = [f"{w.category.__name__}: {w.message}" for w in recwarn if not issubclass(w.category, DeprecationWarning)]
+    logged = [r.getMessage() for r in handler.records if r.levelno >= logging.WARNING]
+    assert warned == [] and logged == [], (warned, logged)
+    assert "Downloading artifacts" not in capfd.readouterr().err  # no progress bar off a terminal
+    assert info.signature.params.to_dict()[0] == {"name": "steps", "type": "long", "default": 25, "shape": None}
+    (output,) = info.signature.outputs.to_dict()
+    assert output["tensor-spec"]["dtype"] == "uint8" and tuple(output["tensor-spec"]["shape"]) == (-1, 16, 16, 3)
     assert client.get_run(run.info.run_id).info.status == "RUNNING"  # the trainer closes it, not log_model
     inputs = info.signature.inputs.to_dict()
     assert inputs == [{"type": "long", "name": "seed", "required": True}]

@@ -48,6 +48,43 @@ def _sh(root: Path, *cmd: str, ok: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
+def _terminal(root: Path, cols: int, *cmd: str) -> list[str]:
+    """What ``cmd`` shows in a ``cols``-wide terminal, as a user sees it: run in a pseudo-terminal
+    with DVC's default pager (``less -RS``: long lines chopped at the window), ``q`` pressed once
+    the output settles; the screen's lines without escape codes."""
+    import fcntl
+    import pty
+    import re
+    import select
+    import struct
+    import termios
+    import time
+
+    drop = ("COLUMNS", "LINES", "PAGER", "DVC_PAGER", "LESS", "MLFLOW_TRACKING_URI")
+    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("DVC_")}
+    env.update(PATH=f"{BIN}{os.pathsep}{env['PATH']}", PYTHONPATH=str(REPO), TERM="xterm-256color")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a session whose controlling terminal is the pty (as less needs)
+        os.chdir(root)
+        os.execvpe(cmd[0], list(cmd), env)
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, cols, 0, 0))
+    out, quiet, deadline = b"", 0, time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except OSError:  # the child closed the terminal
+                break
+            out, quiet = out + chunk, 0
+        elif os.waitpid(pid, os.WNOHANG)[0]:
+            break
+        elif out and (quiet := quiet + 1) >= 4:  # the pager waits for a key (RETURN past a terminfo warning)
+            os.write(fd, b"\rq" if b"not fully functional" in out else b"q")
+    os.close(fd)
+    text = re.sub(rb"\x1b\[[0-9;?]*[a-zA-Z]|\x1b[=>()][0-9A-B]?|\r", b"", out).decode(errors="replace")
+    return text.splitlines()
+
+
 def _checkpoints(root: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in (root / "cache" / "checkpoints").glob("*/epoch_*")}
 
@@ -182,6 +219,25 @@ def test_exp_show_lists_scores_first(views):
     assert lines[3].split()[2:] == ["81.5", "0.041", "0.01", "80.25", "3"]  # workspace row: values, no "…"
 
 
+def test_plain_exp_show_in_a_120_column_terminal_shows_fid_and_kid(views):
+    """Plain ``dvc exp show`` in a terminal: DVC lays the table out up to 1024 columns for its pager
+    and ``less -S`` shows its first 120, which begin with the scores (fid, kid, ...) and their values;
+    piped, the same table."""
+    if shutil.which("less") is None:
+        pytest.skip("no less: DVC's default pager")
+    lines = _terminal(views, 120, str(BIN / "dvc"), "exp", "show")
+    header = next(line for line in lines if "Experiment" in line)
+    assert header.split()[:5] == ["Experiment", "Created", "fid", "kid", "kid_std"], lines[:6]
+    workspace = next(line for line in lines if line.split()[:1] == ["workspace"])
+    assert workspace.split()[1:5] == ["-", "81.5", "0.041", "0.01"], workspace  # values, no "…"
+    assert max(len(line) for line in lines) <= 120
+    env = {**os.environ, "COLUMNS": "120", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    piped = subprocess.run([str(BIN / "dvc"), "exp", "show"], cwd=views, env=env, capture_output=True, text=True)
+    rows = piped.stdout.splitlines()  # no terminal: the same wide table, the scores first on each line
+    assert rows[1].split()[:5] == ["Experiment", "Created", "fid", "kid", "kid_std"], rows[:3]
+    assert rows[3].split()[:5] == ["workspace", "-", "81.5", "0.041", "0.01"]
+
+
 @pytest.mark.slow
 def test_failed_experiment_keeps_the_last_good_outputs_and_prints_one_line(repo):
     before = (repo / "models" / "best" / "best.json").read_text(), _checkpoints(repo)
@@ -214,7 +270,7 @@ def test_checkpoints_survive_exp_apply_checkout_and_temp_experiments(repo):
     assert len(_checkpoints(repo)) == 6  # the temp workspace trained into the repository's cache/
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
     exp = client.get_experiment_by_name("test-dvc")
-    assert exp.artifact_location.startswith((repo / "mlruns").as_uri())
+    assert exp.artifact_location == "mlruns/test-dvc"  # relative to the workspace: it moves with it
     (run,) = client.search_runs([exp.experiment_id], "tags.`dvc.exp_name` = 't4'")
     assert run.info.run_name == "t4"  # the DVC experiment's name
     head = _sh(repo, "git", "rev-parse", "HEAD").stdout.strip()

@@ -4,6 +4,7 @@ model before any training run, through `facegen best`, `facegen best --register`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sqlite3
@@ -43,13 +44,15 @@ def moved(tmp_path_factory):
     best = {"epoch": 2, "metric": "fd_offline", "value": 3.5, "run_id": "x"}
     save_model_dir(first / "models" / "best", build_unet("tiny", 16, (8, 16)), make_noise_scheduler("linear", 50),
                    {"model": "tiny", "image_size": 16}, best=best)  # fmt: skip
-    t = tracking.Tracker(f"sqlite:///{first / 'mlflow.db'}", "move", "r", artifact_root=first / "mlruns")
-    t.set_tags({"metric": "fd_offline"})
-    t.log_metrics({"fd_offline": 3.5, "best_fd_offline": 3.5, "best_epoch": 2}, 2)
-    (first / "note.txt").write_text("hi")
-    t.client.log_artifact(t.run_id, str(first / "note.txt"))
-    t.log_model(first / "models" / "best", step=2)
-    t.end()
+    with contextlib.chdir(first):  # the trainer runs in the workspace root
+        t = tracking.Tracker(f"sqlite:///{first / 'mlflow.db'}", "move", "r", artifact_root=first / "mlruns")
+        t.set_tags({"metric": "fd_offline"})
+        t.log_metrics({"fd_offline": 3.5, "best_fd_offline": 3.5, "best_epoch": 2}, 2)
+        (first / "notes").mkdir()
+        (first / "notes" / "note.txt").write_text("hi")
+        t.log_artifacts(first / "notes", "notes")
+        t.log_model(first / "models" / "best", step=2)
+        t.end()
     (first / "params.yaml").write_text("train:\n  experiment: move\n")
     copy = base / "copy"
     shutil.copytree(first, copy, symlinks=True)
@@ -69,18 +72,78 @@ def test_a_copied_workspace_answers_best_register_and_load_before_any_run(moved,
     assert (row["run_id"], row["epoch"], row["registered"]) == (run_id, 2, "facegen-faces v1")
     uri = f"sqlite:///{copy / 'mlflow.db'}"
     client = mlflow.MlflowClient(tracking_uri=uri)
-    assert [a.path for a in client.list_artifacts(run_id) if a.path == "note.txt"] == ["note.txt"]  # what the UI lists
-    assert client.get_run(run_id).info.artifact_uri.startswith((copy / "mlruns").as_uri())
+    assert [a.path for a in client.list_artifacts(run_id, "notes")] == ["notes/note.txt"]
+    assert client.get_run(run_id).info.artifact_uri == f"mlruns/move/{run_id}/artifacts"  # relative: it moves
     mlflow.set_tracking_uri(uri)
-    model = mlflow.pyfunc.load_model("models:/facegen-faces/1")
+    model = mlflow.pyfunc.load_model("models:/facegen-faces/1")  # from the workspace root
     import pandas as pd
 
     images = model.predict(pd.DataFrame({"seed": np.array([1], dtype=np.int64)}), params={"steps": 2})
     assert images.shape == (1, 16, 16, 3) and images.dtype == np.uint8
-    assert mlflow_store.run_artifact(copy, run_id, "note.txt").read_text() == "hi"
-    assert mlflow_store.run_artifact(copy, run_id, "note.txt").is_relative_to(copy)
+    assert mlflow_store.run_artifact(copy, run_id, "notes/note.txt").read_text() == "hi"
+    assert mlflow_store.run_artifact(copy, run_id, "notes/note.txt").is_relative_to(copy)
     with pytest.raises(FileNotFoundError, match=r"no artifact 'nope\.txt'"):
         mlflow_store.run_artifact(copy, run_id, "nope.txt")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_plain_mlflow_ui_in_a_copied_workspace_lists_and_serves_the_artifacts(moved):
+    """The documented `mlflow ui --backend-store-uri sqlite:///mlflow.db`, started in the copy's
+    root before any facegen command: the run's artifacts and the logged model's files are there."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    copy, run_id = moved
+    port = _free_port()
+    cmd = [str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri", "sqlite:///mlflow.db"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    proc = subprocess.Popen([*cmd, "--port", str(port)], cwd=copy, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+
+    def get(path: str) -> bytes:
+        with urllib.request.urlopen(base + path, timeout=10) as resp:
+            return resp.read()
+
+    try:
+        for _ in range(120):
+            try:
+                get("/health")
+                break
+            except OSError:
+                time.sleep(0.5)
+        listed = json.loads(get(f"/ajax-api/2.0/mlflow/artifacts/list?run_uuid={run_id}&path=notes"))
+        assert [f["path"] for f in listed["files"]] == ["notes/note.txt"]
+        assert get(f"/get-artifact?path=notes/note.txt&run_uuid={run_id}") == b"hi"
+        models = json.loads(get(f"/ajax-api/2.0/mlflow/artifacts/list?run_uuid={run_id}"))
+        assert "notes" in [f["path"] for f in models["files"]]
+        model_id = mlflow_model_id(copy, run_id)
+        files = json.loads(get(f"/ajax-api/2.0/mlflow/logged-models/{model_id}/artifacts/directories"))
+        assert "MLmodel" in [f["path"] for f in files["files"]], files
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def mlflow_model_id(copy, run_id: str) -> str:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{copy / 'mlflow.db'}")
+    (model,) = client.search_logged_models([client.get_run(run_id).info.experiment_id])
+    return model.model_id
 
 
 def test_ui_command_serves_the_workspace_store(tmp_path):

@@ -179,7 +179,7 @@ def test_a_locked_store_is_retried_buffered_and_replayed(two_runs, capsys):
     import mlflow
 
     uri = two_runs[0]
-    t = tracking.Tracker(uri, "lock", "r", retries=2, backoff_s=0.01)
+    t = tracking.Tracker(uri, "lock", "r", retry=tracking.Retry(attempts=2, backoff_s=0.01))
     t.log_metrics({"loss": 1.0}, 1)
     capsys.readouterr()
     lock = sqlite3.connect(two_runs[3] / "mlflow.db", timeout=0)
@@ -196,33 +196,37 @@ def test_a_locked_store_is_retried_buffered_and_replayed(two_runs, capsys):
     assert not t.pending and "reachable again" in capsys.readouterr().err
 
 
-def test_a_moved_store_writes_into_its_new_tree(tmp_path):
+def test_a_moved_store_writes_into_its_new_tree(tmp_path, monkeypatch):
+    """The workspace store's artifact paths are relative to the workspace: a copy (the original
+    deleted) logs into its own tree and reads the old runs with nothing rewritten, also from
+    another current directory, where no call writes anything."""
     import shutil
 
     import mlflow
 
     first = tmp_path / "repo"
-    first.mkdir()
-    uri = f"sqlite:///{first / 'mlflow.db'}"
-    t = tracking.Tracker(uri, "move", "r", artifact_root=first / "mlruns")
-    (first / "note.txt").write_text("hi")
-    t.client.log_artifact(t.run_id, str(first / "note.txt"))
+    (first / "notes").mkdir(parents=True)
+    (first / "notes" / "note.txt").write_text("hi")
+    monkeypatch.chdir(first)  # the stages run in the workspace root
+    t = tracking.Tracker(f"sqlite:///{first / 'mlflow.db'}", "move", "r", artifact_root=first / "mlruns")
+    t.log_artifacts(first / "notes", "notes")
     t.end()
     copy = tmp_path / "copy"
     shutil.copytree(first, copy)
+    monkeypatch.chdir(tmp_path)  # neither workspace: the calls still write into the store's tree
     shutil.rmtree(first)  # the original is gone: nothing may point there
     new_uri = f"sqlite:///{copy / 'mlflow.db'}"
     again = tracking.Tracker(new_uri, "move", "r2", artifact_root=copy / "mlruns")
+    again.log_artifacts(copy / "notes", "notes")
     again.end()
     client = mlflow.MlflowClient(tracking_uri=new_uri)
-    exp = client.get_experiment_by_name("move")
-    assert exp.artifact_location == (copy / "mlruns" / "move").as_uri()
-    assert client.get_run(again.run_id).info.artifact_uri.startswith((copy / "mlruns" / "move").as_uri())
-    old = client.get_run(t.run_id)
-    assert old.info.artifact_uri.startswith((copy / "mlruns").as_uri())
-    local = client.download_artifacts(t.run_id, "note.txt", str(tmp_path))
-    assert Path(local).read_text() == "hi"
-    assert mlflow_store.relocate_store(new_uri, copy) == 0  # already at home
+    assert client.get_experiment_by_name("move").artifact_location == "mlruns/move"
+    assert client.get_run(again.run_id).info.artifact_uri == f"mlruns/move/{again.run_id}/artifacts"
+    assert mlflow_store.relocate_store(new_uri, copy) == 0  # nothing to rewrite
+    for run_id in (t.run_id, again.run_id):
+        assert (copy / "mlruns" / "move" / run_id / "artifacts" / "notes" / "note.txt").read_text() == "hi"
+        assert mlflow_store.run_artifact(copy, run_id, "notes/note.txt").read_text() == "hi"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]  # no mlruns/ in the current directory
 
 
 def test_grid_logged_with_its_step(two_runs):
