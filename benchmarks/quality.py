@@ -255,6 +255,7 @@ def run_recipe(
             "loss": round(float(r["loss"]), 5),
             "fid": round(float(r["fid"]), 2),
             "kid": round(float(r["kid"]), 5),
+            **novelty(r),
         }
         for r in history
     ]
@@ -327,6 +328,7 @@ def run_peer(
                         "loss": round(loss, 5),
                         "fid": round(scores["fid"], 2),
                         "kid": round(scores["kid"], 5),
+                        **novelty(scores),
                     }
                 )
                 print(f"{key}: step {step}: FID {scores['fid']:.2f} KID {scores['kid']:.5f}", flush=True)
@@ -358,21 +360,29 @@ def save_grid(images: np.ndarray, path: Path) -> None:
 
 
 def eval_scorer() -> Any:
-    """The benchmark's evaluator: facegen.fid.score.Scorer against the test faces at 32 px."""
+    """The benchmark's evaluator, the trainer's: facegen.fid.score.Scorer against the test faces at
+    32 px with FID, KID, precision/recall and memorization (the ``fid`` section's defaults)."""
     import torch
 
-    from facegen.fid.score import Scorer, ScoringOptions
+    from facegen.fid.score import FidConfig, Scorer
 
-    faces = WORK / "data" / "faces.parquet"
-    return Scorer.for_split(
-        faces,
-        WORK,
-        IMAGE_SIZE,
-        extractor=BENCH["fid_extractor"],
+    return Scorer.from_config(
+        FidConfig(extractor=BENCH["fid_extractor"], batch_size=BENCH["fid_batch_size"]),
+        faces_parquet=WORK / "data" / "faces.parquet",
+        root=WORK,
+        image_size=IMAGE_SIZE,
         device=torch.device("cpu"),
         cache_dir=WORK / "cache" / "fid",
-        options=ScoringOptions(batch_size=BENCH["fid_batch_size"]),
     )
+
+
+NOVELTY = ("precision", "recall", "memorized_fraction")
+
+
+def novelty(scores: Any) -> dict[str, float]:
+    """Precision, recall and the memorized fraction of one evaluation (a scores dict or a row of the
+    trainer's metrics/train_epochs.csv), rounded; keys absent or empty are left out."""
+    return {k: round(float(scores[k]), 4) for k in NOVELTY if scores.get(k) not in (None, "")}
 
 
 def _recipe_keys(name: str) -> set[str]:

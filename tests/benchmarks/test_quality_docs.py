@@ -33,3 +33,10 @@ def test_the_peers_and_the_rate_measurement_are_documented() -> None:
     assert any("--recipe peer-ddpm-pytorch" in c for c in flat)
     assert any("--recipe peer-diffusers-example" in c for c in flat)
     assert any("--measure-rate" in c for c in flat)
+
+
+def test_each_evaluation_records_precision_recall_and_the_memorized_fraction() -> None:
+    csv_row = {"fid": "80.1", "precision": "0.51234", "recall": "", "memorized_fraction": "0.0"}
+    assert quality.novelty(csv_row) == {"precision": 0.5123, "memorized_fraction": 0.0}  # empty: not scored
+    scores = {"fid": 80.1, "precision": 0.5, "recall": 0.25, "memorized_fraction": 1 / 3, "density": 0.9}
+    assert quality.novelty(scores) == {"precision": 0.5, "recall": 0.25, "memorized_fraction": 0.3333}
