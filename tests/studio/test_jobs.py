@@ -165,3 +165,31 @@ def test_the_studio_answers_429_when_the_model_queue_is_full(client):
         release.set()
     assert client.post("/api/generate", json={"n": 1}).status_code == 200  # the queue drained
     assert calls == ["busy"]
+
+
+@pytest.mark.parametrize("outcome", ["result", "cancelled"])
+def test_a_caller_woken_by_the_answer_already_sees_the_worker_idle(outcome):
+    """The answer is set last: progress, cancel and an identical request never see a finished job."""
+    runner = JobRunner(queue_size=2)
+    release = threading.Event()
+
+    def fn(job):
+        release.wait(5)  # until the callback below is attached
+        if outcome == "cancelled":
+            job.cancel()
+            job.check()
+        return "ok"
+
+    job = runner.submit(fn, "generate", key="k")
+    seen = []
+    # a done-callback runs on the worker thread at the moment the future is answered
+    job.future.add_done_callback(lambda f: seen.append((runner.running, runner.progress()["busy"])))
+    release.set()
+    if outcome == "cancelled":
+        with pytest.raises(Cancelled):
+            job.future.result(5)
+    else:
+        assert job.future.result(5) == "ok"
+    assert seen == [(None, False)]
+    assert runner.submit(lambda j: "again", key="k") is not job
+    runner.close()
