@@ -7,6 +7,13 @@ from pathlib import Path
 
 import pytest
 
+# The tests' models are tiny: one torch thread runs their convolutions faster than two, and two
+# OpenMP threads spin on a shared machine (the fast lane: ~4x less CPU on the sampling tests).
+# Set before anything imports torch; stage scripts run as subprocesses inherit it. A variable
+# already set (to measure with more threads) wins.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACEGEN_SHARED", REPO.parent / "shared"))
 

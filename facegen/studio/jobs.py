@@ -138,20 +138,26 @@ class JobRunner:
                 self.running = job
             try:
                 job.check()
-                result = job.fn(job)
-            except Cancelled as exc:
-                self.cancelled += 1
-                job.future.set_exception(exc)
+                result, error = job.fn(job), None
             except BaseException as exc:
-                job.future.set_exception(exc)
-            else:
-                self.completed += 1
-                job.future.set_result(result)
-            finally:
-                with self._lock:
-                    self.running = None
-                    if job.key is not None and self._keyed.get(job.key) is job:
-                        del self._keyed[job.key]
+                result, error = None, exc
+            self._finish(job, result, error)
+
+    def _finish(self, job: Job, result: Any, error: BaseException | None) -> None:
+        """Count the job, free the worker and its key, then answer: a caller woken by the answer
+        already sees the worker idle (``GET /api/progress`` not busy) and the key free."""
+        if isinstance(error, Cancelled):
+            self.cancelled += 1
+        elif error is None:
+            self.completed += 1
+        with self._lock:
+            self.running = None
+            if job.key is not None and self._keyed.get(job.key) is job:
+                del self._keyed[job.key]
+        if error is None:
+            job.future.set_result(result)
+        else:
+            job.future.set_exception(error)
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the worker after the jobs already queued (the running one is cancelled)."""

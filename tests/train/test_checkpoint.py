@@ -20,7 +20,7 @@ from facegen.train.checkpoint import CheckpointError, CheckpointWarning, DiskFul
 from facegen.train.config import TrainConfig, TrainPaths
 from facegen.train.loop import train
 
-CFG = TrainConfig(**{**TINY_TRAIN, "epochs": 2})  # 32 faces: 4 steps per epoch
+CFG = TrainConfig(**{**TINY_TRAIN, "epochs": 2, "image_size": 16})  # 32 faces: 4 steps per epoch; 16 px: cheap
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def _run(root: Path, store: str, cfg: TrainConfig = CFG) -> dict[int, float]:
 def trained(tmp_path_factory, store):
     """A finished 2-epoch run with checkpoints epoch_00001 and epoch_00002, and its per-step losses."""
     root = tmp_path_factory.mktemp("trained")
-    write_faceset(root, random_faces(32, 32, 0), random_faces(8, 32, 1))
+    write_faceset(root, random_faces(32, CFG.image_size, 0), random_faces(8, CFG.image_size, 1))
     losses = _run(root, store)
     assert sorted(losses) == list(range(1, 9))
     return root, losses

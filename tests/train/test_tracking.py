@@ -173,7 +173,7 @@ def test_resume_logs_no_step_twice_and_kill_orphans_are_closed(two_runs):
     assert client.get_run(fresh.run_id).info.status == "FINISHED"
 
 
-def test_a_locked_store_is_retried_buffered_and_replayed(two_runs, capsys):
+def test_a_locked_store_is_retried_buffered_and_replayed(two_runs, capsys, short_sqlite_busy_timeout):
     import sqlite3
 
     import mlflow
