@@ -35,6 +35,8 @@ pytestmark = [
 ]
 
 # the sample stage's settings the studio reads from params.yaml: few steps, small batches
+# not the default data/studio_judgements.parquet: the end screen must say the server's file
+JUDGEMENTS = "data/judge_answers.parquet"
 SAMPLE = {"seed": 0, "sampler": "ddim", "steps": 4, "timestep_spacing": "trailing", "batch_size": 2, "device": "cpu"}
 
 
@@ -94,7 +96,9 @@ def server(studio_repo, scrfd_model):
     from facegen.studio.app import StudioConfig, create_app
 
     root, uri, _, _ = studio_repo
-    cfg = StudioConfig(root=root, tracking_uri=uri, experiment="exp", detector=str(scrfd_model))
+    cfg = StudioConfig(
+        root=root, tracking_uri=uri, experiment="exp", detector=str(scrfd_model), judgements=Path(JUDGEMENTS)
+    )
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(cfg), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -443,11 +447,11 @@ def test_judging_ten_rounds_to_the_end_screen(browser, studio_repo) -> None:
         browser,
         lambda d: d.find_element("id", "judge-end") if d.find_element("id", "judge-end").is_displayed() else None,
     )
-    table = pd.read_parquet(root / "data" / "studio_judgements.parquet")
+    table = pd.read_parquet(root / JUDGEMENTS)
     assert len(table) == 10 and set(table["answer"]) == {"fake"}
     wrong = int((~table["correct"]).sum())
     assert f"Game over after 10 rounds: {wrong} wrong, error rate {100 * wrong / 10:.1f} %" in end.text
-    assert "95 % Wilson interval" in end.text and "data/studio_judgements.parquet" in end.text
+    assert "95 % Wilson interval" in end.text and f"Your answers are saved in {JUDGEMENTS}." in end.text
     assert not _by_id(browser, "judge-play").is_displayed()
 
 

@@ -5,7 +5,6 @@ const $ = (id) => document.getElementById(id);
 let MODEL = null;
 const inflight = new Set();  // aborted when the page closes, so the server cancels their jobs
 window.addEventListener("pagehide", () => inflight.forEach((c) => c.abort()));
-const JUDGEMENTS_FILE = "data/studio_judgements.parquet";  // StudioConfig.judgements, under --root
 
 // ---- the API: every non-GET request carries X-Facegen-Studio (the server refuses it otherwise)
 async function api(path, body, opts = {}) {
