@@ -154,6 +154,7 @@ class State:
     store: JudgementStore
     params: dict[str, Any] = field(default_factory=dict)
     detector: Any = None
+    nearest: Any = None  # facegen.studio.nearest.NearestFinder, made by the first /api/nearest
     pending: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
     rng: random.Random = field(default_factory=random.SystemRandom)
     lock: threading.Lock = field(default_factory=threading.Lock)

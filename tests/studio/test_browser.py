@@ -64,9 +64,14 @@ def studio_repo(tmp_path_factory) -> tuple[Path, str, str, dict[str, str]]:
     from facegen.diffusion.noise import make_noise_scheduler
 
     root, ids = build_repo(tmp_path_factory.mktemp("studio"))
-    assert run_stage(root).returncode == 0
     params = yaml.safe_load((root / "params.yaml").read_text())
-    (root / "params.yaml").write_text(yaml.safe_dump({**params, "sample": SAMPLE, "train": {"experiment": "exp"}}))
+    params["align"]["test_fraction"] = 0.0  # both accepted faces train: the nearest-face check has two
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    assert run_stage(root).returncode == 0
+    fid = {"extractor": "offline", "batch_size": 8}  # the nearest-training-face check: no Inception download
+    (root / "params.yaml").write_text(
+        yaml.safe_dump({**params, "sample": SAMPLE, "train": {"experiment": "exp"}, "fid": fid})
+    )
     stats = {"names": ["brightness"], "mean": [120.0], "std": [30.0], "min": [40.0], "max": [200.0], "margin": 0.0}
     torch.manual_seed(0)
     unet = conditional.build(unet_config("tiny", 16, (8, 16)), stats).eval()
@@ -264,6 +269,44 @@ def test_generate_same_seed_same_bytes_the_condition_toggle_and_the_reproduce_li
     # every non-GET request carried the studio's header
     posts = [r for r in browser.execute_script("return window.SENT") if r["method"] != "GET"]
     assert posts and all(r["header"] == "1" for r in posts)
+
+
+def test_nearest_training_face_of_a_generated_image_and_the_flagged_mark(browser, server, studio_repo) -> None:
+    root = studio_repo[0]
+    figures = browser.find_elements("css selector", "#gen-images figure")
+    # no test split (test_fraction 0) and no metrics/fid.json: nothing to flag by, said plainly
+    figures[0].find_element("css selector", ".nearest-btn").click()
+    _idle(browser)
+    assert "no memorization threshold" in _by_id(browser, "gen-status").text
+    assert "error" in _by_id(browser, "gen-status").get_attribute("class")
+    # the fid stage's thresholds (metrics/fid.json at the model's 16 px): 5.0 flags every image
+    stored = {"fd_offline": 1.0, "image_size": 16, "memorization_feature_threshold": 5.0}
+    stored.update(memorization_pixel_threshold=0.0, memorization_pixel_shift=2)
+    (root / "metrics").mkdir(exist_ok=True)
+    (root / "metrics" / "fid.json").write_text(json.dumps(stored))
+    try:
+        figures[1].find_element("css selector", ".nearest-btn").click()
+        _idle(browser)
+        assert figures[1].find_elements("css selector", ".flag"), _by_id(browser, "gen-status").text
+        assert "flagged" in figures[1].get_attribute("class")
+        assert figures[1].find_element("css selector", ".flag").text == "⚠ near copy of a training face"
+        status = _by_id(browser, "gen-status").text
+        assert "FLAGGED" in status and "metrics/fid.json" in status
+        # thresholds of 0 flag nothing: no mark; the tile shows the server's nearest face
+        (root / "metrics" / "fid.json").write_text(json.dumps({**stored, "memorization_feature_threshold": 0.0}))
+        figures[2].find_element("css selector", ".nearest-btn").click()
+        _idle(browser)
+        image = figures[2].find_element("css selector", "img").get_attribute("src").split(",", 1)[1]
+        answer = _api(server, "/api/nearest", {"image": image})
+        assert answer["flagged"] is False and "not a copy" in _by_id(browser, "gen-status").text
+        assert f"nearest training face {answer['face_id']}" in _by_id(browser, "gen-status").text
+        assert "flagged" not in figures[2].get_attribute("class") and not figures[2].find_elements(
+            "css selector", ".flag"
+        )
+        shown = figures[2].find_element("css selector", ".nearest img").get_attribute("src")
+        assert shown == "data:image/png;base64," + answer["face_image"]
+    finally:
+        (root / "metrics" / "fid.json").unlink()
 
 
 def test_progress_and_cancel_of_a_long_job(browser, server) -> None:

@@ -21,7 +21,8 @@ from fastapi.testclient import TestClient
 
 from facegen.align.candidates import face_id
 from facegen.align.curation import read_curation
-from facegen.studio.dataset_routes import dataset_router
+from facegen.studio import dataset_routes
+from facegen.studio.dataset_routes import FaceTable
 
 # the smallest training that writes models/best and its grid: one epoch of a tiny UNet, offline FD
 TRAIN = dict(
@@ -88,7 +89,8 @@ def test_a_rejection_in_the_dataset_tab_reruns_align_onward_with_the_face_manual
 
 def _app(root) -> FastAPI:
     app = FastAPI()
-    app.include_router(dataset_router(root))
+    app.state.dataset = FaceTable.at(root)
+    app.include_router(dataset_routes.router)
     return app
 
 
