@@ -10,17 +10,13 @@ from __future__ import annotations
 import base64
 import json
 import re
-import shutil
-import socket
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from studio_browser import CHROMIUM, DOCS_WIDTH, DRIVER, chromium, idle, page_width, serve, wait
 
-CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser")) if p), None)
-DRIVER = shutil.which("chromedriver")
 TABS = ("generate", "explore", "edit", "runs", "judge", "dataset")
 
 pytestmark = [
@@ -38,12 +34,6 @@ pytestmark = [
 # not the default data/studio_judgements.parquet: the end screen must say the server's file
 JUDGEMENTS = "data/judge_answers.parquet"
 SAMPLE = {"seed": 0, "sampler": "ddim", "steps": 4, "timestep_spacing": "trailing", "batch_size": 2, "device": "cpu"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -96,39 +86,19 @@ def studio_repo(tmp_path_factory) -> tuple[Path, str, str, dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def server(studio_repo, scrfd_model):
-    import uvicorn
-
-    from facegen.studio.app import StudioConfig, create_app
+    from facegen.studio.app import StudioConfig
 
     root, uri, _, _ = studio_repo
     cfg = StudioConfig(
         root=root, tracking_uri=uri, experiment="exp", detector=str(scrfd_model), judgements=Path(JUDGEMENTS)
     )
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(cfg), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"uvicorn did not start on port {port}")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    with serve(cfg) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser(server):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver = chromium(1200, 900)
     driver.get(server + "/")
     _wait(driver, lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "1")
     # record every request the page sends (method, path, X-Facegen-Studio header, JSON body)
@@ -143,10 +113,8 @@ def browser(server):
     driver.quit()
 
 
-def _wait(driver, cond, timeout: float = 60):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout).until(cond)
+_wait = wait
+_idle = idle
 
 
 def _tab(driver, name: str) -> None:
@@ -155,10 +123,6 @@ def _tab(driver, name: str) -> None:
 
 def _by_id(driver, element_id: str):
     return driver.find_element("id", element_id)
-
-
-def _idle(driver) -> None:
-    _wait(driver, lambda d: d.find_element("tag name", "body").get_attribute("data-busy") == "")
 
 
 def _sent(driver, path: str) -> list[dict]:
@@ -307,6 +271,38 @@ def test_nearest_training_face_of_a_generated_image_and_the_flagged_mark(browser
         assert shown == "data:image/png;base64," + answer["face_image"]
     finally:
         (root / "metrics" / "fid.json").unlink()
+
+
+def test_the_generate_tab_at_1600_px_for_the_docs(browser, studio_repo, tmp_path_factory) -> None:
+    """The Generate tab with 8 images, the first flagged, at 1600 px: what tests/studio_browser.py
+    takes as docs/img/studio.png (docs/studio.md) over a real repository."""
+    from PIL import Image
+
+    root = studio_repo[0]
+    _tab(browser, "generate")
+    browser.execute_async_script("loadModel().then(arguments[0])")  # the header as loaded (a test above padded it)
+    _set(browser, "gen-n", "8")
+    _by_id(browser, "generate-btn").click()
+    _wait(browser, lambda d: len(d.find_elements("css selector", "#gen-images img")) == 8)
+    _idle(browser)
+    stored = {"fd_offline": 1.0, "image_size": 16, "memorization_feature_threshold": 5.0}
+    stored.update(memorization_pixel_threshold=0.0, memorization_pixel_shift=2)
+    (root / "metrics" / "fid.json").write_text(json.dumps(stored))  # flags everything: the mark is shown
+    try:
+        browser.find_element("css selector", "#gen-images figure .nearest-btn").click()
+        _idle(browser)
+        assert browser.find_elements("css selector", "#gen-images figure.flagged .flag")
+    finally:
+        (root / "metrics" / "fid.json").unlink()
+    try:
+        page_width(browser, DOCS_WIDTH)
+        shot = tmp_path_factory.mktemp("docs") / "studio.png"
+        assert browser.save_screenshot(str(shot))
+        with Image.open(shot) as im:
+            assert im.width == DOCS_WIDTH, im.size
+        assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    finally:
+        browser.set_window_size(1200, 900)
 
 
 def test_progress_and_cancel_of_a_long_job(browser, server) -> None:
