@@ -127,6 +127,7 @@ TableDep = Annotated[FaceTable, Depends(get_table)]
 
 @router.get("")
 def list_faces(
+    *,
     data: TableDep,
     status: Literal["accepted", "rejected", "all"] = "all",
     reason: str | None = Query(None, description="only this status (blurry, manual, ...)"),
