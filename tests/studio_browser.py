@@ -113,8 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="docs/img/studio.png: the Generate tab at 1600 px")
     parser.add_argument("--root", default=".", help="repository: params.yaml, models/best, data/faces.parquet")
     parser.add_argument("--out", default="docs/img/studio.png")
-    parser.add_argument("--images", type=int, default=16, help="images to generate (default 16)")
-    parser.add_argument("--no-nearest", action="store_true", help="do not check the first image's nearest face")
+    parser.add_argument("--images", type=int, default=15, help="images to generate (default 15: one row)")
+    parser.add_argument(
+        "--nearest",
+        action="store_true",
+        help="also check the first image's nearest training face (that photo of a real person is then in the picture)",
+    )
     args = parser.parse_args(argv)
     from facegen.studio.app import StudioConfig
 
@@ -122,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     with serve(StudioConfig(root=root, model=root / "models" / "best")) as url:
         driver = chromium()
         try:
-            shoot_generate(driver, url, Path(args.out), n=args.images, nearest=not args.no_nearest)
+            shoot_generate(driver, url, Path(args.out), n=args.images, nearest=args.nearest)
         finally:
             driver.quit()
     print(f"wrote {args.out}")
