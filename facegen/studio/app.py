@@ -4,6 +4,7 @@
 - :mod:`facegen.studio.edit_routes`: upload and edit (SDEdit, RePaint);
 - :mod:`facegen.studio.runs_routes`: MLflow runs and grids, job progress, cancel and status;
 - :mod:`facegen.studio.judge_routes`: real-vs-fake judging;
+- :mod:`facegen.studio.nearest_routes`: a generated face's nearest training face (memorization);
 - :mod:`facegen.studio.dataset_routes`: curation of the aligned faces.
 
 Every route that runs the model goes through :class:`facegen.studio.jobs.JobRunner` (one job
@@ -26,8 +27,8 @@ from fastapi.staticfiles import StaticFiles
 
 from facegen.common.config import load_params
 from facegen.common.device import resolve_device
-from facegen.studio import edit_routes, generate_routes, judge_routes, runs_routes
-from facegen.studio.dataset_routes import dataset_router
+from facegen.studio import dataset_routes, edit_routes, generate_routes, judge_routes, nearest_routes, runs_routes
+from facegen.studio.dataset_routes import FaceTable
 from facegen.studio.guard import HostPolicy, OriginGuard
 from facegen.studio.jobs import JobRunner
 from facegen.studio.judge import JudgementStore
@@ -84,11 +85,11 @@ def create_app(cfg: StudioConfig) -> FastAPI:
     )
     app.add_middleware(OriginGuard, hosts=HostPolicy(cfg.host, cfg.port, cfg.allow_hosts), body_limit=cfg.body_limit)
     app.state.studio = state
+    app.state.dataset = FaceTable.at(root, cfg.faces)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.include_router(edit_routes.upload_router, max_body_size=cfg.upload_body_bytes)
-    for module in (generate_routes, edit_routes, runs_routes, judge_routes):
+    for module in (generate_routes, edit_routes, runs_routes, judge_routes, nearest_routes, dataset_routes):
         app.include_router(module.router, max_body_size=cfg.json_body_bytes)
-    app.include_router(dataset_router(root, cfg.faces), max_body_size=cfg.json_body_bytes)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -1,10 +1,12 @@
 """The studio's Dataset tab: the aligned faces (accepted and rejected, with reasons) and curation.
 
-``GET /api/dataset`` pages through data/faces.parquet, ``GET /api/dataset/{face_id}/image`` shows
-one face (accepted: the stored PNG; rejected: re-aligned from its photo, as the align preview
-does) and ``POST /api/dataset/{face_id}`` records a reject/restore decision in curation.csv
-(facegen.align.curation), which the align stage applies on the next ``dvc repro``. The table is
-what align last wrote; a decision it does not reflect yet is listed as not ``applied``.
+A module-level router over the app's :class:`FaceTable` (``app.state.dataset``, reached by
+``Depends(get_table)``). ``GET /api/dataset`` pages through data/faces.parquet,
+``GET /api/dataset/{face_id}/image`` shows one face (accepted: the stored PNG; rejected:
+re-aligned from its photo, as the align preview does) and ``POST /api/dataset/{face_id}``
+records a reject/restore decision in curation.csv (facegen.align.curation), which the align
+stage applies on the next ``dvc repro``. The table is what align last wrote; a decision it
+does not reflect yet is listed as not ``applied``.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from __future__ import annotations
 import io
 import threading
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pandas as pd
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
@@ -37,9 +39,17 @@ class FaceTable:
     def __init__(self, root: Path, faces: Path, curation: Path) -> None:
         self.root, self.faces, self.curation = root, faces, curation
         self.lock = threading.Lock()
+        self.write_lock = threading.Lock()  # one curation.csv rewrite at a time
         self._table: pd.DataFrame | None = None
         self._stamp: float | None = None
         self._sources: dict[str, str] | None = None
+
+    @classmethod
+    def at(cls, root: Path, faces: Path = Path("data/faces.parquet"), curation: Path = CURATION_FILE) -> FaceTable:
+        """``root``'s faces table and curation file (each relative to ``root`` unless absolute)."""
+        root = Path(root)
+        faces, curation = (p if p.is_absolute() else root / p for p in (Path(faces), Path(curation)))
+        return cls(root, faces, curation)
 
     def table(self) -> pd.DataFrame:
         if not self.faces.is_file():
@@ -103,66 +113,71 @@ def _align_config(root: Path) -> Any:
     return from_dict(AlignConfig, params["align"], "align") if "align" in params else AlignConfig()
 
 
-def dataset_router(root: Path, faces: Path = Path("data/faces.parquet"), curation: Path = CURATION_FILE) -> APIRouter:
-    """The Dataset tab's routes over ``root``'s faces table and curation file (relative to ``root``)."""
-    root = Path(root)
-    data = FaceTable(
-        root, faces if faces.is_absolute() else root / faces, curation if curation.is_absolute() else root / curation
-    )
-    router = APIRouter(prefix="/api/dataset", tags=["dataset"])
-    write_lock = threading.Lock()
+router = APIRouter(prefix="/api/dataset", tags=["dataset"])
 
-    @router.get("")
-    def list_faces(
-        status: Literal["accepted", "rejected", "all"] = "all",
-        reason: str | None = Query(None, description="only this status (blurry, manual, ...)"),
-        offset: int = Query(0, ge=0),
-        limit: int = Query(48, ge=1, le=500),
-    ) -> dict[str, Any]:
-        """Aligned faces, accepted and/or rejected (one page), with their curation decisions."""
-        table = data.table()
-        ok = table["status"] == "ok"
-        picked = table[ok] if status == "accepted" else table[~ok] if status == "rejected" else table
-        if reason:
-            picked = picked[picked["status"] == reason]
-        decisions = dict(read_curation(data.curation).decisions)
-        return {
-            "total": len(picked),
-            "offset": offset,
-            "limit": limit,
-            "counts": {"all": len(table), "accepted": int(ok.sum()), "rejected": int((~ok).sum())},
-            "reasons": {str(k): int(v) for k, v in sorted(table["status"].value_counts().items())},
-            "curation": str(data.curation),
-            "faces": [_entry(row, decisions) for _, row in picked.iloc[offset : offset + limit].iterrows()],
-        }
 
-    @router.get("/{face_id}/image")
-    def face_image(face_id: str) -> Response:
-        """The face as the dataset has it (accepted) or re-aligned from its photo (rejected), PNG."""
-        from facegen.align.stage import face_tile
-        from facegen.common.images import read_image
+def get_table(request: Request) -> FaceTable:
+    """The app's :class:`FaceTable` (``app.state.dataset``, set by ``create_app``; a FastAPI dependency)."""
+    table: FaceTable = request.app.state.dataset
+    return table
 
-        row = data.row(face_id)
-        if row["status"] == "ok":
-            return Response(_png(read_image(root / row["path"])), media_type="image/png")
-        sources = data.sources()
-        if row["sha256"] not in sources:
-            raise HTTPException(404, f"the photo of face {face_id} is not in data/downloads.parquet")
-        return Response(_png(face_tile(row, sources, root, _align_config(root))), media_type="image/png")
 
-    @router.post("/{face_id}")
-    def curate(face_id: str, req: DecisionRequest) -> dict[str, Any]:
-        """Reject or restore a face in curation.csv; ``dvc repro`` applies it (align and after)."""
-        row = data.row(face_id)
-        with write_lock:
-            try:
-                decisions = decide(data.curation, row.to_dict(), face_id, req.decision, note=req.note).decisions
-            except ValueError as exc:
-                raise HTTPException(422, str(exc)) from exc
-        return {
-            "face": _entry(row, dict(decisions)),
-            "curation": str(data.curation),
-            "message": f"{req.decision} {face_id} recorded in {data.curation.name}; run `dvc repro` to apply it",
-        }
+TableDep = Annotated[FaceTable, Depends(get_table)]
 
-    return router
+
+@router.get("")
+def list_faces(
+    *,
+    data: TableDep,
+    status: Literal["accepted", "rejected", "all"] = "all",
+    reason: str | None = Query(None, description="only this status (blurry, manual, ...)"),
+    offset: int = Query(0, ge=0),
+    limit: int = Query(48, ge=1, le=500),
+) -> dict[str, Any]:
+    """Aligned faces, accepted and/or rejected (one page), with their curation decisions."""
+    table = data.table()
+    ok = table["status"] == "ok"
+    picked = table[ok] if status == "accepted" else table[~ok] if status == "rejected" else table
+    if reason:
+        picked = picked[picked["status"] == reason]
+    decisions = dict(read_curation(data.curation).decisions)
+    return {
+        "total": len(picked),
+        "offset": offset,
+        "limit": limit,
+        "counts": {"all": len(table), "accepted": int(ok.sum()), "rejected": int((~ok).sum())},
+        "reasons": {str(k): int(v) for k, v in sorted(table["status"].value_counts().items())},
+        "curation": str(data.curation),
+        "faces": [_entry(row, decisions) for _, row in picked.iloc[offset : offset + limit].iterrows()],
+    }
+
+
+@router.get("/{face_id}/image")
+def face_image(face_id: str, data: TableDep) -> Response:
+    """The face as the dataset has it (accepted) or re-aligned from its photo (rejected), PNG."""
+    from facegen.align.stage import face_tile
+    from facegen.common.images import read_image
+
+    row, root = data.row(face_id), data.root
+    if row["status"] == "ok":
+        return Response(_png(read_image(root / row["path"])), media_type="image/png")
+    sources = data.sources()
+    if row["sha256"] not in sources:
+        raise HTTPException(404, f"the photo of face {face_id} is not in data/downloads.parquet")
+    return Response(_png(face_tile(row, sources, root, _align_config(root))), media_type="image/png")
+
+
+@router.post("/{face_id}")
+def curate(face_id: str, req: DecisionRequest, data: TableDep) -> dict[str, Any]:
+    """Reject or restore a face in curation.csv; ``dvc repro`` applies it (align and after)."""
+    row = data.row(face_id)
+    with data.write_lock:
+        try:
+            decisions = decide(data.curation, row.to_dict(), face_id, req.decision, note=req.note).decisions
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from exc
+    return {
+        "face": _entry(row, dict(decisions)),
+        "curation": str(data.curation),
+        "message": f"{req.decision} {face_id} recorded in {data.curation.name}; run `dvc repro` to apply it",
+    }

@@ -78,6 +78,12 @@ async def judge_next(request: Request, state: StateDep) -> dict[str, Any]:
     return {"token": token, "image": editing.png_b64(image), "size": model.size}
 
 
+def saved_to(state: State) -> str:
+    """Where the answers are saved, as the user finds it: relative to the repository when inside it."""
+    path, root = state.store.path.resolve(), Path(state.cfg.root).resolve()
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
 def _save(state: State, token: str, item: dict[str, Any], answer: str) -> None:
     """Write one answer; a full disk is 507 and the token stays answerable (nothing was saved)."""
     try:
@@ -119,11 +125,16 @@ async def judge(req: JudgeRequest, state: StateDep) -> dict[str, Any]:
         "item": item["item"],
         "summary": summary,
         "logged_to_mlflow": logged,
+        "saved_to": saved_to(state),
     }
 
 
 @router.get("/api/judge/summary")
 async def judge_summary(state: StateDep) -> dict[str, Any]:
-    """The loaded model's error rate so far, and over all judgements."""
+    """The loaded model's error rate so far, over all judgements, and the file that holds them."""
     m = state.model
-    return {"model": state.store.summary_of(m.id, m.run_id, m.epoch), "all": state.store.summary()}
+    return {
+        "model": state.store.summary_of(m.id, m.run_id, m.epoch),
+        "all": state.store.summary(),
+        "saved_to": saved_to(state),
+    }

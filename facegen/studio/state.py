@@ -10,7 +10,6 @@ import asyncio
 import base64
 import binascii
 import hashlib
-import json
 import random
 import shlex
 import threading
@@ -155,6 +154,7 @@ class State:
     store: JudgementStore
     params: dict[str, Any] = field(default_factory=dict)
     detector: Any = None
+    nearest: Any = None  # facegen.studio.nearest.NearestFinder, made by the first /api/nearest
     pending: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
     rng: random.Random = field(default_factory=random.SystemRandom)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -236,7 +236,8 @@ class State:
         self, model: LoadedModel, req: GenerateRequest, *, sampler: str, steps: int, guidance: float
     ) -> str | None:
         """The shell command whose sample stage writes these images' bytes (``data/samples/00001.png``
-        on), or None when none does: only models/best is what the sample stage reads."""
+        on), or None when none does: only models/best is what the sample stage reads. Every setting
+        is named, so the command holds whatever params.yaml says today."""
         stage_model = (Path(self.cfg.root) / "models" / "best").resolve()
         if model.id != "best" or Path(model.path).resolve() != stage_model:
             return None
@@ -250,10 +251,12 @@ class State:
             "timestep_spacing": self.sample.timestep_spacing,
             "precision": self.sample.precision,
             "device": self.device,
-            "condition": json.dumps(condition, separators=(",", ":")),
+            "condition": "{" + ",".join(f"{k}:{v}" for k, v in condition.items()) + "}",  # Hydra's dict
             "guidance": guidance if condition else self.sample.guidance,
         }
-        return "dvc exp run sample " + " ".join(f"-S {shlex.quote(f'sample.{k}={v}')}" for k, v in sets.items())
+        written = self.params.get("sample") or {}  # a key params.yaml lacks is added (Hydra's ``++``)
+        overrides = (f"{'' if k in written else '++'}sample.{k}={v}" for k, v in sets.items())
+        return "dvc exp run sample " + " ".join(f"-S {shlex.quote(o)}" for o in overrides)
 
     def limit(self, n: int, what: str) -> None:
         """413 when a request asks for more than max_images images."""

@@ -10,17 +10,13 @@ from __future__ import annotations
 import base64
 import json
 import re
-import shutil
-import socket
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from studio_browser import CHROMIUM, DOCS_WIDTH, DRIVER, chromium, idle, page_width, serve, wait
 
-CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser")) if p), None)
-DRIVER = shutil.which("chromedriver")
 TABS = ("generate", "explore", "edit", "runs", "judge", "dataset")
 
 pytestmark = [
@@ -35,13 +31,9 @@ pytestmark = [
 ]
 
 # the sample stage's settings the studio reads from params.yaml: few steps, small batches
+# not the default data/studio_judgements.parquet: the end screen must say the server's file
+JUDGEMENTS = "data/judge_answers.parquet"
 SAMPLE = {"seed": 0, "sampler": "ddim", "steps": 4, "timestep_spacing": "trailing", "batch_size": 2, "device": "cpu"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +54,14 @@ def studio_repo(tmp_path_factory) -> tuple[Path, str, str, dict[str, str]]:
     from facegen.diffusion.noise import make_noise_scheduler
 
     root, ids = build_repo(tmp_path_factory.mktemp("studio"))
-    assert run_stage(root).returncode == 0
     params = yaml.safe_load((root / "params.yaml").read_text())
-    (root / "params.yaml").write_text(yaml.safe_dump({**params, "sample": SAMPLE, "train": {"experiment": "exp"}}))
+    params["align"]["test_fraction"] = 0.0  # both accepted faces train: the nearest-face check has two
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    assert run_stage(root).returncode == 0
+    fid = {"extractor": "offline", "batch_size": 8}  # the nearest-training-face check: no Inception download
+    (root / "params.yaml").write_text(
+        yaml.safe_dump({**params, "sample": SAMPLE, "train": {"experiment": "exp"}, "fid": fid})
+    )
     stats = {"names": ["brightness"], "mean": [120.0], "std": [30.0], "min": [40.0], "max": [200.0], "margin": 0.0}
     torch.manual_seed(0)
     unet = conditional.build(unet_config("tiny", 16, (8, 16)), stats).eval()
@@ -89,37 +86,19 @@ def studio_repo(tmp_path_factory) -> tuple[Path, str, str, dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def server(studio_repo, scrfd_model):
-    import uvicorn
-
-    from facegen.studio.app import StudioConfig, create_app
+    from facegen.studio.app import StudioConfig
 
     root, uri, _, _ = studio_repo
-    cfg = StudioConfig(root=root, tracking_uri=uri, experiment="exp", detector=str(scrfd_model))
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(cfg), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"uvicorn did not start on port {port}")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    cfg = StudioConfig(
+        root=root, tracking_uri=uri, experiment="exp", detector=str(scrfd_model), judgements=Path(JUDGEMENTS)
+    )
+    with serve(cfg) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser(server):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver = chromium(1200, 900)
     driver.get(server + "/")
     _wait(driver, lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "1")
     # record every request the page sends (method, path, X-Facegen-Studio header, JSON body)
@@ -134,10 +113,8 @@ def browser(server):
     driver.quit()
 
 
-def _wait(driver, cond, timeout: float = 60):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout).until(cond)
+_wait = wait
+_idle = idle
 
 
 def _tab(driver, name: str) -> None:
@@ -146,10 +123,6 @@ def _tab(driver, name: str) -> None:
 
 def _by_id(driver, element_id: str):
     return driver.find_element("id", element_id)
-
-
-def _idle(driver) -> None:
-    _wait(driver, lambda d: d.find_element("tag name", "body").get_attribute("data-busy") == "")
 
 
 def _sent(driver, path: str) -> list[dict]:
@@ -260,6 +233,76 @@ def test_generate_same_seed_same_bytes_the_condition_toggle_and_the_reproduce_li
     # every non-GET request carried the studio's header
     posts = [r for r in browser.execute_script("return window.SENT") if r["method"] != "GET"]
     assert posts and all(r["header"] == "1" for r in posts)
+
+
+def test_nearest_training_face_of_a_generated_image_and_the_flagged_mark(browser, server, studio_repo) -> None:
+    root = studio_repo[0]
+    figures = browser.find_elements("css selector", "#gen-images figure")
+    # no test split (test_fraction 0) and no metrics/fid.json: nothing to flag by, said plainly
+    figures[0].find_element("css selector", ".nearest-btn").click()
+    _idle(browser)
+    assert "no memorization threshold" in _by_id(browser, "gen-status").text
+    assert "error" in _by_id(browser, "gen-status").get_attribute("class")
+    # the fid stage's thresholds (metrics/fid.json at the model's 16 px): 5.0 flags every image
+    stored = {"fd_offline": 1.0, "image_size": 16, "memorization_feature_threshold": 5.0}
+    stored.update(memorization_pixel_threshold=0.0, memorization_pixel_shift=2)
+    (root / "metrics").mkdir(exist_ok=True)
+    (root / "metrics" / "fid.json").write_text(json.dumps(stored))
+    try:
+        figures[1].find_element("css selector", ".nearest-btn").click()
+        _idle(browser)
+        assert figures[1].find_elements("css selector", ".flag"), _by_id(browser, "gen-status").text
+        assert "flagged" in figures[1].get_attribute("class")
+        assert figures[1].find_element("css selector", ".flag").text == "⚠ near copy of a training face"
+        status = _by_id(browser, "gen-status").text
+        assert "FLAGGED" in status and "metrics/fid.json" in status
+        # thresholds of 0 flag nothing: no mark; the tile shows the server's nearest face
+        (root / "metrics" / "fid.json").write_text(json.dumps({**stored, "memorization_feature_threshold": 0.0}))
+        figures[2].find_element("css selector", ".nearest-btn").click()
+        _idle(browser)
+        image = figures[2].find_element("css selector", "img").get_attribute("src").split(",", 1)[1]
+        answer = _api(server, "/api/nearest", {"image": image})
+        assert answer["flagged"] is False and "not a copy" in _by_id(browser, "gen-status").text
+        assert f"nearest training face {answer['face_id']}" in _by_id(browser, "gen-status").text
+        assert "flagged" not in figures[2].get_attribute("class") and not figures[2].find_elements(
+            "css selector", ".flag"
+        )
+        shown = figures[2].find_element("css selector", ".nearest img").get_attribute("src")
+        assert shown == "data:image/png;base64," + answer["face_image"]
+    finally:
+        (root / "metrics" / "fid.json").unlink()
+
+
+def test_the_generate_tab_at_1600_px_for_the_docs(browser, studio_repo, tmp_path_factory) -> None:
+    """The Generate tab with 8 images, the first flagged, at 1600 px: what tests/studio_browser.py
+    takes as docs/img/studio.png (docs/studio.md) over a real repository."""
+    from PIL import Image
+
+    root = studio_repo[0]
+    _tab(browser, "generate")
+    browser.execute_async_script("loadModel().then(arguments[0])")  # the header as loaded (a test above padded it)
+    _set(browser, "gen-n", "8")
+    _by_id(browser, "generate-btn").click()
+    _wait(browser, lambda d: len(d.find_elements("css selector", "#gen-images img")) == 8)
+    _idle(browser)
+    stored = {"fd_offline": 1.0, "image_size": 16, "memorization_feature_threshold": 5.0}
+    stored.update(memorization_pixel_threshold=0.0, memorization_pixel_shift=2)
+    (root / "metrics" / "fid.json").write_text(json.dumps(stored))  # flags everything: the mark is shown
+    try:
+        browser.find_element("css selector", "#gen-images figure .nearest-btn").click()
+        _idle(browser)
+        assert browser.find_elements("css selector", "#gen-images figure.flagged .flag")
+    finally:
+        (root / "metrics" / "fid.json").unlink()
+    try:
+        page_width(browser, DOCS_WIDTH)
+        shot = tmp_path_factory.mktemp("docs") / "studio.png"
+        assert browser.save_screenshot(str(shot))
+        with Image.open(shot) as im:
+            assert im.width == DOCS_WIDTH, im.size
+        assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    finally:
+        browser.set_window_size(1200, 900)
 
 
 def test_progress_and_cancel_of_a_long_job(browser, server) -> None:
@@ -443,11 +486,11 @@ def test_judging_ten_rounds_to_the_end_screen(browser, studio_repo) -> None:
         browser,
         lambda d: d.find_element("id", "judge-end") if d.find_element("id", "judge-end").is_displayed() else None,
     )
-    table = pd.read_parquet(root / "data" / "studio_judgements.parquet")
+    table = pd.read_parquet(root / JUDGEMENTS)
     assert len(table) == 10 and set(table["answer"]) == {"fake"}
     wrong = int((~table["correct"]).sum())
     assert f"Game over after 10 rounds: {wrong} wrong, error rate {100 * wrong / 10:.1f} %" in end.text
-    assert "95 % Wilson interval" in end.text and "data/studio_judgements.parquet" in end.text
+    assert "95 % Wilson interval" in end.text and f"Your answers are saved in {JUDGEMENTS}." in end.text
     assert not _by_id(browser, "judge-play").is_displayed()
 
 

@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from facegen.align.curation import read_curation
-from facegen.studio.dataset_routes import dataset_router
+from facegen.studio import dataset_routes
+from facegen.studio.dataset_routes import FaceTable
 
 
 @pytest.fixture()
@@ -20,7 +21,8 @@ def aligned(tmp_path: Path) -> tuple[Path, dict[str, str], TestClient]:
     root, ids = build_repo(tmp_path)
     assert run_stage(root).returncode == 0
     app = FastAPI()
-    app.include_router(dataset_router(root))
+    app.state.dataset = FaceTable.at(root)
+    app.include_router(dataset_routes.router)
     return root, ids, TestClient(app)
 
 

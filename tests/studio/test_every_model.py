@@ -10,22 +10,12 @@ import pytest
 import torch
 from mlflow_runs import log_run
 from studio_client import page_client
+from studio_models import cond_unet
 
-from facegen.diffusion import conditional
-from facegen.diffusion.model import save_model_dir, unet_config
+from facegen.diffusion.model import save_model_dir
 from facegen.diffusion.noise import make_noise_scheduler
 from facegen.studio.app import StudioConfig
 from facegen.studio.editing import png_b64
-
-STATS = {"names": ["brightness"], "mean": [120.0], "std": [30.0], "min": [40.0], "max": [200.0], "margin": 0.0}
-
-
-def _cond_unet(seed: int):
-    torch.manual_seed(seed)
-    unet = conditional.build(unet_config("tiny", 16, (8, 16)), STATS).eval()
-    with torch.no_grad():  # a trained-looking embedding: the fresh one is zero and would ignore the condition
-        unet.condition_embedding[2].weight.normal_(0, 0.5)
-    return unet
 
 
 @pytest.fixture()
@@ -36,12 +26,12 @@ def cond_run(repo, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sched = make_noise_scheduler()
     config = {"model": "tiny", "condition": ["brightness"]}
-    save_model_dir(repo / "models" / "best", _cond_unet(0), sched, config)
+    save_model_dir(repo / "models" / "best", cond_unet(0), sched, config)
     run_dir = repo / "models" / "checkpoints" / "cond1"
-    save_model_dir(run_dir / "best", _cond_unet(0), sched, config)
+    save_model_dir(run_dir / "best", cond_unet(0), sched, config)
     for epoch in (1, 2):
         (run_dir / f"epoch_{epoch:05d}").mkdir()
-        torch.save(EMAModel(_cond_unet(epoch).parameters()).state_dict(), run_dir / f"epoch_{epoch:05d}" / "ema.pt")
+        torch.save(EMAModel(cond_unet(epoch).parameters()).state_dict(), run_dir / f"epoch_{epoch:05d}" / "ema.pt")
     mlflow.set_tracking_uri(uri)
     run_id = log_run(uri, "cond", {1: 3.0, 2: 2.0}, str(run_dir / "best"))
     return uri, run_id
@@ -97,5 +87,5 @@ def test_generate_without_a_condition_says_how_to_reproduce_it(client, repo):
     assert r.status_code == 200, r.text
     cmd = r.json()["reproduce"]
     assert cmd.startswith("dvc exp run sample -S sample.seed=2 -S sample.num_images=3 -S sample.sampler=ddim")
-    assert "-S 'sample.condition={}'" in cmd and "-S sample.batch_size=4" in cmd
+    assert "-S '++sample.condition={}'" in cmd and "-S sample.batch_size=4" in cmd
     assert client.post("/api/generate", json={"n": 1, "condition": {}}).status_code == 200

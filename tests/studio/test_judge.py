@@ -215,3 +215,18 @@ def test_an_mlflow_failure_never_fails_a_saved_answer(repo, tracked, monkeypatch
         (result,) = _judge(c, ["fake"])
     assert result["logged_to_mlflow"] is False and "disk is full" in result["summary"]["mlflow_error"]
     assert len(pd.read_parquet(repo / "data" / "studio_judgements.parquet")) == 1
+
+
+@pytest.mark.parametrize("where", ["inside", "outside"])
+def test_the_summary_says_where_the_answers_are_saved(repo, tmp_path_factory, where):
+    """saved_to is the store the server writes (the page's end screen shows it): repo-relative inside --root."""
+    outside = tmp_path_factory.mktemp("elsewhere") / "j.parquet"
+    path = repo / "data" / "judged" / "mine.parquet" if where == "inside" else outside
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _faces(repo)
+    with page_client(StudioConfig(root=repo, judgements=path)) as c:
+        shown = "data/judged/mine.parquet" if where == "inside" else str(path)
+        assert c.get("/api/judge/summary").json()["saved_to"] == shown
+        (answer,) = _judge(c, ["real"])
+        assert answer["saved_to"] == shown and c.get("/api/judge/summary").json()["model"]["n"] == 1
+    assert len(pd.read_parquet(path)) == 1

@@ -5,7 +5,6 @@ const $ = (id) => document.getElementById(id);
 let MODEL = null;
 const inflight = new Set();  // aborted when the page closes, so the server cancels their jobs
 window.addEventListener("pagehide", () => inflight.forEach((c) => c.abort()));
-const JUDGEMENTS_FILE = "data/studio_judgements.parquet";  // StudioConfig.judgements, under --root
 
 // ---- the API: every non-GET request carries X-Facegen-Studio (the server refuses it otherwise)
 async function api(path, body, opts = {}) {
@@ -102,7 +101,7 @@ $("cancel-btn").addEventListener("click", async () => {
 
 // ---- images: each tile can be downloaded or used as the Edit tab's input
 function pngUrl(b64) { return "data:image/png;base64," + b64; }
-function tile(b64, caption, title, name) {
+function tile(b64, caption, title, name, statusId) {
   const fig = document.createElement("figure");
   const img = document.createElement("img");
   img.src = pngUrl(b64); img.title = title || caption; img.alt = caption;
@@ -112,7 +111,39 @@ function tile(b64, caption, title, name) {
   const use = document.createElement("button"); use.type = "button"; use.textContent = "edit"; use.title = "use as the Edit tab's input";
   use.addEventListener("click", () => { drawFace(b64); showTab("edit"); status("edit-status", `input: ${caption}`); });
   actions.append(dl, use);
-  fig.append(img, cap, actions); return fig;
+  fig.append(img, cap, actions);
+  if (statusId) fig.append(nearestButton(fig, b64, caption, statusId));
+  return fig;
+}
+
+// ---- memorization: a generated face's nearest training face (POST /api/nearest); flagged tiles are marked
+function nearestButton(fig, b64, caption, statusId) {
+  const btn = document.createElement("button"); btn.type = "button"; btn.className = "job nearest-btn";
+  btn.textContent = "nearest training face"; btn.title = "the closest accepted training face and whether this is a near copy";
+  btn.addEventListener("click", () => job(statusId, `nearest training face of ${caption}`, async () => {
+    const r = await api("/api/nearest", { image: b64 });
+    showNearest(fig, r);
+    status(statusId, `${caption}: nearest training face ${r.face_id} · feature distance ${fmt(r.feature_distance)}`
+      + ` (threshold ${fmt(r.feature_threshold)}) · pixel distance ${fmt(r.pixel_distance)} (threshold ${fmt(r.pixel_threshold)})`
+      + (r.flagged ? " · FLAGGED: a near copy of a training face" : " · not a copy") + ` · thresholds: ${r.source}`);
+  }));
+  return btn;
+}
+function showNearest(fig, r) {
+  fig.querySelector(".nearest")?.remove();
+  const box = document.createElement("div"); box.className = "nearest";
+  const img = document.createElement("img"); img.src = pngUrl(r.face_image); img.alt = `training face ${r.face_id}`;
+  img.title = `nearest training face ${r.face_id} (${r.path})`;
+  const text = document.createElement("span");
+  text.textContent = `${r.face_id} · feat ${fmt(r.feature_distance)} / ${fmt(r.feature_threshold)} · px ${fmt(r.pixel_distance)} / ${fmt(r.pixel_threshold)}`;
+  box.append(img, text);
+  fig.classList.toggle("flagged", r.flagged);
+  fig.querySelector(".flag")?.remove();
+  if (r.flagged) {
+    const flag = document.createElement("strong"); flag.className = "flag"; flag.textContent = "⚠ near copy of a training face";
+    box.prepend(flag);
+  }
+  fig.append(box);
 }
 
 function settings(prefix) {

@@ -71,7 +71,7 @@ $("generate-form").addEventListener("submit", (ev) => {
     const cond = r.condition && Object.keys(r.condition).length
       ? ` · ${Object.entries(r.condition).map(([k, v]) => `${k} ${fmt(v)}`).join(", ")}, guidance ${r.guidance}` : " · unconditional";
     $("gen-images").replaceChildren(...r.images.map((b, i) => tile(b, `seed ${r.seeds[i]}`,
-      `seed ${r.seeds[i]} · ${r.sampler} ${r.steps} steps · batch ${r.batch_size}${cond}`, `seed-${r.seeds[i]}`)));
+      `seed ${r.seeds[i]} · ${r.sampler} ${r.steps} steps · batch ${r.batch_size}${cond}`, `seed-${r.seeds[i]}`, "gen-status")));
     status("gen-status", `${r.images.length} images in ${((performance.now() - t0) / 1000).toFixed(2)} s · model ${r.model}`
       + ` · ${r.sampler} ${r.steps} steps${cond}`);
     $("gen-command").textContent = r.reproduce || "";

@@ -101,18 +101,20 @@ async function answer(a) {
   try {
     const r = await api("/api/judge", { token, answer: a });
     GAME.answered += 1; GAME.wrong += r.correct ? 0 : 1; GAME.logged = GAME.logged || r.logged_to_mlflow;
-    GAME.savedTo = r.saved_to || GAME.savedTo;
     status("judge-result", `${r.correct ? "right" : "wrong"}: it was ${r.truth}` + (r.logged_to_mlflow ? " · logged to MLflow" : ""));
     showSummary(r.summary);
   } catch (e) { status("judge-result", e.message, true); }
   if (GAME.answered >= GAME.rounds) endGame(); else nextJudge();
 }
-function endGame() {
+async function endGame() {
   const [lo, hi] = wilson(GAME.wrong, GAME.answered);
+  let where;  // the server's file (GET /api/judge/summary saved_to), never a guess of this page
+  try { where = `Your answers are saved in ${(await api("/api/judge/summary")).saved_to}`; }
+  catch (e) { where = `Where your answers are saved could not be read (${e.message})`; }
   $("judge-play").hidden = true; $("judge-end").hidden = false;
   $("judge-end").textContent = `Game over after ${GAME.answered} rounds: ${GAME.wrong} wrong, error rate `
     + `${pct(GAME.wrong / GAME.answered)} (95 % Wilson interval ${pct(lo)}–${pct(hi)}). 50 % means the model's faces `
-    + `could not be told from real ones. Your answers are saved in ${GAME.savedTo || JUDGEMENTS_FILE}`
+    + `could not be told from real ones. ${where}`
     + (GAME.logged ? " and logged to the model's MLflow run (human_error_rate)." : ".");
 }
 $("judge-real").addEventListener("click", () => answer("real"));
