@@ -55,7 +55,9 @@ def create_app(cfg: StudioConfig) -> FastAPI:
     params_path = root / "params.yaml"
     params = load_params(params_path) if params_path.is_file() else {}
     experiment = cfg.experiment or str((params.get("train") or {}).get("experiment", "facegen"))
-    catalog = Catalog(cfg.model if cfg.model.is_absolute() else root / cfg.model, cfg.tracking_uri, experiment)
+    catalog = Catalog(
+        cfg.model if cfg.model.is_absolute() else root / cfg.model, cfg.tracking_uri, experiment, root=root
+    )
     sample = sample_config(params)
     device = resolve_device(cfg.device or sample.device)
     state = State(

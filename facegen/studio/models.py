@@ -120,10 +120,23 @@ def load_epoch(
 class Catalog:
     """The checkpoints the studio may load: the default folder and what MLflow's runs know."""
 
-    def __init__(self, default_dir: str | Path, tracking_uri: str | None, experiment: str) -> None:
+    def __init__(
+        self, default_dir: str | Path, tracking_uri: str | None, experiment: str, *, root: str | Path = "."
+    ) -> None:
+        """``root``: the workspace; a store it holds that a copy or move left with old absolute paths
+        is brought home first, and its relative artifact paths and checkpoint tags resolve there,
+        wherever the studio was started."""
+        from facegen.train.mlflow_store import open_store
+
         self.default_dir = Path(default_dir)
-        self.tracking_uri = tracking_uri
+        self.root = Path(root)
+        self.tracking_uri = open_store(self.root, tracking_uri) if tracking_uri else None
         self.experiment = experiment
+
+    def _best_dir(self, tags: dict[str, str]) -> Path:
+        """The run's model folder from its ``best_checkpoint`` tag (workspace-relative or absolute)."""
+        tag = tags.get("best_checkpoint", "")
+        return Path(tag) if not tag or Path(tag).is_absolute() else self.root / tag
 
     def _client(self) -> Any:
         import mlflow
@@ -154,7 +167,7 @@ class Catalog:
         if parts[0] != "run" or len(parts) not in (2, 4) or (len(parts) == 4 and parts[2] != "epoch"):
             raise UnknownCheckpoint(f"checkpoint {model_id!r}: use 'best', 'run:<run_id>' or 'run:<run_id>:epoch:<N>'")
         run = self._run(parts[1])
-        best_dir = Path(run.data.tags.get("best_checkpoint", ""))
+        best_dir = self._best_dir(run.data.tags)
         if not (best_dir / "unet").is_dir():
             raise UnknownCheckpoint(
                 f"run {parts[1]} has no model folder on this machine (tag best_checkpoint={str(best_dir)!r})"
@@ -190,7 +203,7 @@ class Catalog:
                 if name in metrics:
                     history = client.get_metric_history(run.info.run_id, name)
                     curves[name] = [[int(m.step), float(m.value)] for m in sorted(history, key=lambda m: m.step)]
-            best_dir = Path(tags.get("best_checkpoint", ""))
+            best_dir = self._best_dir(tags)
             loadable = (best_dir / "unet").is_dir()
             out.append(
                 {
@@ -213,17 +226,20 @@ class Catalog:
 
     def grid_epochs(self, run_id: str) -> list[int]:
         """Epochs with a logged sample grid (``samples/epoch_NNNNN.png``)."""
-        files = self._client().list_artifacts(run_id, "samples")
+        from facegen.train.mlflow_store import at_store
+
+        assert self.tracking_uri is not None
+        with at_store(self.tracking_uri):  # relative artifact paths resolve in the store's folder
+            files = self._client().list_artifacts(run_id, "samples")
         names = [Path(f.path).name for f in files]
         return sorted(int(n[6:11]) for n in names if n.startswith("epoch_") and n.endswith(".png"))
 
     def grid_png(self, run_id: str, epoch: int) -> bytes:
         """The PNG bytes of a run's sample grid at ``epoch``."""
-        import tempfile
-
         self._run(run_id)
         if epoch not in self.grid_epochs(run_id):
             raise UnknownCheckpoint(f"run {run_id} has no sample grid for epoch {epoch}")
-        with tempfile.TemporaryDirectory() as tmp:
-            local = self._client().download_artifacts(run_id, f"samples/epoch_{epoch:05d}.png", tmp)
-            return Path(local).read_bytes()
+        from facegen.train.mlflow_store import run_artifact
+
+        assert self.tracking_uri is not None
+        return run_artifact(self.root, run_id, f"samples/epoch_{epoch:05d}.png", self.tracking_uri).read_bytes()
