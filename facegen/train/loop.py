@@ -326,8 +326,9 @@ def _finish(run: Run, state: TrainState) -> dict[str, Any]:
     grids = Path(paths.metrics) / "grids"
     if (run.run_dir / "grids").is_dir():
         _publish(run.run_dir / "grids", grids)
-    elif grids.exists():
-        shutil.rmtree(grids)
+    else:  # no evaluation (fid_every: 0): an empty folder, so DVC still finds the declared output
+        shutil.rmtree(grids, ignore_errors=True)
+        grids.mkdir(parents=True)
     history, metric = state.history, run.metric
     summary = {
         "metric": metric,

@@ -117,8 +117,12 @@ def test_conditioned_training_run_saves_a_conditioned_model(tmp_path):
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
         artifact_root=tmp_path / "mlruns",
     )
+    (tmp_path / "metrics" / "grids").mkdir(parents=True)
+    (tmp_path / "metrics" / "grids" / "epoch_00009.png").write_bytes(b"an earlier run's grid")
     summary = train(cfg, paths)
     assert summary["steps"] == 4
+    # fid_every: 0 scores nothing, so no grids; the declared DVC output is still there, emptied
+    assert (tmp_path / "metrics" / "grids").is_dir() and not any((tmp_path / "metrics" / "grids").iterdir())
     unet, _, saved_cfg = load_model_dir(tmp_path / "models" / "best")
     assert type(unet).__name__ == "ConditionedUNet2DModel" and saved_cfg["condition"] == ["brightness"]
     kept = np.delete(expected, 3)
