@@ -391,23 +391,14 @@ def _recipe_keys(name: str) -> set[str]:
     return set(recipe(name))
 
 
-def floor(cfg: Any) -> dict[str, float]:
-    """FID/KID of the train faces against the test faces (the split's floor), at 32 px; cached
-    in cache/bench_quality/floor.json per faces.parquet content."""
-    import hashlib
-
+def fid_scorer(cfg: Any) -> Any:
+    """FID and KID against the test faces at 32 px with ``cfg``'s extractor (the floor, a rescore)."""
     import torch
 
     from facegen.fid.score import Scorer, ScoringOptions
-    from facegen.train.data import load_split
 
-    faces = WORK / "data" / "faces.parquet"
-    digest = hashlib.sha256(faces.read_bytes()).hexdigest()
-    cached = WORK / "floor.json"
-    if cached.is_file() and json.loads(cached.read_text(encoding="utf-8")).get("faces_sha256") == digest:
-        return {k: v for k, v in json.loads(cached.read_text(encoding="utf-8")).items() if k != "faces_sha256"}
-    scorer = Scorer.for_split(
-        faces,
+    return Scorer.for_split(
+        WORK / "data" / "faces.parquet",
         WORK,
         IMAGE_SIZE,
         extractor=cfg.fid_extractor,
@@ -415,6 +406,21 @@ def floor(cfg: Any) -> dict[str, float]:
         cache_dir=WORK / "cache" / "fid",
         options=ScoringOptions(batch_size=cfg.fid_batch_size),
     )
+
+
+def floor(cfg: Any) -> dict[str, float]:
+    """FID/KID of the train faces against the test faces (the split's floor), at 32 px; cached
+    in cache/bench_quality/floor.json per faces.parquet content."""
+    import hashlib
+
+    from facegen.train.data import load_split
+
+    faces = WORK / "data" / "faces.parquet"
+    digest = hashlib.sha256(faces.read_bytes()).hexdigest()
+    cached = WORK / "floor.json"
+    if cached.is_file() and json.loads(cached.read_text(encoding="utf-8")).get("faces_sha256") == digest:
+        return {k: v for k, v in json.loads(cached.read_text(encoding="utf-8")).items() if k != "faces_sha256"}
+    scorer = fid_scorer(cfg)
     scores = scorer(load_split(faces, "train", WORK, IMAGE_SIZE))
     result = {"fid": round(scores["fid"], 2), "kid": round(scores["kid"], 5)}
     cached.write_text(json.dumps({**result, "faces_sha256": digest}), encoding="utf-8")
@@ -424,25 +430,14 @@ def floor(cfg: Any) -> dict[str, float]:
 def rescore(key: str, cfg: Any, results: Path) -> None:
     """Score ``runs/<key>/models/best`` (the best evaluated epoch) on ``cfg.fid_num_samples``
     DDIM samples, as the trainer's evaluator does, and record it under ``recipes[key].rescored``."""
-    import torch
 
     from facegen.diffusion.sampling import SampleSpec, generate, load_model
-    from facegen.fid.score import Scorer, ScoringOptions
 
     best = WORK / "runs" / key / "models" / "best"
     unet, sched = load_model(best)
     spec = SampleSpec(sampler="ddim", steps=cfg.eval_steps, batch_size=100)
     images = generate(unet, sched, spec, range(cfg.fid_num_samples), progress=False)
-    faces = WORK / "data" / "faces.parquet"
-    scorer = Scorer.for_split(
-        faces,
-        WORK,
-        IMAGE_SIZE,
-        extractor=cfg.fid_extractor,
-        device=torch.device("cpu"),
-        cache_dir=WORK / "cache" / "fid",
-        options=ScoringOptions(batch_size=cfg.fid_batch_size),
-    )
+    scorer = fid_scorer(cfg)
     scores = scorer(images)
     out = json.loads(results.read_text(encoding="utf-8"))
     epoch = json.loads((best / "best.json").read_text(encoding="utf-8")).get("epoch")

@@ -46,10 +46,15 @@ def dvc_workspace(root: Path, stages: list[str]) -> Path:
         shutil.copy(REPO / "stages" / f"{name}.py", root / "stages" / f"{name}.py")
     shutil.copytree(REPO / "facegen", root / "facegen", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / ".gitignore", root / ".gitignore")
+    init_repo(root)
+    run(root, "git", "add", "-A")
+    run(root, "git", "commit", "-qm", "workspace")
+    return root
+
+
+def init_repo(root: Path) -> None:
+    """``git init`` with a test identity, then ``dvc init``, in ``root``."""
     run(root, "git", "init", "-q")
     run(root, "git", "config", "user.email", "t@example.com")
     run(root, "git", "config", "user.name", "t")
     run(root, "dvc", "init", "-q")
-    run(root, "git", "add", "-A")
-    run(root, "git", "commit", "-qm", "workspace")
-    return root

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dvc_workspace import init_repo
+from dvc_workspace import run as _sh
 from tiny_faces import random_faces, write_faceset
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,15 +39,6 @@ TRAIN = dict(
     experiment="test-dvc",
     precision="no",
 )
-
-
-def _sh(root: Path, *cmd: str, ok: bool = True) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI" and not k.startswith("DVC_")}
-    env.update(PATH=f"{BIN}{os.pathsep}{env['PATH']}", PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    proc = subprocess.run(list(cmd), cwd=root, env=env, capture_output=True, text=True, timeout=600)
-    if ok:
-        assert proc.returncode == 0, (cmd, proc.stdout[-2000:], proc.stderr[-3000:])
-    return proc
 
 
 def _terminal(root: Path, cols: int, *cmd: str) -> list[str]:
@@ -103,10 +96,7 @@ def repo(tmp_path_factory) -> Path:
     shutil.copytree(REPO / "facegen", root / "facegen", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / ".gitignore", root / ".gitignore")
     write_faceset(root, random_faces(16, 32, 0), random_faces(8, 32, 1))
-    _sh(root, "git", "init", "-q")
-    _sh(root, "git", "config", "user.email", "t@example.com")
-    _sh(root, "git", "config", "user.name", "t")
-    _sh(root, "dvc", "init", "-q")
+    init_repo(root)
     _sh(root, "dvc", "add", "-q", "data/faces", "data/faces.parquet")
     _sh(root, "git", "add", "-A")
     _sh(root, "git", "commit", "-qm", "faces")
@@ -172,10 +162,7 @@ def views(tmp_path_factory) -> Path:
     for image in ("samples_grid.png", "faces_preview.png"):  # the sample and align stages' image plots
         Image.new("RGB", (8, 8), "gray").save(root / "data" / image)
     Image.new("RGB", (8, 8), "gray").save(root / "metrics" / "nearest_pairs.png")  # the fid stage's
-    _sh(root, "git", "init", "-q")
-    _sh(root, "git", "config", "user.email", "t@example.com")
-    _sh(root, "git", "config", "user.name", "t")
-    _sh(root, "dvc", "init", "-q")
+    init_repo(root)
     _sh(root, "git", "add", "-A")
     _sh(root, "git", "commit", "-qm", "views")
     return root

@@ -256,9 +256,10 @@ def test_stage_writes_the_contract_outputs(stage_run):
 
 
 @pytest.mark.slow
-def test_stage_mlflow_run_has_epochs_best_and_artifacts(stage_run):
+def test_stage_mlflow_run_has_epochs_best_and_artifacts(stage_run, monkeypatch):
     import mlflow
 
+    monkeypatch.chdir(stage_run)  # the store's artifact paths are relative to its workspace, where users start MLflow
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{stage_run / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
     assert run.info.status == "FINISHED" and run.data.tags["metric"] == "fd_offline"
