@@ -16,6 +16,7 @@ mlflow is imported inside the functions that use it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -197,6 +198,9 @@ class Tracker:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
         except ImportError:
             return
+        # its four INFO lines per run (started, GPU skipped, stopping, terminated) say nothing the
+        # system/* metrics do not: keep its warnings and errors only
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
         self.monitor = SystemMetricsMonitor(self.run_id, sampling_interval=10, resume_logging=self.last_step > 0)
         self.monitor.start()
 

@@ -243,3 +243,19 @@ def test_grid_logged_with_its_step(two_runs):
     steps = sorted({n.split("+step+")[1].split("+")[0] for n in names})
     assert steps == ["0", "3"]  # MLflow's image-slider naming: samples+step+N+...
     assert [a.path for a in client.list_artifacts(t.run_id, "samples")] == ["samples/epoch_00003.png"]
+
+
+def test_a_run_monitors_the_system_without_mlflows_info_lines(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from facegen.train import tracking\n"
+        "t = tracking.Tracker(sys.argv[1], 'quiet', 'r', artifact_root=sys.argv[2])\n"
+        "assert t.monitor is not None\n"
+        "t.end()\n"
+    )
+    uri, artifacts = f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "mlruns")
+    proc = subprocess.run([sys.executable, "-c", code, uri, artifacts], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "system_metrics" not in proc.stderr, proc.stderr  # started / GPU skipped / stopping / terminated
