@@ -313,8 +313,9 @@ class Tracker:
                 dataset = self.mlflow.data.from_pandas(
                     rows, source=str(faces_table), name=f"faces-{split}", digest=digest[:36]
                 )
+                entity = Dataset(**dataset.to_dict())  # the schema is inferred here, lazily
             tag = InputTag("mlflow.data.context", context)
-            self.client.log_inputs(self.run_id, datasets=[DatasetInput(Dataset(**dataset.to_dict()), [tag])])
+            self.client.log_inputs(self.run_id, datasets=[DatasetInput(entity, [tag])])
 
         self._call(f"log the {split} dataset", log)
 

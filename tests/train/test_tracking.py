@@ -259,3 +259,26 @@ def test_a_run_monitors_the_system_without_mlflows_info_lines(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, uri, artifacts], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "system_metrics" not in proc.stderr, proc.stderr  # started / GPU skipped / stopping / terminated
+
+
+def test_logging_the_training_split_as_a_dataset_warns_nothing(tmp_path):
+    import warnings
+
+    import mlflow
+    import pandas as pd
+
+    table = tmp_path / "faces.parquet"
+    pd.DataFrame(
+        {"face_id": ["a", "b", "c"], "status": ["ok", "ok", "blurry"], "split": ["train", "test", "train"],
+         "face_index": [0, 1, 2]}  # an integer column: MLflow's schema inference hints about it
+    ).to_parquet(table)  # fmt: skip
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    t = tracking.Tracker(uri, "ds", "r", artifact_root=tmp_path / "mlruns")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t.log_dataset(table, "train", "0" * 64)
+    t.end()
+    assert [str(w.message)[:80] for w in caught] == []
+    run = mlflow.MlflowClient(uri).get_run(t.run_id)
+    (only,) = run.inputs.dataset_inputs
+    assert only.dataset.name == "faces-train" and '"num_rows": 1' in only.dataset.profile
