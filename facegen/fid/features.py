@@ -98,7 +98,8 @@ class OfflineExtractor:
         import torch
         import torch.nn.functional as F
 
-        x = torch.from_numpy(np.ascontiguousarray(check_images(images))).to(self.device)
+        # a writable contiguous copy only when needed (a PIL image's array is read-only: torch warns)
+        x = torch.from_numpy(np.require(check_images(images), requirements=("C", "W"))).to(self.device)
         x = x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
         if x.shape[-2:] != (64, 64):
             x = F.interpolate(x, size=(64, 64), mode="bilinear", antialias=True, align_corners=False)

@@ -55,7 +55,7 @@ def pixel_nearest(
     if shift < 0 or 2 * shift >= min(h, w):
         raise ValueError(f"fid.pixel_shift = {shift}: must be >= 0 and leave a crop of {h}x{w} px images")
     ch, cw = h - 2 * shift, w - 2 * shift
-    t = torch.from_numpy(np.ascontiguousarray(train)).to(device).float().div_(255)
+    t = torch.from_numpy(np.require(train, requirements=("C", "W"))).to(device).float().div_(255)
     crops = [
         t[:, dy : dy + ch, dx : dx + cw].reshape(len(t), -1)
         for dy in range(2 * shift + 1)
@@ -64,7 +64,12 @@ def pixel_nearest(
     norms = [(c * c).sum(1) for c in crops]
     dist, index = [], []
     for start in range(0, len(queries), chunk):
-        q = torch.from_numpy(np.ascontiguousarray(queries[start : start + chunk])).to(device).float().div_(255)
+        q = (
+            torch.from_numpy(np.require(queries[start : start + chunk], requirements=("C", "W")))
+            .to(device)
+            .float()
+            .div_(255)
+        )
         q = torch.cat([q, q.flip(2)])[:, shift : shift + ch, shift : shift + cw].reshape(2 * len(q), -1)
         qn = (q * q).sum(1)[:, None]
         best = torch.stack([qn + n[None, :] - 2.0 * q @ c.T for c, n in zip(crops, norms, strict=True)]).amin(0)

@@ -146,3 +146,18 @@ def test_kid_names_follow_the_fd_names():
 def test_unknown_extractor_is_a_clear_error():
     with pytest.raises(ValueError, match=r"'clip'.*inception"):
         fid.get_extractor("clip")
+
+
+def test_a_read_only_image_array_is_scored_without_a_torch_warning() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from facegen.fid.features import OfflineExtractor\n"
+        "a = np.full((2, 16, 16, 3), 100, np.uint8); a.setflags(write=False)  # as np.asarray(PIL image)\n"
+        "b = a.copy()\n"
+        "assert (OfflineExtractor('cpu')(a) == OfflineExtractor('cpu')(b)).all()\n"
+    )
+    proc = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-1500:]
