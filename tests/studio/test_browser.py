@@ -237,6 +237,10 @@ def test_generate_same_seed_same_bytes_the_condition_toggle_and_the_reproduce_li
 
 def test_nearest_training_face_of_a_generated_image_and_the_flagged_mark(browser, server, studio_repo) -> None:
     root = studio_repo[0]
+    _tab(browser, "generate")
+    _set(browser, "gen-steps", "4")
+    _by_id(browser, "generate-btn").click()  # its own images: the test runs alone too (-k nearest)
+    _idle(browser)
     figures = browser.find_elements("css selector", "#gen-images figure")
     # no test split (test_fraction 0) and no metrics/fid.json: nothing to flag by, said plainly
     figures[0].find_element("css selector", ".nearest-btn").click()
