@@ -52,7 +52,7 @@ def flags(ws: Path) -> dict[str, bool]:
 
 def run(workspace: Path, every: int = 4, seed: int = 0) -> dict[str, Any]:
     """Plant, rescore in a temporary copy of ``workspace``, and compare the flags before and after."""
-    before = flags(workspace)
+    flagged_before, before = flags(workspace), read_scores(workspace)
     with tempfile.TemporaryDirectory(prefix="facegen-memorization-") as tmp:
         ws = Path(tmp) / "ws"
         shutil.copytree(workspace, ws, symlinks=True, ignore=shutil.ignore_patterns("checkpoints", "download", "crawl"))
@@ -61,17 +61,17 @@ def run(workspace: Path, every: int = 4, seed: int = 0) -> dict[str, Any]:
         subprocess.run([sys.executable, "stages/fid.py"], cwd=ws, check=True)
         seconds = time.perf_counter() - t0
         after = flags(ws)
-        scores = json.loads((ws / "metrics/fid.json").read_text(encoding="utf-8"))
+        scores = read_scores(ws)
     others = sorted(set(after) - set(planted))
     return {
         "samples": len(after),
         "planted": len(planted),
         "planted_flagged": sum(after[n] for n in planted),
         "others": len(others),
-        "others_flagged_before": sum(before[n] for n in others),
+        "others_flagged_before": sum(flagged_before[n] for n in others),
         "others_flagged_after": sum(after[n] for n in others),
-        "others_changed_flag": sum(before[n] != after[n] for n in others),
-        "scores_before": {k: before_scores(workspace).get(k) for k in SCORE_KEYS},
+        "others_changed_flag": sum(flagged_before[n] != after[n] for n in others),
+        "scores_before": {k: before.get(k) for k in SCORE_KEYS},
         "scores_after": {k: scores.get(k) for k in SCORE_KEYS},
         "thresholds": {k: v for k, v in scores.items() if k.startswith("memorization_")},
         "fid_stage_seconds": round(seconds, 1),
@@ -79,7 +79,7 @@ def run(workspace: Path, every: int = 4, seed: int = 0) -> dict[str, Any]:
     }
 
 
-def before_scores(ws: Path) -> dict[str, Any]:
+def read_scores(ws: Path) -> dict[str, Any]:
     """The workspace's own metrics/fid.json."""
     return dict(json.loads((ws / "metrics/fid.json").read_text(encoding="utf-8")))
 

@@ -236,10 +236,13 @@ class Catalog:
 
     def grid_png(self, run_id: str, epoch: int) -> bytes:
         """The PNG bytes of a run's sample grid at ``epoch``."""
-        self._run(run_id)
-        if epoch not in self.grid_epochs(run_id):
-            raise UnknownCheckpoint(f"run {run_id} has no sample grid for epoch {epoch}")
+        from mlflow.exceptions import MlflowException
+
         from facegen.train.mlflow_store import run_artifact
 
+        self._run(run_id)
         assert self.tracking_uri is not None
-        return run_artifact(self.root, run_id, f"samples/epoch_{epoch:05d}.png", self.tracking_uri).read_bytes()
+        try:  # one lookup of the file itself, not a listing of every grid first
+            return run_artifact(self.root, run_id, f"samples/epoch_{epoch:05d}.png", self.tracking_uri).read_bytes()
+        except (OSError, MlflowException) as exc:  # a local file, or a remote store's download
+            raise UnknownCheckpoint(f"run {run_id} has no sample grid for epoch {epoch}") from exc

@@ -55,6 +55,8 @@ def test_a_copied_workspace_shows_every_grid_and_loads_every_checkpoint(
             png = c.get(f"/api/runs/{t.run_id}/grid/{epoch}")
             assert png.status_code == 200, png.text
             assert np.asarray(Image.open(io.BytesIO(png.content)))[0, 0, 0] == 40 * epoch
+        missing = c.get(f"/api/runs/{t.run_id}/grid/3")
+        assert missing.status_code == 404 and "no sample grid for epoch 3" in missing.text
         assert run["checkpoints"] == [f"run:{t.run_id}", f"run:{t.run_id}:epoch:1", f"run:{t.run_id}:epoch:2"]
         for model_id in run["checkpoints"]:
             assert c.post("/api/model", json={"id": model_id}).status_code == 200
