@@ -34,6 +34,7 @@ import torch
 
 PEERS = ("peer-ddpm-pytorch", "peer-diffusers-example")
 WIDTHS = ("documented", "matched")
+SAMPLERS = ("ddpm", "ddim")  # the diffusers example's own DDPMPipeline, or DDIMPipeline
 
 
 @dataclass
@@ -140,10 +141,13 @@ def diffusers_example(
     lr_scale: float = 1.0,
     batch_size: int = 16,
     sample_steps: int = 1000,
+    sampler: str = "ddpm",
 ) -> Peer:
-    """``peer-diffusers-example`` (module docstring); the cosine decay spans ``total_steps``."""
+    """``peer-diffusers-example`` (module docstring); the cosine decay spans ``total_steps``.
+    ``sampler="ddim"`` draws with diffusers' ``DDIMPipeline`` (eta 0) on the same noise schedule
+    instead of the example's ``DDPMPipeline``: its 1000 steps cost hours per evaluation on CPU."""
     import torch.nn.functional as F
-    from diffusers import DDPMPipeline, DDPMScheduler
+    from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
 
@@ -167,11 +171,17 @@ def diffusers_example(
         ema.step(unet.parameters())
         return float(value.detach())
 
+    if sampler not in SAMPLERS:
+        raise ValueError(f"quality: error: --peer-sampler {sampler!r}: choose one of {SAMPLERS}")
+
     def sample(n: int, seed: int) -> np.ndarray:
         ema.store(unet.parameters())
         ema.copy_to(unet.parameters())
         try:
-            pipe = DDPMPipeline(unet=unet, scheduler=sched)
+            if sampler == "ddim":
+                pipe: Any = DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(sched.config))
+            else:
+                pipe = DDPMPipeline(unet=unet, scheduler=sched)
             pipe.set_progress_bar_config(disable=True)
             gen = torch.Generator().manual_seed(seed)
             images = pipe(generator=gen, batch_size=n, num_inference_steps=sample_steps, output_type="np").images
@@ -190,13 +200,14 @@ def diffusers_example(
         "optimizer": f"AdamW lr {lr:g} betas (0.95, 0.999) wd 1e-6, 500 warmup + cosine over {total_steps} steps",
         "ema": "EMAModel max 0.9999, warmup inv_gamma 1 power 3/4",
         "grad_clip": 1.0,
-        "sampler": f"DDPMPipeline {sample_steps} steps (EMA weights)",
+        "sampler": f"{'DDIMPipeline' if sampler == 'ddim' else 'DDPMPipeline'} {sample_steps} steps (EMA weights)",
     }
     return Peer("peer-diffusers-example", unet, batch_size, loss, step, sample, settings)
 
 
 def build_peer(name: str, width: str, *, image_size: int, total_steps: int, **kw: Any) -> Peer:
-    """Peer ``name`` at ``width``; ``kw``: lr_scale, batch_size, sample_steps (tests shrink them)."""
+    """Peer ``name`` at ``width``; ``kw``: lr_scale, batch_size, sample_steps (tests shrink them);
+    the diffusers example also takes ``sampler`` (ddpm-pytorch's own sampler is DDIM already)."""
     if width not in WIDTHS:
         raise ValueError(f"quality: error: --peer-width {width!r}: choose one of {WIDTHS}")
     if name == "peer-ddpm-pytorch":

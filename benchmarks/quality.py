@@ -487,6 +487,25 @@ def plot(results: dict[str, Any], floor_fid: float, path: Path) -> None:
     plt.close(fig)
 
 
+def merge_result(path: Path, key: str, res: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """Put ``res`` under ``recipes[key]`` of the JSON at ``path`` (and ``fields`` at its top), under
+    an exclusive lock, so runs that share the cores and finish together keep every entry."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(exist_ok=True)
+    with path.open("r+", encoding="utf-8") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        text = fh.read()
+        out = json.loads(text) if text.strip() else {}
+        out.setdefault("recipes", {})[key] = res
+        out.update(fields)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps(out, indent=2) + "\n")
+    return out
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from peers import PEERS, WIDTHS
 
@@ -510,10 +529,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--peer-width", default="matched", choices=WIDTHS, help="a peer's documented or matched width")
     ap.add_argument("--peer-lr-scale", type=float, default=1.0, help="a peer's learning rate x this (e.g. 10)")
     ap.add_argument(
+        "--peer-sampler",
+        default="documented",
+        choices=("documented", "ddim"),
+        help="a peer's evaluation sampler: its documented one (ddpm-pytorch DDIM 250, the diffusers example's "
+        f"DDPMPipeline 1000), or DDIM at the recipes' {BENCH['eval_steps']} steps (ddpm-pytorch's own DDIM, "
+        "diffusers' DDIMPipeline)",
+    )
+    ap.add_argument(
         "--peer-sample-steps",
         type=int,
         default=None,
-        help="a peer's sampling steps (default: its documented 250 DDIM / 1000 DDPM)",
+        help="a peer's sampling steps (default: those of --peer-sampler)",
     )
     ap.add_argument("--evals", type=int, default=4, help="evaluations, at equal fractions of the budget")
     ap.add_argument("--samples", type=int, default=300, help="samples per evaluation")
@@ -535,6 +562,10 @@ def peer_maker(args: argparse.Namespace) -> Callable[[int], Any]:
     from peers import build_peer
 
     kw: dict[str, Any] = {"lr_scale": args.peer_lr_scale}
+    if args.peer_sampler == "ddim":
+        kw["sample_steps"] = BENCH["eval_steps"]
+        if args.recipe == "peer-diffusers-example":
+            kw["sampler"] = "ddim"
     if args.peer_sample_steps:
         kw["sample_steps"] = args.peer_sample_steps
     return lambda steps: build_peer(args.recipe, args.peer_width, image_size=IMAGE_SIZE, total_steps=steps, **kw)
@@ -595,12 +626,13 @@ def main(argv: list[str] | None = None) -> None:
         reference_rate=ref,
         load_average_after=load_average(),
     )
-    out = json.loads(args.results.read_text(encoding="utf-8")) if args.results.is_file() else {}
-    out.setdefault("recipes", {})[key] = res
     from facegen.train.data import face_paths
 
     faces = WORK / "data" / "faces.parquet"
-    out.update(
+    out = merge_result(
+        args.results,
+        key,
+        res,
         image_size=IMAGE_SIZE,
         num_train=len(face_paths(faces, "train", WORK)),
         num_test=len(face_paths(faces, "test", WORK)),
@@ -611,8 +643,6 @@ def main(argv: list[str] | None = None) -> None:
         trainer="recipes: facegen.train.loop.train (whole epochs); peers: benchmarks/peers.py with their libraries",
         extractor="clean-fid Inception-V3 (facegen.fid.score.Scorer: FID, KID)",
     )
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     if res["grid"]:
         grid = Image.open(res["grid"])
         grid.resize((grid.width * 2, grid.height * 2), Image.Resampling.NEAREST).save(

@@ -15,10 +15,17 @@ from peers import PEERS, build_peer
 from facegen.diffusion.model import build_unet, count_parameters
 
 
-@pytest.mark.parametrize(("name", "size"), [("peer-ddpm-pytorch", 16), ("peer-diffusers-example", 32)])
-def test_a_peer_trains_two_steps_and_samples(name: str, size: int) -> None:
+@pytest.mark.parametrize(
+    ("name", "size", "kw"),
+    [
+        ("peer-ddpm-pytorch", 16, {}),
+        ("peer-diffusers-example", 32, {}),
+        ("peer-diffusers-example", 32, {"sampler": "ddim"}),
+    ],
+)
+def test_a_peer_trains_two_steps_and_samples(name: str, size: int, kw: dict[str, str]) -> None:
     torch.manual_seed(0)
-    peer = build_peer(name, "matched", image_size=size, total_steps=2, batch_size=2, sample_steps=3)
+    peer = build_peer(name, "matched", image_size=size, total_steps=2, batch_size=2, sample_steps=3, **kw)
     before = [p.detach().clone() for p in peer.module.parameters()]
     x = torch.rand(peer.batch_size, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
     assert train_flops(lambda: peer.loss(x), peer.module.parameters()) > 0
@@ -42,3 +49,25 @@ def test_the_matched_width_is_within_20_percent_of_faces32(name: str) -> None:
 def test_an_unknown_width_names_the_choices() -> None:
     with pytest.raises(ValueError, match="documented"):
         build_peer("peer-ddpm-pytorch", "wide", image_size=32, total_steps=10)
+
+
+def test_the_evaluation_sampler_is_the_one_asked_for() -> None:
+    ddpm = build_peer("peer-diffusers-example", "matched", image_size=32, total_steps=10, sample_steps=25)
+    ddim = build_peer("peer-diffusers-example", "matched", image_size=32, total_steps=10, sample_steps=25, sampler="ddim")
+    assert ddpm.settings["sampler"] == "DDPMPipeline 25 steps (EMA weights)"
+    assert ddim.settings["sampler"] == "DDIMPipeline 25 steps (EMA weights)"
+    with pytest.raises(ValueError, match="'ddpm', 'ddim'"):
+        build_peer("peer-diffusers-example", "matched", image_size=32, total_steps=10, sampler="euler")
+
+
+def test_the_benchmark_evaluates_every_peer_with_ddim_at_the_recipes_steps() -> None:
+    import quality
+
+    for name, sampler in [
+        ("peer-ddpm-pytorch", "GaussianDiffusion.sample: DDIM 25 steps, eta 0 (EMA model)"),
+        ("peer-diffusers-example", "DDIMPipeline 25 steps (EMA weights)"),
+    ]:
+        args = quality.parse_args(["--recipe", name, "--peer-sampler", "ddim"])
+        assert quality.peer_maker(args)(10).settings["sampler"] == sampler
+    documented = quality.parse_args(["--recipe", "peer-diffusers-example"])
+    assert quality.peer_maker(documented)(10).settings["sampler"] == "DDPMPipeline 1000 steps (EMA weights)"
