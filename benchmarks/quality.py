@@ -151,12 +151,12 @@ def recipe_step(cfg: Any) -> tuple[Callable[[], Any], list[Any], Callable[[], No
     import torch
     from diffusers.training_utils import EMAModel
 
-    from facegen.diffusion.model import build_unet
     from facegen.diffusion.noise import diffusion_loss, make_noise_scheduler, noisy_batch, training_target
+    from facegen.train.condition import build_unet
 
-    unet = build_unet(cfg.model, cfg.image_size, cfg.channels or None)
+    unet = build_unet(cfg, None)
     sched = make_noise_scheduler(cfg.schedule, cfg.num_train_timesteps, cfg.prediction)
-    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr)
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, betas=(cfg.adam_betas[0], cfg.adam_betas[1]))
     ema = EMAModel(unet.parameters(), decay=cfg.ema_decay)
     gen = torch.Generator().manual_seed(0)
     x0 = torch.rand(cfg.batch_size, 3, cfg.image_size, cfg.image_size, generator=gen) * 2 - 1
@@ -213,7 +213,8 @@ def run_recipe(
     rounded to ``evals`` equal parts) in ``out``; return every evaluation with what it spent."""
     import dataclasses
 
-    from facegen.diffusion.model import build_unet, count_parameters
+    from facegen.diffusion.model import count_parameters
+    from facegen.train.condition import build_unet
     from facegen.train.config import TrainPaths
     from facegen.train.data import epoch_batches, face_paths
     from facegen.train.loop import train
@@ -262,7 +263,7 @@ def run_recipe(
     grids = sorted((out / "metrics" / "grids").glob("epoch_*.png"))
     return {
         "recipe": {k: v for k, v in dataclasses.asdict(cfg).items() if k in _recipe_keys(recipe_name)},
-        "num_parameters": count_parameters(build_unet(cfg.model, cfg.image_size, cfg.channels or None)),
+        "num_parameters": count_parameters(build_unet(cfg, None)),
         **summarize(rows, cfg.batch_size, budget),
         "epochs": cfg.epochs,
         "eval": {"sampler": "ddim", "steps": cfg.eval_steps, "samples": cfg.fid_num_samples},

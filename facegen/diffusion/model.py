@@ -80,11 +80,19 @@ TRAIN_CONFIG_FILE = "train_config.json"
 BEST_FILE = "best.json"
 
 
-def unet_config(preset: str, image_size: int, channels: tuple[int, ...] | None = None) -> dict[str, Any]:
+def unet_config(
+    preset: str,
+    image_size: int,
+    channels: tuple[int, ...] | None = None,
+    *,
+    layers_per_block: int = 0,
+    dropout: float = 0.0,
+) -> dict[str, Any]:
     """The ``UNet2DModel`` keyword arguments of a preset at ``image_size`` px.
 
     ``channels`` overrides the preset's ``block_out_channels`` (same number of levels),
-    e.g. (8, 16) for the smallest test model.
+    e.g. (8, 16) for the smallest test model; ``layers_per_block`` (0: the preset's) sets the
+    residual blocks per level and ``dropout`` the residual blocks' dropout.
     """
     if preset not in PRESETS:
         raise ValueError(f"train.model = {preset!r} is not a known preset; choose one of {sorted(PRESETS)}")
@@ -106,6 +114,10 @@ def unet_config(preset: str, image_size: int, channels: tuple[int, ...] | None =
         raise ValueError(
             f"train.image_size = {image_size} must be divisible by {2 ** (levels - 1)} for preset {preset!r}"
         )
+    if layers_per_block:
+        cfg["layers_per_block"] = layers_per_block
+    if dropout:
+        cfg["dropout"] = dropout
     cfg.update(sample_size=image_size, in_channels=3, out_channels=3)
     return cfg
 

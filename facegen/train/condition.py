@@ -134,14 +134,18 @@ def prepare(cfg: Any, faces_parquet: str | Path, device: torch.device | str) -> 
 
 def build_unet(cfg: Any, cond: ConditionData | None) -> Any:
     """The UNet to train: today's ``UNet2DModel`` (``cond`` None) or the conditioned one."""
-    from facegen.diffusion.model import build_unet as build_plain
+    from diffusers import UNet2DModel
+
     from facegen.diffusion.model import unet_config
 
+    config = unet_config(
+        cfg.model, cfg.image_size, cfg.channels or None, layers_per_block=cfg.layers_per_block, dropout=cfg.dropout
+    )
     if cond is None:
-        return build_plain(cfg.model, cfg.image_size, cfg.channels or None)
+        return UNet2DModel(**config)
     from facegen.diffusion.conditional import build
 
-    return build(unet_config(cfg.model, cfg.image_size, cfg.channels or None), cond.stats)
+    return build(config, cond.stats)
 
 
 def key_settings(settings: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from facegen.train.ema import MAX_SIGMA_REL
 
 Preset = Literal["tiny", "faces32", "base", "ddpm64"]  # facegen.diffusion.model.PRESETS (a test checks they agree)
 Extractor = Literal["inception", "offline"]  # facegen.fid.features.EXTRACTORS (a test checks they agree)
+LrSchedule = Literal["cosine", "constant"]  # after the linear warmup (diffusers.optimization)
 
 # keys that do NOT change the trained weights (logging, evaluation, retention, resume, data placement):
 # left out of the run key, so changing one resumes a run instead of starting a new one
@@ -53,6 +54,9 @@ _RANGES = {
     "batch_size": AT_LEAST_ONE,
     "grad_accum": AT_LEAST_ONE,
     "lr": Range(0, 1, lo_open=True),
+    "adam_betas": Range(0, 1, hi_open=True),
+    "dropout": Range(0, 1, hi_open=True),
+    "layers_per_block": NON_NEGATIVE,
     "weight_decay": Range(0, 1e3),  # finite: AdamW scales the weights by 1 - lr x weight_decay each step
     "warmup_steps": NON_NEGATIVE,
     "clip_grad": NON_NEGATIVE,
@@ -88,11 +92,15 @@ class TrainConfig:
     seed: int = 0
     model: Preset = "ddpm64"
     channels: tuple[int, ...] = ()
+    layers_per_block: int = 0  # residual blocks per UNet level; 0 = the preset's
+    dropout: float = 0.0  # dropout in the UNet's residual blocks (EDM: 0.13 on CIFAR-10)
     image_size: int = 64
     epochs: int = 160
     batch_size: int = 16
     grad_accum: int = 1
     lr: float = 3e-4
+    lr_schedule: LrSchedule = "cosine"
+    adam_betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     warmup_steps: int = 100
     clip_grad: float = 1.0
@@ -141,9 +149,16 @@ class TrainConfig:
                 f"train.beta_start = {self.beta_start} must be below train.beta_end = {self.beta_end} "
                 "(noise grows along the schedule; the DDPM paper uses 1e-4 .. 0.02)"
             )
+        if len(self.adam_betas) != 2:
+            raise ValueError(f"train.adam_betas = {list(self.adam_betas)} must be two numbers, e.g. [0.9, 0.999]")
         if not self.experiment.strip():
             raise ValueError("train.experiment is empty: name the MLflow experiment (e.g. facegen)")
 
+
+_DEFAULT = TrainConfig()
+# keys added after checkpoints existed: at their default they are left out of the run key, so
+# those runs keep their key and resume
+LATER_KEYS = frozenset({"layers_per_block", "dropout", "lr_schedule", "adam_betas"})
 
 CHECKPOINTS_ENV = "FACEGEN_CHECKPOINTS"
 
@@ -184,6 +199,7 @@ def run_key(cfg: TrainConfig, data_hash: str, world_size: int = 1) -> str:
     from facegen.train.condition import key_settings
 
     settings = key_settings({k: v for k, v in to_dict(cfg).items() if k not in OPERATIONAL_KEYS})
+    settings = {k: v for k, v in settings.items() if k not in LATER_KEYS or v != to_dict(_DEFAULT)[k]}
     if world_size != 1:
         settings = {**settings, "world_size": world_size}
     return hashlib.sha256(json.dumps([settings, data_hash], sort_keys=True).encode()).hexdigest()[:12]

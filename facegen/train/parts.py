@@ -84,7 +84,7 @@ def announce(run: Run) -> None:
 def build_run(cfg: TrainConfig, paths: TrainPaths, accelerator: Any) -> Run:
     """Load the data, build and prepare the UNet, optimizer, LR and noise schedules and the EMA."""
     import torch
-    from diffusers.optimization import get_cosine_schedule_with_warmup
+    from diffusers.optimization import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     train_np = load_split(paths.faces, "train", paths.root, cfg.image_size)
@@ -105,9 +105,16 @@ def build_run(cfg: TrainConfig, paths: TrainPaths, accelerator: Any) -> Run:
     if steps_per_epoch < 1:
         raise ValueError(f"train.grad_accum = {cfg.grad_accum} exceeds the {micro_per_epoch} batches per epoch")
     optimizer = torch.optim.AdamW(
-        unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
+        unet.parameters(),
+        lr=cfg.lr,
+        betas=(cfg.adam_betas[0], cfg.adam_betas[1]),
+        weight_decay=cfg.weight_decay,
+        fused=device.type == "cuda",
     )
-    lr_sched = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.epochs * steps_per_epoch)
+    if cfg.lr_schedule == "constant":
+        lr_sched = get_constant_schedule_with_warmup(optimizer, cfg.warmup_steps)
+    else:
+        lr_sched = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.epochs * steps_per_epoch)
     unet, optimizer, lr_sched = accelerator.prepare(unet, optimizer, lr_sched)
     raw_unet = accelerator.unwrap_model(unet)
     ema = make_ema(raw_unet.parameters(), cfg) if accelerator.is_main_process else None

@@ -52,8 +52,9 @@ def test_an_unknown_width_names_the_choices() -> None:
 
 
 def test_the_evaluation_sampler_is_the_one_asked_for() -> None:
-    ddpm = build_peer("peer-diffusers-example", "matched", image_size=32, total_steps=10, sample_steps=25)
-    ddim = build_peer("peer-diffusers-example", "matched", image_size=32, total_steps=10, sample_steps=25, sampler="ddim")
+    kw = {"image_size": 32, "total_steps": 10, "sample_steps": 25}
+    ddpm = build_peer("peer-diffusers-example", "matched", **kw)
+    ddim = build_peer("peer-diffusers-example", "matched", **kw, sampler="ddim")
     assert ddpm.settings["sampler"] == "DDPMPipeline 25 steps (EMA weights)"
     assert ddim.settings["sampler"] == "DDIMPipeline 25 steps (EMA weights)"
     with pytest.raises(ValueError, match="'ddpm', 'ddim'"):

@@ -7,7 +7,7 @@ import typing
 
 import pytest
 
-from facegen.train.config import OPERATIONAL_KEYS, Extractor, Preset, TrainConfig, run_key
+from facegen.train.config import LATER_KEYS, OPERATIONAL_KEYS, Extractor, Preset, TrainConfig, run_key
 
 
 def test_choices_agree_with_their_implementations():
@@ -48,12 +48,33 @@ def test_run_key_ignores_operational_keys_only():
         "ema_decay": 0.99,
         "fid_extractor": "offline",
         "compile": True,
+        "layers_per_block": 2,
+        "dropout": 0.1,
+        "lr_schedule": "constant",
+        "adam_betas": (0.9, 0.99),
     }
     for key, value in weight_keys.items():
         assert run_key(dataclasses.replace(base, **{key: value}), "d") != run_key(base, "d"), key
     assert run_key(base, "other data") != run_key(base, "d")
     # the world size sets the effective batch: a 2-process run never resumes a 1-process checkpoint
     assert run_key(base, "d", 2) != run_key(base, "d", 1) == run_key(base, "d")
+
+
+def test_keys_added_later_keep_the_run_keys_of_earlier_checkpoints():
+    # the keys of these configs before layers_per_block, dropout, lr_schedule and adam_betas existed
+    assert {"layers_per_block", "dropout", "lr_schedule", "adam_betas"} == LATER_KEYS
+    assert run_key(TrainConfig(), "d") == "467e6a71d1c0"
+    conditioned = TrainConfig(model="faces32", condition=("brightness",))
+    assert run_key(conditioned, "d") == "ac58ae7a0e74"
+
+
+def test_adam_betas_are_two_numbers_below_one():
+    with pytest.raises(ValueError, match=r"train.adam_betas = \[0.9\] must be two numbers"):
+        TrainConfig(adam_betas=(0.9,))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"train\.adam_betas = \(0\.9, 1\.0\) is out of range"):
+        TrainConfig(adam_betas=(0.9, 1.0))
+    with pytest.raises(ValueError, match=r"train\.lr_schedule = 'linear': choose one of"):
+        TrainConfig(lr_schedule="linear")  # type: ignore[arg-type]
 
 
 def _stage(tmp_path, monkeypatch, train: dict | str, *args: str) -> int:

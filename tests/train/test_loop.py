@@ -339,3 +339,28 @@ def test_ddp_two_cpu_processes_save_one_consistent_checkpoint(tmp_path):
     assert state["step"] == 2  # 32 faces / 2 processes / batch 8
     assert {p.name for p in ckpt.glob("random_states_*.pkl")} == {"random_states_0.pkl", "random_states_1.pkl"}
     assert (tmp_path / "models" / "best" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_the_later_model_and_optimizer_keys_reach_the_trained_model(tmp_path, store):
+    cfg = TrainConfig(
+        **{
+            **TINY,
+            "epochs": 3,
+            "warmup_steps": 1,
+            "layers_per_block": 2,
+            "dropout": 0.1,
+            "lr_schedule": "constant",
+            "adam_betas": (0.9, 0.99),
+        }
+    )
+    _run(tmp_path, cfg, store)  # 4 optimizer steps per epoch
+    unet, _, saved = load_model_dir(tmp_path / "models" / "best")
+    assert (unet.config.layers_per_block, unet.config.dropout) == (2, 0.1)
+    assert len(unet.down_blocks[0].resnets) == 2 and unet.down_blocks[0].resnets[0].dropout.p == 0.1
+    assert not unet.training  # loaded for sampling: dropout off
+    assert (saved["lr_schedule"], saved["adam_betas"]) == ("constant", [0.9, 0.99])
+    rows = (tmp_path / "metrics" / "train_epochs.csv").read_text().splitlines()[1:]
+    assert [float(r.split(",")[3]) for r in rows] == [2e-3] * 3  # no decay after the 1-step warmup
+    (run_dir,) = (tmp_path / "cache" / "checkpoints").iterdir()
+    opt = torch.load(run_dir / "epoch_00003" / "optimizer.bin", weights_only=True)
+    assert opt["param_groups"][0]["betas"] == (0.9, 0.99)
