@@ -47,6 +47,7 @@ class Peer:
     loss: Callable[[torch.Tensor], torch.Tensor]  # images in [-1, 1] -> the library's loss
     step: Callable[[torch.Tensor], float]  # one optimizer step on a batch; returns the loss
     sample: Callable[[int, int], np.ndarray]  # (n, seed) -> uint8 (n, H, W, 3) from the EMA weights
+    sample_online: Callable[[int, int], np.ndarray]  # the same from the trained (online) weights
     settings: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -95,10 +96,19 @@ def ddpm_pytorch(
         ema.update()
         return total
 
-    def sample(n: int, seed: int) -> np.ndarray:
+    def draw(model: Any, n: int, seed: int) -> np.ndarray:
         torch.manual_seed(seed)
-        ema.ema_model.eval()
-        return _to_uint8(ema.ema_model.sample(batch_size=n))
+        model.eval()
+        try:
+            return _to_uint8(model.sample(batch_size=n))
+        finally:
+            model.train()
+
+    def sample(n: int, seed: int) -> np.ndarray:
+        return draw(ema.ema_model, n, seed)
+
+    def sample_online(n: int, seed: int) -> np.ndarray:
+        return draw(diffusion, n, seed)
 
     settings = {
         "library": "denoising-diffusion-pytorch",
@@ -113,7 +123,7 @@ def ddpm_pytorch(
         "ema": "ema-pytorch beta 0.995 every 10 steps",
         "grad_clip": 1.0,
     }
-    return Peer("peer-ddpm-pytorch", diffusion, batch_size * accumulate, loss, step, sample, settings)
+    return Peer("peer-ddpm-pytorch", diffusion, batch_size * accumulate, loss, step, sample, sample_online, settings)
 
 
 def diffusers_unet(width: str, image_size: int) -> Any:
@@ -174,20 +184,23 @@ def diffusers_example(
     if sampler not in SAMPLERS:
         raise ValueError(f"quality: error: --peer-sampler {sampler!r}: choose one of {SAMPLERS}")
 
+    def sample_online(n: int, seed: int) -> np.ndarray:
+        if sampler == "ddim":
+            pipe: Any = DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(sched.config))
+        else:
+            pipe = DDPMPipeline(unet=unet, scheduler=sched)
+        pipe.set_progress_bar_config(disable=True)
+        gen = torch.Generator().manual_seed(seed)
+        images = pipe(generator=gen, batch_size=n, num_inference_steps=sample_steps, output_type="np").images
+        return _to_uint8(images)
+
     def sample(n: int, seed: int) -> np.ndarray:
         ema.store(unet.parameters())
         ema.copy_to(unet.parameters())
         try:
-            if sampler == "ddim":
-                pipe: Any = DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(sched.config))
-            else:
-                pipe = DDPMPipeline(unet=unet, scheduler=sched)
-            pipe.set_progress_bar_config(disable=True)
-            gen = torch.Generator().manual_seed(seed)
-            images = pipe(generator=gen, batch_size=n, num_inference_steps=sample_steps, output_type="np").images
+            return sample_online(n, seed)
         finally:
             ema.restore(unet.parameters())
-        return _to_uint8(images)
 
     settings = {
         "library": "diffusers (examples/unconditional_image_generation/train_unconditional.py)",
@@ -202,7 +215,7 @@ def diffusers_example(
         "grad_clip": 1.0,
         "sampler": f"{'DDIMPipeline' if sampler == 'ddim' else 'DDPMPipeline'} {sample_steps} steps (EMA weights)",
     }
-    return Peer("peer-diffusers-example", unet, batch_size, loss, step, sample, settings)
+    return Peer("peer-diffusers-example", unet, batch_size, loss, step, sample, sample_online, settings)
 
 
 def build_peer(name: str, width: str, *, image_size: int, total_steps: int, **kw: Any) -> Peer:

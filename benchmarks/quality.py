@@ -1,4 +1,4 @@
-"""Quality benchmark: real FID/KID of a training recipe under a fixed FLOP budget at 32 px.
+"""Quality benchmark: real FID/KID of a training recipe under a fixed FLOP budget at 32 px (or 64).
 
 Untimed preparation (cached under cache/bench_quality/): every shared photo
 (``$FACEGEN_SHARED/faces/{wild,portraits}``) is posted once on the local demo board
@@ -9,18 +9,20 @@ demo's board overrides. The train and test splits are what align wrote.
 Training: a recipe (``--recipe``: facegen.train.recipes) by the real trainer
 (facegen.train.loop.train, Accelerate, EMA, MLflow in cache/bench_quality/mlflow.db), or a peer
 (``peer-ddpm-pytorch``, ``peer-diffusers-example``: benchmarks/peers.py, the ``bench`` extra)
-by its own library, at 32 px, for the steps a FLOP budget buys (benchmarks/budget.py: FLOPs
-per step counted once by FlopCounterMode; ``--minutes`` at the recipe's reference FLOP/s from
-quality_rates.json, or ``--flops``), so the step count is the same whatever else runs. Every
+by its own library, at 32 px (``--size 64``: 64 px, names ending in ``-64``), for the steps a
+FLOP budget buys (benchmarks/budget.py: FLOPs per step counted once by FlopCounterMode;
+``--minutes`` at the recipe's reference FLOP/s from quality_rates.json, or ``--flops``), so the
+step count is the same whatever else runs. Every
 evaluation records flops, steps, images_seen, cpu_minutes and wall_minutes. Evaluation:
 ``--samples`` samples (recipes: DDIM ``train.eval_steps``; peers: their own samplers) against
-the test faces at 32 px with clean-fid's Inception network, FID and KID
+the test faces at the same size with clean-fid's Inception network, FID and KID
 (facegen.fid.score.Scorer, the fid stage's path). The floor is the FID of the train faces
 against the test faces: what a model that reproduced the training set would score.
 
 Outputs (benchmarks/results/): quality.json (one entry per recipe, merged across runs),
-quality_fid.png (FID vs training FLOPs of every entry that records them; ``<stem>_fid.png`` beside
-another ``--results``), quality_<recipe>_grid.png (64 samples of the last evaluation).
+quality_fid.png (FID vs training FLOPs of every 32 px entry that records them; quality_fid_64.png
+for 64 px; ``<stem>_fid.png`` beside another ``--results``), quality_<recipe>_grid.png (64 samples
+of the last evaluation).
 Run: ``.venv/bin/python benchmarks/quality.py --recipe baseline``.
 """
 
@@ -49,7 +51,8 @@ from peers import PEERS  # noqa: E402
 SHARED = Path(os.environ.get("FACEGEN_SHARED", REPO.parent / "shared"))
 WORK = REPO / "cache" / "bench_quality"
 RESULTS = REPO / "benchmarks" / "results"
-IMAGE_SIZE = 32
+IMAGE_SIZE = 32  # the default; --size 64 runs the same comparison at 64 px, under names ending in -64
+SIZES = (32, 64)
 IMAGES_PER_POST = 3
 # the benchmark's own train keys: 32 px on CPU, evaluation with real Inception, no resume
 BENCH: dict[str, Any] = {
@@ -134,13 +137,16 @@ def prepare_data(work: Path = WORK) -> Path:
 # ---------------------------------------------------------------- recipes under a budget
 
 
-def bench_config(recipe_name: str, samples: int, overrides: dict[str, Any] | None = None) -> Any:
-    """params.yaml's ``train`` section + the benchmark's keys + the recipe (+ ``overrides``)."""
+def bench_config(
+    recipe_name: str, samples: int, overrides: dict[str, Any] | None = None, size: int = IMAGE_SIZE
+) -> Any:
+    """params.yaml's ``train`` section + the benchmark's keys at ``size`` px + the recipe (+ ``overrides``)."""
     from facegen.common.config import from_dict, load_params
     from facegen.train.config import TrainConfig
     from facegen.train.recipes import recipe
 
-    keys = {**load_params(REPO / "params.yaml")["train"], **BENCH, **recipe(recipe_name), **(overrides or {})}
+    bench = {**BENCH, "image_size": size}
+    keys = {**load_params(REPO / "params.yaml")["train"], **bench, **recipe(recipe_name), **(overrides or {})}
     return from_dict(TrainConfig, {**keys, "fid_num_samples": samples}, "train")
 
 
@@ -290,7 +296,7 @@ def summarize(rows: list[dict[str, Any]], batch: int, budget: Any) -> dict[str, 
 
 
 def run_peer(
-    key: str, make: Callable[[int], Any], *, budget: Any, rate: float, evals: int, samples: int
+    key: str, make: Callable[[int], Any], *, budget: Any, rate: float, evals: int, samples: int, size: int
 ) -> dict[str, Any]:
     """Train peer ``make(total_steps)`` for the steps ``budget`` buys on the train faces
     (random flips, batches of a seeded permutation per epoch), scoring its EMA sampler
@@ -302,8 +308,8 @@ def run_peer(
     faces = WORK / "data" / "faces.parquet"
     torch.manual_seed(0)
     peer = make(budget.steps)
-    train_faces = torch.from_numpy(load_split(faces, "train", WORK, IMAGE_SIZE)).permute(0, 3, 1, 2).contiguous()
-    scorer = eval_scorer()
+    train_faces = torch.from_numpy(load_split(faces, "train", WORK, size)).permute(0, 3, 1, 2).contiguous()
+    scorer = eval_scorer(size)
     marks = {round(budget.steps * (i + 1) / evals) for i in range(evals)}
     gen, clock, rows, step, epoch = torch.Generator().manual_seed(0), TrainClock(), [], 0, 0
     print(
@@ -319,7 +325,7 @@ def run_peer(
             clock.tick(after_pause=paused)
             paused = False
             if step in marks:
-                images = np.concatenate([peer.sample(min(100, samples - s), s // 100) for s in range(0, samples, 100)])
+                images = draw(peer.sample, samples)
                 scores = scorer(images)
                 rows.append(
                     {
@@ -333,6 +339,10 @@ def run_peer(
                     }
                 )
                 print(f"{key}: step {step}: FID {scores['fid']:.2f} KID {scores['kid']:.5f}", flush=True)
+                if step >= budget.steps:  # the last: also the trained weights, to tell the EMA from the training
+                    online = scorer(draw(peer.sample_online, samples))
+                    rows[-1]["online"] = {"fid": round(online["fid"], 2), "kid": round(online["kid"], 5)}
+                    print(f"{key}: step {step}, online weights: FID {online['fid']:.2f}", flush=True)
                 grid = images[:64]
                 paused = True
             if step >= budget.steps:
@@ -349,6 +359,11 @@ def run_peer(
     }
 
 
+def draw(sample: Callable[[int, int], np.ndarray], samples: int) -> np.ndarray:
+    """``samples`` images from a peer's sampler, in batches of 100 seeded 0, 1, ... (as the recipes')."""
+    return np.concatenate([sample(min(100, samples - s), s // 100) for s in range(0, samples, 100)])
+
+
 def save_grid(images: np.ndarray, path: Path) -> None:
     """uint8 (N, H, W, 3) -> one square PNG grid (N a square)."""
     from PIL import Image
@@ -360,9 +375,9 @@ def save_grid(images: np.ndarray, path: Path) -> None:
     Image.fromarray(grid).save(path)
 
 
-def eval_scorer() -> Any:
+def eval_scorer(size: int) -> Any:
     """The benchmark's evaluator, the trainer's: facegen.fid.score.Scorer against the test faces at
-    32 px with FID, KID, precision/recall and memorization (the ``fid`` section's defaults)."""
+    ``size`` px with FID, KID, precision/recall and memorization (the ``fid`` section's defaults)."""
     import torch
 
     from facegen.fid.score import FidConfig, Scorer
@@ -371,7 +386,7 @@ def eval_scorer() -> Any:
         FidConfig(extractor=BENCH["fid_extractor"], batch_size=BENCH["fid_batch_size"]),
         faces_parquet=WORK / "data" / "faces.parquet",
         root=WORK,
-        image_size=IMAGE_SIZE,
+        image_size=size,
         device=torch.device("cpu"),
         cache_dir=WORK / "cache" / "fid",
     )
@@ -393,7 +408,7 @@ def _recipe_keys(name: str) -> set[str]:
 
 
 def fid_scorer(cfg: Any) -> Any:
-    """FID and KID against the test faces at 32 px with ``cfg``'s extractor (the floor, a rescore)."""
+    """FID and KID against the test faces at ``cfg.image_size`` px with ``cfg``'s extractor (the floor, a rescore)."""
     import torch
 
     from facegen.fid.score import Scorer, ScoringOptions
@@ -401,7 +416,7 @@ def fid_scorer(cfg: Any) -> Any:
     return Scorer.for_split(
         WORK / "data" / "faces.parquet",
         WORK,
-        IMAGE_SIZE,
+        cfg.image_size,
         extractor=cfg.fid_extractor,
         device=torch.device("cpu"),
         cache_dir=WORK / "cache" / "fid",
@@ -410,19 +425,20 @@ def fid_scorer(cfg: Any) -> Any:
 
 
 def floor(cfg: Any) -> dict[str, float]:
-    """FID/KID of the train faces against the test faces (the split's floor), at 32 px; cached
-    in cache/bench_quality/floor.json per faces.parquet content."""
+    """FID/KID of the train faces against the test faces (the split's floor), at ``cfg.image_size``
+    px; cached in cache/bench_quality/floor.json (32 px; floor_<size>.json otherwise) per
+    faces.parquet content."""
     import hashlib
 
     from facegen.train.data import load_split
 
     faces = WORK / "data" / "faces.parquet"
     digest = hashlib.sha256(faces.read_bytes()).hexdigest()
-    cached = WORK / "floor.json"
+    cached = WORK / ("floor.json" if cfg.image_size == IMAGE_SIZE else f"floor_{cfg.image_size}.json")
     if cached.is_file() and json.loads(cached.read_text(encoding="utf-8")).get("faces_sha256") == digest:
         return {k: v for k, v in json.loads(cached.read_text(encoding="utf-8")).items() if k != "faces_sha256"}
     scorer = fid_scorer(cfg)
-    scores = scorer(load_split(faces, "train", WORK, IMAGE_SIZE))
+    scores = scorer(load_split(faces, "train", WORK, cfg.image_size))
     result = {"fid": round(scores["fid"], 2), "kid": round(scores["kid"], 5)}
     cached.write_text(json.dumps({**result, "faces_sha256": digest}), encoding="utf-8")
     return result
@@ -455,8 +471,9 @@ def rescore(key: str, cfg: Any, results: Path) -> None:
 # ---------------------------------------------------------------- outputs
 
 
-def plot(results: dict[str, Any], floor_fid: float, path: Path) -> None:
-    """FID vs training FLOPs of every recipe and peer that records them, with the split's floor."""
+def plot(results: dict[str, Any], floor_fid: float, path: Path, size: int = IMAGE_SIZE) -> None:
+    """FID vs training FLOPs of every recipe and peer at ``size`` px that records them, with the
+    split's floor at that size."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -465,6 +482,8 @@ def plot(results: dict[str, Any], floor_fid: float, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     xmax = 0.0
     for name, res in sorted(results.items()):
+        if res.get("image_size", IMAGE_SIZE) != size:
+            continue
         if not all("flops" in e for e in res["evals"]):
             print(f"plot: {name} has no FLOP counts (a timing-budget run), left out of {path.name}")
             continue
@@ -478,7 +497,7 @@ def plot(results: dict[str, Any], floor_fid: float, path: Path) -> None:
     ax.axhline(floor_fid, color="gray", ls="--", label=f"floor: train vs test ({floor_fid:.0f})")
     ax.axhline(1.3 * floor_fid, color="gray", ls=":", label=f"1.3x floor ({1.3 * floor_fid:.0f})")
     ax.set_xlabel("training compute (PFLOP: forward + backward, FlopCounterMode)")
-    ax.set_ylabel("FID vs test faces (32 px)")
+    ax.set_ylabel(f"FID vs test faces ({size} px)")
     ax.set_xlim(0, xmax * 1.08 or 1)
     ax.set_yscale("log")
     ax.grid(alpha=0.3, which="both")
@@ -543,6 +562,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="a peer's sampling steps (default: those of --peer-sampler)",
     )
+    ap.add_argument(
+        "--size", type=int, default=IMAGE_SIZE, choices=SIZES, help="image size (px); not 32: names end in -<size>"
+    )
     ap.add_argument("--evals", type=int, default=4, help="evaluations, at equal fractions of the budget")
     ap.add_argument("--samples", type=int, default=300, help="samples per evaluation")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
@@ -569,7 +591,7 @@ def peer_maker(args: argparse.Namespace) -> Callable[[int], Any]:
             kw["sampler"] = "ddim"
     if args.peer_sample_steps:
         kw["sample_steps"] = args.peer_sample_steps
-    return lambda steps: build_peer(args.recipe, args.peer_width, image_size=IMAGE_SIZE, total_steps=steps, **kw)
+    return lambda steps: build_peer(args.recipe, args.peer_width, image_size=args.size, total_steps=steps, **kw)
 
 
 def counted_step(args: argparse.Namespace, cfg: Any) -> tuple[int, Callable[[], None]]:
@@ -580,8 +602,18 @@ def counted_step(args: argparse.Namespace, cfg: Any) -> tuple[int, Callable[[], 
         loss, params, step = recipe_step(cfg)
         return train_flops(loss, params), step
     peer = peer_maker(args)(1000)
-    x = torch.rand(peer.batch_size, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    x = torch.rand(peer.batch_size, 3, args.size, args.size, generator=torch.Generator().manual_seed(0)) * 2 - 1
     return train_flops(lambda: peer.loss(x), peer.module.parameters()), lambda: peer.step(x) and None
+
+
+def entry_names(args: argparse.Namespace) -> tuple[str, str]:
+    """(the reference-rate key, the results key) of a run: the recipe, or the peer and its width;
+    then the results key's ``_lr<x>x`` and ``--tag``; both end in ``-<size>`` when not 32 px."""
+    is_peer = args.recipe in PEERS
+    name = f"{args.recipe}-{args.peer_width}" if is_peer else args.recipe
+    lr_tag = f"_lr{args.peer_lr_scale:g}x" if is_peer and args.peer_lr_scale != 1 else ""
+    size_tag = "" if args.size == IMAGE_SIZE else f"-{args.size}"
+    return name + size_tag, name + lr_tag + args.tag + size_tag
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -592,11 +624,10 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     is_peer = args.recipe in PEERS
-    rate_key = f"{args.recipe}-{args.peer_width}" if is_peer else args.recipe
-    lr_tag = f"_lr{args.peer_lr_scale:g}x" if is_peer and args.peer_lr_scale != 1 else ""
-    key = rate_key + lr_tag + args.tag
+    rate_key, key = entry_names(args)
+    size_tag = "" if args.size == IMAGE_SIZE else f"-{args.size}"
     extra = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.sets)}
-    cfg = bench_config("baseline" if is_peer else args.recipe, args.samples, extra)
+    cfg = bench_config("baseline" if is_peer else args.recipe, args.samples, extra, args.size)
     flops_per_step, step = counted_step(args, cfg)
     if args.measure_rate:
         rate = measure_rate(step, flops_per_step)
@@ -617,10 +648,14 @@ def main(argv: list[str] | None = None) -> None:
         rescore(key, cfg, args.results)
         return
     if is_peer:
-        res = run_peer(key, peer_maker(args), budget=budget, rate=rate, evals=args.evals, samples=args.samples)
+        res = run_peer(
+            key, peer_maker(args), budget=budget, rate=rate, evals=args.evals, samples=args.samples, size=args.size
+        )
     else:
         res = run_recipe(key, args.recipe, cfg, budget=budget, rate=rate, evals=args.evals, out=WORK / "runs" / key)
     res.update(
+        image_size=args.size,
+        floor=split_floor,
         budget_minutes=round(budget.flops / rate / 60, 3),
         threads=args.threads,
         overrides=extra,
@@ -630,14 +665,19 @@ def main(argv: list[str] | None = None) -> None:
     from facegen.train.data import face_paths
 
     faces = WORK / "data" / "faces.parquet"
+    # the top-level floor is the 32 px one (every entry also records its own); other sizes' beside it
+    floors = (
+        {"image_size": IMAGE_SIZE, "floor": split_floor}
+        if args.size == IMAGE_SIZE
+        else {f"floor_{args.size}": split_floor}
+    )
     out = merge_result(
         args.results,
         key,
         res,
-        image_size=IMAGE_SIZE,
+        **floors,
         num_train=len(face_paths(faces, "train", WORK)),
         num_test=len(face_paths(faces, "test", WORK)),
-        floor=split_floor,
         machine=f"{machine()}, no GPU",
         budget="FLOPs: --minutes x 60 x the recipe's reference FLOP/s (quality_rates.json), or --flops; "
         "FLOPs per step by FlopCounterMode over forward + backward at the recipe's batch",
@@ -649,7 +689,8 @@ def main(argv: list[str] | None = None) -> None:
         grid.resize((grid.width * 2, grid.height * 2), Image.Resampling.NEAREST).save(
             args.results.with_name(f"{args.results.stem}_{key}_grid.png")
         )
-    plot(out["recipes"], split_floor["fid"], args.results.with_name(f"{args.results.stem}_fid.png"))
+    plot_name = f"{args.results.stem}_fid{size_tag.replace('-', '_')}.png"
+    plot(out["recipes"], split_floor["fid"], args.results.with_name(plot_name), args.size)
     print(f"{key}: FID {res['fid']} KID {res['kid']} after {res['steps']} steps; floor FID {split_floor['fid']}")
 
 

@@ -37,6 +37,10 @@ def test_a_peer_trains_two_steps_and_samples(name: str, size: int, kw: dict[str,
     assert images.shape == (2, size, size, 3) and images.dtype == np.uint8
     assert np.array_equal(images, peer.sample(2, 0))  # a seed draws the same images
     assert not np.array_equal(images, peer.sample(2, 1))
+    online = peer.sample_online(2, 0)  # the trained weights, not the EMA's
+    assert online.shape == images.shape and np.array_equal(online, peer.sample_online(2, 0))
+    if name == "peer-ddpm-pytorch":  # ema-pytorch starts averaging after step 100: still the initial weights
+        assert not np.array_equal(online, images)
 
 
 @pytest.mark.parametrize("name", PEERS)

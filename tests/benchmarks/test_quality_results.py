@@ -33,3 +33,21 @@ def test_an_entry_replaces_the_one_of_the_same_name(tmp_path: Path) -> None:
     out = quality.merge_result(path, "faces32", {"fid": 76.0})
     assert out == json.loads(path.read_text(encoding="utf-8"))
     assert out == {"recipes": {"faces32": {"fid": 76.0}, "baseline": {"fid": 140.0}}, "floor": {"fid": 54.3}}
+
+
+def test_entry_names_end_in_the_size_when_not_32_px() -> None:
+    def names(*argv: str) -> tuple[str, str]:
+        return quality.entry_names(quality.parse_args(list(argv)))
+
+    assert names("--recipe", "faces32") == ("faces32", "faces32")
+    assert names("--recipe", "faces32", "--size", "64", "--tag", "_snr5") == ("faces32-64", "faces32_snr5-64")
+    assert names("--recipe", "peer-diffusers-example", "--peer-lr-scale", "10") == (
+        "peer-diffusers-example-matched",
+        "peer-diffusers-example-matched_lr10x",
+    )
+    assert names("--recipe", "peer-ddpm-pytorch", "--peer-width", "documented", "--size", "64") == (
+        "peer-ddpm-pytorch-documented-64",
+        "peer-ddpm-pytorch-documented-64",
+    )
+    assert quality.bench_config("faces32", 300, size=64).image_size == 64
+    assert quality.bench_config("faces32", 300).image_size == 32
