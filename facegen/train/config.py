@@ -155,10 +155,10 @@ class TrainConfig:
             raise ValueError("train.experiment is empty: name the MLflow experiment (e.g. facegen)")
 
 
-_DEFAULT = TrainConfig()
 # keys added after checkpoints existed: at their default they are left out of the run key, so
 # those runs keep their key and resume
 LATER_KEYS = frozenset({"layers_per_block", "dropout", "lr_schedule", "adam_betas"})
+_LATER_DEFAULTS = {k: v for k, v in to_dict(TrainConfig()).items() if k in LATER_KEYS}
 
 CHECKPOINTS_ENV = "FACEGEN_CHECKPOINTS"
 
@@ -199,7 +199,7 @@ def run_key(cfg: TrainConfig, data_hash: str, world_size: int = 1) -> str:
     from facegen.train.condition import key_settings
 
     settings = key_settings({k: v for k, v in to_dict(cfg).items() if k not in OPERATIONAL_KEYS})
-    settings = {k: v for k, v in settings.items() if k not in LATER_KEYS or v != to_dict(_DEFAULT)[k]}
+    settings = {k: v for k, v in settings.items() if k not in LATER_KEYS or v != _LATER_DEFAULTS[k]}
     if world_size != 1:
         settings = {**settings, "world_size": world_size}
     return hashlib.sha256(json.dumps([settings, data_hash], sort_keys=True).encode()).hexdigest()[:12]
